@@ -1,0 +1,199 @@
+"""The typed, frozen configuration: one YAML file, validated once at start.
+
+``load_settings(path)`` reads YAML, interpolates ``${ENV_VAR}`` (and
+``${ENV_VAR:-default}``) in string values, and validates. A bad file raises
+``ConfigError`` whose message names each bad key and why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "ConfigError",
+    "DeploymentConfig",
+    "ModelConfig",
+    "Prices",
+    "ProviderConfig",
+    "ServerConfig",
+    "Settings",
+    "Timeouts",
+    "load_settings",
+    "parse_settings",
+]
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Prices(_Strict):
+    """USD per one million tokens. Reasoning tokens are billed as output."""
+
+    input_per_mtok: Decimal = Field(Decimal(0), ge=0, description="USD per 1M input tokens")
+    cached_input_per_mtok: Decimal | None = Field(
+        None, ge=0, description="USD per 1M cached input tokens (default: the input price)"
+    )
+    output_per_mtok: Decimal = Field(Decimal(0), ge=0, description="USD per 1M output tokens")
+
+
+class Timeouts(_Strict):
+    """Seconds. Defaults suit LLMs: a short connect, a long total."""
+
+    connect: float = Field(10.0, gt=0, description="TCP/TLS connect")
+    first_token: float = Field(120.0, gt=0, description="request sent to first upstream event")
+    idle: float = Field(120.0, gt=0, description="longest gap between two upstream events")
+    total: float = Field(900.0, gt=0, description="whole upstream call")
+
+
+class ProviderConfig(_Strict):
+    """An upstream provider account: its type and how to reach it."""
+
+    type: Literal["openai", "anthropic", "simulated"] = Field(description="adapter to use")
+    base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1")
+    api_key: str | None = Field(None, description="sent upstream; use ${ENV_VAR}")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra upstream headers")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="adapter-specific settings (see README)"
+    )
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> ProviderConfig:
+        if self.type == "openai" and not self.base_url:
+            raise ValueError("an 'openai' provider needs base_url")
+        return self
+
+
+class DeploymentConfig(_Strict):
+    """One place a model alias can be served from."""
+
+    provider: str = Field(description="a key of 'providers'")
+    model: str = Field(description="the model name the upstream knows")
+    name: str | None = Field(None, description="unique name; default provider/model")
+    weight: float = Field(1.0, gt=0, description="for the weighted strategy")
+    prices: Prices = Field(default_factory=Prices)
+    max_output_tokens: int | None = Field(
+        None, gt=0, description="default output cap when the client sets none"
+    )
+    max_in_flight: int | None = Field(None, gt=0, description="concurrent requests allowed")
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    options: dict[str, Any] = Field(default_factory=dict, description="adapter-specific")
+
+    @property
+    def id(self) -> str:
+        return self.name or f"{self.provider}/{self.model}"
+
+
+class ModelConfig(_Strict):
+    """A model name clients use: an alias for one or more deployments."""
+
+    strategy: Literal["fallback", "weighted", "least-busy", "latency"] = "fallback"
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+    owned_by: str = "tollway"
+
+
+class ServerConfig(_Strict):
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="worker processes sharing the port")
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
+    usage_on_final_chunk: bool = Field(
+        True,
+        description="attach usage to the finish chunk when the client did not ask for "
+        "stream_options.include_usage; false gives strict OpenAI behaviour",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(_Strict):
+    """Everything tollway reads from its config file."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    database: str = Field("sqlite:///tollway.db", description="sqlite:///PATH or postgresql://…")
+    admin_key: str | None = Field(None, description="guards /admin; or TOLLWAY_ADMIN_KEY")
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        seen: set[str] = set()
+        for alias, model in self.models.items():
+            for i, dep in enumerate(model.deployments):
+                if dep.provider not in self.providers:
+                    raise ValueError(
+                        f"models.{alias}.deployments.{i}.provider: unknown provider "
+                        f"{dep.provider!r} (known: {', '.join(sorted(self.providers)) or 'none'})"
+                    )
+                if dep.id in seen:
+                    raise ValueError(f"models.{alias}.deployments.{i}: duplicate name {dep.id!r}")
+                seen.add(dep.id)
+        return self
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, where: str) -> Any:
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None:
+                if m.group(2) is None:
+                    raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
+                return m.group(2)
+            return value
+
+        return _ENV.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{where}.{i}") for i, v in enumerate(node)]
+    return node
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{loc}: {msg}" if loc else msg.removeprefix("Value error, "))
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_settings(data: Any) -> Settings:
+    """Validate an already-loaded mapping (env interpolation included)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("invalid configuration: the top level must be a mapping")
+    try:
+        return Settings.model_validate(_interpolate(data, ""))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """Read and validate a YAML config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_settings(data)

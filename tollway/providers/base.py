@@ -1,0 +1,53 @@
+"""The provider interface and the request object every adapter receives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tollway.chunks import Event
+from tollway.config import DeploymentConfig, ProviderConfig
+
+__all__ = ["ChatRequest", "Provider", "ProviderFactory"]
+
+# Request fields that are tollway's own extensions: never sent upstream.
+EXTENSION_FIELDS = frozenset({"firewall", "platform_tools", "include_route_trace"})
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A validated chat request as the pipeline and the adapters see it.
+
+    ``body`` is the client's JSON minus tollway's extension fields; adapters start
+    from it so that fields tollway does not know reach OpenAI-compatible upstreams
+    untouched. ``messages`` and ``tools`` may be rewritten by stages (request
+    firewall redaction, platform-tool loop) and win over ``body``.
+    """
+
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    max_output_tokens: int | None = None
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """An adapter: translates a ChatRequest to one upstream and its answer to events.
+
+    ``stream`` raises ``UpstreamError`` for failures it sees (HTTP errors, error
+    events, broken connections); deciding what to do about them is the router's job.
+    """
+
+    async def stream(
+        self, request: ChatRequest, deployment: DeploymentConfig
+    ) -> AsyncIterator[Event]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ProviderFactory(Protocol):
+    def __call__(self, name: str, config: ProviderConfig) -> Provider: ...
