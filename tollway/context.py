@@ -1,0 +1,61 @@
+"""Per-request state that outlives the stream: what settlement and traces read.
+
+Stages keep their working state in local variables; they only *report* here
+(verdicts, tool calls, the final usage), so that settlement can run from a
+``finally`` that a client disconnect cannot skip.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tollway.chunks import Usage
+from tollway.config import DeploymentConfig
+from tollway.providers.base import ChatRequest
+
+__all__ = ["Attempt", "RequestContext"]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one deployment by the router."""
+
+    deployment: str
+    outcome: str  # "ok" | "error" | "skipped"
+    status: int | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    misconfigured: bool = False
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    received_at: float = field(default_factory=time.time)
+    received_perf: float = field(default_factory=time.perf_counter)
+    account_id: str | None = None
+    key_id: str | None = None
+    account: Any = None  # billing's account record, when billing is on
+    request: ChatRequest | None = None
+    requested_model: str | None = None
+    deployment: DeploymentConfig | None = None  # the one that served
+    served_model: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reasons: dict[int, str] = field(default_factory=dict)
+    status: int = 200
+    error: str | None = None
+    error_code: str | int | None = None
+    client_disconnected: bool = False
+    partial: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # perf_counter marks
+    firewall_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    reservation: Any = None  # billing's open reservation
+    extra_usage_cost: Any = None  # e.g. per-call platform tool prices (Decimal USD)
+
+    def mark(self, name: str) -> None:
+        """Record a timing mark (seconds since the request was received)."""
+        self.timings.setdefault(name, time.perf_counter() - self.received_perf)
