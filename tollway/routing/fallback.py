@@ -87,7 +87,7 @@ async def open_stream(
             continue
         except BaseException:
             await _close(events)
-            router.finished(dep, True, None)  # cancelled or a bug: not the deployment's fault
+            router.released(dep)  # cancelled or a bug: says nothing about the deployment
             raise
         break
     else:

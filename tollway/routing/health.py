@@ -2,8 +2,8 @@
 
 A deployment that fails ``cooldown_failures`` times within ``cooldown_window``
 seconds is cooled down for ``cooldown_seconds``. When that time is up it is
-tried again (a probe): a success clears its record, a failure cools it down
-again at once. A ``Retry-After`` from the upstream blocks it the same way for
+tried again (a probe): a success clears its record (and ends a cool-down), a
+failure cools it down again at once. A ``Retry-After`` from the upstream blocks it the same way for
 the time the upstream asked. All times come from one injectable clock.
 """
 
@@ -62,9 +62,16 @@ class HealthBook:
             record.ttft = ttft if record.ttft is None else alpha * ttft + (1 - alpha) * record.ttft
         if ok:
             record.failures.clear()
-            record.tripped = False
+            if record.tripped:  # it answered: the cool-down is over
+                record.tripped = False
+                record.cooled_until = 0.0
             return
         self.failure(dep_id)
+
+    def released(self, dep_id: str) -> None:
+        """A request ended without telling anything about the deployment's health."""
+        record = self.get(dep_id)
+        record.in_flight = max(0, record.in_flight - 1)
 
     def failure(self, dep_id: str) -> None:
         """Count one failure; cool the deployment down when it crosses the threshold."""

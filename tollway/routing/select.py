@@ -97,6 +97,10 @@ class Router:
         """A request to ``deployment`` ended; ``ttft`` in seconds if it answered."""
         self.health.finished(deployment.id, ok, ttft)
 
+    def released(self, deployment: DeploymentConfig) -> None:
+        """A request to ``deployment`` ended with no verdict (e.g. the client left)."""
+        self.health.released(deployment.id)
+
     def block(self, deployment: DeploymentConfig, seconds: float) -> None:
         """Keep ``deployment`` out of plans for ``seconds`` (upstream Retry-After)."""
         self.health.block(deployment.id, seconds)
