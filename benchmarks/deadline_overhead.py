@@ -30,7 +30,9 @@ DELTA = TextDelta("x")
 
 
 class Flood:
-    async def stream(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[Event]:
+    async def stream(
+        self, request: ChatRequest, deployment: DeploymentConfig
+    ) -> AsyncIterator[Event]:
         yield Start(model="m")
         for _ in range(N):
             yield DELTA
@@ -60,14 +62,14 @@ async def main() -> None:
         async for _ in stream:
             pass
         per = (time.perf_counter() - t) / N * 1e6
-        print(f"{label:14s} {per:6.3f} us/chunk")
+        print(f"{label:14s} {per:6.3f} us/chunk")  # noqa: T201
         return per
 
     for _ in range(2):
         raw = await timed("raw", Flood().stream(req, dep))
         routed = await timed("open_stream", open_stream(router, "c", req, RequestContext("r")))
         tpc = await timed("timeout/chunk", per_chunk_timeout(Flood().stream(req, dep), 120))
-        print(f"  open_stream overhead {routed - raw:.3f} us; timeout/chunk {tpc - raw:.3f} us")
+        print(f"  open_stream overhead {routed - raw:.3f} us; timeout/chunk {tpc - raw:.3f} us")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -20,12 +20,10 @@ from tollway.providers.anthropic import AnthropicProvider
 from tollway.providers.base import ChatRequest
 from tollway.wire.anthropic import build_messages_request, translate_messages
 
-RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "streams" / "anthropic"
-if not RECORDINGS.is_dir():
-    RECORDINGS = Path("/work/shared/conformance/streams/anthropic")
+RECORDINGS = Path(__file__).resolve().parents[3] / "shared/conformance/streams/anthropic"
 KEY = "sk-ant-secret-test-key-123"
 
-FABLE_B = (RECORDINGS / "sdkpy-fable-stream-b-fallback.sse").read_bytes() if RECORDINGS.is_dir() else b""
+FABLE_B = (RECORDINGS / "sdkpy-fable-stream-b-fallback.sse").read_bytes()
 
 # What each recording implies: model, text, reasoning, tool calls, finish, usage.
 EXPECTED: dict[str, dict[str, Any]] = {
@@ -35,8 +33,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "docs-extended-thinking.sse": dict(
         model="claude-opus-4-1-20250805",
         reasoning=(
-            "Let me solve this step by step:\n\n1. First break down 27 * 453\n2. 453 = 400 + 50 + 3"
-            "\n3. 27 * 400 = 10,800\n4. 27 * 50 = 1,350\n5. 27 * 3 = 81\n6. 10,800 + 1,350 + 81 = 12,231"
+            "Let me solve this step by step:\n\n1. First break down 27 * 453"
+            "\n2. 453 = 400 + 50 + 3\n3. 27 * 400 = 10,800\n4. 27 * 50 = 1,350"
+            "\n5. 27 * 3 = 81\n6. 10,800 + 1,350 + 81 = 12,231"
         ),
         text="27 * 453 = 12,231",
         finish="stop",
@@ -269,10 +268,13 @@ def test_tool_without_arguments_gets_empty_object() -> None:
         {"type": "content_block_delta", "index": 1,
          "delta": {"type": "input_json_delta", "partial_json": "{\"x\": 1}"}},
         {"type": "content_block_stop", "index": 1},
-        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+         "usage": {"output_tokens": 3}},
         {"type": "message_stop"},
     ]
-    raw = b"".join(b"event: %s\ndata: %s\n\n" % (o["type"].encode(), orjson.dumps(o)) for o in lines)
+    raw = b"".join(
+        b"event: %s\ndata: %s\n\n" % (o["type"].encode(), orjson.dumps(o)) for o in lines
+    )
 
     async def main() -> list[Event]:
         async with serve(lambda r: write_sse(r, raw)) as url:
@@ -311,7 +313,8 @@ def test_client_errors_are_not_retryable(status: int) -> None:
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_errors_are_misconfiguration_and_hide_the_key(status: int) -> None:
-    err = _http_error(status, anthropic_error("authentication_error", f"invalid x-api-key {KEY}"))
+    body = anthropic_error("authentication_error", f"invalid x-api-key {KEY}")
+    err = _http_error(status, body)
     assert err.retryable and err.misconfigured
     assert KEY not in err.message and KEY not in str(err.to_body())
 
@@ -388,7 +391,8 @@ def test_tools_tool_calls_and_results() -> None:
                  "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}},
             ]},
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "rain"}]},
+            {"role": "tool", "tool_call_id": "call_2",
+             "content": [{"type": "text", "text": "rain"}]},
             {"role": "user", "content": "thanks"},
         ],
     )

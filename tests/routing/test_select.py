@@ -29,7 +29,9 @@ class Stub:
         self.hold: dict[str, float] = {}
         self.calls: list[str] = []
 
-    async def stream(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[Event]:
+    async def stream(
+        self, request: ChatRequest, deployment: DeploymentConfig
+    ) -> AsyncIterator[Event]:
         name = deployment.id
         self.calls.append(name)
         yield Start(model=deployment.model)
@@ -52,7 +54,9 @@ class Clock:
         return self.now
 
 
-def make(strategy: str, weights: list[float] | None = None, n: int = 2, **cfg: Any) -> tuple[Router, Stub, Clock]:
+def make(
+    strategy: str, weights: list[float] | None = None, n: int = 2, **cfg: Any
+) -> tuple[Router, Stub, Clock]:
     stub, clock = Stub(), Clock()
     weights = weights or [1.0] * n
     deps = [DeploymentConfig(provider="stub", model=f"m{i}", name=f"d{i}", weight=w)

@@ -153,7 +153,9 @@ def _content_blocks(content: Any, i: int) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     if not isinstance(content, list):
-        raise InvalidRequest(f"messages[{i}].content: expected a string or a list", param="messages")
+        raise InvalidRequest(
+            f"messages[{i}].content: expected a string or a list", param="messages"
+        )
     blocks: list[dict[str, Any]] = []
     for part in content:
         block = _part_block(part, i)
