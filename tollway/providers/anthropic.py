@@ -14,9 +14,10 @@ Anthropic                          tollway event
                                    pause_turn → stop, max_tokens → length,
                                    tool_use → tool_calls, refusal →
                                    content_filter)
-usage (start + delta, cumulative)  one ``Usage`` at the end: prompt = input +
-                                   cache read + cache creation, cached =
-                                   cache read, completion = output
+usage (start + delta, cumulative)  one ``Usage`` after ``Finish``: prompt =
+                                   input + cache read + cache creation,
+                                   cached = cache read, completion = output
+                                   (none if the upstream reported none)
 ``error``                          ``UpstreamError`` (overloaded → retryable)
 ping, signature / unknown deltas   ignored
 =================================  ===========================================
@@ -211,13 +212,13 @@ class MessageTranslator:
             if not reason or self._finished:
                 return []
             self._finished = True
-            return [Finish(_FINISH.get(reason, "stop")), usage_from_anthropic(self._usage)]
+            return [Finish(_FINISH.get(reason, "stop")), *self._final_usage()]
         if kind == "message_stop":
             self.done = True
             if self._finished:
                 return []
             self._finished = True
-            return [Finish("stop"), usage_from_anthropic(self._usage)]
+            return [Finish("stop"), *self._final_usage()]
         if kind == "error":
             err = obj.get("error") or {}
             raise error_from_type(
@@ -225,6 +226,10 @@ class MessageTranslator:
                 str(err.get("message") or f"provider {self._provider!r} reported an error"),
             )
         return []  # ping and unknown events
+
+    def _final_usage(self) -> list[Event]:
+        # No usage reported (it happens): emit none, so the meter estimates.
+        return [usage_from_anthropic(self._usage)] if self._usage else []
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[Event]:
         btype = block.get("type")
