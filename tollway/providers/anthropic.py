@@ -278,7 +278,8 @@ def events_from_message(message: dict[str, Any]) -> list[Event]:
             out.append(ToolCallDelta(tools, args, id=block.get("id"), name=block.get("name")))
             tools += 1
     out.append(Finish(_FINISH.get(str(message.get("stop_reason")), "stop")))
-    out.append(usage_from_anthropic(message.get("usage") or {}))
+    if message.get("usage"):
+        out.append(usage_from_anthropic(message["usage"]))
     return out
 
 
