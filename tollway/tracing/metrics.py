@@ -38,7 +38,7 @@ def mark_process_dead(pid: int) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class _WriterCollector(Collector):
@@ -193,7 +193,7 @@ class Metrics:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             if self._writer_collector is not None:
                 registry.register(self._writer_collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -103,10 +103,10 @@ class Observability:
 
     def request_finished(self, ctx: RequestContext, bodies: dict[str, Any] | None = None) -> None:
         """Trace, count, log and span one finished request; never raises."""
-        finished = ctx.timings.get("finished")
-        if finished is None:
-            finished = time.perf_counter() - ctx.received_perf
         try:
+            finished = ctx.timings.get("finished")
+            if finished is None:
+                finished = time.perf_counter() - ctx.received_perf
             keep = bodies if bodies is not None and self.wants_bodies(ctx.account_id) else None
             record = build_record(ctx, bodies=keep, finished=finished)
         except Exception:  # a broken context must not break settlement

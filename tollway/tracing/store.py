@@ -194,8 +194,9 @@ class SqliteTraceStore:
                     (before, batch),
                 )
                 await self._w.commit()
-            total += cur.rowcount
-            if cur.rowcount < batch:
+            count = int(cur.rowcount)
+            total += count
+            if count < batch:
                 return total
 
     def transient(self, exc: BaseException) -> bool:
