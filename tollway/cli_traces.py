@@ -136,7 +136,7 @@ async def _fetch(args: argparse.Namespace) -> Any:
             ("model", args.model), ("status", args.status), ("account_id", args.account),
             ("since", args.since), ("until", args.until), ("limit", args.limit),
         ) if v is not None}
-        return await store.find(build_query(query, account_id=None, admin=True))
+        return [t for _seq, t in await store.find(build_query(query, account_id=None, admin=True))]
     finally:
         await store.close()
 

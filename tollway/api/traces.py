@@ -53,18 +53,18 @@ def parse_time(value: str, param: str) -> float:
     return ts
 
 
-def encode_cursor(received_at: float, request_id: str) -> str:
+def encode_cursor(received_at: float, seq: int) -> str:
     """The opaque position after a trace."""
-    return base64.urlsafe_b64encode(orjson.dumps([received_at, request_id])).decode().rstrip("=")
+    return base64.urlsafe_b64encode(orjson.dumps([received_at, seq])).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[float, str]:
+def decode_cursor(cursor: str) -> tuple[float, int]:
     """Inverse of ``encode_cursor``; a bad cursor is a 400."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts, rid = orjson.loads(raw)
-        if isinstance(ts, int | float) and isinstance(rid, str):
-            return float(ts), rid
+        ts, seq = orjson.loads(raw)
+        if isinstance(ts, int | float) and type(seq) is int:
+            return float(ts), seq
     except (binascii.Error, ValueError, TypeError):
         pass
     raise InvalidRequest("'cursor' is not a cursor this API returned.", param="cursor")
@@ -174,8 +174,12 @@ class TraceAPI:
         rows = await self._store().find(replace(query, limit=limit + 1))
         has_more = len(rows) > limit
         rows = rows[:limit]
-        cursor = encode_cursor(rows[-1]["received_at"], rows[-1]["id"]) if has_more else None
-        return {"object": "list", "data": rows, "has_more": has_more, "next_cursor": cursor}
+        cursor = None
+        if has_more:
+            seq, last = rows[-1]
+            cursor = encode_cursor(last["received_at"], seq)
+        data = [record for _seq, record in rows]
+        return {"object": "list", "data": data, "has_more": has_more, "next_cursor": cursor}
 
 
 def _account_of(request: dict[str, Any]) -> str:

@@ -15,7 +15,8 @@ import orjson
 
 from tollway.tracing.record import iso_time
 
-__all__ = ["JsonFormatter", "REQUEST_LOGGER", "log_request", "request_fields", "setup_logging"]
+__all__ = ["JsonFormatter", "REQUEST_LOGGER", "log_request", "request_fields", "setup_logging",
+           "teardown_logging"]
 
 REQUEST_LOGGER = logging.getLogger("tollway.request")
 
@@ -50,10 +51,20 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> logging.
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler._tollway_json = True  # type: ignore[attr-defined]
+    handler._tollway_before = (logger.level, logger.propagate)  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(_LEVELS[level])
     logger.propagate = False
     return handler
+
+
+def teardown_logging(handler: logging.Handler) -> None:
+    """Undo ``setup_logging``: remove the handler, restore level and propagation."""
+    logger = logging.getLogger("tollway")
+    logger.removeHandler(handler)
+    level, propagate = getattr(handler, "_tollway_before", (logging.NOTSET, True))
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 def request_fields(record: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from tollway.chunks import Event
 from tollway.context import RequestContext
 from tollway.tracing.config import TracingConfig
-from tollway.tracing.logs import log_request, setup_logging
+from tollway.tracing.logs import log_request, setup_logging, teardown_logging
 from tollway.tracing.metrics import Metrics
 from tollway.tracing.record import build_record
 from tollway.tracing.store import TraceStore, open_trace_store
@@ -55,12 +55,13 @@ class Observability:
         self._span_processor = span_processor
         self._configure_logging = configure_logging
         self._owns_store = store is None
+        self._log_handler: logging.Handler | None = None
 
     # -- lifespan -------------------------------------------------------------------
     async def start(self) -> None:
         """Open the store (migrating it), start the writer and the span exporter."""
         if self._configure_logging and self.config.logs.enabled:
-            setup_logging(self.config.logs.level)
+            self._log_handler = setup_logging(self.config.logs.level)
         if self.config.enabled:
             if self.store is None:
                 self.store = await open_trace_store(self.database)
@@ -95,6 +96,9 @@ class Observability:
         if self.otel is not None:
             await asyncio.to_thread(self.otel.shutdown)
             self.otel = None
+        if self._log_handler is not None:
+            teardown_logging(self._log_handler)
+            self._log_handler = None
 
     # -- per request ------------------------------------------------------------------
     def wants_bodies(self, account_id: str | None) -> bool:

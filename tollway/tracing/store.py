@@ -1,8 +1,11 @@
 """Where traces live: a narrow ``TraceStore`` protocol, SQLite and PostgreSQL.
 
 Rows are ``(request_id, received_at, account_id, key_id, model, deployment,
-status, data, bodies)`` with ``data`` the record as JSON. Listing is newest
-first, keyed by ``(received_at, request_id)`` so a cursor is exact.
+status, data, bodies)`` with ``data`` the record as JSON. Request ids are not
+unique (clients may send their own ``X-Request-Id``): each row also gets a
+store-assigned ``seq``, a lookup by request id returns the newest match in the
+caller's account, and listing is newest first keyed by ``(received_at, seq)``
+so that a cursor is exact.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class TraceQuery:
     status_max: int | None = None
     since: float | None = None
     until: float | None = None
-    after: tuple[float, str] | None = None  # cursor: strictly older than this
+    after: tuple[float, int] | None = None  # cursor (received_at, seq): strictly older
     limit: int = 20
 
 
@@ -79,7 +82,7 @@ class TraceStore(Protocol):
 
     async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None: ...
 
-    async def find(self, query: TraceQuery) -> list[dict[str, Any]]: ...
+    async def find(self, query: TraceQuery) -> list[tuple[int, dict[str, Any]]]: ...
 
     async def prune(self, before: float, batch: int = 5000) -> int: ...
 
@@ -111,8 +114,8 @@ def _where(query: TraceQuery, ph: Any) -> tuple[str, list[Any]]:
     if query.until is not None:
         add("received_at < {}", query.until)
     if query.after is not None:
-        ts, rid = query.after
-        add("(received_at < {} OR (received_at = {} AND request_id < {}))", ts, ts, rid)
+        ts, seq = query.after
+        add("(received_at < {} OR (received_at = {} AND seq < {}))", ts, ts, seq)
     return (" WHERE " + " AND ".join(parts)) if parts else "", args
 
 
@@ -148,13 +151,11 @@ class SqliteTraceStore:
         return cls(conns[0], conns[1])
 
     async def insert_many(self, rows: Sequence[TraceRow]) -> None:
-        """Insert in one transaction; a repeated request id is ignored."""
+        """Insert in one transaction."""
         async with self._lock:
             try:
                 await self._w.executemany(
-                    f"INSERT INTO traces ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (request_id) DO NOTHING",
-                    rows,
+                    f"INSERT INTO traces ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows
                 )
                 await self._w.commit()
             except BaseException:
@@ -162,26 +163,24 @@ class SqliteTraceStore:
                 raise
 
     async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None:
-        """One trace, scoped to an account unless ``account_id`` is None."""
+        """The newest trace with this id, scoped to an account unless ``account_id`` is None."""
         sql = "SELECT data, bodies FROM traces WHERE request_id = ?"
         args: list[Any] = [request_id]
         if account_id is not None:
             sql += " AND account_id = ?"
             args.append(account_id)
+        sql += " ORDER BY seq DESC LIMIT 1"
         async with self._r.execute(sql, args) as cur:
             row = await cur.fetchone()
         return None if row is None else _merge(row[0], row[1])
 
-    async def find(self, query: TraceQuery) -> list[dict[str, Any]]:
-        """Newest first, without bodies."""
+    async def find(self, query: TraceQuery) -> list[tuple[int, dict[str, Any]]]:
+        """``(seq, record)`` newest first, without bodies."""
         where, args = _where(query, lambda: "?")
-        sql = (
-            f"SELECT data FROM traces{where} "
-            "ORDER BY received_at DESC, request_id DESC LIMIT ?"
-        )
+        sql = f"SELECT seq, data FROM traces{where} ORDER BY received_at DESC, seq DESC LIMIT ?"
         async with self._r.execute(sql, [*args, query.limit]) as cur:
             rows = await cur.fetchall()
-        return [orjson.loads(r[0]) for r in rows]
+        return [(int(r[0]), orjson.loads(r[1])) for r in rows]
 
     async def prune(self, before: float, batch: int = 5000) -> int:
         """Delete traces received before ``before``, in batches; return how many."""
@@ -189,7 +188,7 @@ class SqliteTraceStore:
         while True:
             async with self._lock:
                 cur = await self._w.execute(
-                    "DELETE FROM traces WHERE request_id IN (SELECT request_id FROM traces "
+                    "DELETE FROM traces WHERE seq IN (SELECT seq FROM traces "
                     "WHERE received_at < ? LIMIT ?)",
                     (before, batch),
                 )
@@ -223,42 +222,43 @@ class PostgresTraceStore:
         return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=max_size))
 
     async def insert_many(self, rows: Sequence[TraceRow]) -> None:
-        """Insert in one transaction; a repeated request id is ignored."""
+        """Insert in one transaction."""
         clean = [r[:7] + (_pg_json(r[7]), None if r[8] is None else _pg_json(r[8])) for r in rows]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 f"INSERT INTO traces ({_COLUMNS}) VALUES "
-                "($1,$2,$3,$4,$5,$6,$7,$8::jsonb,$9::jsonb) ON CONFLICT (request_id) DO NOTHING",
+                "($1,$2,$3,$4,$5,$6,$7,$8::jsonb,$9::jsonb)",
                 clean,
             )
 
     async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None:
-        """One trace, scoped to an account unless ``account_id`` is None."""
+        """The newest trace with this id, scoped to an account unless ``account_id`` is None."""
         sql = "SELECT data::text, bodies::text FROM traces WHERE request_id = $1"
         args: list[Any] = [request_id]
         if account_id is not None:
             sql += " AND account_id = $2"
             args.append(account_id)
+        sql += " ORDER BY seq DESC LIMIT 1"
         row = await self._pool.fetchrow(sql, *args)
         return None if row is None else _merge(row[0], row[1])
 
-    async def find(self, query: TraceQuery) -> list[dict[str, Any]]:
-        """Newest first, without bodies."""
+    async def find(self, query: TraceQuery) -> list[tuple[int, dict[str, Any]]]:
+        """``(seq, record)`` newest first, without bodies."""
         counter = iter(range(1, 100))
         where, args = _where(query, lambda: f"${next(counter)}")
         sql = (
-            f"SELECT data::text FROM traces{where} "
-            f"ORDER BY received_at DESC, request_id DESC LIMIT ${next(counter)}"
+            f"SELECT seq, data::text FROM traces{where} "
+            f"ORDER BY received_at DESC, seq DESC LIMIT ${next(counter)}"
         )
         rows = await self._pool.fetch(sql, *args, query.limit)
-        return [orjson.loads(r[0]) for r in rows]
+        return [(int(r[0]), orjson.loads(r[1])) for r in rows]
 
     async def prune(self, before: float, batch: int = 5000) -> int:
         """Delete traces received before ``before``, in batches; return how many."""
         total = 0
         while True:
             status = await self._pool.execute(
-                "DELETE FROM traces WHERE request_id IN (SELECT request_id FROM traces "
+                "DELETE FROM traces WHERE seq IN (SELECT seq FROM traces "
                 "WHERE received_at < $1 LIMIT $2)",
                 before,
                 batch,
