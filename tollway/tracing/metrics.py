@@ -103,7 +103,7 @@ class Metrics:
             ("deployment", "status"), registry=r,
         )
         self.fallbacks = Counter(
-            "tollway_fallbacks", "Moves to another deployment after a failed attempt",
+            "tollway_fallbacks", "Moves to the next deployment (after an error or a skip)",
             ("model",), registry=r,
         )
         self.firewall = Counter(
