@@ -19,7 +19,6 @@ from tests.support.servers import free_port
 from tollway.app import create_app
 from tollway.config import parse_settings
 from tollway.errors import AuthenticationError
-from tollway.tracing.feature import install_tracing
 
 ADMIN = "admin-secret"
 MESSAGES = [{"role": "user", "content": "Hello traces"}]
@@ -59,7 +58,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                "database": f"sqlite:///{db}"})
     app = create_app(settings)
     app.gateway.authenticate = authenticate
-    install_tracing(app, configure_logging=False)
     port = free_port()
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
                                     log_level="warning", access_log=False))

@@ -146,6 +146,7 @@ async def _serve(
                     "verdicts": ctx.firewall_verdicts,
                 }
         await send_json(send, 200, result, id_header + _route_headers(ctx))
+        ctx.mark("finished")
         return
 
     chunks = sse_stream(
@@ -192,6 +193,7 @@ async def _pump(
             await send({"type": "http.response.body", "body": data, "more_body": True})
         watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        ctx.mark("finished")
     except asyncio.CancelledError:
         if not gone:
             raise

@@ -62,6 +62,7 @@ async def open_stream(
                     buffered.append(event)
                     if type(event) is not Start:
                         break
+                    ctx.mark("upstream_connected")
         except _TRANSPORT_ERRORS as exc:
             await _close(events)
             err = _upstream_error(exc, dep)
