@@ -337,8 +337,10 @@ class SqlStorage:
             record.id, record.hostname, record.pid, record.started_at, record.heartbeat_at,
         )  # fmt: skip
 
-    async def heartbeat(self, instance_id: str, at: float) -> None:
-        await self.db.execute("UPDATE instances SET heartbeat_at = ? WHERE id = ?", at, instance_id)
+    async def heartbeat(self, instance_id: str, at: float) -> bool:
+        """Refresh liveness; False if the row is gone (another instance judged us dead)."""
+        n = await self.db.execute("UPDATE instances SET heartbeat_at = ? WHERE id = ?", at, instance_id)
+        return n > 0
 
     async def remove_instance(self, instance_id: str) -> None:
         await self.db.execute("DELETE FROM instances WHERE id = ?", instance_id)
