@@ -3,7 +3,7 @@
 Each gateway process registers an instance row (random id, hostname, pid) and
 heartbeats it. A reservation is orphaned when its owner is dead — no instance
 row, a heartbeat older than ``instance_timeout_seconds``, or (same host) a pid
-that no longer runs or is now our own — or when it is older than
+that no longer runs or is ours but started before us — or when it is older than
 ``reservation_max_age_seconds`` whoever owns it. Orphans are released at start
 and on every heartbeat, each with an ``unsettled`` ledger entry (amount 0, the
 held amount in its note) so the request is on record; the usage of a request
@@ -28,6 +28,10 @@ from tollway.storage.base import InstanceRecord, InstanceStore, LedgerEntry, Res
 __all__ = ["InstanceLease", "pid_alive"]
 
 log = logging.getLogger("tollway.billing")
+
+# When this process (about) started: an instance row with our own pid but an
+# earlier start is a previous incarnation (e.g. a container restarted as pid 1).
+_PROCESS_STARTED = time.time()
 
 
 class _Store(InstanceStore, ReservationStore, Protocol):
@@ -80,7 +84,9 @@ class InstanceLease:
         if now - record.heartbeat_at > self._config.instance_timeout_seconds:
             return True
         if record.hostname == self.hostname:
-            return record.pid == self.pid or not pid_alive(record.pid)
+            if record.pid == self.pid:
+                return record.started_at < _PROCESS_STARTED
+            return not pid_alive(record.pid)
         return False
 
     async def recover(self) -> list[LedgerEntry]:
