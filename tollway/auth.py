@@ -23,14 +23,17 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
 from tollway.billing.config import BillingConfig
-from tollway.errors import AuthenticationError, PermissionDenied
+from tollway.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from tollway.storage.base import Account, ApiKey, KeyStore
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "NewKey",
     "generate_key",
     "hash_key",
+    "key_json",
+    "parse_expiry",
 ]
 
 log = logging.getLogger("tollway.auth")
@@ -60,12 +65,56 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_expiry(text: str | int | float, now: float | None = None) -> float:
+    """``30d``/``12h``/``90m`` from now, an ISO date/time (UTC if naive) or epoch seconds."""
+    now = time.time() if now is None else now
+    if isinstance(text, int | float):
+        at = float(text)
+    elif m := _DURATION.match(text.strip()):
+        at = now + int(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise InvalidRequest(
+                f"expires: {text!r} is neither a duration (30d, 12h) nor an ISO date/time",
+                param="expires",
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        at = parsed.timestamp()
+    if at <= now:
+        raise InvalidRequest("expires: the expiry must be in the future", param="expires")
+    return at
+
+
 @dataclass(frozen=True, slots=True)
 class NewKey:
     """A key just created: ``secret`` is shown once and never stored."""
 
     key: ApiKey
     secret: str
+
+
+def key_json(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
+    """An API key as shown by the CLI and the admin API (the secret only at creation)."""
+    out: dict[str, Any] = {
+        "id": key.id,
+        "object": "api_key",
+        "account_id": key.account_id,
+        "prefix": key.prefix,
+        "name": key.name,
+        "created_at": int(key.created_at),
+        "expires_at": int(key.expires_at) if key.expires_at is not None else None,
+        "revoked_at": int(key.revoked_at) if key.revoked_at is not None else None,
+    }
+    if secret is not None:
+        out["key"] = secret
+    return out
 
 
 @dataclass(frozen=True, slots=True)

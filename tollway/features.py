@@ -14,14 +14,20 @@ __all__ = ["install_features", "prepare_demo", "register_cli"]
 
 def install_features(app: TollwayApp) -> None:
     """Install every feature the settings turn on (billing, firewalls, tools, traces)."""
-    return None
+    from tollway.billing import feature as billing
+
+    billing.install(app)
 
 
 def prepare_demo(settings: Settings) -> str | None:
     """Set up the demo's state (account, key); returns the demo API key if any."""
-    return None
+    from tollway.billing import feature as billing
+
+    return billing.prepare_demo(settings)
 
 
 def register_cli(subparsers: Any) -> None:
     """Add the feature commands to the ``tollway`` CLI."""
-    del subparsers
+    from tollway import cli_billing
+
+    cli_billing.register(subparsers)
