@@ -124,7 +124,9 @@ class Billing:
             raise ValueError("admit() needs ctx.request")
         policy = self.policy_for(ctx)
         amount, counted = self.worst_case(ctx.request, deployments, policy)
-        outcome = await self._store.reserve(ctx.account_id, ctx.request_id, self.instance_id, amount)
+        outcome = await self._store.reserve(
+            ctx.account_id, ctx.request_id, self.instance_id, amount
+        )
         if outcome.reservation is None:
             available = outcome.balance_micros - outcome.reserved_micros
             raise PaymentRequired(

@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tollway.billing.config import BillingConfig
@@ -85,7 +85,7 @@ def parse_expiry(text: str | int | float, now: float | None = None) -> float:
                 param="expires",
             ) from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         at = parsed.timestamp()
     if at <= now:
         raise InvalidRequest("expires: the expiry must be in the future", param="expires")
@@ -187,7 +187,7 @@ class KeyAuthenticator:
         cached = self._cache.get(digest)
         if cached is None or now - cached.fetched_at > self._config.key_cache_ttl_seconds:
             found = await self._store.key_by_hash(digest)
-            cached = _Cached(*(found or (None, None)), fetched_at=now)
+            cached = _Cached(found[0], found[1], now) if found else _Cached(None, None, now)
             self._remember(digest, cached)
         key, account = cached.key, cached.account
         if key is None or account is None or not hmac.compare_digest(key.key_hash, digest):

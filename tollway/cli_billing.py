@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -90,9 +90,12 @@ def _run(command: Command) -> Callable[[argparse.Namespace], int]:
 
 
 async def _accounts_create(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
-    account = await create_account(s, a.name, credit_usd=a.credit, platform_fee_fraction=a.fee_fraction,
+    account = await create_account(s, a.name, credit_usd=a.credit,
+                                   platform_fee_fraction=a.fee_fraction,
                                    fixed_fee_usd=a.fixed_fee)  # fmt: skip
-    return account_json(account), f"{account.id}  {account.name}  balance ${usd_str(account.balance_micros)}"
+    return account_json(
+        account
+    ), f"{account.id}  {account.name}  balance ${usd_str(account.balance_micros)}"
 
 
 async def _accounts_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
@@ -113,8 +116,11 @@ async def _keys_create(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -
 async def _keys_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
     account = await require_account(s, a.account)
     keys = await s.list_keys(account.id)
-    lines = [f"{k.id}  {k.prefix}…  {'revoked' if k.revoked_at else 'active'}"
-             f"{'  expires ' + str(int(k.expires_at)) if k.expires_at else ''}" for k in keys]  # fmt: skip
+    lines = [
+        f"{k.id}  {k.prefix}…  {'revoked' if k.revoked_at else 'active'}"
+        + (f"  expires {int(k.expires_at)}" if k.expires_at else "")
+        for k in keys
+    ]
     return {"object": "list", "data": [key_json(k) for k in keys]}, "\n".join(lines)
 
 
@@ -129,10 +135,12 @@ async def _keys_revoke(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -
 
 async def _credit(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
     account = await require_account(s, a.account)
-    kind = "adjustment" if a.amount < 0 else "credit"
+    kind: Literal["credit", "adjustment"] = "adjustment" if a.amount < 0 else "credit"
     entry = await credit(s, account.id, a.amount, note=a.note, kind=kind)
     after = await require_account(s, account.id)
-    text = f"{kind} ${usd_str(entry.entry.amount_micros)} → balance ${usd_str(after.balance_micros)}"
+    text = (
+        f"{kind} ${usd_str(entry.entry.amount_micros)} → balance ${usd_str(after.balance_micros)}"
+    )
     return {"entry": entry_json(entry), "account": account_json(after)}, text
 
 
@@ -142,7 +150,11 @@ async def _ledger(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any
     lines = []
     for item in entries:
         e = item.entry
-        extra = f"  {e.request_id} {e.model or ''}{' partial' if e.partial else ''}" if e.request_id else ""
+        extra = (
+            f"  {e.request_id} {e.model or ''}{' partial' if e.partial else ''}"
+            if e.request_id
+            else ""
+        )
         lines.append(f"{item.id:>8}  {e.kind:<10} {usd_str(e.amount_micros):>14}{extra}"
                      f"{'  ' + e.note if e.note else ''}")  # fmt: skip
     return {"object": "list", "data": [entry_json(x) for x in entries]}, "\n".join(lines)

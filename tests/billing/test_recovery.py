@@ -56,7 +56,9 @@ async def test_orphan_of_a_dead_local_process_is_released(dsn: str) -> None:
 
         # If the request does settle later (it was only slow), it is still debited once.
         finish(ctx, completion=1)
-        late = await Billing(store, CONFIG, "inst_dead", count_prompt_tokens=count_words).settle(ctx)
+        late = await Billing(store, CONFIG, "inst_dead", count_prompt_tokens=count_words).settle(
+            ctx
+        )
         assert late is not None and late.entry.kind == "debit"
         assert await audit(store, CONFIG) == []
         await lease.stop()

@@ -13,7 +13,6 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,7 +37,7 @@ async def _pg(sql: str) -> str | None:
 
     try:
         conn = await asyncpg.connect(PG_URL, timeout=3)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         return f"no PostgreSQL server answers at {PG_URL}: {exc}"
     try:
         await conn.execute(sql)
@@ -60,5 +59,3 @@ def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     sep = "&" if "?" in PG_URL else "?"
     yield f"{PG_URL}{sep}search_path={schema}"
     asyncio.run(_pg(f"DROP SCHEMA {schema} CASCADE"))
-
-

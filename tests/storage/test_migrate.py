@@ -13,7 +13,9 @@ from tollway.storage.migrate import _sqlite_statements, migrations, upgrade
 
 async def test_upgrade_is_idempotent(dsn: str) -> None:
     first = await upgrade(dsn)
-    assert first == [m.name for m in migrations("sqlite" if dsn.startswith("sqlite") else "postgres")]
+    assert first == [
+        m.name for m in migrations("sqlite" if dsn.startswith("sqlite") else "postgres")
+    ]
     assert "0001_billing" in first
     assert await upgrade(dsn) == []
     db = await connect_database(dsn)
@@ -55,7 +57,9 @@ def test_migration_files_are_parallel_and_well_named() -> None:
     sqlite = [m.name for m in migrations("sqlite")]
     postgres = [m.name for m in migrations("postgres")]
     assert sqlite == postgres
-    assert [m.version for m in migrations("sqlite")] == sorted({m.version for m in migrations("sqlite")})
+    assert [m.version for m in migrations("sqlite")] == sorted(
+        {m.version for m in migrations("sqlite")}
+    )
 
 
 def test_badly_named_migration_is_refused(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ handler checks ``request["is_admin"]`` again. Handlers are
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from tollway.api.account import ledger_page
 from tollway.auth import KeyAuthenticator, key_json, parse_expiry
@@ -81,16 +81,22 @@ class AdminAPI:
             account = await create_account(
                 self._store, name,
                 credit_usd=_decimal(body.get("credit_usd"), "credit_usd"),
-                platform_fee_fraction=_decimal(body.get("platform_fee_fraction"), "platform_fee_fraction"),
+                platform_fee_fraction=_decimal(
+                    body.get("platform_fee_fraction"), "platform_fee_fraction"
+                ),
                 fixed_fee_usd=_decimal(body.get("fixed_fee_usd"), "fixed_fee_usd"),
             )  # fmt: skip
         except Conflict as exc:
-            raise InvalidRequest(str(exc), param="name", code="account_exists", status=409) from None
+            raise InvalidRequest(
+                str(exc), param="name", code="account_exists", status=409
+            ) from None
         return 201, account_json(account)
 
     async def get_account(self, request: dict[str, Any]) -> Reply:
         _body(request)
-        return 200, account_json(await require_account(self._store, request["path_params"]["account"]))
+        return 200, account_json(
+            await require_account(self._store, request["path_params"]["account"])
+        )
 
     async def list_keys(self, request: dict[str, Any]) -> Reply:
         _body(request)
@@ -122,7 +128,9 @@ class AdminAPI:
         amount = _decimal(body.get("amount_usd"), "amount_usd")
         if amount is None:
             raise InvalidRequest("amount_usd is required", param="amount_usd")
-        kind = "adjustment" if amount < 0 or body.get("kind") == "adjustment" else "credit"
+        kind: Literal["credit", "adjustment"] = (
+            "adjustment" if amount < 0 or body.get("kind") == "adjustment" else "credit"
+        )
         entry = await credit(self._store, account.id, amount, note=body.get("note"), kind=kind)
         after = await require_account(self._store, account.id)
         return 201, {"entry": entry_json(entry), "account": account_json(after)}

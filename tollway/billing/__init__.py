@@ -1,3 +1,3 @@
-"""Billing: pricing, the ledger, crash recovery and the audit (admission is ``tollway.admission``)."""
+"""Billing: pricing, ledger, crash recovery, audit (admission: ``tollway.admission``)."""
 
 __all__: list[str] = []

@@ -82,7 +82,9 @@ async def create_account(
         raise InvalidRequest("account name must be 1–200 characters", param="name")
     account = await store.create_account(
         name,
-        platform_fee_fraction=str(platform_fee_fraction) if platform_fee_fraction is not None else None,
+        platform_fee_fraction=str(platform_fee_fraction)
+        if platform_fee_fraction is not None
+        else None,
         fixed_fee_micros=to_micros(fixed_fee_usd) if fixed_fee_usd is not None else None,
     )
     if credit_usd is not None and Decimal(str(credit_usd)) != 0:

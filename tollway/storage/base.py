@@ -151,7 +151,13 @@ class AccountStore(Protocol):
 
 class KeyStore(Protocol):
     async def create_key(
-        self, account_id: str, key_hash: str, prefix: str, *, name: str | None, expires_at: float | None
+        self,
+        account_id: str,
+        key_hash: str,
+        prefix: str,
+        *,
+        name: str | None,
+        expires_at: float | None,
     ) -> ApiKey: ...
 
     async def key_by_hash(self, key_hash: str) -> tuple[ApiKey, Account] | None: ...
@@ -214,6 +220,7 @@ class Storage(
 ):
     """Everything billing needs from a backend, plus lifecycle."""
 
-    dialect: Literal["sqlite", "postgres"]
+    @property
+    def dialect(self) -> Literal["sqlite", "postgres"]: ...
 
     async def close(self) -> None: ...

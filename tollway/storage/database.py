@@ -32,7 +32,8 @@ class Database(Tx, Protocol):
     rely on row locks taken by conditional ``UPDATE`` statements.
     """
 
-    dialect: Literal["sqlite", "postgres"]
+    @property
+    def dialect(self) -> Literal["sqlite", "postgres"]: ...
 
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
 

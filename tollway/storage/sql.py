@@ -32,7 +32,10 @@ _ENTRY_COLUMNS = (
     " cached_tokens, completion_tokens, reasoning_tokens, prices, base_cost_micros,"
     " platform_fee_micros, total_cost_micros, partial, note, created_at"
 )
-_KEY_COLUMNS = "k.id, k.account_id, k.key_hash, k.prefix, k.name, k.created_at, k.updated_at, k.expires_at, k.revoked_at"
+_KEY_COLUMNS = (
+    "k.id, k.account_id, k.key_hash, k.prefix, k.name, k.created_at, k.updated_at,"
+    " k.expires_at, k.revoked_at"
+)
 _ACCOUNT_COLUMNS = (
     "a.id AS a_id, a.name AS a_name, a.created_at AS a_created_at, a.updated_at AS a_updated_at,"
     " a.balance_micros AS a_balance_micros, a.reserved_micros AS a_reserved_micros,"
@@ -220,13 +223,16 @@ class SqlStorage:
         return [_key(r) for r in rows]
 
     async def get_key(self, key_id: str) -> ApiKey | None:
-        row = await self.db.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys k WHERE k.id = ?", key_id)
+        row = await self.db.fetchrow(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys k WHERE k.id = ?", key_id
+        )
         return _key(row) if row else None
 
     async def revoke_key(self, key_id: str) -> ApiKey | None:
         now = time.time()
         await self.db.execute(
-            "UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE id = ? AND revoked_at IS NULL",
+            "UPDATE api_keys SET revoked_at = ?, updated_at = ?"
+            " WHERE id = ? AND revoked_at IS NULL",
             now,
             now,
             key_id,
@@ -278,7 +284,9 @@ class SqlStorage:
                 row = await tx.fetchrow(
                     "SELECT balance_micros, reserved_micros FROM accounts WHERE id = ?", account_id
                 )
-                bal, res = (int(row["balance_micros"]), int(row["reserved_micros"])) if row else (0, 0)
+                bal, res = (
+                    (int(row["balance_micros"]), int(row["reserved_micros"])) if row else (0, 0)
+                )
                 return ReserveOutcome(None, bal, res)
             reservation = Reservation(
                 _new_id("res"), request_id, account_id, instance_id, amount_micros, "open", now
@@ -339,7 +347,9 @@ class SqlStorage:
 
     async def heartbeat(self, instance_id: str, at: float) -> bool:
         """Refresh liveness; False if the row is gone (another instance judged us dead)."""
-        n = await self.db.execute("UPDATE instances SET heartbeat_at = ? WHERE id = ?", at, instance_id)
+        n = await self.db.execute(
+            "UPDATE instances SET heartbeat_at = ? WHERE id = ?", at, instance_id
+        )
         return n > 0
 
     async def remove_instance(self, instance_id: str) -> None:
