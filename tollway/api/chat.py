@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
+import os
 from typing import Any
 
 import orjson
@@ -39,7 +39,7 @@ def request_id_of(scope: Scope) -> str:
             if 0 < len(value) <= 128 and value.isascii():
                 return value.decode()
             break
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(16).hex()
 
 
 def header_value(scope: Scope, wanted: bytes) -> str | None:
