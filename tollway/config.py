@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tollway.billing.config import BillingConfig
 from tollway.routing.config import RoutingConfig
 from tollway.tracing.config import TracingConfig
 
@@ -127,6 +128,7 @@ class Settings(_Strict):
     admin_key: str | None = Field(None, description="guards /admin; or TOLLWAY_ADMIN_KEY")
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
 

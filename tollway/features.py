@@ -16,6 +16,9 @@ def install_features(app: TollwayApp) -> None:
 
     Order matters: tracing goes last so its settler sees the settled cost.
     """
+    from tollway.billing import feature as billing
+
+    billing.install(app)
     if app.settings.tracing.enabled:
         from tollway.tracing.feature import install_tracing
 
@@ -24,11 +27,14 @@ def install_features(app: TollwayApp) -> None:
 
 def prepare_demo(settings: Settings) -> str | None:
     """Set up the demo's state (account, key); returns the demo API key if any."""
-    return None
+    from tollway.billing import feature as billing
+
+    return billing.prepare_demo(settings)
 
 
 def register_cli(subparsers: Any) -> None:
     """Add the feature commands to the ``tollway`` CLI."""
-    from tollway import cli_traces
+    from tollway import cli_billing, cli_traces
 
+    cli_billing.register(subparsers)
     cli_traces.register(subparsers)

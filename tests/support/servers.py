@@ -37,6 +37,8 @@ def run_tollway(config: dict[str, Any] | Settings) -> Iterator[str]:
         import tempfile
 
         config = {**config, "database": f"sqlite:///{tempfile.mkdtemp()}/tollway.db"}
+    if not isinstance(config, Settings) and "billing" not in config:
+        config = {**config, "billing": {"enabled": False}}  # tests about billing turn it on
     settings = config if isinstance(config, Settings) else parse_settings(config)
     port = free_port()
     app = create_app(settings)

@@ -1,9 +1,11 @@
 """Numbered SQL migrations, applied in order and recorded in ``schema_migrations``.
 
-Files live in ``tollway/storage/migrations/<dialect>/NNNN_name.sql`` (dialects
-``sqlite`` and ``postgres``); the version is the file name without ``.sql``.
-``upgrade(dsn)`` applies the missing ones, each in its own transaction, under a
-lock so that several gateway instances starting together apply each file once.
+Files live in ``tollway/storage/migrations/<dialect>/NNNN_name.sql`` (dialect
+``sqlite`` or ``postgres``). Each file runs in its own transaction together with
+the row recording it, so a failed migration leaves nothing half-applied. Other
+features add their own files (e.g. ``0100_traces.sql``) in both directories.
+Concurrent upgraders are serialized: ``BEGIN IMMEDIATE`` on SQLite, a
+transaction-scoped advisory lock on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,125 +13,114 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["dialect_of", "migration_files", "sqlite_path", "upgrade"]
+from tollway.storage.database import Database, Tx
 
-_NAME = re.compile(r"^\d{4}_[A-Za-z0-9_]+\.sql$")
-_PG_LOCK_KEY = 7_104_233_001  # pg_advisory_xact_lock key for migrations
+__all__ = ["Migration", "dialect_of", "migrations", "upgrade", "upgrade_database"]
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_ADVISORY_LOCK_ID = 0x746F6C6C  # "toll"
 
 
-def dialect_of(dsn: str) -> str:
-    """``sqlite`` or ``postgres`` from a DSN's scheme."""
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered SQL file."""
+
+    version: int
+    name: str  # file stem, e.g. "0001_billing"
+    sql: str
+
+
+def dialect_of(dsn: str) -> Literal["sqlite", "postgres"]:
+    """``sqlite:///…`` → sqlite; ``postgresql://…``/``postgres://…`` → postgres."""
     if dsn.startswith("sqlite://"):
         return "sqlite"
     if dsn.startswith(("postgresql://", "postgres://")):
         return "postgres"
-    raise ValueError(f"unsupported database DSN {dsn.split(':', 1)[0]}:… (sqlite or postgresql)")
+    raise ValueError(f"unsupported database {dsn!r}: use sqlite:///PATH or postgresql://…")
 
 
-def sqlite_path(dsn: str) -> str:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:`` → path."""
-    rest = dsn.removeprefix("sqlite://")
-    if rest in (":memory:", "/:memory:"):
-        return ":memory:"
-    if not rest.startswith("/"):
-        raise ValueError("a SQLite DSN looks like sqlite:///relative.db or sqlite:////abs.db")
-    return rest[1:]
+def migrations(dialect: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """All migration files for a dialect, in version order; duplicates are an error."""
+    found: dict[int, Migration] = {}
+    for path in sorted((directory / dialect).glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise ValueError(f"badly named migration {path.name}: want NNNN_name.sql")
+        version = int(m.group(1))
+        if version in found:
+            raise ValueError(f"two migrations numbered {version:04d}: {path.name}")
+        found[version] = Migration(version, path.stem, path.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
 
 
-def migration_files(dialect: str) -> list[tuple[str, str]]:
-    """All ``(version, sql)`` pairs for a dialect, in version order."""
-    base = resources.files("tollway.storage") / "migrations" / dialect
-    found = [
-        (Path(entry.name).stem, entry.read_text(encoding="utf-8"))
-        for entry in base.iterdir()
-        if _NAME.match(entry.name)
-    ]
-    return sorted(found)
-
-
-def _statements(script: str) -> list[str]:
-    """Split a SQLite script into complete statements (triggers included)."""
-    out: list[str] = []
-    buf = ""
+def _sqlite_statements(script: str) -> list[str]:
+    """Split a script into complete statements (trigger bodies stay whole)."""
+    statements, buf = [], ""
     for line in script.splitlines(keepends=True):
         buf += line
         if sqlite3.complete_statement(buf):
             if buf.strip():
-                out.append(buf.strip())
+                statements.append(buf.strip())
             buf = ""
     if buf.strip() and not all(
         ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
     ):
-        raise ValueError(f"incomplete SQL statement at the end of a migration: {buf[:60]!r}")
-    return out
+        raise ValueError("migration ends with an incomplete statement")
+    return statements
 
 
-async def _upgrade_sqlite(dsn: str) -> list[str]:
-    import aiosqlite
+async def _run_script(tx: Tx, dialect: str, sql: str) -> None:
+    if dialect == "postgres":
+        await tx.execute(sql)  # simple-query protocol runs several statements
+        return
+    for statement in _sqlite_statements(sql):
+        await tx.execute(statement)
 
+
+_CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+)
+
+
+async def upgrade_database(db: Database) -> list[str]:
+    """Apply every pending migration to an open database; return the names applied."""
     applied: list[str] = []
-    async with aiosqlite.connect(sqlite_path(dsn), isolation_level=None) as db:
-        await db.execute("PRAGMA busy_timeout = 10000")
-        await db.execute("PRAGMA journal_mode = WAL")
-        for version, sql in migration_files("sqlite"):
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await db.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations "
-                    "(version TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-                )
-                cur = await db.execute(
-                    "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
-                )
-                if await cur.fetchone() is None:
-                    for stmt in _statements(sql):
-                        await db.execute(stmt)
-                    await db.execute(
-                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                        (version, time.time()),
-                    )
-                    applied.append(version)
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-    return applied
-
-
-async def _upgrade_postgres(dsn: str) -> list[str]:
-    import asyncpg
-
-    applied: list[str] = []
-    conn = await asyncpg.connect(dsn)
-    try:
-        for version, sql in migration_files("postgres"):
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_LOCK_KEY)
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations "
-                    "(version TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
-                )
-                done = await conn.fetchval(
-                    "SELECT 1 FROM schema_migrations WHERE version = $1", version
-                )
-                if done is None:
-                    await conn.execute(sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
-                        version,
-                        time.time(),
-                    )
-                    applied.append(version)
-    finally:
-        await conn.close()
+    async with db.transaction() as tx:
+        if db.dialect == "postgres":
+            await tx.execute(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_ID})")
+        await tx.execute(_CREATE_TABLE)
+    for migration in migrations(db.dialect):
+        async with db.transaction() as tx:
+            if db.dialect == "postgres":
+                await tx.execute(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_ID})")
+            done = await tx.fetchrow(
+                "SELECT version FROM schema_migrations WHERE version = ?", migration.version
+            )
+            if done:
+                continue
+            await _run_script(tx, db.dialect, migration.sql)
+            await tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                migration.version,
+                migration.name,
+                time.time(),
+            )
+            applied.append(migration.name)
     return applied
 
 
 async def upgrade(dsn: str) -> list[str]:
-    """Apply the missing migrations for the DSN's dialect; return the versions applied now."""
-    if dialect_of(dsn) == "sqlite":
-        return await _upgrade_sqlite(dsn)
-    return await _upgrade_postgres(dsn)
+    """Open ``dsn``, apply pending migrations, close; return the names applied."""
+    from tollway.storage import connect_database
+
+    db = await connect_database(dsn)
+    try:
+        return await upgrade_database(db)
+    finally:
+        await db.close()

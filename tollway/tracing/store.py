@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from tollway.storage.migrate import dialect_of, sqlite_path, upgrade
+from tollway.storage.migrate import dialect_of, upgrade
+from tollway.storage.sqlite import sqlite_path
 
 __all__ = [
     "PostgresTraceStore",
