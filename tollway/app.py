@@ -8,6 +8,7 @@ headers, json, auth and is_admin.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -20,6 +21,7 @@ from urllib.parse import parse_qsl
 import aiohttp
 import orjson
 
+from tollway import tokens
 from tollway.api.chat import handle_chat, header_value, request_id_of
 from tollway.api.http import Receive, Scope, Send, read_body, send_error, send_json
 from tollway.config import Settings
@@ -105,6 +107,9 @@ class TollwayApp:
         )
         for name, config in self.settings.providers.items():
             self.providers[name] = create_provider(name, config, self._session)
+        # the tokenizer counts prompts at admission and estimates usage: load it now,
+        # not on the first request
+        await asyncio.to_thread(tokens.encoding)
         for hook in self.gateway.on_start:
             await hook()
 
