@@ -50,7 +50,7 @@ def is_card_number(candidate: str) -> bool:
 
 CREDIT_CARD = Detector(
     "credit_card",
-    r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])",
+    r"(?<![A-Za-z0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])",
     lambda c: shrink_at(c, is_card_number, " -"),
 )
 
@@ -67,7 +67,7 @@ IBAN = Detector(
 
 US_SSN = Detector(
     "us_ssn",
-    r"(?<![0-9-])(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})(?![0-9-])",
+    r"(?<![A-Za-z0-9-])(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})(?![0-9-])",
     lambda c: len(c) if _ssn.is_valid(c) else 0,
 )
 
@@ -86,7 +86,7 @@ def _is_ipv6(candidate: str) -> bool:
 
 IP_ADDRESS = Detector(
     "ip_address",
-    rf"(?<![0-9.])(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9]|\.[0-9])"
+    rf"(?<![A-Za-z0-9.])(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9]|\.[0-9])"
     r"|(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Za-z:])",
     lambda c: len(c) if "." in c or _is_ipv6(c) else 0,
 )

@@ -29,13 +29,13 @@ _FIXED = [
     ),
     (
         "aws_access_key",
-        r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)"
+        r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)"
         r"[A-Z0-9]{16}(?![A-Z0-9])",
         "AWS access key ids",
     ),
     (
         "aws_secret_key",
-        r"(?i:aws_?secret_?access_?key|aws_?secret)[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?"
+        r"(?<![A-Za-z0-9])(?i:aws_?secret_?access_?key|aws_?secret)[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?"
         r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])",
         "AWS secret access keys next to their name",
     ),
@@ -47,7 +47,7 @@ _FIXED = [
     ),
     (
         "azure_storage_key",
-        r"(?i:AccountKey)=[A-Za-z0-9+/]{86}==",
+        r"(?<![A-Za-z0-9])(?i:AccountKey)=[A-Za-z0-9+/]{86}==",
         "Azure storage account keys",
     ),
     (
@@ -63,7 +63,7 @@ _FIXED = [
     (
         "slack_token",
         rf"{_B}xox[abposr]-[0-9A-Za-z-]{{10,250}}{_E}"
-        r"|https://hooks\.slack\.com/services/T[A-Z0-9]{8,12}/B[A-Z0-9]{8,12}/[A-Za-z0-9]{24}",
+        r"|(?<![A-Za-z0-9])https://hooks\.slack\.com/services/T[A-Z0-9]{8,12}/B[A-Z0-9]{8,12}/[A-Za-z0-9]{24}",
         "Slack tokens and webhook URLs",
     ),
     (
