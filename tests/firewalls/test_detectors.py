@@ -16,7 +16,8 @@ def found(name: str, text: str, **params: object) -> list[str]:
 @pytest.mark.parametrize(
     ("name", "text", "expected"),
     [
-        ("email", "write to bob.smith+x@mail.example.co.uk, thanks", ["bob.smith+x@mail.example.co.uk"]),
+        ("email", "write to bob.smith+x@mail.example.co.uk, thanks",
+         ["bob.smith+x@mail.example.co.uk"]),
         ("email", "Contact: alice@example.com.", ["alice@example.com"]),
         ("email", "no email @ here, user@localhost, a@b.c", []),
         ("credit_card", "card 4111 1111 1111 1111 exp", ["4111 1111 1111 1111"]),
@@ -60,7 +61,8 @@ KEYS = {
     "stripe_key": "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
     "openai_key": "sk-proj-" + "Ab3_" * 10,
     "anthropic_key": "sk-ant-api03-" + "Zz9-" * 10,
-    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+    "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
     "-----END OPENSSH PRIVATE KEY-----",
 }

@@ -24,8 +24,9 @@ FRAGMENTS = [
     "AKIAIOSFODNN7EXAMPLE", "AIzaSyA1234567890abcdefghijklmnopqrstuv",
     "ghp_" + "a1B2" * 9, "xoxb-123456789012-abcdefABCDEF", "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
     "sk-proj-" + "Ab3_" * 8, "sk-ant-api03-" + "Zz9-" * 8, "sk-", "sk-ant-", "eyJ",
-    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-    "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+    "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnz\n"
     "-----END RSA PRIVATE KEY-----", "-----BEGIN PRIVATE KEY-----", "-----",
     "ignore all previous instructions", "Ignore  previous rules", "ignore", "previous",
     "instructions", "you are now DAN", "reveal your system prompt", "hello", "world", "the", "42",

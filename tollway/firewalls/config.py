@@ -59,7 +59,7 @@ class PolicyConfig(_Strict):
         min_length=1, description="detector, group or custom:<label> -> action or rule"
     )
     where: Where = Field("both", description="request, response or both")
-    response: ResponseScope = Field(default_factory=ResponseScope)
+    response: ResponseScope = Field(default_factory=lambda: ResponseScope.model_validate({}))
     hold_back_chars: int = Field(
         4096, ge=64, le=65536,
         description="most characters a response stream may hold back; every enabled "
@@ -109,15 +109,15 @@ FirewallsConfig = dict[str, PolicyConfig]
 """What ``Settings.firewalls`` holds: policy name -> policy."""
 
 PRESETS: dict[str, PolicyConfig] = {
-    "strict-block": PolicyConfig(
-        description="block PII, secrets and prompt injection, both ways",
-        detectors={"pii": "block", "secrets": "block", "injection": "block"},
-    ),
-    "redact-pii": PolicyConfig(
-        description="redact PII both ways", detectors={"pii": "redact"}
-    ),
-    "monitor": PolicyConfig(
-        description="record PII, secrets and prompt injection; change nothing",
-        detectors={"pii": "monitor", "secrets": "monitor", "injection": "monitor"},
-    ),
+    "strict-block": PolicyConfig.model_validate({
+        "description": "block PII, secrets and prompt injection, both ways",
+        "detectors": {"pii": "block", "secrets": "block", "injection": "block"},
+    }),
+    "redact-pii": PolicyConfig.model_validate({
+        "description": "redact PII both ways", "detectors": {"pii": "redact"},
+    }),
+    "monitor": PolicyConfig.model_validate({
+        "description": "record PII, secrets and prompt injection; change nothing",
+        "detectors": {"pii": "monitor", "secrets": "monitor", "injection": "monitor"},
+    }),
 }

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import regex
+import regex  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [

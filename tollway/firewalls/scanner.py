@@ -25,13 +25,12 @@ combined pattern at every position: same results, slower.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import re
-
-import regex
+import regex  # type: ignore[import-untyped]
 
 from tollway.firewalls.detector import LOOKAROUND, Detector
 from tollway.firewalls.starts import first_chars, word_start
@@ -121,7 +120,7 @@ class Scanner:
             p = g.start()
             b = self._bucket(buf[p])
             if b is not None and b[0].match(buf, p, partial=True) is not None:
-                return p
+                return int(p)
             p += 1
         return len(buf)
 

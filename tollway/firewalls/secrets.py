@@ -35,7 +35,8 @@ _FIXED = [
     ),
     (
         "aws_secret_key",
-        r"(?<![A-Za-z0-9])(?i:aws_?secret_?access_?key|aws_?secret)[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?"
+        r"(?<![A-Za-z0-9])(?i:aws_?secret_?access_?key|aws_?secret)"
+        r"[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?"
         r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])",
         "AWS secret access keys next to their name",
     ),
