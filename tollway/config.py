@@ -16,6 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tollway.billing.config import BillingConfig
+from tollway.routing.config import RoutingConfig
+from tollway.tracing.config import TracingConfig
+
 __all__ = [
     "ConfigError",
     "DeploymentConfig",
@@ -124,11 +128,14 @@ class Settings(_Strict):
     admin_key: str | None = Field(None, description="guards /admin; or TOLLWAY_ADMIN_KEY")
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
-        seen: set[str] = set()
         for alias, model in self.models.items():
+            seen: set[str] = set()
             for i, dep in enumerate(model.deployments):
                 if dep.provider not in self.providers:
                     raise ValueError(
@@ -136,7 +143,10 @@ class Settings(_Strict):
                         f"{dep.provider!r} (known: {', '.join(sorted(self.providers)) or 'none'})"
                     )
                 if dep.id in seen:
-                    raise ValueError(f"models.{alias}.deployments.{i}: duplicate name {dep.id!r}")
+                    raise ValueError(
+                        f"models.{alias}.deployments.{i}: duplicate name {dep.id!r} "
+                        "(set 'name' to tell them apart)"
+                    )
                 seen.add(dep.id)
         return self
 
