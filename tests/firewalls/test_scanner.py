@@ -54,7 +54,7 @@ def test_starts_analysis() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["config", "custom", "detector", "injection", "pii", "policy", "registry", "request",
+    ["config", "custom", "detector", "feature", "injection", "pii", "policy", "registry", "request",
      "scanner", "secrets", "starts"],
 )
 def test_exports_exist(module: str) -> None:
