@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tollway.context import RequestContext
+
 if TYPE_CHECKING:
     from tollway.app import TollwayApp
     from tollway.config import Settings
@@ -19,6 +21,19 @@ def install_features(app: TollwayApp) -> None:
     from tollway.billing import feature as billing
 
     billing.install(app)
+
+    from tollway.firewalls.feature import install as install_firewalls
+
+    settings = app.settings
+
+    def default_firewall(ctx: RequestContext) -> str | None:
+        auth = ctx.account
+        return settings.default_for(  # type: ignore[no-any-return]
+            "firewall", key_id=ctx.key_id, account_id=ctx.account_id,
+            account_name=getattr(auth, "account_name", None),
+        )
+
+    install_firewalls(app, default_policy=default_firewall)
     if app.settings.tracing.enabled:
         from tollway.tracing.feature import install_tracing
 

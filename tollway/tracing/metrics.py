@@ -178,7 +178,7 @@ class Metrics:
             if len(attempts) > 1:
                 child(self.fallbacks, model).inc(len(attempts) - 1)
         for verdict in ctx.firewall_verdicts:
-            rule = str(verdict.get("rule") or verdict.get("name") or "unknown")
+            rule = str(verdict.get("detector") or verdict.get("rule") or "unknown")
             action = str(verdict.get("action") or verdict.get("verdict") or "unknown")
             child(self.firewall, rule, action).inc()
         for call in ctx.tool_calls:
