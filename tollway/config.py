@@ -127,8 +127,8 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
-        seen: set[str] = set()
         for alias, model in self.models.items():
+            seen: set[str] = set()
             for i, dep in enumerate(model.deployments):
                 if dep.provider not in self.providers:
                     raise ValueError(
@@ -136,7 +136,10 @@ class Settings(_Strict):
                         f"{dep.provider!r} (known: {', '.join(sorted(self.providers)) or 'none'})"
                     )
                 if dep.id in seen:
-                    raise ValueError(f"models.{alias}.deployments.{i}: duplicate name {dep.id!r}")
+                    raise ValueError(
+                        f"models.{alias}.deployments.{i}: duplicate name {dep.id!r} "
+                        "(set 'name' to tell them apart)"
+                    )
                 seen.add(dep.id)
         return self
 

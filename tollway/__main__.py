@@ -1,0 +1,5 @@
+import sys
+
+from tollway.cli import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""Minimal raw-ASGI helpers: body reading with a limit, JSON and error responses."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from tollway.errors import BodyTooLarge, GatewayError
+
+__all__ = ["Receive", "Scope", "Send", "read_body", "send_error", "send_json"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body; ``BodyTooLarge`` (413) past ``limit`` bytes."""
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body  # type: ignore[no-any-return]
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"Request body too large: the limit is {limit} bytes.")
+
+
+def header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in headers.items()]
+
+
+async def send_json(
+    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A complete JSON response."""
+    from tollway.api.sse import dumps
+
+    payload = dumps(body)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if headers:
+        raw.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def send_error(
+    send: Send, error: GatewayError, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """An OpenAI-style error envelope with the error's status."""
+    extra = list(headers or [])
+    extra.extend(header_list(error.headers))
+    await send_json(send, error.status, error.to_body(), extra)

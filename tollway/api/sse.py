@@ -1,0 +1,176 @@
+"""Events → OpenAI ``chat.completion.chunk`` SSE bytes. The only stream serializer.
+
+Each event becomes exactly ``data: <one-line JSON>\\n\\n``; the stream ends with
+``data: [DONE]\\n\\n``, or after a single ``data: {"error": …}`` event. The
+first delta of each choice carries ``role: "assistant"``; a tool call's
+id/type/name appear only in its first fragment (adapters guarantee it).
+
+Usage placement: with ``stream_options.include_usage`` it is OpenAI's exactly
+(``"usage": null`` on every chunk, then a ``choices: []`` chunk); otherwise it
+rides on the last chunk that carries ``finish_reason`` (unless turned off), so
+that chunk is held until the usage is known — the only thing held back here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from tollway.chunks import (
+    Event,
+    Finish,
+    PlatformToolRecord,
+    Start,
+    StreamError,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+
+__all__ = ["DONE", "encode_error_event", "platform_tool_json", "sse_stream", "usage_json"]
+
+DONE = b"data: [DONE]\n\n"
+_CHANNEL_FIELD = {"content": "content", "reasoning": "reasoning_content", "refusal": "refusal"}
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return float(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> bytes:
+    """orjson with Decimal support (money renders as the exact decimal figure)."""
+    return orjson.dumps(obj, default=_default)
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage object, plus tollway's cost figures and estimate flag."""
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+    extra = usage.extra
+    details = extra.get("prompt_tokens_details")
+    if details is not None or usage.cached_tokens:
+        out["prompt_tokens_details"] = {**(details or {}), "cached_tokens": usage.cached_tokens}
+    details = extra.get("completion_tokens_details")
+    if details is not None or usage.reasoning_tokens:
+        out["completion_tokens_details"] = {
+            **(details or {}),
+            "reasoning_tokens": usage.reasoning_tokens,
+        }
+    if usage.estimated:
+        out["estimated"] = True
+    if usage.cost:
+        out.update(usage.cost)
+    return out
+
+
+def platform_tool_json(record: PlatformToolRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": record.name, "arguments": record.arguments}
+    if record.error is not None:
+        out["error"] = record.error
+    else:
+        out["result"] = record.result
+    out["duration_ms"] = round(record.duration_ms, 3)
+    return out
+
+
+def encode_error_event(error: StreamError) -> bytes:
+    body = {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+    return b"data: " + dumps(body) + b"\n\n"
+
+
+async def sse_stream(
+    events: AsyncIterator[Event],
+    *,
+    response_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    usage_on_final_chunk: bool,
+) -> AsyncIterator[bytes]:
+    """Encode events as SSE bytes, one ``data:`` line per chunk, then ``[DONE]``."""
+    head: dict[str, Any] = {
+        "id": response_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+    }
+    usage_null = include_usage
+    started: set[int] = set()
+    finished: set[int] = set()
+    pending_finish: dict[str, Any] | None = None  # the finish chunk awaiting usage
+    usage: Usage | None = None
+
+    def chunk(choice: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        if choice not in started:
+            started.add(choice)
+            delta = {"role": "assistant", **delta}
+        body = {**head, "choices": [
+            {"index": choice, "delta": delta, "logprobs": None, "finish_reason": finish}
+        ]}
+        if usage_null:
+            body["usage"] = None
+        return body
+
+    async for event in events:
+        kind = type(event)
+        if pending_finish is not None and kind is not Usage:
+            yield b"data: " + dumps(pending_finish) + b"\n\n"
+            pending_finish = None
+        if kind is TextDelta:
+            body = chunk(event.choice, {_CHANNEL_FIELD[event.channel]: event.text})  # type: ignore[union-attr]
+            if event.logprobs is not None:  # type: ignore[union-attr]
+                body["choices"][0]["logprobs"] = event.logprobs  # type: ignore[union-attr]
+            yield b"data: " + dumps(body) + b"\n\n"
+        elif kind is ToolCallDelta:
+            call: dict[str, Any] = {"index": event.index}  # type: ignore[union-attr]
+            if event.id is not None or event.name is not None:  # type: ignore[union-attr]
+                call["id"] = event.id  # type: ignore[union-attr]
+                call["type"] = "function"
+                call["function"] = {"name": event.name or "", "arguments": event.arguments}  # type: ignore[union-attr]
+            else:
+                call["function"] = {"arguments": event.arguments}  # type: ignore[union-attr]
+            yield b"data: " + dumps(chunk(event.choice, {"tool_calls": [call]})) + b"\n\n"  # type: ignore[union-attr]
+        elif kind is Finish:
+            finished.add(event.choice)  # type: ignore[union-attr]
+            pending_finish = chunk(event.choice, {}, event.reason)  # type: ignore[union-attr]
+        elif kind is Usage:
+            usage = event  # type: ignore[assignment]
+        elif kind is Start:
+            if event.model:  # type: ignore[union-attr]
+                head["model"] = event.model  # type: ignore[union-attr]
+            if event.system_fingerprint:  # type: ignore[union-attr]
+                head["system_fingerprint"] = event.system_fingerprint  # type: ignore[union-attr]
+            if event.service_tier:  # type: ignore[union-attr]
+                head["service_tier"] = event.service_tier  # type: ignore[union-attr]
+        elif kind is PlatformToolRecord:
+            delta = {"platform_tool": platform_tool_json(event)}  # type: ignore[arg-type]
+            yield b"data: " + dumps(chunk(event.choice, delta)) + b"\n\n"  # type: ignore[union-attr]
+        elif kind is StreamError:
+            yield encode_error_event(event)  # type: ignore[arg-type]
+            return
+    for choice in sorted((started or {0}) - finished):  # the upstream never said: stop
+        if pending_finish is not None:
+            yield b"data: " + dumps(pending_finish) + b"\n\n"
+        pending_finish = chunk(choice, {}, "stop")
+    if pending_finish is not None:
+        if usage is not None and usage_on_final_chunk and not include_usage:
+            pending_finish["usage"] = usage_json(usage)
+        yield b"data: " + dumps(pending_finish) + b"\n\n"
+    if include_usage and usage is not None:
+        yield b"data: " + dumps({**head, "choices": [], "usage": usage_json(usage)}) + b"\n\n"
+    yield DONE

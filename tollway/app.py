@@ -1,0 +1,199 @@
+"""``create_app(settings)`` → the ASGI application. Wiring only.
+
+A raw ASGI app (no framework): one dict lookup routes the hot endpoint; other
+endpoints are JSON handlers ``async (request) -> (status, body)`` registered by
+path pattern, where ``request`` is a dict with method, path, path_params, query,
+headers, json, auth and is_admin.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import aiohttp
+import orjson
+
+from tollway.api.chat import handle_chat, header_value, request_id_of
+from tollway.api.http import Receive, Scope, Send, read_body, send_error, send_json
+from tollway.config import Settings
+from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
+from tollway.gateway import Gateway
+from tollway.providers.base import Provider
+from tollway.providers.registry import create_provider
+from tollway.routing.select import Router
+
+__all__ = ["TollwayApp", "create_app"]
+
+log = logging.getLogger("tollway")
+
+JsonHandler = Callable[[dict[str, Any]], Awaitable[tuple[int, Any]]]
+Access = str  # "public" | "key" | "admin"
+
+
+class TollwayApp:
+    """The ASGI callable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.providers: dict[str, Provider] = {}
+        self.gateway = Gateway(settings=settings, router=Router(settings.models, self.providers),
+                               providers=self.providers)
+        self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
+        self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.admin_key = settings.admin_key or os.environ.get("TOLLWAY_ADMIN_KEY")
+        self.add_route("GET", "/health", self._health, "public")
+        self.add_route("GET", "/v1/models", self._models, "key")
+        self.add_route("GET", "/v1/models/{model}", self._model, "key")
+
+    # -- registration -------------------------------------------------------------
+    def add_route(self, method: str, pattern: str, handler: JsonHandler, access: Access) -> None:
+        """Mount a JSON handler; ``{name}`` segments become ``path_params``."""
+        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+        self._routes.append((method, regex, handler, access))
+
+    def add_raw_route(
+        self, method: str, path: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
+    ) -> None:
+        """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``)."""
+        self._raw[(method, path)] = handler
+
+    # -- ASGI ---------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
+                await handle_chat(self.gateway, scope, receive, send)
+                return
+            raw = self._raw.get((scope["method"], scope["path"]))
+            if raw is not None:
+                await raw(scope, receive, send)
+                return
+            await self._json_route(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # reported to the server, which exits
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        """Open the upstream connection pool and build the providers."""
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(),
+            auto_decompress=True,
+        )
+        for name, config in self.settings.providers.items():
+            self.providers[name] = create_provider(name, config, self._session)
+        for hook in self.gateway.on_start:
+            await hook()
+
+    async def shutdown(self) -> None:
+        await self.gateway.drain()
+        for hook in reversed(self.gateway.on_stop):
+            await hook()
+        for provider in self.providers.values():
+            await provider.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _json_route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"x-request-id", request_id_of(scope).encode())]
+        method, path = scope["method"], scope["path"]
+        try:
+            for route_method, regex, handler, access in self._routes:
+                match = regex.match(path)
+                if match is None:
+                    continue
+                if route_method != method:
+                    continue
+                request = await self._request(scope, receive, match.groupdict(), access)
+                status, body = await handler(request)
+                await send_json(send, status, body, headers)
+                return
+            raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
+        except GatewayError as exc:
+            await send_error(send, exc, headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", method, path)
+            await send_error(send, GatewayError("The server had an error processing your request."),
+                             headers)
+
+    async def _request(
+        self, scope: Scope, receive: Receive, params: dict[str, str], access: Access
+    ) -> dict[str, Any]:
+        body = await read_body(receive, self.settings.server.max_body_bytes)
+        parsed = None
+        if body:
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise InvalidRequest("The request body must be valid JSON.") from None
+        request: dict[str, Any] = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "path_params": params,
+            "query": dict(parse_qsl(scope.get("query_string", b"").decode())),
+            "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+            "json": parsed,
+            "auth": None,
+            "is_admin": False,
+        }
+        authorization = header_value(scope, b"authorization")
+        if access == "admin":
+            token = (authorization or "").removeprefix("Bearer ").strip()
+            if not self.admin_key or not hmac.compare_digest(token.encode(), self.admin_key.encode()):
+                raise AuthenticationError("A valid admin key is required.")
+            request["is_admin"] = True
+        elif access == "key" and self.gateway.authenticate is not None:
+            request["auth"] = await self.gateway.authenticate(authorization)
+        return request
+
+    # -- built-in endpoints ---------------------------------------------------------
+    async def _health(self, request: dict[str, Any]) -> tuple[int, Any]:
+        return 200, {"status": "ok"}
+
+    def _model_json(self, alias: str) -> dict[str, Any]:
+        return {"id": alias, "object": "model", "created": _STARTED,
+                "owned_by": self.settings.models[alias].owned_by}
+
+    async def _models(self, request: dict[str, Any]) -> tuple[int, Any]:
+        return 200, {"object": "list", "data": [self._model_json(m) for m in self.settings.models]}
+
+    async def _model(self, request: dict[str, Any]) -> tuple[int, Any]:
+        alias = request["path_params"]["model"]
+        if alias not in self.settings.models:
+            raise NotFound(f"The model `{alias}` does not exist.", code="model_not_found")
+        return 200, self._model_json(alias)
+
+
+_STARTED = int(time.time())
+
+
+def create_app(settings: Settings) -> TollwayApp:
+    """Build the app and plug in the features the settings turn on."""
+    app = TollwayApp(settings)
+    from tollway.features import install_features
+
+    install_features(app)
+    return app

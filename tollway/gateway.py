@@ -1,0 +1,105 @@
+"""The gateway's wiring: what runs at each step of the request path.
+
+Built once by ``create_app``; features plug in here (auth, request hooks,
+admission, response stages, pricing, settlement) so that ``api/chat.py`` stays
+the same whichever features are on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tollway.chunks import Event
+from tollway.config import Settings
+from tollway.context import RequestContext
+from tollway.pipeline.compose import Stage
+from tollway.pipeline.meter import Pricer
+from tollway.providers.base import ChatRequest, Provider
+from tollway.routing.fallback import open_stream
+from tollway.routing.select import Router
+
+__all__ = ["Gateway", "RequestHook", "Settler"]
+
+log = logging.getLogger("tollway")
+
+RequestHook = Callable[[RequestContext], Awaitable[None]]
+Settler = Callable[[RequestContext], Awaitable[None]]
+StageFactory = Callable[[RequestContext], Stage | None]
+Authenticator = Callable[[str | None], Awaitable[Any]]
+SourceWrapper = Callable[
+    [ChatRequest, RequestContext, Callable[[ChatRequest], AsyncIterator[Event]]],
+    AsyncIterator[Event] | None,
+]
+
+
+@dataclass
+class Gateway:
+    """Everything a request needs, built once at start."""
+
+    settings: Settings
+    router: Router
+    providers: dict[str, Provider]
+    authenticate: Authenticator | None = None
+    request_hooks: list[RequestHook] = field(default_factory=list)
+    admission: list[RequestHook] = field(default_factory=list)
+    source_wrappers: list[SourceWrapper] = field(default_factory=list)
+    stage_factories: list[StageFactory] = field(default_factory=list)
+    pricer: Pricer | None = None
+    settlers: list[Settler] = field(default_factory=list)
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def source(self, ctx: RequestContext) -> AsyncIterator[Event]:
+        """The model's events for this request: routed, maybe wrapped (tool loop)."""
+        assert ctx.request is not None and ctx.requested_model is not None
+        alias = ctx.requested_model
+
+        def call_model(request: ChatRequest) -> AsyncIterator[Event]:
+            return open_stream(self.router, alias, request, ctx)
+
+        for wrap in self.source_wrappers:
+            wrapped = wrap(ctx.request, ctx, call_model)
+            if wrapped is not None:
+                return wrapped
+        return call_model(ctx.request)
+
+    def stages(self, ctx: RequestContext) -> list[Stage]:
+        """Response stages for this request, in order, ending with the meter."""
+        from tollway.pipeline.meter import usage_meter
+
+        out: list[Stage] = []
+        for factory in self.stage_factories:
+            stage = factory(ctx)
+            if stage is not None:
+                out.append(stage)
+        out.append(usage_meter(self.pricer))
+        return out
+
+    async def settle(self, ctx: RequestContext) -> None:
+        """Run every settler; cancellation of the request cannot skip it."""
+        if not self.settlers:
+            return
+        task = asyncio.ensure_future(self._run_settlers(ctx))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass  # the task goes on; the request's own cancellation proceeds
+
+    async def _run_settlers(self, ctx: RequestContext) -> None:
+        for settler in self.settlers:
+            try:
+                await settler(ctx)
+            except Exception:  # settlement must go on for the other settlers
+                log.exception("settlement step %s failed for %s", settler, ctx.request_id)
+
+    async def drain(self) -> None:
+        """Wait for settlements still running (shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

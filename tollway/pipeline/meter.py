@@ -1,0 +1,97 @@
+"""The usage meter: the final usage of every response, real or counted.
+
+Upstream usage may arrive as a separate ``choices: []`` chunk, on the finish
+chunk, or cumulatively on every chunk: adapters turn each into a ``Usage`` event
+and the last one wins. If the upstream reported none, or the stream was cut
+short (client gone, upstream died), the completion is counted with the offline
+tokenizer and the usage is marked estimated. The meter swallows upstream
+``Usage`` events and emits exactly one at the end, priced by ``pricer``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from tollway import tokens
+from tollway.chunks import Event, Finish, StreamError, TextDelta, ToolCallDelta, Usage
+from tollway.context import RequestContext
+from tollway.pipeline.compose import Stage
+
+__all__ = ["Pricer", "estimate_usage", "usage_meter"]
+
+Pricer = Callable[[Usage, RequestContext], dict[str, Any] | None]
+
+
+def estimate_usage(ctx: RequestContext, generated: list[str], reported: Usage | None) -> Usage:
+    """Counted usage for what was generated; keeps real prompt figures when known."""
+    request = ctx.request
+    prompt = reported.prompt_tokens if reported and reported.prompt_tokens else (
+        tokens.count_prompt_tokens(request.messages, request.tools) if request else 0
+    )
+    completion = tokens.count_text("".join(generated))
+    if reported is not None and reported.completion_tokens > completion:
+        completion = reported.completion_tokens
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=reported.cached_tokens if reported else 0,
+        estimated=True,
+    )
+
+
+def usage_meter(pricer: Pricer | None = None) -> Stage:
+    """Build the meter stage; ``pricer`` adds the cost figures to the usage."""
+
+    async def meter(events: AsyncIterator[Event], ctx: RequestContext) -> AsyncIterator[Event]:
+        generated: list[str] = []
+        append = generated.append
+        reported: Usage | None = None
+        complete = False
+        try:
+            async for event in events:
+                kind = type(event)
+                if kind is TextDelta:
+                    append(event.text)  # type: ignore[union-attr]
+                elif kind is Usage:
+                    reported = event  # type: ignore[assignment]
+                    continue
+                elif kind is ToolCallDelta:
+                    append((event.name or "") + event.arguments)  # type: ignore[union-attr]
+                elif kind is Finish:
+                    ctx.finish_reasons[event.choice] = event.reason  # type: ignore[union-attr]
+                elif kind is StreamError:
+                    ctx.partial = True
+                    ctx.usage = _final(ctx, generated, reported, pricer, partial=True)
+                    yield event
+                    return
+                yield event
+            complete = True
+            ctx.mark("last_token")
+            ctx.usage = _final(ctx, generated, reported, pricer, partial=False)
+            yield ctx.usage
+        finally:
+            if not complete and ctx.usage is None:  # cancelled or failed mid-way
+                ctx.partial = True
+                ctx.usage = _final(ctx, generated, reported, pricer, partial=True)
+
+    return meter
+
+
+def _final(
+    ctx: RequestContext,
+    generated: list[str],
+    reported: Usage | None,
+    pricer: Pricer | None,
+    *,
+    partial: bool,
+) -> Usage:
+    usage = reported if reported is not None and not partial else estimate_usage(
+        ctx, generated, reported
+    )
+    if pricer is not None:
+        cost = pricer(usage, ctx)
+        if cost is not None:
+            usage = dataclasses.replace(usage, cost=cost)
+    return usage

@@ -1,0 +1,297 @@
+"""Adapter for any OpenAI-compatible ``/chat/completions`` upstream.
+
+OpenAI, vLLM, Ollama, llama.cpp server, Groq, DeepSeek, Together… The request is
+the client's JSON with the model, messages, tools and limits tollway decides;
+``stream_options.include_usage`` is always requested so usage is real. Upstream
+``reasoning`` and ``reasoning_content`` deltas both become reasoning text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tollway.chunks import Event, Finish, Start, TextDelta, ToolCallDelta, Usage
+from tollway.config import DeploymentConfig, ProviderConfig
+from tollway.errors import UpstreamError, UpstreamTimeout
+from tollway.providers.base import ChatRequest
+from tollway.providers.sse_decoder import SSEDecoder
+
+__all__ = [
+    "OpenAIProvider",
+    "error_from_body",
+    "events_from_chunk",
+    "events_from_completion",
+    "usage_from_openai",
+]
+
+_USAGE_KNOWN = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+
+
+class OpenAIProvider:
+    """Streams chat completions from one OpenAI-compatible base URL."""
+
+    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self._session = session
+        self._url = (config.base_url or "").rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json", **config.headers}
+        if config.api_key:
+            self._headers["Authorization"] = f"Bearer {config.api_key}"
+        self._max_tokens_field = str(config.options.get("max_tokens_field", ""))
+
+    def build_body(self, request: ChatRequest, deployment: DeploymentConfig) -> dict[str, Any]:
+        """The upstream JSON: the client's body with tollway's decisions applied."""
+        body = dict(request.body)
+        body["model"] = deployment.model
+        body["messages"] = request.messages
+        if request.tools is not None:
+            body["tools"] = request.tools
+        if request.stream:
+            body["stream"] = True
+            options = dict(body.get("stream_options") or {})
+            options["include_usage"] = True
+            body["stream_options"] = options
+        else:
+            body["stream"] = False
+            body.pop("stream_options", None)
+        limit = request.max_output_tokens
+        if limit is not None:
+            field = self._max_tokens_field or (
+                "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+            )
+            body.pop("max_tokens" if field == "max_completion_tokens" else "max_completion_tokens", None)
+            body[field] = limit
+        return body
+
+    async def stream(
+        self, request: ChatRequest, deployment: DeploymentConfig
+    ) -> AsyncIterator[Event]:
+        body = orjson.dumps(self.build_body(request, deployment))
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=deployment.timeouts.connect, sock_connect=deployment.timeouts.connect
+        )
+        try:
+            resp = await self._session.post(
+                self._url, data=body, headers=self._headers, timeout=timeout
+            )
+        except TimeoutError:
+            raise UpstreamTimeout(f"connecting to provider {self.name!r} timed out") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError(
+                f"cannot reach provider {self.name!r}: {type(exc).__name__}", status=502
+            ) from None
+        completed = False
+        try:
+            if resp.status >= 400:
+                raise error_from_body(resp.status, await resp.read(), resp.headers, self.name)
+            if request.stream:
+                async for event in self._read_stream(resp):
+                    yield event
+            else:
+                for event in events_from_completion(orjson.loads(await resp.read())):
+                    yield event
+            completed = True
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
+            raise UpstreamError(
+                f"provider {self.name!r} connection broke: {type(exc).__name__}", status=502
+            ) from None
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"provider {self.name!r} sent invalid JSON", status=502) from None
+        finally:
+            if completed:
+                resp.release()
+            else:
+                resp.close()  # drop the connection: the upstream stops generating
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+        decoder = SSEDecoder()
+        loads = orjson.loads
+        started = False
+        async for data in resp.content.iter_any():
+            for _event, payload in decoder.decode(data):
+                if payload == "[DONE]":
+                    return
+                obj = loads(payload)
+                if not started:
+                    if "error" in obj:
+                        raise error_from_event(obj, self.name)
+                    started = True
+                    yield Start(
+                        model=obj.get("model") or "",
+                        system_fingerprint=obj.get("system_fingerprint"),
+                        service_tier=obj.get("service_tier"),
+                    )
+                for event in events_from_chunk(obj, self.name):
+                    yield event
+        for _event, payload in decoder.flush():
+            if payload != "[DONE]":
+                for event in events_from_chunk(loads(payload), self.name):
+                    yield event
+
+    async def aclose(self) -> None:
+        return None
+
+
+def events_from_chunk(obj: dict[str, Any], provider: str = "upstream") -> list[Event]:
+    """Translate one ``chat.completion.chunk`` object."""
+    if "error" in obj:
+        raise error_from_event(obj, provider)
+    out: list[Event] = []
+    for choice in obj.get("choices") or ():
+        index = choice.get("index") or 0
+        delta = choice.get("delta")
+        if delta:
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                out.append(TextDelta(reasoning, "reasoning", index))
+            content = delta.get("content")
+            logprobs = choice.get("logprobs")
+            if content:
+                out.append(TextDelta(content, "content", index, logprobs))
+                logprobs = None
+            refusal = delta.get("refusal")
+            if refusal:
+                out.append(TextDelta(refusal, "refusal", index, logprobs))
+            calls = delta.get("tool_calls")
+            if calls:
+                for call in calls:
+                    fn = call.get("function") or {}
+                    out.append(
+                        ToolCallDelta(
+                            call.get("index") or 0,
+                            fn.get("arguments") or "",
+                            call.get("id"),
+                            fn.get("name"),
+                            index,
+                        )
+                    )
+        reason = choice.get("finish_reason")
+        if reason:
+            out.append(Finish(reason, index))
+    usage = obj.get("usage")
+    if usage:
+        out.append(usage_from_openai(usage))
+    return out
+
+
+def events_from_completion(obj: dict[str, Any]) -> list[Event]:
+    """Translate a non-streaming ``chat.completion`` into the same events."""
+    out: list[Event] = [
+        Start(
+            model=obj.get("model") or "",
+            system_fingerprint=obj.get("system_fingerprint"),
+            service_tier=obj.get("service_tier"),
+        )
+    ]
+    for choice in obj.get("choices") or ():
+        index = choice.get("index") or 0
+        msg = choice.get("message") or {}
+        reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+        if reasoning:
+            out.append(TextDelta(reasoning, "reasoning", index))
+        if msg.get("content"):
+            out.append(TextDelta(msg["content"], "content", index, choice.get("logprobs")))
+        if msg.get("refusal"):
+            out.append(TextDelta(msg["refusal"], "refusal", index))
+        for i, call in enumerate(msg.get("tool_calls") or ()):
+            fn = call.get("function") or {}
+            out.append(
+                ToolCallDelta(i, fn.get("arguments") or "", call.get("id"), fn.get("name"), index)
+            )
+        out.append(Finish(choice.get("finish_reason") or "stop", index))
+    if obj.get("usage"):
+        out.append(usage_from_openai(obj["usage"]))
+    return out
+
+
+def usage_from_openai(usage: dict[str, Any]) -> Usage:
+    """OpenAI usage (and DeepSeek's cache fields) to our Usage."""
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0
+    extra = {k: v for k, v in usage.items() if k not in _USAGE_KNOWN}
+    return Usage(
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0,
+        cached_tokens=cached,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+        extra=extra,
+    )
+
+
+def error_from_event(obj: dict[str, Any], provider: str) -> UpstreamError:
+    """An in-stream ``{"error": {...}}`` event."""
+    err = obj.get("error")
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
+    code = err.get("code")
+    client_error = isinstance(code, int) and 400 <= code < 500 and code not in (408, 409, 429)
+    return UpstreamError(
+        str(err.get("message") or f"provider {provider!r} reported an error"),
+        status=code if client_error else 502,
+        retryable=not client_error,
+        code=code,
+        type=str(err.get("type") or "upstream_error"),
+    )
+
+
+def error_from_body(
+    status: int, raw: bytes, headers: Any, provider: str
+) -> UpstreamError:
+    """An HTTP error answer from the upstream, mapped for the router."""
+    message = ""
+    err: dict[str, Any] = {}
+    try:
+        parsed = orjson.loads(raw)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            err = parsed["error"]
+            message = str(err.get("message") or "")
+        elif isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+            message = parsed["error"]
+    except orjson.JSONDecodeError:
+        message = raw[:200].decode(errors="replace")
+    if status in (401, 403):
+        return UpstreamError(
+            f"provider {provider!r} rejected tollway's credentials (HTTP {status}); "
+            "this is a gateway configuration error",
+            status=502,
+            retryable=True,
+            misconfigured=True,
+            code="upstream_auth_failed",
+        )
+    retry_after = _retry_after(headers.get("Retry-After") if headers is not None else None)
+    if status in (408, 409, 429) or status >= 500:
+        return UpstreamError(
+            message or f"provider {provider!r} answered HTTP {status}",
+            status=429 if status == 429 else (504 if status == 408 else 502),
+            retryable=True,
+            retry_after=retry_after,
+            code=err.get("code"),
+        )
+    return UpstreamError(
+        message or f"provider {provider!r} answered HTTP {status}",
+        status=status,
+        retryable=False,
+        code=err.get("code"),
+        type=str(err.get("type") or "invalid_request_error"),
+        param=err.get("param"),
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+        import time
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None

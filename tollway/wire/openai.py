@@ -1,0 +1,242 @@
+"""OpenAI chat request models (CreateChatCompletionRequest), fields in spec order.
+
+Validation only: the pipeline keeps the client's JSON dict and forwards it, so
+fields tollway does not model reach OpenAI-compatible upstreams untouched.
+Unknown fields are accepted (``extra="allow"``). No framework imports.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from tollway.errors import InvalidRequest
+
+__all__ = ["ChatCompletionRequest", "validate_chat_request"]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class TextPart(_Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Open):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Open):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(_Open):
+    data: str
+    format: str
+
+
+class AudioPart(_Open):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FilePart(_Open):
+    type: Literal["file"]
+    file: dict[str, Any]
+
+
+class RefusalPart(_Open):
+    type: Literal["refusal"]
+    refusal: str
+
+
+UserPart = Annotated[Union[TextPart, ImagePart, AudioPart, FilePart], Field(discriminator="type")]
+AssistantPart = Annotated[Union[TextPart, RefusalPart], Field(discriminator="type")]
+
+
+class FunctionCall(_Open):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Open):
+    id: str
+    type: Literal["function", "custom"] = "function"
+    function: FunctionCall | None = None
+    custom: dict[str, Any] | None = None
+
+
+class DeveloperMessage(_Open):
+    role: Literal["developer"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class SystemMessage(_Open):
+    role: Literal["system"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class UserMessage(_Open):
+    role: Literal["user"]
+    content: str | list[UserPart]
+    name: str | None = None
+
+
+class AssistantMessage(_Open):
+    role: Literal["assistant"]
+    content: str | list[AssistantPart] | None = None
+    refusal: str | None = None
+    name: str | None = None
+    audio: dict[str, Any] | None = None
+    tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None
+    reasoning_content: str | None = None
+
+
+class ToolMessage(_Open):
+    role: Literal["tool"]
+    content: str | list[TextPart]
+    tool_call_id: str
+
+
+class FunctionMessage(_Open):
+    role: Literal["function"]
+    content: str | None
+    name: str
+
+
+Message = Annotated[
+    Union[
+        DeveloperMessage, SystemMessage, UserMessage, AssistantMessage, ToolMessage, FunctionMessage
+    ],
+    Field(discriminator="role"),
+]
+
+
+class FunctionDef(_Open):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionTool(_Open):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class CustomTool(_Open):
+    type: Literal["custom"]
+    custom: dict[str, Any]
+
+
+Tool = Annotated[Union[FunctionTool, CustomTool], Field(discriminator="type")]
+
+
+class NamedToolChoice(_Open):
+    type: Literal["function", "custom", "allowed_tools"]
+
+
+class ResponseFormat(_Open):
+    type: Literal["text", "json_object", "json_schema", "grammar", "python"]
+    json_schema: dict[str, Any] | None = None
+
+
+class StreamOptions(_Open):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class ChatCompletionRequest(_Open):
+    """CreateChatCompletionRequest, plus tollway's extensions at the end."""
+
+    messages: list[Message] = Field(min_length=1)
+    model: str = Field(min_length=1)
+    modalities: list[str] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    max_completion_tokens: int | None = Field(None, ge=1)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    web_search_options: dict[str, Any] | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    audio: dict[str, Any] | None = None
+    store: bool | None = None
+    stream: bool | None = None
+    stop: str | list[str] | None = None
+    logit_bias: dict[str, int] | None = None
+    logprobs: bool | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=128)
+    prediction: dict[str, Any] | None = None
+    seed: int | None = None
+    stream_options: StreamOptions | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = None
+    functions: list[FunctionDef] | None = None
+    metadata: dict[str, str] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    service_tier: str | None = None
+    # tollway extensions
+    firewall: str | None = None
+    platform_tools: list[str] | None = None
+    include_route_trace: bool | None = None
+
+
+_adapter = TypeAdapter(ChatCompletionRequest)
+
+
+_TAGS = frozenset(
+    "developer system user assistant tool function text image_url input_audio file refusal "
+    "custom".split()
+)
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic location the way OpenAI names params: ``messages.[0].content``."""
+    parts: list[str] = []
+    after_index = False
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            after_index = True
+            continue
+        skip = (after_index and item in _TAGS) or "[" in item or item[:1].isupper()
+        skip = skip or item in ("str", "int", "float", "bool")
+        after_index = False
+        if not skip:
+            parts.append(item)
+    return ".".join(parts)
+
+
+def validate_chat_request(body: Any) -> ChatCompletionRequest:
+    """Validate a decoded JSON body; raise ``InvalidRequest`` naming the bad field."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        return _adapter.validate_python(body)
+    except ValidationError as exc:
+        # the deepest location is the most precise one (unions report every branch)
+        err = max(exc.errors(include_url=False), key=lambda e: len(e["loc"]))
+        param = _param(err["loc"])
+        if err["type"] == "missing":
+            message = f"Missing required parameter: '{param}'."
+        elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+            message = f"Invalid value for '{param}': {err['msg']}."
+        else:
+            message = f"Invalid value for '{param}': {err['msg']}."
+        raise InvalidRequest(message, param=param or None, code="invalid_value") from None
