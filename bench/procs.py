@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from bench.loadgen import LoadResult, Spec
 
@@ -121,11 +120,11 @@ def write_config(path: Path, port: int, upstream_port: int, workers: int,
                              "base_url": f"http://127.0.0.1:{upstream_port}/v1"}},
         "models": {
             "bench-model": {"deployments": [
-                {"provider": "up", "model": "bench-upstream", "prices": prices}]},
+                {"provider": "up", "model": "bench-upstream", "prices": dict(prices)}]},
             "bench-model-d20": {"deployments": [
-                {"provider": "up", "model": "bench-upstream-d20", "prices": prices}]},
+                {"provider": "up", "model": "bench-upstream-d20", "prices": dict(prices)}]},
             "bench-model-d5": {"deployments": [
-                {"provider": "up", "model": "bench-upstream-d5", "prices": prices}]},
+                {"provider": "up", "model": "bench-upstream-d5", "prices": dict(prices)}]},
         },
     }
     for key, value in (extra or {}).items():
@@ -133,7 +132,7 @@ def write_config(path: Path, port: int, upstream_port: int, workers: int,
             config[key] = {**config[key], **value}
         else:
             config[key] = value
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))  # JSON is YAML
     return path
 
 

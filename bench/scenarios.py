@@ -70,12 +70,16 @@ _FULL = {
 
 _SMOKE = {
     "a": replace(_FULL["a"], requests=20, warmup=3),
-    "b": replace(_FULL["b"], concurrency=8, requests=100),
-    "c50": replace(_FULL["c50"], concurrency=8, requests=24),
-    "c10": replace(_FULL["c10"], concurrency=8, requests=40),
+    "b": replace(_FULL["b"], title="non-streaming, concurrency 8", concurrency=8,
+                 requests=100),
+    "c50": replace(_FULL["c50"], title="streaming 50 chunks, concurrency 8", concurrency=8,
+                   requests=24),
+    "c10": replace(_FULL["c10"], title="streaming 10 chunks, concurrency 8", concurrency=8,
+                   requests=40),
     "d": replace(_FULL["d"], title="streaming 10 chunks 5 ms apart, 20 open", chunks=10,
                  concurrency=20, duration=1.0, suffix="-d5", ramp=0.2),
-    "f": replace(_FULL["f"], concurrency=4, duration=3.0, rss_interval=0.5),
+    "f": replace(_FULL["f"], title="soak: mixed load, 4 slots", concurrency=4, duration=3.0,
+                 rss_interval=0.5),
 }
 
 SCENARIOS = _FULL

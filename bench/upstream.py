@@ -189,7 +189,8 @@ class UpstreamProtocol(asyncio.Protocol):
         if isinstance(encoded, bytes):
             t.write(encoded)
         else:
-            self._paced(*encoded, shape.delay)
+            head, body, tail = encoded
+            self._paced(head, body, tail, shape.delay)
 
     def _paced(self, head: bytes, body: list[bytes], tail: bytes, delay: float) -> None:
         """Write chunk i at start + i*delay; the role and first content chunk at once."""
