@@ -60,7 +60,9 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
-        self.table = sizes(args.smoke, args.d_streams, args.soak, args.loadgen_procs)
+        self.table = sizes(args.smoke, args.d_streams, args.soak, args.loadgen_procs,
+                           args.d_delay)
+        self.delays = tuple(sorted({5, 20, *([args.d_delay] if args.d_delay else [])}))
         self.upstream_port = procs.free_port()
         self.upstream: procs.Server | None = None
         self.results: dict[str, Any] = {"scenarios": {}, "notes": []}
@@ -90,7 +92,8 @@ class Bench:
             return
         port = procs.free_port()
         config = procs.write_config(self.workdir / f"{phase}.yaml", port, self.upstream_port,
-                                    workers, self.workdir / f"{phase}.db", extra_config)
+                                    workers, self.workdir / f"{phase}.db", extra_config,
+                                    self.delays)
         key, key_note = features.setup_key(config)
         if key_note not in self.results["notes"]:
             self.note(key_note)
@@ -251,6 +254,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="worker counts for the scaling run of scenario b (default: 1 2)")
     p.add_argument("--soak", type=float, help="soak duration in seconds (default 180)")
     p.add_argument("--d-streams", type=int, help="open streams in d (default 1000; try 10000)")
+    p.add_argument("--d-delay", type=int, help="ms between chunks in d (default 20)")
     p.add_argument("--loadgen-procs", type=int, help="load generator processes (default 1)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy record tollway during b and c50 (perturbs their figures)")

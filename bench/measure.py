@@ -16,6 +16,7 @@ __all__ = [
     "CLK_TCK",
     "RssSampler",
     "cpu_seconds",
+    "machine_busy_seconds",
     "marginal_chunk_cost",
     "percentile",
     "rss_bytes",
@@ -61,6 +62,14 @@ def cpu_seconds(root: int) -> float:
             # after ')': state=0 ppid=1 … utime=11 stime=12 cutime=13 cstime=14
             ticks += sum(int(x) for x in fields[11:15])
     return ticks / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """Non-idle CPU seconds of the whole machine, all cores (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / CLK_TCK
 
 
 def rss_bytes(root: int) -> int:

@@ -109,9 +109,13 @@ def start_upstream(port: int, logdir: Path) -> Server:
     return server
 
 
-def write_config(path: Path, port: int, upstream_port: int, workers: int,
-                 db: Path, extra: dict[str, Any] | None = None) -> Path:
-    """tollway's YAML config for the benchmark; ``extra`` is merged at the top level."""
+def write_config(path: Path, port: int, upstream_port: int, workers: int, db: Path,
+                 extra: dict[str, Any] | None = None, delays: tuple[int, ...] = (5, 20)) -> Path:
+    """tollway's config (JSON, which is YAML) for the benchmark.
+
+    Model ``bench-model`` maps to ``bench-upstream`` and ``bench-model-d<ms>`` to
+    ``bench-upstream-d<ms>`` for each of ``delays``; ``extra`` is merged at the top level.
+    """
     prices = {"input_per_mtok": 1, "output_per_mtok": 2}
     config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port, "workers": workers},
@@ -119,12 +123,9 @@ def write_config(path: Path, port: int, upstream_port: int, workers: int,
         "providers": {"up": {"type": "openai", "api_key": "x",
                              "base_url": f"http://127.0.0.1:{upstream_port}/v1"}},
         "models": {
-            "bench-model": {"deployments": [
-                {"provider": "up", "model": "bench-upstream", "prices": dict(prices)}]},
-            "bench-model-d20": {"deployments": [
-                {"provider": "up", "model": "bench-upstream-d20", "prices": dict(prices)}]},
-            "bench-model-d5": {"deployments": [
-                {"provider": "up", "model": "bench-upstream-d5", "prices": dict(prices)}]},
+            f"bench-model{suffix}": {"deployments": [
+                {"provider": "up", "model": f"bench-upstream{suffix}", "prices": dict(prices)}]}
+            for suffix in ["", *(f"-d{ms}" for ms in sorted(set(delays)))]
         },
     }
     for key, value in (extra or {}).items():

@@ -22,7 +22,8 @@ __all__ = ["Profiler", "summarise"]
 
 
 def _is_tollway(frame: str) -> bool:
-    return "/tollway/" in frame and "/site-packages/" not in frame
+    """py-spy prints paths relative to sys.path entries: ``name (tollway/api/sse.py:12)``."""
+    return ("(tollway/" in frame or "/tollway/" in frame) and "site-packages" not in frame
 
 
 def _short(frame: str) -> str:

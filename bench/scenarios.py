@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from bench.loadgen import Spec
-from bench.measure import RssSampler, cpu_seconds, percentile, rss_bytes
+from bench.measure import (
+    RssSampler,
+    cpu_seconds,
+    machine_busy_seconds,
+    percentile,
+    rss_bytes,
+)
 from bench.procs import run_loadgens
 
 __all__ = ["SCENARIOS", "Scenario", "Target", "run_scenario", "sizes"]
@@ -86,9 +93,13 @@ SCENARIOS = _FULL
 
 
 def sizes(smoke: bool, d_streams: int | None = None, soak: float | None = None,
-          loadgen_procs: int | None = None) -> dict[str, Scenario]:
+          loadgen_procs: int | None = None, d_delay: int | None = None) -> dict[str, Scenario]:
     """The scenario table for this run, with command-line overrides applied."""
     table = dict(_SMOKE if smoke else _FULL)
+    if d_delay is not None:
+        old = table["d"].suffix.removeprefix("-d")
+        table["d"] = replace(table["d"], suffix=f"-d{d_delay}",
+                             title=table["d"].title.replace(f"{old} ms", f"{d_delay} ms"))
     if d_streams:
         procs = max(1, d_streams // 2500)
         table["d"] = replace(table["d"], concurrency=d_streams, loadgen_procs=procs,
@@ -121,14 +132,18 @@ async def run_scenario(sc: Scenario, target: Target, upstream_pid: int) -> dict[
     def on_go() -> None:
         marks["t0"] = time.perf_counter()
         marks["up0"] = cpu_seconds(upstream_pid)
+        marks["busy0"] = machine_busy_seconds()
         if pid:
             marks["cpu0"] = cpu_seconds(pid)
             assert rss is not None
             rss.start()
 
     res, wall = await run_loadgens(spec, sc.loadgen_procs, on_go)
+    busy = machine_busy_seconds() - marks["busy0"]
     up_cpu = cpu_seconds(upstream_pid) - marks["up0"]
     cpu = cpu_seconds(pid) - marks["cpu0"] if pid else None
+    ours = up_cpu + res.cpu_s + (cpu if cpu is not None and pid != upstream_pid else 0.0)
+    others = max(0.0, busy - ours)
     if rss is not None:
         await rss.stop()
     n, chunks = res.ok, res.chunks
@@ -154,6 +169,9 @@ async def run_scenario(sc: Scenario, target: Target, upstream_pid: int) -> dict[
         "loadgen_cpu_s": _r(res.cpu_s),
         "loadgen_cpu_pct": _r(res.cpu_s / res.wall_s * 100 if res.wall_s else None, 1),
         "loadgen_procs": sc.loadgen_procs,
+        "machine_busy_pct": _r(busy / wall * 100 if wall else None, 1),
+        "others_cpu_pct": _r(others / wall * 100 if wall else None, 1),
+        "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0]),
     }
     if rss is not None and rss_rest is not None:
         out["rss_before_mb"] = _r(rss_rest / 2**20, 1)
