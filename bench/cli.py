@@ -296,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             for frame in prof["frames"][:12]:
                 print(f"  {frame['self_pct']:5.1f}% {frame['total_pct']:5.1f}%  "  # noqa: T201
                       f"{frame['frame']}")
+            print("  deepest tollway frame → what it calls:")  # noqa: T201
+            for pair in prof.get("callees", [])[:8]:
+                print(f"  {pair['pct']:5.1f}%  {pair['frame']} → {pair['calls']}")  # noqa: T201
     print(f"\nverification errors: {results['errors']}; JSON: {out}"  # noqa: T201
           + (f"; work dir kept: {workdir}" if args.keep else ""))
     return 1 if results["errors"] else 0

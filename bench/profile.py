@@ -3,7 +3,9 @@
 ``py-spy record --format raw --function --nonblocking -s`` writes folded stacks
 ("f1 (file:line);f2 (…) COUNT"). For each tollway frame we report the share of
 samples whose stack contains it (inclusive) and the share where it is the deepest
-tollway frame (self: its own code plus the library code it calls directly).
+tollway frame (self: its own code plus the library code it calls directly), and
+the top (deepest tollway frame → frame it calls) pairs. Entry frames (server.py,
+cli.py) do not count: time under them only is uvicorn/uvloop/aiohttp's own.
 """
 
 from __future__ import annotations
@@ -21,9 +23,16 @@ from typing import Any
 __all__ = ["Profiler", "summarise"]
 
 
+_ENTRY = ("tollway/server.py", "tollway/cli.py", "tollway/__main__.py")
+
+
 def _is_tollway(frame: str) -> bool:
-    """py-spy prints paths relative to sys.path entries: ``name (tollway/api/sse.py:12)``."""
-    return ("(tollway/" in frame or "/tollway/" in frame) and "site-packages" not in frame
+    """A frame of tollway's request-handling code (not its entry points).
+
+    py-spy prints paths relative to sys.path entries: ``name (tollway/api/sse.py:12)``.
+    """
+    return (("(tollway/" in frame or "/tollway/" in frame) and "site-packages" not in frame
+            and not any(e in frame for e in _ENTRY))
 
 
 def _short(frame: str) -> str:
@@ -43,6 +52,7 @@ def summarise(folded: str, top: int = 25) -> dict[str, Any]:
     incl: Counter[str] = Counter()
     self_: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
+    callee: Counter[tuple[str, str]] = Counter()
     in_tollway = 0
     for line in folded.splitlines():
         stack, _, count_s = line.rpartition(" ")
@@ -52,12 +62,17 @@ def summarise(folded: str, top: int = 25) -> dict[str, Any]:
         frames = stack.split(";")
         total += count
         leaf[_short(frames[-1])] += count
-        ours = [f for f in frames if _is_tollway(f)]
+        ours = [i for i, f in enumerate(frames) if _is_tollway(f)]
         if ours:
             in_tollway += count
-            for f in set(ours):
-                incl[_short(f)] += count
-            self_[_short(ours[-1])] += count
+            for f in {_short(frames[i]) for i in ours}:
+                incl[f] += count
+            deepest = ours[-1]
+            self_[_short(frames[deepest])] += count
+            below = frames[deepest + 1] if deepest + 1 < len(frames) else "(own code)"
+            callee[(_short(frames[deepest]), _short(below))] += count
+        else:
+            callee[("(outside tollway code)", _short(frames[-1]))] += count
     if not total:
         return {"samples": 0, "frames": [], "leaves": []}
     top_frames = [{"frame": f, "self_pct": round(self_[f] * 100 / total, 1),
@@ -66,6 +81,8 @@ def summarise(folded: str, top: int = 25) -> dict[str, Any]:
     leaves = [{"frame": f, "pct": round(c * 100 / total, 1)} for f, c in leaf.most_common(15)]
     return {"samples": total, "in_tollway_pct": round(in_tollway * 100 / total, 1),
             "frames": top_frames, "leaves": leaves,
+            "callees": [{"frame": a, "calls": b, "pct": round(c * 100 / total, 1)}
+                        for (a, b), c in callee.most_common(top)],
             "inclusive": [{"frame": f, "pct": round(c * 100 / total, 1)}
                           for f, c in incl.most_common(top)]}
 
