@@ -43,7 +43,7 @@ class TollwayApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.providers: dict[str, Provider] = {}
-        self.gateway = Gateway(settings=settings, router=Router(settings.models, self.providers),
+        self.gateway = Gateway(settings=settings, router=Router(settings.models, self.providers, settings.routing),
                                providers=self.providers)
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}

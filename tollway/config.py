@@ -16,6 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tollway.routing.config import RoutingConfig
+from tollway.tracing.config import TracingConfig
+
 __all__ = [
     "ConfigError",
     "DeploymentConfig",
@@ -124,6 +127,8 @@ class Settings(_Strict):
     admin_key: str | None = Field(None, description="guards /admin; or TOLLWAY_ADMIN_KEY")
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

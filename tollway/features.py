@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -13,8 +12,14 @@ __all__ = ["install_features", "prepare_demo", "register_cli"]
 
 
 def install_features(app: TollwayApp) -> None:
-    """Install every feature the settings turn on (billing, firewalls, tools, traces)."""
-    return None
+    """Install every feature the settings turn on (billing, firewalls, tools, traces).
+
+    Order matters: tracing goes last so its settler sees the settled cost.
+    """
+    if app.settings.tracing.enabled:
+        from tollway.tracing.feature import install_tracing
+
+        install_tracing(app)
 
 
 def prepare_demo(settings: Settings) -> str | None:
@@ -24,4 +29,6 @@ def prepare_demo(settings: Settings) -> str | None:
 
 def register_cli(subparsers: Any) -> None:
     """Add the feature commands to the ``tollway`` CLI."""
-    del subparsers
+    from tollway import cli_traces
+
+    cli_traces.register(subparsers)

@@ -148,3 +148,21 @@ def test_error_before_content_keeps_the_upstream_status(replay: tuple[str, Upstr
     assert info2.value.status_code == 502
     assert "The server had an error" in info2.value.message
     assert "sk-upstream-secret" not in str(info2.value.body)
+
+
+def test_unknown_fields_pass_through_untouched(replay: tuple[str, Upstream]) -> None:
+    url, upstream = replay
+    client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    model = "openai-python-text-basic"
+    list(client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "x"}], stream=True,
+        temperature=0.3, seed=7, stop=["END"], max_tokens=64, user="u1",
+        metadata={"k": "v"}, reasoning_effort="low", n=1,
+        extra_body={"top_k": 5, "vendor_option": {"nested": [1, 2]}, "firewall": None},
+    ))
+    sent = upstream.requests[-1]
+    assert sent["top_k"] == 5 and sent["vendor_option"] == {"nested": [1, 2]}
+    assert sent["temperature"] == 0.3 and sent["seed"] == 7 and sent["stop"] == ["END"]
+    assert sent["max_tokens"] == 64 and sent["user"] == "u1" and sent["metadata"] == {"k": "v"}
+    assert sent["reasoning_effort"] == "low" and sent["model"] == model
+    assert "firewall" not in sent  # tollway's own extensions never go upstream

@@ -33,6 +33,10 @@ class _ThreadServer(uvicorn.Server):
 @contextmanager
 def run_tollway(config: dict[str, Any] | Settings) -> Iterator[str]:
     """Run tollway with ``config`` in a thread; yields its base URL (no /v1)."""
+    if not isinstance(config, Settings) and "database" not in config:
+        import tempfile
+
+        config = {**config, "database": f"sqlite:///{tempfile.mkdtemp()}/tollway.db"}
     settings = config if isinstance(config, Settings) else parse_settings(config)
     port = free_port()
     app = create_app(settings)

@@ -126,12 +126,27 @@ async def sse_stream(
             body["usage"] = None
         return body
 
+    # The hot path: a plain text delta is spliced from pre-encoded bytes; the
+    # result is byte-identical to dumps(chunk(...)).
+    tail = b'},"logprobs":null,"finish_reason":null}]' + (b',"usage":null}\n\n' if usage_null
+                                                          else b"}\n\n")
+
+    def prefix() -> bytes:
+        return b"data: " + dumps(head)[:-1] + b',"choices":[{"index":'
+
+    text_prefix = prefix()
+    field_keys = {ch: b',"delta":{"' + f.encode() + b'":' for ch, f in _CHANNEL_FIELD.items()}
+
     async for event in events:
         kind = type(event)
         if pending_finish is not None and kind is not Usage:
             yield b"data: " + dumps(pending_finish) + b"\n\n"
             pending_finish = None
         if kind is TextDelta:
+            if event.choice in started and event.logprobs is None:  # type: ignore[union-attr]
+                yield (text_prefix + str(event.choice).encode()  # type: ignore[union-attr]
+                       + field_keys[event.channel] + dumps(event.text) + tail)  # type: ignore[union-attr]
+                continue
             body = chunk(event.choice, {_CHANNEL_FIELD[event.channel]: event.text})  # type: ignore[union-attr]
             if event.logprobs is not None:  # type: ignore[union-attr]
                 body["choices"][0]["logprobs"] = event.logprobs  # type: ignore[union-attr]
@@ -157,6 +172,7 @@ async def sse_stream(
                 head["system_fingerprint"] = event.system_fingerprint  # type: ignore[union-attr]
             if event.service_tier:  # type: ignore[union-attr]
                 head["service_tier"] = event.service_tier  # type: ignore[union-attr]
+            text_prefix = prefix()
         elif kind is PlatformToolRecord:
             delta = {"platform_tool": platform_tool_json(event)}  # type: ignore[arg-type]
             yield b"data: " + dumps(chunk(event.choice, delta)) + b"\n\n"  # type: ignore[union-attr]
