@@ -68,6 +68,11 @@ class Bench:
         self.results: dict[str, Any] = {"scenarios": {}, "notes": []}
         self.errors = 0
         self.profiler = Profiler(workdir / "profiles") if args.profile else None
+        self.available, self.feature_notes = features.detect(
+            workdir, (procs.free_port(), self.upstream_port))
+        self.features_off: dict[str, Any] = {}
+        for feat in self.available:
+            self.features_off.update(feat.off)
 
     @property
     def direct(self) -> Target:
@@ -92,8 +97,9 @@ class Bench:
             return
         port = procs.free_port()
         config = procs.write_config(self.workdir / f"{phase}.yaml", port, self.upstream_port,
-                                    workers, self.workdir / f"{phase}.db", extra_config,
-                                    self.delays)
+                                    workers, self.workdir / f"{phase}.db",
+                                    extra_config if extra_config is not None
+                                    else self.features_off, self.delays)
         key, key_note = features.setup_key(config)
         if key_note not in self.results["notes"]:
             self.note(key_note)
@@ -165,7 +171,7 @@ class Bench:
             await self.pair(["d"], target, self.results["scenarios"])
 
     async def phase_e(self, need_direct: bool) -> None:
-        available, notes = features.detect(self.workdir, (procs.free_port(), self.upstream_port))
+        available, notes = self.available, self.feature_notes
         entry: dict[str, Any] = {"features": notes}
         self.results["scenarios"]["e"] = entry
         for name, what in notes.items():

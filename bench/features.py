@@ -21,17 +21,25 @@ __all__ = ["FEATURES", "Feature", "detect", "setup_key"]
 
 @dataclass(frozen=True)
 class Feature:
-    """What turning a feature on means: a module that must exist, config, request fields."""
+    """What turning a feature on means: a module that must exist, config, request fields.
+
+    ``off`` is the config used for every other phase, so a–d measure the bare gateway.
+    """
 
     name: str
     module: str
     config: dict[str, Any] = field(default_factory=dict)
     request: dict[str, Any] = field(default_factory=dict)
+    off: dict[str, Any] = field(default_factory=dict)
 
 
 FEATURES = [
     Feature("billing", "tollway.billing"),
-    Feature("traces", "tollway.tracing", config={"traces": {"enabled": True}}),
+    Feature("traces", "tollway.tracing",
+            config={"tracing": {"enabled": True, "metrics": {"enabled": True},
+                                "logs": {"enabled": True}}},
+            off={"tracing": {"enabled": False, "metrics": {"enabled": False},
+                             "logs": {"enabled": False}}}),
     Feature("firewall", "tollway.firewalls", request={"firewall": "strict-block"}),
 ]
 
@@ -50,14 +58,20 @@ def detect(workdir: Path, ports: tuple[int, int]) -> tuple[list[Feature], dict[s
         if not _module_exists(feat.module):
             notes[feat.name] = f"skipped: {feat.module} does not exist yet"
             continue
-        if feat.config:
+        rejected = ""
+        for fragment in (feat.config, feat.off):
+            if not fragment:
+                continue
             path = write_config(workdir / f"probe-{feat.name}.yaml", ports[0], ports[1], 1,
-                                workdir / "probe.db", feat.config)
+                                workdir / "probe.db", fragment)
             done = tollway_cli(["check-config", str(path)])
             if done.returncode != 0:
-                notes[feat.name] = ("skipped: config " + json.dumps(feat.config) + " rejected: "
-                                    + (done.stderr or done.stdout).strip()[-200:])
-                continue
+                rejected = ("skipped: config " + json.dumps(fragment) + " rejected: "
+                            + (done.stderr or done.stdout).strip()[-200:])
+                break
+        if rejected:
+            notes[feat.name] = rejected
+            continue
         available.append(feat)
         notes[feat.name] = "on"
     return available, notes
