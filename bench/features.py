@@ -34,7 +34,8 @@ class Feature:
 
 
 FEATURES = [
-    Feature("billing", "tollway.billing"),
+    Feature("billing", "tollway.billing", config={"billing": {"enabled": True}},
+            off={"billing": {"enabled": False}}),
     Feature("traces", "tollway.tracing",
             config={"tracing": {"enabled": True, "metrics": {"enabled": True},
                                 "logs": {"enabled": True}}},
