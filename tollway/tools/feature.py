@@ -1,0 +1,71 @@
+"""Plugs platform tools into the gateway: start-up, shutdown and the source wrapper.
+
+``install_tools(app, config)`` opens the registry when the app starts (MCP
+servers connect then), closes it when the app stops, and wraps each request's
+model source with the tool loop when the request attaches platform tools
+(``platform_tools`` in the body, else ``config.default_tools``). A key or
+account default can be set by a request hook before this runs, with
+``ctx.request.extensions.setdefault("platform_tools", [...])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from tollway.chunks import Event
+from tollway.context import RequestContext
+from tollway.errors import InvalidRequest
+from tollway.pipeline.tools import CallModel, run_with_tools
+from tollway.providers.base import ChatRequest
+from tollway.tools.config import ToolsConfig
+from tollway.tools.execute import ResultInspector
+from tollway.tools.registry import ToolRegistry, open_registry, resolve_tools
+
+if TYPE_CHECKING:
+    from tollway.app import TollwayApp
+
+__all__ = ["PlatformTools", "install_tools"]
+
+
+class PlatformTools:
+    """The running tool registry and the wrapper the gateway calls per request."""
+
+    def __init__(self, config: ToolsConfig, inspect: ResultInspector | None = None) -> None:
+        self.config = config
+        self.inspect = inspect
+        self.registry: ToolRegistry | None = None
+
+    async def start(self) -> None:
+        self.registry = await open_registry(self.config)
+
+    async def close(self) -> None:
+        if self.registry is not None:
+            await self.registry.close()
+            self.registry = None
+
+    def wrap(
+        self, request: ChatRequest, ctx: RequestContext, call_model: CallModel
+    ) -> AsyncIterator[Event] | None:
+        """The tool loop for this request, or None when it attaches no platform tool."""
+        names = request.extensions.get("platform_tools")
+        if names is None:
+            names = self.config.default_tools
+        if not isinstance(names, list):
+            raise InvalidRequest("platform_tools must be a list of tool names.",
+                                 param="platform_tools")
+        if not names:
+            return None
+        if self.registry is None:
+            raise InvalidRequest("Platform tools are not available.", param="platform_tools")
+        tools = resolve_tools(names, self.registry)
+        return run_with_tools(request, tools, call_model, ctx, self.config, inspect=self.inspect)
+
+
+def install_tools(app: TollwayApp, config: ToolsConfig) -> PlatformTools:
+    """Register the tool feature's start, stop and source wrapper on ``app``."""
+    feature = PlatformTools(config)
+    app.gateway.on_start.append(feature.start)
+    app.gateway.on_stop.append(feature.close)
+    app.gateway.source_wrappers.append(feature.wrap)
+    return feature
