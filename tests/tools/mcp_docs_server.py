@@ -1,8 +1,12 @@
-"""A small MCP server for the tests, written with the ``mcp`` SDK's server API (stdio)."""
+"""A small MCP server for the tests, written with the ``mcp`` SDK's server API.
+
+Run as ``python mcp_docs_server.py`` (stdio) or ``... --http PORT`` (streamable HTTP).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from mcp.server.mcpserver import MCPServer
 
@@ -41,4 +45,7 @@ async def sleep(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if sys.argv[1:2] == ["--http"]:  # streamable HTTP on 127.0.0.1:PORT/mcp
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run()
