@@ -162,3 +162,15 @@ def test_loop_calls_mcp_tools_through_the_registry() -> None:
     assert record.result == "streaming: Tollway streams every chunk as it arrives."
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text.endswith("Found: streaming: Tollway streams every chunk as it arrives.")
+
+
+def test_server_that_never_answers_times_out_at_start() -> None:
+    async def main() -> None:
+        hang = McpServerConfig(command=sys.executable, args=["-c", "import time; time.sleep(60)"],
+                               connect_timeout=0.5)
+        started = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            await McpServer("hang", hang, 5).start()
+        assert time.perf_counter() - started < 5
+
+    asyncio.run(main())

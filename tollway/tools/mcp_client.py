@@ -69,7 +69,8 @@ class McpServer:
     def __repr__(self) -> str:
         return f"McpServer({self.name!r})"
 
-    def _client_for(self) -> Client:
+    async def _client_for(self, stack: contextlib.AsyncExitStack) -> Client:
+        """A new client for the configured transport (its HTTP pool closed with ``stack``)."""
         if self.config.command is not None:
             params = StdioServerParameters(
                 command=self.config.command,
@@ -79,10 +80,10 @@ class McpServer:
             )
             return Client(stdio_client(params, errlog=sys.stderr), mode="auto", cache=None)
         assert self.config.url is not None
-        http = httpx2.AsyncClient(
+        http = await stack.enter_async_context(httpx2.AsyncClient(
             headers=dict(self.config.headers),
             timeout=httpx2.Timeout(self.config.connect_timeout, read=300.0),
-        )
+        ))
         transport = streamable_http_client(self.config.url, http_client=http)
         return Client(transport, mode="auto", cache=None)
 
@@ -96,13 +97,15 @@ class McpServer:
             async with asyncio.timeout(self.config.connect_timeout):
                 return await asyncio.shield(ready)
         except BaseException:
-            await self._shutdown()
+            await self._shutdown(cancel=not ready.done())
+            if ready.done() and not ready.cancelled():
+                ready.exception()  # retrieved: the error is the one being raised
             raise
 
     async def _run(self, ready: asyncio.Future[list[Any]], stop: asyncio.Event) -> None:
-        client = self._client_for()
         try:
-            async with client:
+            async with contextlib.AsyncExitStack() as stack:
+                client = await stack.enter_async_context(await self._client_for(stack))
                 listing: list[Any] = []
                 cursor: str | None = None
                 for _ in range(100):  # pages
@@ -125,20 +128,26 @@ class McpServer:
             if not ready.done():
                 ready.set_exception(ToolError(f"MCP server {self.name!r} closed"))
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, *, cancel: bool = False) -> None:
+        """Stop the runner: let it leave the session cleanly, or cancel it if stuck."""
         runner, self._runner = self._runner, None
         if self._stop is not None:
             self._stop.set()
-        if runner is not None:
+        if runner is None:
+            return
+        if not cancel:
             try:
                 async with asyncio.timeout(10):
                     await asyncio.shield(runner)
+                return
             except TimeoutError:
-                runner.cancel()
-                with contextlib.suppress(BaseException):
-                    await runner
+                pass
             except Exception as exc:  # the session failing while closing: it is closed
                 log.debug("MCP server %r closed with %s", self.name, exc)
+                return
+        runner.cancel()
+        with contextlib.suppress(BaseException):
+            await runner
 
     async def start(self) -> list[Tool]:
         """Connect and describe the server's tools as platform tools."""
@@ -186,8 +195,6 @@ class McpServer:
             result = await client.call_tool(
                 tool_name, arguments, read_timeout_seconds=self.timeout
             )
-        except ToolError:
-            raise
         except Exception as exc:  # the SDK's MCPError, transport errors
             raise ToolError(f"MCP call {self.name}.{tool_name} failed: {exc}") from None
         return result_value(result)
