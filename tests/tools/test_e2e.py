@@ -96,7 +96,8 @@ async def scripted_upstream(request: web.Request, upstream: Upstream) -> web.Str
         await resp.write(_chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                                  "function": {"name": call["function"]["name"],
                                                               "arguments": args[:5]}}]}))
-        await resp.write(_chunk({"tool_calls": [{"index": i, "function": {"arguments": args[5:]}}]}))
+        rest = {"index": i, "function": {"arguments": args[5:]}}
+        await resp.write(_chunk({"tool_calls": [rest]}))
     await resp.write(_chunk({}, finish))
     await resp.write(_chunk({}, usage=usage))
     await resp.write(b"data: [DONE]\n\n")

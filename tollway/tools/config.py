@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 PLACEHOLDERS = frozenset({"name", "arguments", "result", "error", "duration_ms"})
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
@@ -51,7 +51,9 @@ class _ToolOptions(_Strict):
     """Options every tool has: a price per call and a timeout."""
 
     price_usd: Decimal = Field(Decimal(0), ge=0, description="USD added per successful call")
-    timeout: float | None = Field(None, gt=0, description="seconds per call (default: tools.timeout)")
+    timeout: float | None = Field(
+        None, gt=0, description="seconds per call (default: tools.timeout)"
+    )
 
 
 class CalculatorConfig(_ToolOptions):
@@ -101,7 +103,9 @@ class McpServerConfig(_Strict):
     include: list[str] | None = Field(None, description="expose only these tools (default: all)")
     price_usd: Decimal = Field(Decimal(0), ge=0, description="USD per successful call, any tool")
     prices: dict[str, Decimal] = Field(default_factory=dict, description="per-tool USD per call")
-    timeout: float | None = Field(None, gt=0, description="seconds per call (default: tools.timeout)")
+    timeout: float | None = Field(
+        None, gt=0, description="seconds per call (default: tools.timeout)"
+    )
     connect_timeout: float = Field(30.0, gt=0, description="seconds to start and list tools")
     required: bool = Field(True, description="fail start-up if the server cannot be reached")
 

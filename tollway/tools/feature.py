@@ -62,9 +62,14 @@ class PlatformTools:
         return run_with_tools(request, tools, call_model, ctx, self.config, inspect=self.inspect)
 
 
-def install_tools(app: TollwayApp, config: ToolsConfig) -> PlatformTools:
-    """Register the tool feature's start, stop and source wrapper on ``app``."""
-    feature = PlatformTools(config)
+def install_tools(
+    app: TollwayApp, config: ToolsConfig, inspect: ResultInspector | None = None
+) -> PlatformTools:
+    """Register the tool feature's start, stop and source wrapper on ``app``.
+
+    ``inspect`` sees each result before the model and the client do (a firewall).
+    """
+    feature = PlatformTools(config, inspect)
     app.gateway.on_start.append(feature.start)
     app.gateway.on_stop.append(feature.close)
     app.gateway.source_wrappers.append(feature.wrap)

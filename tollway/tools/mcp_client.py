@@ -45,7 +45,8 @@ def result_value(result: CallToolResult) -> Any:
         elif kind in ("image", "audio"):
             texts.append(f"[{kind}: {getattr(block, 'mime_type', '')}]")
         elif kind in ("resource", "resource_link"):
-            uri = getattr(block, "uri", None) or getattr(getattr(block, "resource", None), "uri", "")
+            resource = getattr(block, "resource", None)
+            uri = getattr(block, "uri", None) or getattr(resource, "uri", "")
             texts.append(f"[resource: {uri}]")
     if result.is_error:
         raise ToolError("; ".join(texts) or "the MCP tool reported an error")
@@ -118,7 +119,7 @@ class McpServer:
                 if not ready.done():
                     ready.set_result(listing)
                 await stop.wait()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to start() or logged: the SDK raises many kinds
             if not ready.done():
                 ready.set_exception(exc)
             else:
@@ -142,7 +143,7 @@ class McpServer:
                 return
             except TimeoutError:
                 pass
-            except Exception as exc:  # the session failing while closing: it is closed
+            except Exception as exc:  # noqa: BLE001 - a session failing while it closes is closed
                 log.debug("MCP server %r closed with %s", self.name, exc)
                 return
         runner.cancel()
@@ -183,7 +184,7 @@ class McpServer:
                 await self._shutdown()
                 try:
                     await self._connect()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - reported to the model as a tool error
                     raise ToolError(f"MCP server {self.name!r} is unavailable: {exc}") from None
             assert self._client is not None
             return self._client
@@ -195,7 +196,7 @@ class McpServer:
             result = await client.call_tool(
                 tool_name, arguments, read_timeout_seconds=self.timeout
             )
-        except Exception as exc:  # the SDK's MCPError, transport errors
+        except Exception as exc:  # noqa: BLE001 - MCPError, transport errors: told to the model
             raise ToolError(f"MCP call {self.name}.{tool_name} failed: {exc}") from None
         return result_value(result)
 
