@@ -32,6 +32,7 @@ def sim_config(**overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "providers": {"sim": {"type": "simulated"}},
         "models": dict(SIM_MODELS),
+        "billing": {"enabled": False},
     }
     config.update(overrides)
     return config

@@ -8,6 +8,7 @@ headers, json, auth and is_admin.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -20,6 +21,7 @@ from urllib.parse import parse_qsl
 import aiohttp
 import orjson
 
+from tollway import tokens
 from tollway.api.chat import handle_chat, header_value, request_id_of
 from tollway.api.http import Receive, Scope, Send, read_body, send_error, send_json
 from tollway.config import Settings
@@ -43,7 +45,7 @@ class TollwayApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.providers: dict[str, Provider] = {}
-        self.gateway = Gateway(settings=settings, router=Router(settings.models, self.providers),
+        self.gateway = Gateway(settings=settings, router=Router(settings.models, self.providers, settings.routing),
                                providers=self.providers)
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
@@ -105,6 +107,9 @@ class TollwayApp:
         )
         for name, config in self.settings.providers.items():
             self.providers[name] = create_provider(name, config, self._session)
+        # the tokenizer counts prompts at admission and estimates usage: load it now,
+        # not on the first request
+        await asyncio.to_thread(tokens.encoding)
         for hook in self.gateway.on_start:
             await hook()
 

@@ -16,6 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tollway.billing.config import BillingConfig
+from tollway.firewalls.config import PolicyConfig
+from tollway.routing.config import RoutingConfig
+from tollway.tracing.config import TracingConfig
+
 __all__ = [
     "ConfigError",
     "DeploymentConfig",
@@ -116,6 +121,13 @@ class ServerConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class RequestDefaults(_Strict):
+    """What a request gets when it names none itself."""
+
+    firewall: str | None = Field(None, description="firewall policy name")
+    platform_tools: list[str] | None = Field(None, description="platform tool names")
+
+
 class Settings(_Strict):
     """Everything tollway reads from its config file."""
 
@@ -124,6 +136,32 @@ class Settings(_Strict):
     admin_key: str | None = Field(None, description="guards /admin; or TOLLWAY_ADMIN_KEY")
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
+    firewalls: dict[str, PolicyConfig] = Field(
+        default_factory=dict,
+        description="named firewall policies; presets strict-block, redact-pii, monitor always exist",
+    )
+    defaults: RequestDefaults = Field(default_factory=RequestDefaults)
+    account_defaults: dict[str, RequestDefaults] = Field(
+        default_factory=dict, description="per account (name or id), over 'defaults'"
+    )
+    key_defaults: dict[str, RequestDefaults] = Field(
+        default_factory=dict, description="per API key id, over the account's"
+    )
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+
+    def default_for(
+        self, field: str, *, key_id: str | None, account_id: str | None, account_name: str | None
+    ) -> Any:
+        """A request default: the key's, else the account's, else the global one."""
+        for table, name in ((self.key_defaults, key_id), (self.account_defaults, account_id),
+                            (self.account_defaults, account_name)):
+            if name and name in table:
+                value = getattr(table[name], field)
+                if value is not None:
+                    return value
+        return getattr(self.defaults, field)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

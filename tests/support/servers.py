@@ -33,6 +33,12 @@ class _ThreadServer(uvicorn.Server):
 @contextmanager
 def run_tollway(config: dict[str, Any] | Settings) -> Iterator[str]:
     """Run tollway with ``config`` in a thread; yields its base URL (no /v1)."""
+    if not isinstance(config, Settings) and "database" not in config:
+        import tempfile
+
+        config = {**config, "database": f"sqlite:///{tempfile.mkdtemp()}/tollway.db"}
+    if not isinstance(config, Settings) and "billing" not in config:
+        config = {**config, "billing": {"enabled": False}}  # tests about billing turn it on
     settings = config if isinstance(config, Settings) else parse_settings(config)
     port = free_port()
     app = create_app(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
+import os
 from typing import Any
 
 import orjson
@@ -39,7 +39,7 @@ def request_id_of(scope: Scope) -> str:
             if 0 < len(value) <= 128 and value.isascii():
                 return value.decode()
             break
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(16).hex()
 
 
 def header_value(scope: Scope, wanted: bytes) -> str | None:
@@ -146,6 +146,7 @@ async def _serve(
                     "verdicts": ctx.firewall_verdicts,
                 }
         await send_json(send, 200, result, id_header + _route_headers(ctx))
+        ctx.mark("finished")
         return
 
     chunks = sse_stream(
@@ -192,6 +193,7 @@ async def _pump(
             await send({"type": "http.response.body", "body": data, "more_body": True})
         watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        ctx.mark("finished")
     except asyncio.CancelledError:
         if not gone:
             raise

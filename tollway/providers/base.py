@@ -42,7 +42,7 @@ class Provider(Protocol):
     events, broken connections); deciding what to do about them is the router's job.
     """
 
-    async def stream(
+    def stream(
         self, request: ChatRequest, deployment: DeploymentConfig
     ) -> AsyncIterator[Event]: ...
 

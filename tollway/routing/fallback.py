@@ -1,76 +1,231 @@
 """Retries and fallback until the commit point; after it, errors become events.
 
-The commit point is the first content-bearing event (anything but ``Start``):
-until then a failed deployment can be replaced invisibly; after it, a failure
-becomes one ``StreamError`` and the stream ends.
+The commit point is the first content-bearing event (anything but ``Start``).
+Until then a failed deployment is replaced invisibly: a retryable
+``UpstreamError``, a broken connection or no first token within
+``timeouts.first_token`` moves on to the next deployment of the plan. A
+``Retry-After`` keeps the deployment out of plans for that long; when no other
+deployment is left and the wait is at most ``max_retry_after``, tollway waits
+and tries it once more. Non-retryable errors (the upstream's 400/404/422) are
+raised at once.
+
+After the commit point the stream runs under the ``idle`` and ``total``
+deadlines, watched by one timer (``_Watchdog``) rather than a timeout per
+chunk, and a failure becomes one ``StreamError`` (502, or 504 for a deadline);
+nothing is retried.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
 
 from tollway.chunks import Event, Start, StreamError
+from tollway.config import DeploymentConfig
 from tollway.context import Attempt, RequestContext
-from tollway.errors import GatewayError, UpstreamError, UpstreamUnavailable
+from tollway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from tollway.providers.base import ChatRequest
 from tollway.routing.select import Router
 
 __all__ = ["open_stream"]
+
+_TRANSPORT_ERRORS = (UpstreamError, TimeoutError, OSError, aiohttp.ClientError)
 
 
 async def open_stream(
     router: Router, alias: str, request: ChatRequest, ctx: RequestContext
 ) -> AsyncIterator[Event]:
     """Events of the first deployment that reaches the commit point."""
-    last_error: GatewayError | None = None
-    for deployment in router.order(alias):
-        provider = router.providers[deployment.provider]
-        started = time.perf_counter()
-        router.started(deployment)
-        events = provider.stream(request, deployment).__aiter__()
+    plan = router.plan(alias)
+    for dep, reason in plan.skipped:
+        ctx.attempts.append(Attempt(dep.id, "skipped", None, reason))
+    deployments = plan.deployments
+    if not deployments:
+        raise UpstreamUnavailable(f"no deployment of model {alias!r} is available now")
+    loop = asyncio.get_running_loop()
+    last_error: UpstreamError | None = None
+    waited: set[str] = set()
+    i = 0
+    while i < len(deployments):
+        dep = deployments[i]
+        started = loop.time()
+        router.started(dep)
+        events = router.providers[dep.provider].stream(request, dep).__aiter__()  # type: ignore[attr-defined]
         buffered: list[Event] = []
         try:
-            async for event in events:
-                buffered.append(event)
-                if type(event) is not Start:
-                    break
-            else:
-                pass  # the upstream ended without content: still a (empty) answer
-        except UpstreamError as exc:
-            await events.aclose()
+            limit = min(dep.timeouts.first_token, dep.timeouts.total)
+            async with asyncio.timeout_at(started + limit):
+                async for event in events:
+                    buffered.append(event)
+                    if type(event) is not Start:
+                        break
+                    ctx.mark("upstream_connected")
+        except _TRANSPORT_ERRORS as exc:
+            await _close(events)
+            err = _upstream_error(exc, dep)
             ctx.attempts.append(
-                Attempt(deployment.id, "error", exc.status, exc.message,
-                        (time.perf_counter() - started) * 1000, exc.misconfigured)
+                Attempt(dep.id, "error", err.status, err.message,
+                        (loop.time() - started) * 1000, err.misconfigured)
             )
-            router.finished(deployment, False, None)
-            if not exc.retryable:
-                raise
-            last_error = exc
+            router.finished(dep, not err.retryable, None)
+            if not err.retryable:
+                raise err from None
+            last_error = err
+            if err.retry_after is not None:
+                router.block(dep, err.retry_after)
+                if (
+                    i == len(deployments) - 1
+                    and err.retry_after <= router.config.max_retry_after
+                    and dep.id not in waited
+                ):
+                    waited.add(dep.id)
+                    await asyncio.sleep(err.retry_after)
+                    continue
+            i += 1
             continue
         except BaseException:
-            await events.aclose()
-            router.finished(deployment, False, None)
+            await _close(events)
+            router.released(dep)  # cancelled or a bug: says nothing about the deployment
             raise
-        ttft = time.perf_counter() - started
-        ctx.attempts.append(Attempt(deployment.id, "ok", 200, None, ttft * 1000))
-        ctx.deployment = deployment
-        ctx.mark("first_token")
-        ok = True
-        try:
-            for event in buffered:
-                if type(event) is Start:
-                    ctx.served_model = event.model or deployment.model
-                yield event
-            async for event in events:
-                yield event
-        except UpstreamError as exc:
-            ok = False
-            yield StreamError(exc.status, exc.message, exc.type, exc.code)
-        finally:
-            await events.aclose()
-            router.finished(deployment, ok, ttft)
-        return
-    if last_error is None:
-        raise UpstreamUnavailable(f"no deployment of model {alias!r} is available")
-    raise last_error
+        break
+    else:
+        assert last_error is not None
+        if plan.all_cooling:
+            raise UpstreamUnavailable(
+                f"every deployment of model {alias!r} is cooling down; "
+                f"the last one failed with: {last_error.message}"
+            )
+        raise last_error
+
+    ttft = loop.time() - started
+    attempt = Attempt(dep.id, "ok", 200, None, ttft * 1000)
+    ctx.attempts.append(attempt)
+    ctx.deployment = dep
+    ctx.mark("first_token")
+    for event in buffered:
+        if type(event) is Start:
+            ctx.served_model = event.model or dep.model
+
+    # Committed: from here on nothing is retried.
+    ok = True
+    dog = _Watchdog(dep.timeouts.idle, started + dep.timeouts.total)
+    try:
+        for event in buffered:
+            yield event
+        anext_ = events.__anext__
+        clock = loop.time
+        total_at = dog.total_at
+        while True:
+            now = clock()
+            if now >= total_at:
+                raise _Expired("total")
+            dog.since = now
+            try:
+                event = await anext_()
+            except StopAsyncIteration:
+                break
+            finally:
+                dog.since = None
+            yield event
+    except asyncio.CancelledError:
+        if dog.fired is None or dog.task.uncancel() > 0:
+            raise  # a real cancellation (client gone), not our deadline
+        ok = False
+        yield _after_commit(attempt, _deadline_error(dep, dog.fired))
+    except _Expired as exc:
+        ok = False
+        yield _after_commit(attempt, _deadline_error(dep, exc.args[0]))
+    except _TRANSPORT_ERRORS as exc:
+        ok = False
+        err = _upstream_error(exc, dep)
+        status = 504 if err.status == 504 else 502
+        yield _after_commit(attempt, StreamError(status, err.message, "upstream_error", err.code))
+    finally:
+        dog.stop()
+        await _close(events)
+        router.finished(dep, ok, ttft)
+
+
+def _after_commit(attempt: Attempt, error: StreamError) -> StreamError:
+    """Note a failure after the commit point on the attempt that served."""
+    attempt.status = error.status
+    attempt.error = error.message
+    return error
+
+
+class _Expired(Exception):
+    """The total deadline passed while the consumer held the stream."""
+
+
+def _deadline_error(dep: DeploymentConfig, which: str) -> StreamError:
+    seconds = dep.timeouts.idle if which == "idle" else dep.timeouts.total
+    return StreamError(
+        504,
+        f"deployment {dep.id!r} exceeded its {which} timeout ({seconds:g}s)",
+        "timeout",
+        "upstream_timeout",
+    )
+
+
+class _Watchdog:
+    """One timer for a whole stream: cancels the task when a deadline passes.
+
+    The loop only records when it starts waiting (``since``); the timer re-arms
+    itself lazily, so a chunk costs a clock read and two attribute writes. Like
+    ``asyncio.timeout`` it assumes one task consumes the stream.
+    """
+
+    __slots__ = ("fired", "handle", "idle", "loop", "since", "task", "total_at")
+
+    def __init__(self, idle: float, total_at: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.idle = idle
+        self.total_at = total_at
+        self.since: float | None = None
+        self.fired: str | None = None
+        self.handle = self.loop.call_at(min(self.loop.time() + idle, total_at), self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        since = self.since
+        if since is None:  # the consumer holds the stream: only the next wait can time out
+            due = now + self.idle if now >= self.total_at else min(now + self.idle, self.total_at)
+        elif now >= self.total_at:
+            self.fired = "total"
+            self.task.cancel()
+            return
+        elif now >= since + self.idle:
+            self.fired = "idle"
+            self.task.cancel()
+            return
+        else:
+            due = min(since + self.idle, self.total_at)
+        self.handle = self.loop.call_at(due, self._check)
+
+    def stop(self) -> None:
+        """Cancel the timer."""
+        self.handle.cancel()
+
+
+def _upstream_error(exc: BaseException, dep: DeploymentConfig) -> UpstreamError:
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(
+            f"deployment {dep.id!r} sent no first token within "
+            f"{min(dep.timeouts.first_token, dep.timeouts.total):g}s"
+        )
+    return UpstreamError(f"deployment {dep.id!r} connection failed: {type(exc).__name__}")
+
+
+async def _close(events: Any) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+

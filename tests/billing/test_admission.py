@@ -1,0 +1,213 @@
+"""Admission (402 before upstream), concurrency, partial settlement, price = ledger."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tollway.admission import Billing, Hold
+from tollway.auth import AuthResult
+from tollway.billing.audit import audit
+from tollway.billing.config import BillingConfig
+from tollway.billing.ledger import create_account
+from tollway.chunks import Usage
+from tollway.config import DeploymentConfig, Prices
+from tollway.context import RequestContext
+from tollway.errors import PaymentRequired
+from tollway.providers.base import ChatRequest
+from tollway.storage import open_storage
+from tollway.storage.base import Account
+
+# $0.01 per output token, $0.01 per input token: easy sums.
+DEP = DeploymentConfig(
+    provider="sim", model="m",
+    prices=Prices(input_per_mtok=Decimal(10_000), output_per_mtok=Decimal(10_000)),
+)  # fmt: skip
+CONFIG = BillingConfig(prompt_margin_fraction=Decimal(0), platform_fee_fraction=Decimal("0.1"))
+
+
+def count_words(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
+    """Local stand-in for tollway.tokens.count_prompt_tokens: one token per word."""
+    return sum(len(str(m.get("content", "")).split()) for m in messages)
+
+
+def make_ctx(account: Account, request_id: str, words: int = 10, cap: int = 100) -> RequestContext:
+    messages = [{"role": "user", "content": " ".join(["w"] * words)}]
+    request = ChatRequest(body={}, model="m", stream=True, include_usage=True,
+                          messages=messages, max_output_tokens=cap)  # fmt: skip
+    ctx = RequestContext(request_id=request_id, account_id=account.id, key_id="k", request=request)
+    ctx.account = AuthResult(account.id, "k", account.name, account)
+    return ctx
+
+
+def finish(ctx: RequestContext, completion: int, partial: bool = False) -> None:
+    ctx.deployment, ctx.served_model = DEP, "m"
+    ctx.usage = Usage(prompt_tokens=10, completion_tokens=completion)
+    ctx.partial = partial
+
+
+async def test_refused_with_402_when_balance_too_low(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "poor", credit_usd="1.00")
+        billing = Billing(store, CONFIG, "inst", count_prompt_tokens=count_words)
+        ctx = make_ctx(account, "req-1")  # (10 + 100) × $0.01 = $1.10, +10% = $1.21
+        with pytest.raises(PaymentRequired) as err:
+            await billing.admit(ctx, [DEP])
+        assert err.value.status == 402 and err.value.code == "insufficient_balance"
+        assert "$1.210000" in err.value.message and "$1.000000 is available" in err.value.message
+        assert ctx.reservation is None
+        assert await billing.settle(ctx) is None  # nothing to settle, nothing written
+        assert await store.entries(account.id) != [] and len(await store.entries(account.id)) == 1
+    finally:
+        await store.close()
+
+
+async def test_reservation_takes_the_worst_deployment(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="100")
+        dear = DeploymentConfig(provider="sim", model="dear",
+                                prices=Prices(output_per_mtok=Decimal(20_000)))  # fmt: skip
+        capped = DeploymentConfig(provider="sim", model="capped", max_output_tokens=5,
+                                  prices=Prices(output_per_mtok=Decimal(1_000_000)))  # fmt: skip
+        billing = Billing(store, BillingConfig(prompt_margin_fraction=Decimal(0)), "i",
+                          count_prompt_tokens=count_words)  # fmt: skip
+        ctx = make_ctx(account, "r", words=0, cap=100)
+        hold = await billing.admit(ctx, [DEP, dear])
+        assert isinstance(hold, Hold) and hold.reservation.amount_micros == 2_000_000
+        ctx2 = make_ctx(account, "r2", words=0, cap=0)
+        assert ctx2.request is not None
+        ctx2.request.max_output_tokens = None  # deployment cap 5 at $1/token; DEP default 4096
+        hold2 = await billing.admit(ctx2, [capped])
+        assert hold2 is not None and hold2.reservation.amount_micros == 5_000_000
+    finally:
+        await store.close()
+
+
+async def test_fifty_concurrent_requests_never_overdraw(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "busy", credit_usd="20.00")
+        billing = Billing(store, CONFIG, "inst", count_prompt_tokens=count_words)
+        all_tried = asyncio.Event()
+        tried = 0
+        lowest = [10**18]
+
+        async def one(i: int) -> bool:
+            nonlocal tried
+            ctx = make_ctx(account, f"req-{i}")
+            try:
+                await billing.admit(ctx, [DEP])
+                admitted = True
+            except PaymentRequired:
+                admitted = False
+            tried += 1
+            if tried == 50:
+                all_tried.set()
+            now = await store.get_account(account.id)
+            assert now is not None
+            lowest[0] = min(lowest[0], now.available_micros)
+            if admitted:
+                await all_tried.wait()
+                finish(ctx, completion=50)
+                try:
+                    pass
+                finally:
+                    await asyncio.shield(billing.settle(ctx))
+            return admitted
+
+        results = await asyncio.gather(*(one(i) for i in range(50)))
+        # Each reserves $1.21; $20 covers 16 at once. Each costs (10 + 50) × $0.01 × 1.1 = $0.66.
+        assert results.count(True) == 16 and results.count(False) == 34
+        assert lowest[0] >= 0
+        final = await store.get_account(account.id)
+        assert final is not None
+        assert final.balance_micros == 20_000_000 - 16 * 660_000 and final.reserved_micros == 0
+        assert await audit(store, CONFIG) == []
+    finally:
+        await store.close()
+
+
+async def test_partial_settlement_and_price_equals_ledger(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="5")
+        billing = Billing(store, CONFIG, "inst", count_prompt_tokens=count_words)
+        ctx = make_ctx(account, "req-partial")
+        await billing.admit(ctx, [DEP])
+        finish(ctx, completion=7, partial=True)
+        ctx.client_disconnected = True
+        assert ctx.usage is not None
+        shown = billing.price(ctx, ctx.usage).cost  # what the final chunk carries
+        entry = await billing.settle(ctx)
+        assert entry is not None and entry.entry.partial and entry.entry.kind == "debit"
+        assert shown == {
+            "base_cost_usd": Decimal("0.170000"),
+            "platform_fee_usd": Decimal("0.017000"),
+            "total_cost_usd": Decimal("0.187000"),
+        }
+        e = entry.entry
+        assert (e.base_cost_micros, e.platform_fee_micros, e.total_cost_micros) == (
+            170_000, 17_000, 187_000,
+        )  # fmt: skip
+        assert e.amount_micros == -187_000 and e.completion_tokens == 7
+        assert "client disconnected" in (e.note or "")
+        assert await billing.settle(ctx) is None  # a second settle writes nothing
+        final = await store.get_account(account.id)
+        assert final is not None and final.balance_micros == 5_000_000 - 187_000
+        assert final.reserved_micros == 0 and await audit(store, CONFIG) == []
+    finally:
+        await store.close()
+
+
+async def test_settle_survives_cancellation(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="5")
+        billing = Billing(store, CONFIG, "inst", count_prompt_tokens=count_words)
+        ctx = make_ctx(account, "req-cancel")
+        started = asyncio.Event()
+
+        async def request() -> None:
+            await billing.admit(ctx, [DEP])
+            try:
+                finish(ctx, completion=3, partial=True)
+                started.set()
+                await asyncio.sleep(3600)  # streaming …
+            finally:
+                await asyncio.shield(billing.settle(ctx))
+
+        task = asyncio.create_task(request())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):  # the shielded settle finishes on its own
+            entries = await store.entries(account.id)
+            if entries[0].entry.kind == "debit":
+                break
+            await asyncio.sleep(0.05)
+        assert entries[0].entry.kind == "debit" and entries[0].entry.request_id == "req-cancel"
+        assert await audit(store, CONFIG) == []
+    finally:
+        await store.close()
+
+
+async def test_failed_request_gets_a_zero_debit(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="5")
+        billing = Billing(store, CONFIG, "inst", count_prompt_tokens=count_words)
+        ctx = make_ctx(account, "req-fail")
+        await billing.admit(ctx, [DEP])
+        ctx.error = "all deployments failed"
+        entry = await billing.settle(ctx)
+        assert entry is not None and entry.entry.total_cost_micros == 0
+        assert "all deployments failed" in (entry.entry.note or "")
+        assert await audit(store, CONFIG) == []
+    finally:
+        await store.close()

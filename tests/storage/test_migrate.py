@@ -1,0 +1,82 @@
+"""Numbered migrations: applied in order, recorded, idempotent; WAL on SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tollway.storage import connect_database, open_storage
+from tollway.storage.database import dollar_params
+from tollway.storage.migrate import _sqlite_statements, migrations, upgrade
+
+
+async def test_upgrade_is_idempotent(dsn: str) -> None:
+    first = await upgrade(dsn)
+    assert first == [
+        m.name for m in migrations("sqlite" if dsn.startswith("sqlite") else "postgres")
+    ]
+    assert "0001_billing" in first
+    assert await upgrade(dsn) == []
+    db = await connect_database(dsn)
+    try:
+        rows = await db.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+    finally:
+        await db.close()
+    assert [r["name"] for r in rows] == first
+
+
+async def test_open_storage_migrates_and_ledger_is_append_only(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await store.create_account("a")
+        await store.db.execute(
+            "INSERT INTO ledger_entries (account_id, kind, amount_micros, partial, created_at)"
+            " VALUES (?, 'credit', 5, ?, 0.0)",
+            account.id,
+            False,
+        )
+        with pytest.raises(Exception, match="append-only"):
+            await store.db.execute("UPDATE ledger_entries SET amount_micros = 6")
+        with pytest.raises(Exception, match="append-only"):
+            await store.db.execute("DELETE FROM ledger_entries")
+    finally:
+        await store.close()
+
+
+async def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    db = await connect_database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        row = await db.fetchrow("PRAGMA journal_mode")
+        assert row is not None and next(iter(row.values())) == "wal"
+    finally:
+        await db.close()
+
+
+def test_migration_files_are_parallel_and_well_named() -> None:
+    sqlite = [m.name for m in migrations("sqlite")]
+    postgres = [m.name for m in migrations("postgres")]
+    assert sqlite == postgres
+    assert [m.version for m in migrations("sqlite")] == sorted(
+        {m.version for m in migrations("sqlite")}
+    )
+
+
+def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "sqlite").mkdir()
+    (tmp_path / "sqlite" / "1_oops.sql").write_text("SELECT 1;")
+    with pytest.raises(ValueError, match="NNNN_name.sql"):
+        migrations("sqlite", tmp_path)
+
+
+def test_sqlite_splitter_keeps_trigger_bodies_whole() -> None:
+    script = (
+        "-- c\nCREATE TABLE t (a INT);\nCREATE TRIGGER x BEFORE DELETE ON t\nBEGIN\n"
+        "    SELECT RAISE(ABORT, 'no');\nEND;\n"
+    )
+    parts = _sqlite_statements(script)
+    assert len(parts) == 2 and parts[1].endswith("END;")
+
+
+def test_dollar_params() -> None:
+    assert dollar_params("a = ? AND b = ?") == "a = $1 AND b = $2"

@@ -1,0 +1,56 @@
+"""The SQL store on both dialects: accounts, keys, ledger pages, reservations."""
+
+from __future__ import annotations
+
+import pytest
+
+from tollway.storage import open_storage
+from tollway.storage.base import Conflict, NewEntry
+
+
+async def test_accounts_and_ledger_pages(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await store.create_account("acme")
+        with pytest.raises(Conflict):
+            await store.create_account("acme")
+        for i in range(5):
+            await store.append(NewEntry(account.id, "credit", 100 + i, note=f"n{i}"))
+        assert (await store.get_account("acme")) == (await store.get_account(account.id))
+        got = await store.get_account(account.id)
+        assert got is not None and got.balance_micros == 510
+        page1 = await store.entries(account.id, limit=2)
+        page2 = await store.entries(account.id, before=page1[-1].id, limit=2)
+        page3 = await store.entries(account.id, before=page2[-1].id, limit=2)
+        amounts = [e.entry.amount_micros for e in page1 + page2 + page3]
+        assert amounts == [104, 103, 102, 101, 100]
+        assert [a.name for a in await store.list_accounts()] == ["acme"]
+    finally:
+        await store.close()
+
+
+async def test_reserve_settle_and_release(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await store.create_account("a")
+        await store.append(NewEntry(account.id, "credit", 1000))
+        first = await store.reserve(account.id, "req-1", "inst", 700)
+        assert first.reservation is not None and first.reserved_micros == 700
+        refused = await store.reserve(account.id, "req-2", "inst", 400)
+        assert refused.reservation is None and refused.balance_micros == 1000
+        debit = NewEntry(account.id, "debit", -300, request_id="req-1", base_cost_micros=300,
+                         platform_fee_micros=0, total_cost_micros=300)  # fmt: skip
+        assert await store.settle(first.reservation.id, debit) is not None
+        assert await store.settle(first.reservation.id, debit) is None  # idempotent
+        second = await store.reserve(account.id, "req-3", "inst", 700)
+        assert second.reservation is not None
+        entry = await store.release_orphan(second.reservation.id, "test")
+        assert entry is not None and entry.entry.kind == "unsettled"
+        assert entry.entry.amount_micros == 0 and "700" in (entry.entry.note or "")
+        assert await store.release_orphan(second.reservation.id, "again") is None
+        final = await store.get_account(account.id)
+        assert final is not None and (final.balance_micros, final.reserved_micros) == (700, 0)
+        assert await store.balance_mismatches() == []
+        assert await store.reserved_mismatches() == []
+    finally:
+        await store.close()

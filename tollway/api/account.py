@@ -1,0 +1,71 @@
+"""Caller endpoints: ``GET /v1/account`` (balance, reserved, available) and ``GET /v1/ledger``.
+
+Handlers are ``async (request) -> (status, body)``; ``request["auth"]`` is the
+caller's ``AuthResult`` (the app authenticates before calling).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from tollway.auth import AuthResult
+from tollway.billing.ledger import account_json, entry_json, require_account
+from tollway.errors import AuthenticationError, InvalidRequest
+from tollway.storage.base import AccountStore, LedgerStore
+
+__all__ = ["AccountAPI", "ledger_page"]
+
+MAX_PAGE = 100
+
+
+class _Store(AccountStore, LedgerStore, Protocol):
+    """Accounts plus ledger (structural)."""
+
+
+def _page_args(query: dict[str, str]) -> tuple[int | None, int]:
+    try:
+        limit = int(query.get("limit", "20"))
+        after = int(query["after"]) if query.get("after") else None
+    except ValueError:
+        raise InvalidRequest("limit and after must be integers", param="limit") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", param="limit")
+    return after, limit
+
+
+async def ledger_page(store: LedgerStore, account_id: str, query: dict[str, str]) -> dict[str, Any]:
+    """One page of entries, newest first; ``?after=<last id>`` gives the next (OpenAI style)."""
+    after, limit = _page_args(query)
+    entries = await store.entries(account_id, before=after, limit=limit + 1)
+    page = entries[:limit]
+    return {
+        "object": "list",
+        "data": [entry_json(e) for e in page],
+        "first_id": page[0].id if page else None,
+        "last_id": page[-1].id if page else None,
+        "has_more": len(entries) > limit,
+    }
+
+
+class AccountAPI:
+    """The authenticated caller's own account and ledger."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    @staticmethod
+    def _caller(request: dict[str, Any]) -> AuthResult:
+        auth = request.get("auth")
+        if not isinstance(auth, AuthResult):
+            raise AuthenticationError("You didn't provide an API key.")
+        return auth
+
+    async def get_account(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """``GET /v1/account``."""
+        account = await require_account(self._store, self._caller(request).account_id)
+        return 200, account_json(account)
+
+    async def get_ledger(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """``GET /v1/ledger?limit=&after=``."""
+        caller = self._caller(request)
+        return 200, await ledger_page(self._store, caller.account_id, request.get("query") or {})

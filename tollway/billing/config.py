@@ -1,0 +1,65 @@
+"""Billing settings: fees, admission defaults, key cache and crash-recovery timings.
+
+Meant to hang off the main config as ``Settings.billing: BillingConfig``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["BillingConfig"]
+
+
+class BillingConfig(BaseModel):
+    """How tollway charges, admits and reconciles. Money in USD as Decimal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="reserve and debit for every /v1 request")
+    platform_fee_fraction: Decimal = Field(
+        default=Decimal(0),
+        ge=0,
+        le=10,
+        description="fee as a fraction of the base cost (0.05 = 5%)",
+    )
+    fixed_fee_usd: Decimal = Field(
+        default=Decimal(0), ge=0, description="fee added to every request"
+    )
+    default_max_output_tokens: int = Field(
+        default=4096,
+        gt=0,
+        description="output cap when neither the client nor the deployment sets one; "
+        "sent upstream so the cost cannot exceed the reservation",
+    )
+    prompt_margin_fraction: Decimal = Field(
+        default=Decimal("0.1"),
+        ge=0,
+        le=10,
+        description="extra share of counted prompt tokens reserved, for upstream tokenizers "
+        "that count differently from tollway's offline one",
+    )
+    demo_credit_usd: Decimal = Field(
+        default=Decimal("1.00"), ge=0, description="credit of the demo account"
+    )
+    reservation_max_age_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="longest allowed request; older open reservations are released and "
+        "reported by the audit (keep above every deployment's timeouts.total)",
+    )
+    key_cache_ttl_seconds: float = Field(
+        default=60.0, gt=0, description="a cached key is re-read from the database after this long"
+    )
+    key_refresh_interval_seconds: float = Field(
+        default=2.0, gt=0, description="how often changed/revoked keys are pulled into the cache"
+    )
+    instance_heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="liveness heartbeat period"
+    )
+    instance_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="an instance silent this long is dead; its reservations released",
+    )

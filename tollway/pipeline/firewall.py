@@ -1,0 +1,165 @@
+"""The response firewall stage: scan streamed text with a bounded hold-back.
+
+One incremental filter per (choice, channel) and per (choice, tool call index)
+holds back only what a detector might still match (see ``firewalls/scanner.py``).
+``Finish`` of a choice flushes that choice's filters first; the end of the
+stream flushes the rest. On ``block`` the client gets the text before the match,
+then ``Finish(reason="content_filter")`` for every open choice, and the stage
+stops pulling: its ``finally`` closes the upstream iterator. Verdicts
+(``{detector, action, where, count}``) are added to ``ctx.firewall_verdicts``
+even when the client disconnects. A monitor-only policy passes events through
+untouched and only counts. Log probabilities survive only on deltas the
+firewall did not re-cut (they could otherwise reveal redacted text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tollway.chunks import Event, Finish, StreamError, TextDelta, ToolCallDelta
+from tollway.context import RequestContext
+from tollway.firewalls.policy import CompiledPolicy
+from tollway.firewalls.request import merge_verdicts, verdicts_for
+from tollway.firewalls.scanner import StreamFilter
+from tollway.pipeline.compose import Stage
+
+__all__ = ["response_firewall"]
+
+_CHANNEL_ORDER = ("reasoning", "content", "refusal")
+
+
+def response_firewall(policy: CompiledPolicy) -> Stage:
+    """A stage applying ``policy`` to response text, reasoning and tool arguments."""
+    scope = policy.config.response
+    enabled = {"content": scope.content, "refusal": scope.content, "reasoning": scope.reasoning}
+    tools_on = scope.tool_arguments
+
+    def stage(source: AsyncIterator[Event], ctx: RequestContext) -> AsyncIterator[Event]:
+        if not policy.on_response or not (any(enabled.values()) or tools_on):
+            return source
+        return _run(policy, enabled, tools_on, source, ctx)
+
+    return stage
+
+
+async def _run(
+    policy: CompiledPolicy,
+    enabled: dict[str, bool],
+    tools_on: bool,
+    source: AsyncIterator[Event],
+    ctx: RequestContext,
+) -> AsyncIterator[Event]:
+    scanner = policy.scanner
+    passthrough = policy.monitor_only
+    texts: dict[tuple[int, str], StreamFilter] = {}
+    tools: dict[tuple[int, int], StreamFilter] = {}
+    open_choices: dict[int, None] = {}
+
+    def flush_choice(choice: int) -> tuple[list[Event], str | None]:
+        """Release what the choice's filters hold; the blocking detector, if any."""
+        out: list[Event] = []
+        for channel in _CHANNEL_ORDER:
+            f = texts.get((choice, channel))
+            if f is not None:
+                text = f.flush()
+                if text and not passthrough:
+                    out.append(TextDelta(text, channel, choice))  # type: ignore[arg-type]
+                if f.blocked:
+                    return out, f.blocked
+        for (c, index), f in sorted(tools.items()):
+            if c == choice:
+                args = f.flush()
+                if args and not passthrough:
+                    out.append(ToolCallDelta(index, args, choice=choice))
+                if f.blocked:
+                    return out, f.blocked
+        return out, None
+
+    def cut(choice: int) -> list[Event]:
+        """Finish every open choice with content_filter (the blocked one included)."""
+        open_choices.setdefault(choice, None)
+        return [Finish("content_filter", c) for c in open_choices]
+
+    try:
+        async for ev in source:
+            kind = type(ev)
+            if kind is TextDelta:
+                assert isinstance(ev, TextDelta)
+                if not enabled[ev.channel]:
+                    yield ev
+                    continue
+                key = (ev.choice, ev.channel)
+                f = texts.get(key)
+                if f is None:
+                    f = texts[key] = scanner.stream()
+                    open_choices.setdefault(ev.choice, None)
+                text = f.feed(ev.text)
+                if passthrough:
+                    yield ev
+                    continue
+                if text:
+                    yield ev if text == ev.text else TextDelta(text, ev.channel, ev.choice)
+                if f.blocked:
+                    for e in cut(ev.choice):
+                        yield e
+                    return
+            elif kind is ToolCallDelta:
+                assert isinstance(ev, ToolCallDelta)
+                if not tools_on:
+                    yield ev
+                    continue
+                tkey = (ev.choice, ev.index)
+                f = tools.get(tkey)
+                if f is None:
+                    f = tools[tkey] = scanner.stream()
+                    open_choices.setdefault(ev.choice, None)
+                args = f.feed(ev.arguments)
+                if passthrough:
+                    yield ev
+                    continue
+                if args == ev.arguments:
+                    yield ev
+                elif args or ev.id is not None or ev.name is not None:
+                    yield ToolCallDelta(ev.index, args, ev.id, ev.name, ev.choice)
+                if f.blocked:
+                    for e in cut(ev.choice):
+                        yield e
+                    return
+            elif kind is Finish:
+                assert isinstance(ev, Finish)
+                released, blocked = flush_choice(ev.choice)
+                for e in released:
+                    yield e
+                if blocked:
+                    for e in cut(ev.choice):
+                        yield e
+                    return
+                open_choices.pop(ev.choice, None)
+                yield ev
+            elif kind is StreamError:
+                yield ev  # held text is dropped: it might be the start of a match
+                return
+            else:
+                yield ev
+        for choice in list(open_choices):
+            released, blocked = flush_choice(choice)
+            for e in released:
+                yield e
+            if blocked:
+                for e in cut(choice):
+                    yield e
+                return
+    finally:
+        _record(ctx, scanner, [*texts.values(), *tools.values()])
+        aclose: Any = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _record(ctx: RequestContext, scanner: Any, filters: list[StreamFilter]) -> None:
+    counts: dict[str, int] = {}
+    for f in filters:
+        for name, n in f.found().items():
+            counts[name] = counts.get(name, 0) + n
+    merge_verdicts(ctx.firewall_verdicts, verdicts_for(scanner, counts, "response"))

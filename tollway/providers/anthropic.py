@@ -1,0 +1,352 @@
+"""Adapter for Anthropic's Messages API (``type: anthropic``), streaming or not.
+
+The request is built by ``tollway.wire.anthropic``. The answer becomes events:
+
+=================================  ===========================================
+Anthropic                          tollway event
+=================================  ===========================================
+``message_start``                  ``Start(model)``; its usage is kept
+``text_delta``                     ``TextDelta(channel="content")``
+``thinking_delta``                 ``TextDelta(channel="reasoning")``
+``tool_use`` block + json deltas   ``ToolCallDelta`` (id = the tool_use id,
+                                   index 0, 1, … over tool blocks)
+``message_delta.stop_reason``      ``Finish`` (end_turn / stop_sequence /
+                                   pause_turn → stop, max_tokens → length,
+                                   tool_use → tool_calls, refusal →
+                                   content_filter)
+usage (start + delta, cumulative)  one ``Usage`` after ``Finish``: prompt =
+                                   input + cache read + cache creation,
+                                   cached = cache read, completion = output
+                                   (none if the upstream reported none)
+``error``                          ``UpstreamError`` (overloaded → retryable)
+ping, signature / unknown deltas   ignored
+=================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tollway.chunks import Event, Finish, FinishReason, Start, TextDelta, ToolCallDelta, Usage
+from tollway.config import DeploymentConfig, ProviderConfig
+from tollway.errors import UpstreamError, UpstreamTimeout
+from tollway.providers.base import ChatRequest
+from tollway.providers.sse_decoder import SSEDecoder
+from tollway.wire.anthropic import build_messages_request
+
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "AnthropicProvider",
+    "MessageTranslator",
+    "error_from_response",
+    "error_from_type",
+    "events_from_message",
+]
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Anthropic error type → (status tollway reports, retryable).
+_ERROR_TYPES: dict[str, tuple[int, bool]] = {
+    "invalid_request_error": (400, False),
+    "not_found_error": (404, False),
+    "request_too_large": (413, False),
+    "rate_limit_error": (429, True),
+    "api_error": (502, True),
+    "overloaded_error": (503, True),
+    "timeout_error": (504, True),
+}
+
+
+class AnthropicProvider:
+    """Streams from ``POST {base_url}/v1/messages``."""
+
+    def __init__(self, name: str, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self._session = session
+        base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        self._headers = {
+            "Content-Type": "application/json",
+            "anthropic-version": ANTHROPIC_VERSION,
+            **config.headers,
+        }
+        if config.api_key:
+            self._headers["x-api-key"] = config.api_key
+
+    def build_body(self, request: ChatRequest, deployment: DeploymentConfig) -> dict[str, Any]:
+        """The upstream JSON for this request and deployment."""
+        return build_messages_request(
+            request.body,
+            request.messages,
+            request.tools,
+            deployment.model,
+            request.max_output_tokens,
+            deployment.max_output_tokens,
+            request.stream,
+        )
+
+    async def stream(
+        self, request: ChatRequest, deployment: DeploymentConfig
+    ) -> AsyncIterator[Event]:
+        body = orjson.dumps(self.build_body(request, deployment))
+        connect = deployment.timeouts.connect
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
+        try:
+            resp = await self._session.post(
+                self._url, data=body, headers=self._headers, timeout=timeout
+            )
+        except TimeoutError:
+            raise UpstreamTimeout(f"connecting to provider {self.name!r} timed out") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError(
+                f"cannot reach provider {self.name!r}: {type(exc).__name__}", status=502
+            ) from None
+        completed = False
+        try:
+            if resp.status >= 400:
+                raise error_from_response(resp.status, await resp.read(), resp.headers, self.name)
+            if request.stream:
+                async for event in self._read_stream(resp):
+                    yield event
+            else:
+                for event in events_from_message(orjson.loads(await resp.read())):
+                    yield event
+            completed = True
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
+            raise UpstreamError(
+                f"provider {self.name!r} connection broke: {type(exc).__name__}", status=502
+            ) from None
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"provider {self.name!r} sent invalid JSON", status=502) from None
+        finally:
+            if completed:
+                resp.release()
+            else:
+                resp.close()  # drop the connection so the upstream stops generating
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+        decoder = SSEDecoder()
+        translator = MessageTranslator(self.name)
+        translate = translator.feed
+        loads = orjson.loads
+        async for data in resp.content.iter_any():
+            for _name, payload in decoder.decode(data):
+                if payload:
+                    for event in translate(loads(payload)):
+                        yield event
+        for _name, payload in decoder.flush():
+            if payload:
+                for event in translate(loads(payload)):
+                    yield event
+        if not translator.done:
+            raise UpstreamError(f"provider {self.name!r} ended the stream early", status=502)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class MessageTranslator:
+    """Incremental: one Messages stream event in, the tollway events it implies out."""
+
+    __slots__ = ("_blocks", "_finished", "_provider", "_tools", "_usage", "done")
+
+    def __init__(self, provider: str = "anthropic") -> None:
+        self._provider = provider
+        self._usage: dict[str, Any] = {}
+        self._blocks: dict[int, list[Any]] = {}  # block index -> [tool index, args seen]
+        self._tools = 0
+        self._finished = False
+        self.done = False
+
+    def feed(self, obj: dict[str, Any]) -> list[Event]:
+        """Translate one decoded SSE ``data`` object."""
+        kind = obj.get("type")
+        if kind == "content_block_delta":
+            delta = obj.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                text = delta.get("text")
+                return [TextDelta(text)] if text else []
+            if dtype == "thinking_delta":
+                text = delta.get("thinking")
+                return [TextDelta(text, "reasoning")] if text else []
+            if dtype == "input_json_delta":
+                block = self._blocks.get(obj.get("index", -1))
+                part = delta.get("partial_json")
+                if block is None or not part:
+                    return []
+                block[1] = True
+                return [ToolCallDelta(block[0], part)]
+            return []  # signature_delta, citations_delta, compaction_delta, unknown
+        if kind == "content_block_start":
+            return self._block_start(obj.get("index", -1), obj.get("content_block") or {})
+        if kind == "content_block_stop":
+            block = self._blocks.pop(obj.get("index", -1), None)
+            if block is not None and not block[1]:
+                return [ToolCallDelta(block[0], "{}")]  # a tool called with no arguments
+            return []
+        if kind == "message_start":
+            message = obj.get("message") or {}
+            self._usage.update(message.get("usage") or {})
+            return [Start(model=str(message.get("model") or ""))]
+        if kind == "message_delta":
+            self._usage.update(obj.get("usage") or {})
+            reason = (obj.get("delta") or {}).get("stop_reason")
+            if not reason or self._finished:
+                return []
+            self._finished = True
+            return [Finish(_FINISH.get(reason, "stop")), *self._final_usage()]
+        if kind == "message_stop":
+            self.done = True
+            if self._finished:
+                return []
+            self._finished = True
+            return [Finish("stop"), *self._final_usage()]
+        if kind == "error":
+            err = obj.get("error") or {}
+            raise error_from_type(
+                str(err.get("type") or "api_error"),
+                str(err.get("message") or f"provider {self._provider!r} reported an error"),
+            )
+        return []  # ping and unknown events
+
+    def _final_usage(self) -> list[Event]:
+        # No usage reported (it happens): emit none, so the meter estimates.
+        return [usage_from_anthropic(self._usage)] if self._usage else []
+
+    def _block_start(self, index: int, block: dict[str, Any]) -> list[Event]:
+        btype = block.get("type")
+        if btype == "text":
+            return [TextDelta(block["text"])] if block.get("text") else []
+        if btype == "thinking":
+            return [TextDelta(block["thinking"], "reasoning")] if block.get("thinking") else []
+        if btype != "tool_use":
+            return []  # redacted_thinking, server tools, compaction, fallback, unknown
+        tool_index = self._tools
+        self._tools += 1
+        given = block.get("input")
+        args = orjson.dumps(given).decode() if given else ""
+        self._blocks[index] = [tool_index, bool(args)]
+        return [ToolCallDelta(tool_index, args, id=block.get("id"), name=block.get("name"))]
+
+
+def usage_from_anthropic(usage: dict[str, Any]) -> Usage:
+    """Anthropic usage (input excludes cache reads and writes) → tollway usage."""
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    details = usage.get("output_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=cache_read,
+        reasoning_tokens=int(details.get("thinking_tokens") or 0),
+    )
+
+
+def events_from_message(message: dict[str, Any]) -> list[Event]:
+    """A non-streaming Messages response → the same events a stream would give."""
+    if message.get("type") == "error":
+        err = message.get("error") or {}
+        raise error_from_type(str(err.get("type") or "api_error"), str(err.get("message") or ""))
+    out: list[Event] = [Start(model=str(message.get("model") or ""))]
+    tools = 0
+    for block in message.get("content") or ():
+        btype = block.get("type")
+        if btype == "text" and block.get("text"):
+            out.append(TextDelta(block["text"]))
+        elif btype == "thinking" and block.get("thinking"):
+            out.append(TextDelta(block["thinking"], "reasoning"))
+        elif btype == "tool_use":
+            args = orjson.dumps(block.get("input") or {}).decode()
+            out.append(ToolCallDelta(tools, args, id=block.get("id"), name=block.get("name")))
+            tools += 1
+    out.append(Finish(_FINISH.get(str(message.get("stop_reason")), "stop")))
+    if message.get("usage"):
+        out.append(usage_from_anthropic(message["usage"]))
+    return out
+
+
+def error_from_type(err_type: str, message: str, retry_after: float | None = None) -> UpstreamError:
+    """An Anthropic error type (in a body or an ``error`` event) → ``UpstreamError``."""
+    if err_type in ("authentication_error", "permission_error"):
+        return _misconfigured(err_type)
+    status, retryable = _ERROR_TYPES.get(err_type, (502, True))
+    return UpstreamError(
+        message,
+        status=status,
+        retryable=retryable,
+        retry_after=retry_after,
+        code=err_type,
+        type="invalid_request_error" if not retryable else "upstream_error",
+    )
+
+
+def error_from_response(status: int, raw: bytes, headers: Any, provider: str) -> UpstreamError:
+    """An HTTP error answer from Anthropic, mapped for the router."""
+    if status in (401, 403):
+        return _misconfigured(f"HTTP {status}", provider)
+    err: dict[str, Any] = {}
+    try:
+        parsed = orjson.loads(raw)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            err = parsed["error"]
+    except orjson.JSONDecodeError:
+        pass
+    message = str(err.get("message") or f"provider {provider!r} answered HTTP {status}")
+    code = err.get("type")
+    if status == 429 or status >= 500:
+        return UpstreamError(
+            message,
+            status={429: 429, 504: 504, 529: 503, 503: 503}.get(status, 502),
+            retryable=True,
+            retry_after=_retry_after(headers.get("Retry-After") if headers is not None else None),
+            code=code,
+        )
+    return UpstreamError(
+        message,
+        status=status,
+        retryable=status in (408, 409),
+        code=code,
+        type="invalid_request_error",
+    )
+
+
+def _misconfigured(what: str, provider: str = "anthropic") -> UpstreamError:
+    return UpstreamError(
+        f"provider {provider!r} rejected tollway's credentials ({what}); "
+        "this is a gateway configuration error",
+        status=502,
+        retryable=True,
+        misconfigured=True,
+        code="upstream_auth_failed",
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,226 @@
+"""Storage records and narrow per-concern protocols (accounts, keys, ledger, reservations).
+
+Every backend implements all of them on one object (``Storage``); callers type
+against the narrowest protocol they need. Money is integer micro-USD, times are
+Unix epoch seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "Account",
+    "AccountStore",
+    "ApiKey",
+    "AuditStore",
+    "Conflict",
+    "EntryKind",
+    "InstanceRecord",
+    "InstanceStore",
+    "KeyStore",
+    "LedgerEntry",
+    "LedgerStore",
+    "NewEntry",
+    "Reservation",
+    "ReservationStore",
+    "ReserveOutcome",
+    "Storage",
+]
+
+EntryKind = Literal["credit", "adjustment", "debit", "unsettled"]
+
+
+class Conflict(Exception):
+    """A uniqueness rule was broken (e.g. an account name already taken)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account: balance is the sum of its ledger entries; reserved is open reservations."""
+
+    id: str
+    name: str
+    created_at: float
+    updated_at: float
+    balance_micros: int
+    reserved_micros: int
+    platform_fee_fraction: str | None = None
+    fixed_fee_micros: int | None = None
+    disabled: bool = False
+
+    @property
+    def available_micros(self) -> int:
+        return self.balance_micros - self.reserved_micros
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored API key: only its SHA-256 hash and a display prefix are kept."""
+
+    id: str
+    account_id: str
+    key_hash: str
+    prefix: str
+    name: str | None
+    created_at: float
+    updated_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """A ledger entry to append; ``amount_micros`` is signed (credits > 0, debits < 0)."""
+
+    account_id: str
+    kind: EntryKind
+    amount_micros: int
+    request_id: str | None = None
+    model: str | None = None
+    deployment: str | None = None
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    prices: str | None = None  # JSON text of the prices used
+    base_cost_micros: int | None = None
+    platform_fee_micros: int | None = None
+    total_cost_micros: int | None = None
+    partial: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A stored ledger entry (``id`` grows monotonically; it is the pagination cursor)."""
+
+    id: int
+    created_at: float
+    entry: NewEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Worst-case cost held against an account while a request runs."""
+
+    id: str
+    request_id: str
+    account_id: str
+    instance_id: str
+    amount_micros: int
+    state: Literal["open", "settled", "released"]
+    created_at: float
+    closed_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOutcome:
+    """The result of a reservation attempt; on refusal ``reservation`` is None."""
+
+    reservation: Reservation | None
+    balance_micros: int
+    reserved_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """A running gateway process, kept alive by its heartbeat."""
+
+    id: str
+    hostname: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+
+
+class AccountStore(Protocol):
+    async def create_account(
+        self,
+        name: str,
+        *,
+        platform_fee_fraction: str | None = None,
+        fixed_fee_micros: int | None = None,
+    ) -> Account: ...
+
+    async def get_account(self, id_or_name: str) -> Account | None: ...
+
+    async def list_accounts(self) -> list[Account]: ...
+
+
+class KeyStore(Protocol):
+    async def create_key(
+        self,
+        account_id: str,
+        key_hash: str,
+        prefix: str,
+        *,
+        name: str | None,
+        expires_at: float | None,
+    ) -> ApiKey: ...
+
+    async def key_by_hash(self, key_hash: str) -> tuple[ApiKey, Account] | None: ...
+
+    async def keys_changed_since(self, since: float) -> list[tuple[ApiKey, Account]]: ...
+
+    async def list_keys(self, account_id: str) -> list[ApiKey]: ...
+
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def revoke_key(self, key_id: str) -> ApiKey | None: ...
+
+
+class LedgerStore(Protocol):
+    async def append(self, entry: NewEntry) -> LedgerEntry: ...
+
+    async def entries(
+        self, account_id: str, *, before: int | None = None, limit: int = 100
+    ) -> list[LedgerEntry]: ...
+
+
+class ReservationStore(Protocol):
+    async def reserve(
+        self, account_id: str, request_id: str, instance_id: str, amount_micros: int
+    ) -> ReserveOutcome: ...
+
+    async def settle(self, reservation_id: str | None, debit: NewEntry) -> LedgerEntry | None: ...
+
+    async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None: ...
+
+    async def open_reservations(self) -> list[Reservation]: ...
+
+
+class InstanceStore(Protocol):
+    async def register_instance(self, record: InstanceRecord) -> None: ...
+
+    async def heartbeat(self, instance_id: str, at: float) -> bool: ...
+
+    async def remove_instance(self, instance_id: str) -> None: ...
+
+    async def list_instances(self) -> list[InstanceRecord]: ...
+
+
+class AuditStore(Protocol):
+    async def balance_mismatches(self) -> list[dict[str, Any]]: ...
+
+    async def reserved_mismatches(self) -> list[dict[str, Any]]: ...
+
+    async def duplicate_debits(self) -> list[dict[str, Any]]: ...
+
+    async def settled_without_debit(self) -> list[dict[str, Any]]: ...
+
+    async def released_without_record(self) -> list[dict[str, Any]]: ...
+
+    async def bad_debit_arithmetic(self) -> list[dict[str, Any]]: ...
+
+
+class Storage(
+    AccountStore, KeyStore, LedgerStore, ReservationStore, InstanceStore, AuditStore, Protocol
+):
+    """Everything billing needs from a backend, plus lifecycle."""
+
+    @property
+    def dialect(self) -> Literal["sqlite", "postgres"]: ...
+
+    async def close(self) -> None: ...

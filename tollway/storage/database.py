@@ -1,0 +1,50 @@
+"""The small driver interface the SQL store is written against.
+
+Queries are written once with ``?`` placeholders; the PostgreSQL driver rewrites
+them to ``$1, $2 …``. Rows come back as plain dicts.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, Protocol
+
+__all__ = ["Database", "Tx", "dollar_params"]
+
+
+class Tx(Protocol):
+    """Statements inside one transaction."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None: ...
+
+    async def execute(self, sql: str, *args: Any) -> int: ...
+
+
+class Database(Tx, Protocol):
+    """A connection pool (or one serialized connection) with write transactions.
+
+    ``transaction()`` takes the database's write lock up front (``BEGIN IMMEDIATE``
+    on SQLite); on PostgreSQL it is a normal READ COMMITTED transaction and callers
+    rely on row locks taken by conditional ``UPDATE`` statements.
+    """
+
+    @property
+    def dialect(self) -> Literal["sqlite", "postgres"]: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+
+    async def close(self) -> None: ...
+
+
+_QMARK = re.compile(r"\?")
+
+
+@functools.lru_cache(maxsize=256)
+def dollar_params(sql: str) -> str:
+    """Rewrite ``?`` placeholders to PostgreSQL's ``$n`` (our SQL has no ``?`` literals)."""
+    counter = iter(range(1, 1000))
+    return _QMARK.sub(lambda _m: f"${next(counter)}", sql)

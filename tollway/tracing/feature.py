@@ -1,0 +1,39 @@
+"""Install traces, metrics, logs and spans into a ``TollwayApp`` through its hooks.
+
+Call ``install_tracing(app)`` from ``features.install_features`` *after* billing,
+so that the trace settler runs last and sees the settled cost.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tollway.tracing.config import TracingConfig
+from tollway.tracing.observability import Observability
+
+if TYPE_CHECKING:
+    from tollway.app import TollwayApp
+
+__all__ = ["install_tracing"]
+
+
+def install_tracing(
+    app: TollwayApp, config: TracingConfig | None = None, **options: Any
+) -> Observability:
+    """Wire an ``Observability`` into the app; ``options`` go to its constructor."""
+    settings = app.settings
+    if config is None:
+        config = getattr(settings, "tracing", None) or TracingConfig()
+    obs = Observability(
+        config, database=settings.database, known_models=settings.models, **options
+    )
+    gw = app.gateway
+    gw.settlers.append(obs.settle)
+    gw.stage_factories.append(obs.inflight_stage)
+    gw.on_start.append(obs.start)
+    gw.on_stop.append(obs.stop)
+    for method, pattern, handler, access in obs.api.routes():
+        app.add_route(method, pattern, handler, access)
+    if config.metrics.enabled:
+        app.add_raw_route("GET", "/metrics", obs.metrics_endpoint)
+    return obs

@@ -1,0 +1,303 @@
+"""Where traces live: a narrow ``TraceStore`` protocol, SQLite and PostgreSQL.
+
+Rows are ``(request_id, received_at, account_id, key_id, model, deployment,
+status, data, bodies)`` with ``data`` the record as JSON. Request ids are not
+unique (clients may send their own ``X-Request-Id``): each row also gets a
+store-assigned ``seq``, a lookup by request id returns the newest match in the
+caller's account, and listing is newest first keyed by ``(received_at, seq)``
+so that a cursor is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from tollway.storage.migrate import dialect_of, upgrade
+from tollway.storage.sqlite import sqlite_path
+
+__all__ = [
+    "PostgresTraceStore",
+    "SqliteTraceStore",
+    "TraceQuery",
+    "TraceRow",
+    "TraceStore",
+    "open_trace_store",
+    "record_to_row",
+]
+
+TraceRow = tuple[str, float, str | None, str | None, str | None, str | None, int, str, str | None]
+
+_COLUMNS = "request_id, received_at, account_id, key_id, model, deployment, status, data, bodies"
+_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def record_to_row(record: dict[str, Any]) -> TraceRow:
+    """Serialize a trace record into the row the stores insert."""
+    bodies = record.get("bodies")
+    data = {k: v for k, v in record.items() if k != "bodies"}
+    return (
+        record["id"],
+        record["received_at"],
+        record.get("account_id"),
+        record.get("key_id"),
+        record.get("model"),
+        record.get("deployment"),
+        int(record.get("status") or 0),
+        _dumps(data),
+        None if bodies is None else _dumps(bodies),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TraceQuery:
+    """Filters for a listing; ``account_id`` None means every account (admin)."""
+
+    account_id: str | None = None
+    all_accounts: bool = False
+    model: str | None = None
+    deployment: str | None = None
+    key_id: str | None = None
+    status_min: int | None = None
+    status_max: int | None = None
+    since: float | None = None
+    until: float | None = None
+    after: tuple[float, int] | None = None  # cursor (received_at, seq): strictly older
+    limit: int = 20
+
+
+class TraceStore(Protocol):
+    """Persistence for traces."""
+
+    async def insert_many(self, rows: Sequence[TraceRow]) -> None: ...
+
+    async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None: ...
+
+    async def find(self, query: TraceQuery) -> list[tuple[int, dict[str, Any]]]: ...
+
+    async def prune(self, before: float, batch: int = 5000) -> int: ...
+
+    def transient(self, exc: BaseException) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def _where(query: TraceQuery, ph: Any) -> tuple[str, list[Any]]:
+    """WHERE clause and arguments; ``ph()`` yields the next placeholder."""
+    parts: list[str] = []
+    args: list[Any] = []
+
+    def add(sql: str, *values: Any) -> None:
+        parts.append(sql.format(*[ph() for _ in values]))
+        args.extend(values)
+
+    if not query.all_accounts:
+        add("account_id = {}", query.account_id)
+    for column in ("model", "deployment", "key_id"):
+        if getattr(query, column) is not None:
+            add(column + " = {}", getattr(query, column))
+    if query.status_min is not None:
+        add("status >= {}", query.status_min)
+    if query.status_max is not None:
+        add("status <= {}", query.status_max)
+    if query.since is not None:
+        add("received_at >= {}", query.since)
+    if query.until is not None:
+        add("received_at < {}", query.until)
+    if query.after is not None:
+        ts, seq = query.after
+        add("(received_at < {} OR (received_at = {} AND seq < {}))", ts, ts, seq)
+    return (" WHERE " + " AND ".join(parts)) if parts else "", args
+
+
+def _merge(data: Any, bodies: Any) -> dict[str, Any]:
+    record: dict[str, Any] = orjson.loads(data)
+    record["bodies"] = None if bodies is None else orjson.loads(bodies)
+    return record
+
+
+class SqliteTraceStore:
+    """aiosqlite in WAL mode: one connection writes, another reads."""
+
+    def __init__(self, writer: Any, reader: Any) -> None:
+        self._w = writer
+        self._r = reader
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, dsn: str) -> SqliteTraceStore:
+        """Open both connections (the schema must exist)."""
+        import aiosqlite
+
+        path = sqlite_path(dsn)
+        if path == ":memory:":
+            raise ValueError("traces need a file database: sqlite:///PATH")
+        conns = []
+        for _ in range(2):
+            conn = await aiosqlite.connect(path)
+            await conn.execute("PRAGMA busy_timeout = 5000")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            conns.append(conn)
+        return cls(conns[0], conns[1])
+
+    async def insert_many(self, rows: Sequence[TraceRow]) -> None:
+        """Insert in one transaction."""
+        async with self._lock:
+            try:
+                await self._w.executemany(
+                    f"INSERT INTO traces ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows
+                )
+                await self._w.commit()
+            except BaseException:
+                await self._w.rollback()
+                raise
+
+    async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None:
+        """The newest trace with this id, scoped to an account unless ``account_id`` is None."""
+        sql = "SELECT data, bodies FROM traces WHERE request_id = ?"
+        args: list[Any] = [request_id]
+        if account_id is not None:
+            sql += " AND account_id = ?"
+            args.append(account_id)
+        sql += " ORDER BY seq DESC LIMIT 1"
+        async with self._r.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _merge(row[0], row[1])
+
+    async def find(self, query: TraceQuery) -> list[tuple[int, dict[str, Any]]]:
+        """``(seq, record)`` newest first, without bodies."""
+        where, args = _where(query, lambda: "?")
+        sql = f"SELECT seq, data FROM traces{where} ORDER BY received_at DESC, seq DESC LIMIT ?"
+        async with self._r.execute(sql, [*args, query.limit]) as cur:
+            rows = await cur.fetchall()
+        return [(int(r[0]), orjson.loads(r[1])) for r in rows]
+
+    async def prune(self, before: float, batch: int = 5000) -> int:
+        """Delete traces received before ``before``, in batches; return how many."""
+        total = 0
+        while True:
+            async with self._lock:
+                cur = await self._w.execute(
+                    "DELETE FROM traces WHERE seq IN (SELECT seq FROM traces "
+                    "WHERE received_at < ? LIMIT ?)",
+                    (before, batch),
+                )
+                await self._w.commit()
+            count = int(cur.rowcount)
+            total += count
+            if count < batch:
+                return total
+
+    def transient(self, exc: BaseException) -> bool:
+        """Locked or unavailable database (retry) versus a bad row (do not)."""
+        return isinstance(exc, sqlite3.OperationalError | OSError)
+
+    async def close(self) -> None:
+        """Close both connections."""
+        await self._w.close()
+        await self._r.close()
+
+
+class PostgresTraceStore:
+    """asyncpg pool; ``data`` and ``bodies`` are JSONB."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, max_size: int = 4) -> PostgresTraceStore:
+        """Open a small pool (the schema must exist)."""
+        import asyncpg
+
+        return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=max_size))
+
+    async def insert_many(self, rows: Sequence[TraceRow]) -> None:
+        """Insert in one transaction."""
+        clean = [r[:7] + (_pg_json(r[7]), None if r[8] is None else _pg_json(r[8])) for r in rows]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                f"INSERT INTO traces ({_COLUMNS}) VALUES "
+                "($1,$2,$3,$4,$5,$6,$7,$8::jsonb,$9::jsonb)",
+                clean,
+            )
+
+    async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None:
+        """The newest trace with this id, scoped to an account unless ``account_id`` is None."""
+        sql = "SELECT data::text, bodies::text FROM traces WHERE request_id = $1"
+        args: list[Any] = [request_id]
+        if account_id is not None:
+            sql += " AND account_id = $2"
+            args.append(account_id)
+        sql += " ORDER BY seq DESC LIMIT 1"
+        row = await self._pool.fetchrow(sql, *args)
+        return None if row is None else _merge(row[0], row[1])
+
+    async def find(self, query: TraceQuery) -> list[tuple[int, dict[str, Any]]]:
+        """``(seq, record)`` newest first, without bodies."""
+        counter = iter(range(1, 100))
+        where, args = _where(query, lambda: f"${next(counter)}")
+        sql = (
+            f"SELECT seq, data::text FROM traces{where} "
+            f"ORDER BY received_at DESC, seq DESC LIMIT ${next(counter)}"
+        )
+        rows = await self._pool.fetch(sql, *args, query.limit)
+        return [(int(r[0]), orjson.loads(r[1])) for r in rows]
+
+    async def prune(self, before: float, batch: int = 5000) -> int:
+        """Delete traces received before ``before``, in batches; return how many."""
+        total = 0
+        while True:
+            status = await self._pool.execute(
+                "DELETE FROM traces WHERE seq IN (SELECT seq FROM traces "
+                "WHERE received_at < $1 LIMIT $2)",
+                before,
+                batch,
+            )
+            count = int(status.rsplit(" ", 1)[-1])
+            total += count
+            if count < batch:
+                return total
+
+    def transient(self, exc: BaseException) -> bool:
+        """Connection trouble (retry) versus a bad row (do not)."""
+        import asyncpg
+
+        return isinstance(
+            exc,
+            OSError
+            | TimeoutError
+            | asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.TooManyConnectionsError,
+        )
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._pool.close()
+
+
+def _pg_json(text: str) -> str:
+    """JSONB refuses ``\\u0000``; replace it with U+FFFD (only when present)."""
+    return _NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
+async def open_trace_store(dsn: str, *, migrate: bool = True) -> TraceStore:
+    """A store for ``sqlite:///…`` or ``postgresql://…``, migrating first by default."""
+    dialect = dialect_of(dsn)
+    if migrate:
+        await upgrade(dsn)
+    if dialect == "sqlite":
+        return await SqliteTraceStore.connect(dsn)
+    return await PostgresTraceStore.connect(dsn)
