@@ -43,6 +43,7 @@ def install(app: Any, default_policy: DefaultPolicy | None = None) -> FirewallSe
         policy = policy_for(firewalls, ctx, default_policy)
         if policy is None or ctx.request is None:
             return
+        ctx.request.extensions["firewall"] = policy.name  # reported in the response
         try:
             messages, verdicts = apply_request(policy, ctx.request.messages)
         except FirewallBlocked as exc:

@@ -1,0 +1,310 @@
+"""``python -m bench``: run the scenarios direct and through tollway, print and save.
+
+Phases, each with a freshly started tollway (so RSS figures are not polluted by
+earlier phases): a–c; d; e (features on); f (soak); b again with ``--workers N``.
+The direct figures are measured once per scenario and reused by e.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from bench import features, procs
+from bench.loadgen import Spec
+from bench.measure import marginal_chunk_cost
+from bench.profile import Profiler
+from bench.report import format_table, rows, soak_drift
+from bench.scenarios import Scenario, Target, run_scenario, sizes
+
+__all__ = ["main"]
+
+ALL = ("a", "b", "c", "d", "e", "f", "workers")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) // 1024
+    return {"nproc": os.cpu_count(), "cpu": model, "mem_mb": mem,
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: T201
+
+
+class Bench:
+    """One run: owns the upstream, starts tollway per phase, collects results."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.table = sizes(args.smoke, args.d_streams, args.soak, args.loadgen_procs,
+                           args.d_delay)
+        self.delays = tuple(sorted({5, 20, *([args.d_delay] if args.d_delay else [])}))
+        self.upstream_port = procs.free_port()
+        self.upstream: procs.Server | None = None
+        self.results: dict[str, Any] = {"scenarios": {}, "notes": []}
+        self.errors = 0
+        self.profiler = Profiler(workdir / "profiles") if args.profile else None
+        self.available, self.feature_notes = features.detect(
+            workdir, (procs.free_port(), self.upstream_port))
+        self.features_off: dict[str, Any] = {}
+        for feat in self.available:
+            self.features_off.update(feat.off)
+
+    @property
+    def direct(self) -> Target:
+        assert self.upstream is not None
+        return Target("direct", "127.0.0.1", self.upstream_port, "bench-upstream",
+                      self.upstream.pid)
+
+    def note(self, msg: str) -> None:
+        self.results["notes"].append(msg)
+        _log("note: " + msg)
+
+    @contextlib.asynccontextmanager
+    async def tollway(self, phase: str, workers: int = 1, extra_config: dict[str, Any] | None
+                      = None, extra_request: dict[str, Any] | None = None
+                      ) -> AsyncIterator[Target]:
+        """A fresh tollway (or the --target one), set up and warmed up."""
+        if self.args.target:
+            url = urlsplit(self.args.target)
+            yield Target("tollway", url.hostname or "127.0.0.1", url.port or 80,
+                         self.args.target_model, self.args.target_pid,
+                         self.args.target_key, extra_request or {})
+            return
+        port = procs.free_port()
+        config = procs.write_config(self.workdir / f"{phase}.yaml", port, self.upstream_port,
+                                    workers, self.workdir / f"{phase}.db",
+                                    extra_config if extra_config is not None
+                                    else self.features_off, self.delays)
+        key, key_note = features.setup_key(config)
+        if key_note not in self.results["notes"]:
+            self.note(key_note)
+        server = await asyncio.to_thread(procs.start_tollway, config, port, workers,
+                                         self.workdir)
+        try:
+            target = Target("tollway", "127.0.0.1", port, "bench-model", server.pid, key,
+                            extra_request or {})
+            await self.warm(target)
+            yield target
+        finally:
+            server.stop()
+
+    async def warm(self, target: Target) -> None:
+        for stream in (False, True):
+            spec = Spec(host=target.host, port=target.port, model=target.model, key=target.key,
+                        stream=stream, chunks=10, extra=target.extra, concurrency=4,
+                        requests=40, warmup=1)
+            res, _ = await procs.run_loadgens(spec, 1)
+            if res.errors:
+                raise RuntimeError(f"warm-up through tollway failed: {res.error_samples}")
+
+    async def run(self, sc: Scenario, target: Target, profile: bool = False) -> dict[str, Any]:
+        _log(f"{sc.name} ({sc.title}) → {target.name}")
+        if profile and self.profiler and target.pid:
+            self.profiler.start(f"{sc.name}-{target.name}", target.pid)
+        try:
+            out = await run_scenario(sc, target, self.direct.pid or 0)
+        finally:
+            if profile and self.profiler:
+                self.profiler.stop()
+        self.errors += out["errors"]
+        if out["errors"]:
+            _log(f"  {out['errors']} errors: {out['error_samples']}")
+        return out
+
+    async def pair(self, names: list[str], target: Target, into: dict[str, Any],
+                   with_direct: bool = True) -> None:
+        for name in names:
+            slot = into.setdefault(name, {})
+            if with_direct:
+                slot["direct"] = await self.run(self.table[name], self.direct)
+            slot["tollway"] = await self.run(self.table[name], target,
+                                             profile=name in ("b", "c50"))
+
+    @staticmethod
+    def marginal(c50: dict[str, Any] | None, c10: dict[str, Any] | None) -> dict[str, Any]:
+        if not c50 or not c10 or c50.get("cpu_per_stream_us") is None \
+                or c10.get("cpu_per_stream_us") is None:
+            return {}
+        per_chunk, fixed = marginal_chunk_cost(c50["cpu_per_stream_us"], 50,
+                                               c10["cpu_per_stream_us"], 10)
+        return {"per_chunk_us": round(per_chunk, 2), "fixed_per_stream_us": round(fixed, 1)}
+
+    async def phase_abc(self, chosen: set[str]) -> None:
+        names = [n for n in ("a", "b", "c50", "c10") if n in chosen or n[0] in chosen]
+        if not names:
+            return
+        sc = self.results["scenarios"]
+        async with self.tollway("abc") as target:
+            await self.pair(names, target, sc)
+        if "c50" in sc and "c10" in sc:
+            sc["c_marginal"] = {
+                side: self.marginal(sc["c50"][side], sc["c10"][side])
+                for side in ("direct", "tollway")}
+
+    async def phase_d(self) -> None:
+        async with self.tollway("d") as target:
+            await self.pair(["d"], target, self.results["scenarios"])
+
+    async def phase_e(self, need_direct: bool) -> None:
+        available, notes = self.available, self.feature_notes
+        entry: dict[str, Any] = {"features": notes}
+        self.results["scenarios"]["e"] = entry
+        for name, what in notes.items():
+            if what != "on":
+                self.note(f"e: {name} {what}")
+        if not available:
+            entry["skipped"] = "no feature exists yet; e not run"
+            self.note("e: skipped, no feature exists yet (billing, traces, firewall)")
+            return
+        config: dict[str, Any] = {}
+        request: dict[str, Any] = {}
+        for feat in available:
+            config.update(feat.config)
+            request.update(feat.request)
+        names = ["a", "b", "c50", "c10"]
+        entry["tollway"] = {}
+        async with self.tollway("e", extra_config=config, extra_request=request) as target:
+            for name in names:
+                entry["tollway"][name] = await self.run(self.table[name], target)
+        entry["tollway"]["c_marginal"] = self.marginal(entry["tollway"]["c50"],
+                                                       entry["tollway"]["c10"])
+        if need_direct:  # e was asked for without a–c: measure the floor too
+            for name in names:
+                self.results["scenarios"].setdefault(name, {})["direct"] = await self.run(
+                    self.table[name], self.direct)
+
+    async def phase_f(self) -> None:
+        async with self.tollway("f") as target:
+            out = await self.run(self.table["f"], target)
+        samples = [(t, mb) for t, mb in out.get("rss_samples", [])]
+        self.results["scenarios"]["f"] = {"tollway": out, "drift": soak_drift(samples)}
+
+    async def phase_workers(self) -> None:
+        entry: dict[str, Any] = {}
+        self.results["scenarios"]["workers"] = entry
+        if self.args.target:
+            entry["skipped"] = "--target given: tollway is not started by the bench"
+            self.note("workers: skipped with --target")
+            return
+        sc = replace(self.table["b"], name="b")
+        for n in self.args.workers:
+            async with self.tollway(f"workers{n}", workers=n) as target:
+                entry[str(n)] = await self.run(replace(sc, title=f"{sc.title}, {n} workers"),
+                                               target)
+        one, two = entry.get("1"), entry.get("2")
+        if one and two and one.get("req_per_s"):
+            entry["scaling"] = round(two["req_per_s"] / one["req_per_s"], 2)
+
+    async def main(self) -> dict[str, Any]:
+        chosen = set(self.args.scenarios)
+        self.results.update({
+            "command": " ".join(["python -m bench", *sys.argv[1:]]),
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": machine(), "mode": "smoke" if self.args.smoke else "full",
+            "sizes": {k: asdict(v) for k, v in self.table.items()},
+            "nofile_limit": procs.raise_nofile(),
+        })
+        self.upstream = await asyncio.to_thread(procs.start_upstream, self.upstream_port,
+                                                self.workdir)
+        try:
+            await self.phase_abc(chosen)
+            if "d" in chosen:
+                await self.phase_d()
+            if "e" in chosen:
+                await self.phase_e(need_direct=not ({"a", "b", "c"} <= chosen))
+            if "f" in chosen:
+                await self.phase_f()
+            if "workers" in chosen:
+                await self.phase_workers()
+        finally:
+            self.upstream.stop()
+        if self.profiler:
+            self.results["profiles"] = self.profiler.details()
+        self.results["errors"] = self.errors
+        self.results["table"] = [{**asdict(r), "diff": r.diff} for r in rows(self.results)]
+        return self.results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--smoke", action="store_true", help="tiny counts; CI mode (< 1 minute)")
+    p.add_argument("--out", default="bench-results/latest.json", help="JSON results file")
+    p.add_argument("--scenarios", type=lambda s: s.split(","), default=list(ALL),
+                   help=f"comma-separated subset of {','.join(ALL)} (default: all)")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                   help="worker counts for the scaling run of scenario b (default: 1 2)")
+    p.add_argument("--soak", type=float, help="soak duration in seconds (default 180)")
+    p.add_argument("--d-streams", type=int, help="open streams in d (default 1000; try 10000)")
+    p.add_argument("--d-delay", type=int, help="ms between chunks in d (default 20)")
+    p.add_argument("--loadgen-procs", type=int, help="load generator processes (default 1)")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy record tollway during b and c50 (perturbs their figures)")
+    p.add_argument("--target", help="use an already running tollway at this URL")
+    p.add_argument("--target-pid", type=int, help="its pid, to measure CPU and RSS")
+    p.add_argument("--target-model", default="bench-model", help="model alias at --target")
+    p.add_argument("--target-key", default="x", help="API key for --target")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
+    args = p.parse_args(argv)
+    unknown = set(args.scenarios) - set(ALL) - {"c50", "c10"}
+    if unknown:
+        p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="tollway-bench-"))
+    try:
+        bench = Bench(args, workdir)
+        results = asyncio.run(bench.main())
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    m = results["machine"]
+    print(f"\ntollway benchmark ({results['mode']}) — {m['nproc']} × {m['cpu']}, "  # noqa: T201
+          f"Python {m['python']}\n")
+    print(format_table(rows(results)))  # noqa: T201
+    for note in results["notes"]:
+        print(f"note: {note}")  # noqa: T201
+    if "profiles" in results:
+        for name, prof in results["profiles"].items():
+            print(f"\nprofile {name}: {prof.get('samples')} samples, "  # noqa: T201
+                  f"{prof.get('in_tollway_pct')}% under tollway frames; "
+                  "top tollway frames (self % / inclusive %)")
+            for frame in prof["frames"][:12]:
+                print(f"  {frame['self_pct']:5.1f}% {frame['total_pct']:5.1f}%  "  # noqa: T201
+                      f"{frame['frame']}")
+            print("  deepest tollway frame → what it calls:")  # noqa: T201
+            for pair in prof.get("callees", [])[:8]:
+                print(f"  {pair['pct']:5.1f}%  {pair['frame']} → {pair['calls']}")  # noqa: T201
+    print(f"\nverification errors: {results['errors']}; JSON: {out}"  # noqa: T201
+          + (f"; work dir kept: {workdir}" if args.keep else ""))
+    return 1 if results["errors"] else 0

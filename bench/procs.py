@@ -1,0 +1,209 @@
+"""Starting, waiting for and stopping the benchmark's processes.
+
+The upstream, tollway and the load generators each run in their own process, with
+the current interpreter and the repository root as working directory, so ``bench``
+and ``tollway`` import from this checkout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.loadgen import LoadResult, Spec
+
+__all__ = [
+    "ROOT",
+    "Server",
+    "free_port",
+    "raise_nofile",
+    "run_loadgens",
+    "start_tollway",
+    "start_upstream",
+    "tollway_cli",
+    "write_config",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def raise_nofile() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (inherited by children)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """A child process that answers ``GET /health``."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log: Path) -> None:
+        self.name, self.port, self.log = name, port, log
+        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.port}/health"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer /health within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log_file.close()
+
+
+def start_upstream(port: int, logdir: Path) -> Server:
+    server = Server("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(port)],
+                    port, logdir / "upstream.log")
+    server.wait_healthy()
+    return server
+
+
+def write_config(path: Path, port: int, upstream_port: int, workers: int, db: Path,
+                 extra: dict[str, Any] | None = None, delays: tuple[int, ...] = (5, 20)) -> Path:
+    """tollway's config (JSON, which is YAML) for the benchmark.
+
+    Model ``bench-model`` maps to ``bench-upstream`` and ``bench-model-d<ms>`` to
+    ``bench-upstream-d<ms>`` for each of ``delays``; ``extra`` is merged at the top level.
+    """
+    prices = {"input_per_mtok": 1, "output_per_mtok": 2}
+    config: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": port, "workers": workers},
+        "database": f"sqlite:///{db}",
+        "providers": {"up": {"type": "openai", "api_key": "x",
+                             "base_url": f"http://127.0.0.1:{upstream_port}/v1"}},
+        "models": {
+            f"bench-model{suffix}": {"deployments": [
+                {"provider": "up", "model": f"bench-upstream{suffix}", "prices": dict(prices)}]}
+            for suffix in ["", *(f"-d{ms}" for ms in sorted(set(delays)))]
+        },
+    }
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))  # JSON is YAML
+    return path
+
+
+def start_tollway(config: Path, port: int, workers: int, logdir: Path) -> Server:
+    argv = [sys.executable, "-m", "tollway", "serve", "--config", str(config)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    server = Server("tollway", argv, port, logdir / f"tollway-{config.stem}.log")
+    server.wait_healthy(60)
+    return server
+
+
+def tollway_cli(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tollway ARGS`` from the repository root."""
+    return subprocess.run([sys.executable, "-m", "tollway", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+async def run_loadgens(spec: Spec, procs: int, on_go: Any = None) -> tuple[LoadResult, float]:
+    """Run ``procs`` load generator processes sharing ``spec``; merge their results.
+
+    Concurrency and request budget are split between the processes. ``on_go`` is
+    called right after all processes are told to start; returns (merged result,
+    wall seconds from go until the last process reported).
+    """
+    procs = max(1, min(procs, spec.concurrency))
+    children = []
+    for i in range(procs):
+        part = Spec(**{**asdict(spec),
+                       "concurrency": spec.concurrency // procs + (i < spec.concurrency % procs),
+                       "requests": spec.requests // procs + (i < spec.requests % procs)
+                       if spec.requests else 0})
+        children.append(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.loadgen", orjson.dumps(asdict(part)).decode(),
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 28))
+    try:
+        for child in children:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), spec.duration + 120)
+            if not line.startswith(b'{"event":"ready"'):
+                raise RuntimeError(f"load generator did not start: {line[:300]!r}")
+        t0 = time.perf_counter()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+        if on_go is not None:
+            on_go()
+        merged = LoadResult()
+        for child in children:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(),
+                                          spec.duration + spec.timeout + 120)
+            data = orjson.loads(line)
+            data.pop("event")
+            part_result = LoadResult(**data)
+            merged.ok += part_result.ok
+            merged.errors += part_result.errors
+            merged.error_samples += part_result.error_samples[: 5 - len(merged.error_samples)]
+            merged.chunks += part_result.chunks
+            merged.latency_ms += part_result.latency_ms
+            merged.ttft_ms += part_result.ttft_ms
+            merged.cpu_s += part_result.cpu_s
+            merged.wall_s = max(merged.wall_s, part_result.wall_s)
+        wall = time.perf_counter() - t0
+        for child in children:
+            await child.wait()
+        return merged, wall
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()

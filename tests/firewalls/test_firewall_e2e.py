@@ -1,0 +1,124 @@
+"""Firewalls through HTTP with the openai SDK: request and response side, both modes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+from openai import OpenAI
+
+from tests.conftest import sim_config
+from tests.support.servers import Upstream, run_tollway
+
+CARD = "4111 1111 1111 1111"
+SECRET_REPLY = f"Sure. The card on file is {CARD} and nothing else."
+
+
+async def _answer(request: web.Request, upstream: Upstream) -> web.Response:
+    return web.json_response({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "up",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    })
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[tuple[str, Upstream]]:
+    with Upstream(_answer) as upstream:
+        config = sim_config()
+        config["providers"] = {**config["providers"],
+                               "up": {"type": "openai", "base_url": upstream.base_url}}
+        config["models"] = {
+            **config["models"],
+            "leaky": {"deployments": [{"provider": "sim", "model": "echo",
+                                       "options": {"text": SECRET_REPLY}}]},
+            "upstream": {"deployments": [{"provider": "up", "model": "up"}]},
+        }
+        config["key_defaults"] = {}
+        with run_tollway(config) as url:
+            yield url, upstream
+
+
+def _client(url: str) -> OpenAI:
+    return OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_request_block_never_reaches_upstream(gateway: tuple[str, Upstream]) -> None:
+    url, upstream = gateway
+    before = len(upstream.requests)
+    with pytest.raises(openai.BadRequestError) as info:
+        _client(url).chat.completions.create(
+            model="upstream", messages=[{"role": "user", "content": f"charge {CARD}"}],
+            extra_body={"firewall": "strict-block"})
+    body: Any = info.value.body
+    assert body["code"] == "content_filter"
+    assert CARD not in json.dumps(body) and "credit_card" in body["message"]
+    assert len(upstream.requests) == before
+
+
+def test_request_redact_sends_redacted_text(gateway: tuple[str, Upstream]) -> None:
+    url, upstream = gateway
+    completion = _client(url).chat.completions.create(
+        model="upstream", messages=[{"role": "user", "content": "mail me at jo@example.com"}],
+        extra_body={"firewall": "redact-pii"})
+    sent = upstream.requests[-1]["messages"][0]["content"]
+    assert "jo@example.com" not in sent and "[REDACTED:email]" in sent
+    assert "firewall" not in upstream.requests[-1]
+    verdicts = completion.model_extra["firewall"]["verdicts"]  # type: ignore[index]
+    assert any(v["detector"] == "email" and v["action"] == "redact" for v in verdicts)
+
+
+def test_monitor_changes_nothing_but_records(gateway: tuple[str, Upstream]) -> None:
+    url, upstream = gateway
+    completion = _client(url).chat.completions.create(
+        model="upstream", messages=[{"role": "user", "content": "mail me at jo@example.com"}],
+        extra_body={"firewall": "monitor"})
+    assert "jo@example.com" in upstream.requests[-1]["messages"][0]["content"]
+    assert completion.model_extra["firewall"]["verdicts"]  # type: ignore[index]
+
+
+def test_unknown_policy_is_400_naming_it(gateway: tuple[str, Upstream]) -> None:
+    url, _ = gateway
+    with pytest.raises(openai.BadRequestError) as info:
+        _client(url).chat.completions.create(
+            model="sim-echo", messages=[{"role": "user", "content": "hi"}],
+            extra_body={"firewall": "no-such-policy"})
+    assert "no-such-policy" in info.value.message
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_response_block_mid_stream(gateway: tuple[str, Upstream], stream: bool) -> None:
+    url, _ = gateway
+    client = _client(url)
+    kwargs: dict[str, Any] = {"model": "leaky", "messages": [{"role": "user", "content": "card?"}],
+                              "extra_body": {"firewall": "strict-block"}}
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and
+                  c.choices[0].finish_reason]
+    else:
+        completion = client.chat.completions.create(**kwargs)
+        text = completion.choices[0].message.content or ""
+        finish = [completion.choices[0].finish_reason]
+    assert finish == ["content_filter"]
+    assert text.startswith("Sure.")
+    for piece in ("4111", "1111 1111"):
+        assert piece not in text
+
+
+def test_response_redact_same_in_both_modes(gateway: tuple[str, Upstream]) -> None:
+    url, _ = gateway
+    client = _client(url)
+    kwargs: dict[str, Any] = {"model": "leaky", "messages": [{"role": "user", "content": "card?"}],
+                              "extra_body": {"firewall": "redact-pii"}}
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    collected = client.chat.completions.create(**kwargs).choices[0].message.content
+    assert streamed == collected
+    assert CARD not in streamed and "[REDACTED:credit_card]" in streamed

@@ -1,0 +1,31 @@
+"""The benchmark's smoke mode runs end to end and its verification passes (no timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = {"a", "b", "c50", "c10", "c_marginal", "d", "e", "f", "workers"}
+
+
+@pytest.mark.slow
+def test_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert EXPECTED <= set(results["scenarios"])
+    assert results["errors"] == 0
+    for name in ("a", "b", "c50", "c10", "d"):
+        for side in ("direct", "tollway"):
+            figures = results["scenarios"][name][side]
+            assert figures["ok"] > 0 and figures["errors"] == 0
+    assert results["table"]
