@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -112,7 +113,12 @@ class _ThreadServer(uvicorn.Server):
 
 @contextmanager
 def run_with_tools_installed(config: dict[str, Any], tools: ToolsConfig) -> Iterator[str]:
-    """Tollway with the tool feature installed, served on 127.0.0.1 in a thread."""
+    """Tollway with the tool feature installed, served on 127.0.0.1 in a thread.
+
+    Like ``run_tollway`` (billing off, a temporary database) plus ``install_tools``.
+    """
+    config = {"billing": {"enabled": False},
+              "database": f"sqlite:///{tempfile.mkdtemp()}/tollway.db", **config}
     app = create_app(parse_settings(config))
     install_tools(app, tools)
     port = free_port()

@@ -92,8 +92,9 @@ async def _model(request: ChatRequest) -> AsyncIterator[Event]:
 
 def test_wrapper_defaults_and_errors() -> None:
     async def main() -> None:
-        feature = PlatformTools(ToolsConfig(calculator={}, default_tools=["calculator"]))
-        ctx = RequestContext(request_id="r")
+        feature = PlatformTools(ToolsConfig(calculator={}),
+                                default_tools=lambda ctx: ["calculator"] if ctx.key_id else None)
+        ctx = RequestContext(request_id="r", key_id="key_1")
         with pytest.raises(InvalidRequest, match="not available"):
             feature.wrap(_request(), ctx, _model)  # not started
         await feature.start()
@@ -106,6 +107,7 @@ def test_wrapper_defaults_and_errors() -> None:
                 feature.wrap(_request(platform_tools=["clock"]), ctx, _model)
         finally:
             await feature.close()
+        assert feature.wrap(_request(), RequestContext(request_id="r"), _model) is None
         assert PlatformTools(ToolsConfig(calculator={})).wrap(_request(), ctx, _model) is None
 
     asyncio.run(main())

@@ -5,7 +5,6 @@
     tools:
       max_rounds: 5              # tool executions per response before "length"
       timeout: 10                # seconds per call unless the tool sets its own
-      default_tools: []          # attached when a request names none
       format:                    # the human-readable result shown in content
         enabled: true
         result: "\\n\\n> {name}: {result}\\n\\n"
@@ -146,9 +145,6 @@ class ToolsConfig(_Strict):
     max_rounds: int = Field(5, ge=1, le=50, description="tool executions before finish 'length'")
     timeout: float = Field(10.0, gt=0, description="default seconds per call")
     max_result_chars: int = Field(16_000, gt=0, description="longest result given to the model")
-    default_tools: list[str] = Field(
-        default_factory=list, description="attached when a request sends no platform_tools"
-    )
     format: FormatConfig = Field(default_factory=FormatConfig)
 
     @field_validator("mcp_servers")

@@ -58,11 +58,14 @@ class Outcome:
         )
 
     def trace_entry(self) -> dict[str, Any]:
+        """For ``ctx.tool_calls``: a digest of the arguments, never the arguments."""
         return {
             "name": self.tool.name,
             "arguments_sha256": hashlib.sha256(self.arguments.encode()).hexdigest(),
             "duration_ms": round(self.duration_ms, 3),
             "outcome": self.status,
+            "error": self.error,
+            "result": self.result,  # kept by traces only when bodies are opted in
         }
 
 
