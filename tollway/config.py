@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tollway.billing.config import BillingConfig
 from tollway.firewalls.config import PolicyConfig
 from tollway.routing.config import RoutingConfig
+from tollway.tools.config import ToolsConfig
 from tollway.tracing.config import TracingConfig
 
 __all__ = [
@@ -141,6 +142,7 @@ class Settings(_Strict):
         default_factory=dict,
         description="named firewall policies; presets strict-block, redact-pii, monitor always exist",
     )
+    tools: ToolsConfig = Field(default_factory=ToolsConfig, description="platform tools")
     defaults: RequestDefaults = Field(default_factory=RequestDefaults)
     account_defaults: dict[str, RequestDefaults] = Field(
         default_factory=dict, description="per account (name or id), over 'defaults'"

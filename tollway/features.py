@@ -33,7 +33,33 @@ def install_features(app: TollwayApp) -> None:
             account_name=getattr(auth, "account_name", None),
         )
 
-    install_firewalls(app, default_policy=default_firewall)
+    firewalls = install_firewalls(app, default_policy=default_firewall)
+
+    if settings.tools.declared:
+        from tollway.firewalls.feature import policy_for
+        from tollway.firewalls.request import FirewallBlocked, apply_request, merge_verdicts
+        from tollway.tools.feature import install_tools
+
+        def default_tools(ctx: RequestContext) -> list[str] | None:
+            return settings.default_for(  # type: ignore[no-any-return]
+                "platform_tools", key_id=ctx.key_id, account_id=ctx.account_id,
+                account_name=getattr(ctx.account, "account_name", None))
+
+        async def inspect_tool_result(name: str, text: str, ctx: RequestContext) -> str:
+            """The request's firewall applies to tool results before model and client see them."""
+            policy = policy_for(firewalls, ctx, default_firewall)
+            if policy is None:
+                return text
+            try:
+                messages, verdicts = apply_request(policy, [{"role": "tool", "content": text}])
+            except FirewallBlocked as exc:
+                merge_verdicts(ctx.firewall_verdicts, exc.verdicts)
+                raise
+            merge_verdicts(ctx.firewall_verdicts, verdicts)
+            return str(messages[0]["content"])
+
+        install_tools(app, settings.tools, inspect=inspect_tool_result,
+                      default_tools=default_tools)
     if app.settings.tracing.enabled:
         from tollway.tracing.feature import install_tracing
 

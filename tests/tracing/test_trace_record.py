@@ -13,7 +13,8 @@ def test_complete_record_from_context() -> None:
     ctx = make_ctx("req_full", fallback=True)
     ctx.firewall_verdicts.append({"rule": "pii", "action": "redact", "side": "request"})
     ctx.tool_calls.append(
-        {"name": "web_search", "arguments": '{"q":"x"}', "result": "secret page", "duration_ms": 3}
+        {"name": "web_search", "arguments_sha256": "ab12", "result": "secret page",
+         "duration_ms": 3, "outcome": "ok", "round": 1}
     )
     record = build_record(ctx)
     assert record["id"] == "req_full"
@@ -32,8 +33,9 @@ def test_complete_record_from_context() -> None:
     assert record["finish_reason"] == "stop" and record["finish_reasons"] == {"0": "stop"}
     assert record["status"] == 200 and record["error"] is None
     assert record["firewall_verdicts"] == [{"rule": "pii", "action": "redact", "side": "request"}]
-    assert record["tool_calls"] == [{"name": "web_search", "arguments": '{"q":"x"}',
-                                     "duration_ms": 3}]  # the result only with bodies
+    assert record["tool_calls"] == [{"name": "web_search", "arguments_sha256": "ab12",
+                                     "duration_ms": 3, "outcome": "ok", "round": 1}]
+    # the result only with bodies
     assert record["bodies"] is None
     assert record["received"].endswith("Z")
     orjson.dumps(record)  # JSON-ready

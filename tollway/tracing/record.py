@@ -24,7 +24,7 @@ __all__ = ["TIMING_MARKS", "build_record", "finish_reason_of", "iso_time"]
 TIMING_MARKS = ("admitted", "upstream_connected", "first_token", "last_token")
 
 # Keys a platform tool call keeps in the trace; results only with bodies.
-_TOOL_KEYS = ("name", "arguments", "error", "duration_ms", "status", "choice")
+_TOOL_KEYS = ("name", "arguments_sha256", "duration_ms", "outcome", "error", "round")
 
 
 def iso_time(ts: float) -> str:
