@@ -1,25 +1,44 @@
-"""SQLite driver (aiosqlite, WAL): the embedded default.
+"""SQLite driver (stdlib ``sqlite3``, WAL): the embedded default.
 
-One connection per process, serialized by an asyncio lock so that coroutines
-never interleave statements inside each other's transactions. Write transactions
-start with ``BEGIN IMMEDIATE``, which takes SQLite's write lock at once, so a
-read-check-write sequence (a balance reservation) cannot race with another
-process sharing the file; ``busy_timeout`` makes the others wait instead of fail.
+Statements run synchronously on the event loop. In WAL mode with
+``synchronous = NORMAL`` a commit does not fsync, so a whole transaction (a
+balance reservation, a settlement) costs tens of microseconds of CPU; handing
+each statement to a worker thread (aiosqlite) cost ten times that in thread
+switches and made every transaction wait for its turn across several hops.
+
+Nothing here may block the loop for long:
+
+- ``busy_timeout`` is 0: when another process (another worker sharing the file)
+  holds the write lock, ``BEGIN IMMEDIATE`` fails at once and is retried after an
+  ``asyncio.sleep`` with backoff, up to ``BUSY_TIMEOUT_S``;
+- automatic checkpoints are off on this connection; a background task runs a
+  ``PASSIVE`` checkpoint in a thread every few seconds, so the fsync it implies
+  never happens on the loop.
+
+Within one process an asyncio lock serializes transactions, and they are
+**group-committed**: the first caller opens a SQLite transaction and schedules
+its commit for the end of the current event-loop iteration; transactions that
+other tasks run before then join it, each inside a ``SAVEPOINT``, and every
+member returns only once that commit is done. Under load one commit (one WAL
+write) serves many reservations and settlements; alone, a caller commits almost
+at once. A body that raises rolls back to its savepoint and leaves the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-import aiosqlite
-
 __all__ = ["SqliteDatabase", "sqlite_path"]
 
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_S = 30.0
+CHECKPOINT_INTERVAL_S = 5.0
 
 
 def sqlite_path(dsn: str) -> str:
@@ -32,36 +51,60 @@ def sqlite_path(dsn: str) -> str:
     return rest.removeprefix("/") if rest.startswith("/") else rest
 
 
-class _SqliteTx:
-    """Statements on the locked connection."""
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+
+class _SqliteTx:
+    """Statements on the connection (synchronous underneath, async to the caller)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        async with self._conn.execute(sql, args) as cur:
-            rows = await cur.fetchall()
+        cur = self._conn.execute(sql, args)
+        try:
+            rows = cur.fetchall()
             names = [d[0] for d in cur.description or ()]
+        finally:
+            cur.close()
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
+        cur = self._conn.execute(sql, args)
+        try:
+            row = cur.fetchone()
+            if row is None:
+                return None
+            names = [d[0] for d in cur.description or ()]
+            cur.fetchall()  # finish the statement (RETURNING needs it stepped to the end)
+        finally:
+            cur.close()
+        return dict(zip(names, row, strict=True))
 
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self._conn.execute(sql, args) as cur:
+        cur = self._conn.execute(sql, args)
+        try:
             return cur.rowcount
+        finally:
+            cur.close()
 
 
 class SqliteDatabase:
-    """An aiosqlite connection in WAL mode with serialized access."""
+    """One sqlite3 connection in WAL mode, used from the event loop."""
 
     dialect: Literal["sqlite"] = "sqlite"
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self._conn = conn
+        self._path = path
         self._tx = _SqliteTx(conn)
         self._lock = asyncio.Lock()
+        self._group: asyncio.Future[None] | None = None  # the open shared transaction
+        self._members = 0
+        self._checkpointer: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, dsn: str) -> SqliteDatabase:
@@ -69,36 +112,122 @@ class SqliteDatabase:
         path = sqlite_path(dsn)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute("PRAGMA synchronous = NORMAL")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        return cls(conn)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")  # only while opening
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 0")
+        db = cls(conn, path)
+        if path != ":memory:":
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            db._checkpointer = asyncio.create_task(db._checkpoint_loop())
+        return db
+
+    async def _checkpoint_loop(self) -> None:
+        """PASSIVE checkpoints from a thread: the WAL stays small, the loop never fsyncs."""
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.to_thread(self._checkpoint_once)
+
+    def _checkpoint_once(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    async def _retry_busy(self, sql: str, args: tuple[Any, ...] = ()) -> None:
+        """Run ``sql``; while another process holds the lock, wait (asynchronously)."""
+        delay = 0.0005
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn.execute(sql, args)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        async with self._lock:
-            return await self._tx.fetch(sql, *args)
+        async with self.transaction() as tx:
+            return await tx.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
-        async with self._lock:
-            return await self._tx.fetchrow(sql, *args)
+        async with self.transaction() as tx:
+            return await tx.fetchrow(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self._lock:
-            return await self._tx.execute(sql, *args)
+        async with self.transaction() as tx:
+            return await tx.execute(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolled back on any exception or cancellation."""
+        """A write transaction (``BEGIN IMMEDIATE``), possibly shared with concurrent callers.
+
+        Returns after the commit that includes it; raises if that commit failed.
+        """
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            first = self._group is None
+            if first:
+                await self._retry_busy("BEGIN IMMEDIATE")
+                self._group = asyncio.get_running_loop().create_future()
+                self._members = 0
+            group = self._group
+            assert group is not None
+            if not first:
+                self._conn.execute("SAVEPOINT member")
             try:
                 yield self._tx
             except BaseException:
-                await asyncio.shield(self._conn.execute("ROLLBACK"))
+                if first:  # nobody else is in the group yet: end it
+                    self._group = None
+                    self._conn.execute("ROLLBACK")
+                    group.set_result(None)
+                else:
+                    self._conn.execute("ROLLBACK TO member")
+                    self._conn.execute("RELEASE member")
                 raise
-            await asyncio.shield(self._conn.execute("COMMIT"))
+            if not first:
+                self._conn.execute("RELEASE member")
+            self._members += 1
+            if first:
+                # commit once the loop has run every task that is ready now: the
+                # transactions they start join this one and share its commit
+                asyncio.get_running_loop().call_soon(self._commit_soon, group)
+        await asyncio.shield(group)
+
+    def _commit_soon(self, group: asyncio.Future[None]) -> None:
+        if self._group is not group:
+            return
+        if self._lock.locked():  # a member is mid-body (it awaited): let it finish first
+            asyncio.get_running_loop().call_soon(self._commit_soon, group)
+            return
+        self._commit_group()
+
+    def _commit_group(self) -> None:
+        group, self._group = self._group, None
+        if group is None:
+            return
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            group.set_exception(exc)
+            group.exception()  # retrieved: members re-raise it themselves
+            return
+        group.set_result(None)
 
     async def close(self) -> None:
-        await self._conn.close()
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+        if self._path != ":memory:":
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._conn.close()
