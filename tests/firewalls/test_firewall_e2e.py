@@ -39,7 +39,7 @@ def gateway() -> Iterator[tuple[str, Upstream]]:
                                        "options": {"text": SECRET_REPLY}}]},
             "upstream": {"deployments": [{"provider": "up", "model": "up"}]},
         }
-        config["key_defaults"] = {}
+        config["admin_key"] = "admin-secret"
         with run_tollway(config) as url:
             yield url, upstream
 
@@ -122,3 +122,26 @@ def test_response_redact_same_in_both_modes(gateway: tuple[str, Upstream]) -> No
     collected = client.chat.completions.create(**kwargs).choices[0].message.content
     assert streamed == collected
     assert CARD not in streamed and "[REDACTED:credit_card]" in streamed
+
+
+def test_block_verdict_is_in_the_trace(gateway: tuple[str, Upstream]) -> None:
+    import time
+
+    import httpx
+
+    url, _ = gateway
+    raw = _client(url).chat.completions.with_raw_response.create(
+        model="leaky", messages=[{"role": "user", "content": "card?"}], stream=False,
+        extra_body={"firewall": "strict-block"})
+    deadline = time.monotonic() + 3
+    while True:
+        r = httpx.get(f"{url}/admin/traces/{raw.request_id}",
+                      headers={"Authorization": "Bearer admin-secret"})
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    trace = r.json()
+    assert trace["finish_reason"] == "content_filter"
+    assert any(v["detector"] == "credit_card" and v["action"] == "block"
+               for v in trace["firewall_verdicts"])
+    assert CARD not in r.text
