@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import openai
 import pytest
-import uvicorn
 from aiohttp import web
 
-from tests.support.servers import Upstream, free_port
+from tests.support.servers import Upstream, run_tollway
 from tests.tools.test_mcp_client import SERVER
-from tollway.app import create_app
-from tollway.config import parse_settings
-from tollway.tools.config import ToolsConfig
-from tollway.tools.feature import install_tools
 
 Turn = tuple[str, list[tuple[str, dict[str, Any]]]]  # (text, [(function name, arguments)])
 
@@ -106,38 +97,6 @@ async def scripted_upstream(request: web.Request, upstream: Upstream) -> web.Str
     return resp
 
 
-class _ThreadServer(uvicorn.Server):
-    def install_signal_handlers(self) -> None:
-        return None
-
-
-@contextmanager
-def run_with_tools_installed(config: dict[str, Any], tools: ToolsConfig) -> Iterator[str]:
-    """Tollway with the tool feature installed, served on 127.0.0.1 in a thread.
-
-    Like ``run_tollway`` (billing off, a temporary database) plus ``install_tools``.
-    """
-    config = {"billing": {"enabled": False},
-              "database": f"sqlite:///{tempfile.mkdtemp()}/tollway.db", **config}
-    app = create_app(parse_settings(config))
-    install_tools(app, tools)
-    port = free_port()
-    server = _ThreadServer(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
-                                          log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("tollway did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-
-
 MODELS = ("one", "parallel", "rounds", "mixed", "failing", "mcp", "forever", "plain")
 
 
@@ -147,11 +106,11 @@ def client() -> Iterator[openai.OpenAI]:
         config = {"providers": {"up": {"type": "openai", "base_url": upstream.base_url}},
                   "models": {m: {"deployments": [{"provider": "up", "model": m}]}
                              for m in MODELS}}
-        tools = ToolsConfig.model_validate({
+        config["tools"] = {  # wired from the config, as in production
             "calculator": {}, "clock": {}, "max_rounds": 4,
             "mcp_servers": {"docs": {"command": sys.executable, "args": [SERVER]}},
-        })
-        with run_with_tools_installed(config, tools) as url:
+        }
+        with run_tollway(config) as url:
             yield openai.OpenAI(base_url=url + "/v1", api_key="test", max_retries=0)
 
 
