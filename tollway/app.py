@@ -45,8 +45,11 @@ class TollwayApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.providers: dict[str, Provider] = {}
-        self.gateway = Gateway(settings=settings, router=Router(settings.models, self.providers, settings.routing),
-                               providers=self.providers)
+        self.gateway = Gateway(
+            settings=settings,
+            router=Router(settings.models, self.providers, settings.routing),
+            providers=self.providers,
+        )
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -102,7 +105,8 @@ class TollwayApp:
         """Open the upstream connection pool and build the providers."""
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(
-            connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(),
+            connector=connector,
+            json_serialize=lambda o: orjson.dumps(o).decode(),
             auto_decompress=True,
         )
         for name, config in self.settings.providers.items():
@@ -141,8 +145,9 @@ class TollwayApp:
             await send_error(send, exc, headers)
         except Exception:
             log.exception("unhandled error on %s %s", method, path)
-            await send_error(send, GatewayError("The server had an error processing your request."),
-                             headers)
+            await send_error(
+                send, GatewayError("The server had an error processing your request."), headers
+            )
 
     async def _request(
         self, scope: Scope, receive: Receive, params: dict[str, str], access: Access
@@ -167,7 +172,9 @@ class TollwayApp:
         authorization = header_value(scope, b"authorization")
         if access == "admin":
             token = (authorization or "").removeprefix("Bearer ").strip()
-            if not self.admin_key or not hmac.compare_digest(token.encode(), self.admin_key.encode()):
+            if not self.admin_key or not hmac.compare_digest(
+                token.encode(), self.admin_key.encode()
+            ):
                 raise AuthenticationError("A valid admin key is required.")
             request["is_admin"] = True
         elif access == "key" and self.gateway.authenticate is not None:
@@ -179,8 +186,12 @@ class TollwayApp:
         return 200, {"status": "ok"}
 
     def _model_json(self, alias: str) -> dict[str, Any]:
-        return {"id": alias, "object": "model", "created": _STARTED,
-                "owned_by": self.settings.models[alias].owned_by}
+        return {
+            "id": alias,
+            "object": "model",
+            "created": _STARTED,
+            "owned_by": self.settings.models[alias].owned_by,
+        }
 
     async def _models(self, request: dict[str, Any]) -> tuple[int, Any]:
         return 200, {"object": "list", "data": [self._model_json(m) for m in self.settings.models]}

@@ -18,7 +18,7 @@ The union, in the order they usually appear::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 __all__ = [
     "Channel",
@@ -120,4 +120,4 @@ class StreamError:
     param: str | None = None
 
 
-Event = Union[Start, TextDelta, ToolCallDelta, PlatformToolRecord, Finish, Usage, StreamError]
+Event = Start | TextDelta | ToolCallDelta | PlatformToolRecord | Finish | Usage | StreamError

@@ -140,7 +140,7 @@ class Settings(_Strict):
     billing: BillingConfig = Field(default_factory=BillingConfig)
     firewalls: dict[str, PolicyConfig] = Field(
         default_factory=dict,
-        description="named firewall policies; presets strict-block, redact-pii, monitor always exist",
+        description="named firewall policies (presets strict-block, redact-pii, monitor)",
     )
     tools: ToolsConfig = Field(default_factory=ToolsConfig, description="platform tools")
     defaults: RequestDefaults = Field(default_factory=RequestDefaults)
@@ -157,8 +157,11 @@ class Settings(_Strict):
         self, field: str, *, key_id: str | None, account_id: str | None, account_name: str | None
     ) -> Any:
         """A request default: the key's, else the account's, else the global one."""
-        for table, name in ((self.key_defaults, key_id), (self.account_defaults, account_id),
-                            (self.account_defaults, account_name)):
+        for table, name in (
+            (self.key_defaults, key_id),
+            (self.account_defaults, account_id),
+            (self.account_defaults, account_name),
+        ):
             if name and name in table:
                 value = getattr(table[name], field)
                 if value is not None:

@@ -15,13 +15,34 @@ DEMO_CONFIG: dict[str, Any] = {
         "sim": {"type": "simulated", "options": {"tokens_per_second": 40, "first_token_ms": 150}},
     },
     "models": {
-        "demo-echo": {"deployments": [{"provider": "sim", "model": "echo",
-                                       "prices": {"input_per_mtok": 0.5, "output_per_mtok": 1.5}}]},
-        "demo-reasoner": {"deployments": [{"provider": "sim", "model": "reasoner",
-                                           "prices": {"input_per_mtok": 1, "output_per_mtok": 4}}]},
-        "demo-tool": {"deployments": [{"provider": "sim", "model": "tool",
-                                       "options": {"arguments": {"expression": "6*7"}},
-                                       "prices": {"input_per_mtok": 1, "output_per_mtok": 4}}]},
+        "demo-echo": {
+            "deployments": [
+                {
+                    "provider": "sim",
+                    "model": "echo",
+                    "prices": {"input_per_mtok": 0.5, "output_per_mtok": 1.5},
+                }
+            ]
+        },
+        "demo-reasoner": {
+            "deployments": [
+                {
+                    "provider": "sim",
+                    "model": "reasoner",
+                    "prices": {"input_per_mtok": 1, "output_per_mtok": 4},
+                }
+            ]
+        },
+        "demo-tool": {
+            "deployments": [
+                {
+                    "provider": "sim",
+                    "model": "tool",
+                    "options": {"arguments": {"expression": "6*7"}},
+                    "prices": {"input_per_mtok": 1, "output_per_mtok": 4},
+                }
+            ]
+        },
     },
 }
 
@@ -44,7 +65,8 @@ tollway demo is running at {base_url}
 Try it:
   curl -N {base_url}/v1/chat/completions \\
     -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
-    -d '{{"model": "demo-echo", "stream": true, "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+    -d '{{"model": "demo-echo", "stream": true,
+         "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
   python3 -c '
 from openai import OpenAI

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import os
+import time
 from typing import Any
 
 import orjson
@@ -37,7 +37,7 @@ def request_id_of(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             if 0 < len(value) <= 128 and value.isascii():
-                return value.decode()
+                return str(value.decode())
             break
     return "req_" + os.urandom(16).hex()
 
@@ -82,8 +82,9 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         log.exception("unhandled error in request %s", ctx.request_id)
         ctx.status = 500
         ctx.error = "internal error"
-        await send_error(send, GatewayError("The server had an error processing your request."),
-                         id_header)
+        await send_error(
+            send, GatewayError("The server had an error processing your request."), id_header
+        )
     finally:
         await gw.settle(ctx)
 
@@ -136,7 +137,7 @@ async def _serve(
                 events, response_id=response_id, created=created, fallback_model=alias
             )
         finally:
-            await events.aclose()
+            await aclose(events)
         if ctx.request.extensions.get("include_route_trace"):
             result["route_trace"] = [_attempt_json(a) for a in ctx.attempts]
         for extra_key in ("firewall",):
@@ -162,10 +163,15 @@ async def _serve(
     except StopAsyncIteration:
         first = b""
     except BaseException:
-        await chunks.aclose()
+        await aclose(chunks)
         raise
-    await send({"type": "http.response.start", "status": 200,
-                "headers": _SSE_HEADERS + id_header + _route_headers(ctx)})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": _SSE_HEADERS + id_header + _route_headers(ctx),
+        }
+    )
     await _pump(ctx, chunks, first, receive, send)
 
 
@@ -203,11 +209,23 @@ async def _pump(
     except Exception:  # after the commit point: one error event, then the end
         log.exception("stream of %s failed", ctx.request_id)
         ctx.error = "internal error"
-        await send({"type": "http.response.body", "more_body": False,
-                    "body": encode_error_event(StreamError(500, "The server had an error."))})
+        await send(
+            {
+                "type": "http.response.body",
+                "more_body": False,
+                "body": encode_error_event(StreamError(500, "The server had an error.")),
+            }
+        )
     finally:
         watcher.cancel()
-        await chunks.aclose()
+        await aclose(chunks)
+
+
+async def aclose(iterator: Any) -> None:
+    """Close an async generator (and so every stage and the upstream behind it)."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _route_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:

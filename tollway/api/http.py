@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
 from tollway.errors import BodyTooLarge, GatewayError
 
 __all__ = ["Receive", "Scope", "Send", "read_body", "send_error", "send_json"]

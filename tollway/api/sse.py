@@ -119,17 +119,21 @@ async def sse_stream(
         if choice not in started:
             started.add(choice)
             delta = {"role": "assistant", **delta}
-        body = {**head, "choices": [
-            {"index": choice, "delta": delta, "logprobs": None, "finish_reason": finish}
-        ]}
+        body = {
+            **head,
+            "choices": [
+                {"index": choice, "delta": delta, "logprobs": None, "finish_reason": finish}
+            ],
+        }
         if usage_null:
             body["usage"] = None
         return body
 
     # The hot path: a plain text delta is spliced from pre-encoded bytes; the
     # result is byte-identical to dumps(chunk(...)).
-    tail = b'},"logprobs":null,"finish_reason":null}]' + (b',"usage":null}\n\n' if usage_null
-                                                          else b"}\n\n")
+    tail = b'},"logprobs":null,"finish_reason":null}]' + (
+        b',"usage":null}\n\n' if usage_null else b"}\n\n"
+    )
 
     def prefix() -> bytes:
         return b"data: " + dumps(head)[:-1] + b',"choices":[{"index":'
@@ -138,46 +142,50 @@ async def sse_stream(
     field_keys = {ch: b',"delta":{"' + f.encode() + b'":' for ch, f in _CHANNEL_FIELD.items()}
 
     async for event in events:
-        kind = type(event)
-        if pending_finish is not None and kind is not Usage:
+        if pending_finish is not None and not isinstance(event, Usage):
             yield b"data: " + dumps(pending_finish) + b"\n\n"
             pending_finish = None
-        if kind is TextDelta:
-            if event.choice in started and event.logprobs is None:  # type: ignore[union-attr]
-                yield (text_prefix + str(event.choice).encode()  # type: ignore[union-attr]
-                       + field_keys[event.channel] + dumps(event.text) + tail)  # type: ignore[union-attr]
+        if isinstance(event, TextDelta):
+            if event.choice in started and event.logprobs is None:
+                yield (
+                    text_prefix
+                    + str(event.choice).encode()
+                    + field_keys[event.channel]
+                    + dumps(event.text)
+                    + tail
+                )
                 continue
-            body = chunk(event.choice, {_CHANNEL_FIELD[event.channel]: event.text})  # type: ignore[union-attr]
-            if event.logprobs is not None:  # type: ignore[union-attr]
-                body["choices"][0]["logprobs"] = event.logprobs  # type: ignore[union-attr]
+            body = chunk(event.choice, {_CHANNEL_FIELD[event.channel]: event.text})
+            if event.logprobs is not None:
+                body["choices"][0]["logprobs"] = event.logprobs
             yield b"data: " + dumps(body) + b"\n\n"
-        elif kind is ToolCallDelta:
-            call: dict[str, Any] = {"index": event.index}  # type: ignore[union-attr]
-            if event.id is not None or event.name is not None:  # type: ignore[union-attr]
-                call["id"] = event.id  # type: ignore[union-attr]
+        elif isinstance(event, ToolCallDelta):
+            call: dict[str, Any] = {"index": event.index}
+            if event.id is not None or event.name is not None:
+                call["id"] = event.id
                 call["type"] = "function"
-                call["function"] = {"name": event.name or "", "arguments": event.arguments}  # type: ignore[union-attr]
+                call["function"] = {"name": event.name or "", "arguments": event.arguments}
             else:
-                call["function"] = {"arguments": event.arguments}  # type: ignore[union-attr]
-            yield b"data: " + dumps(chunk(event.choice, {"tool_calls": [call]})) + b"\n\n"  # type: ignore[union-attr]
-        elif kind is Finish:
-            finished.add(event.choice)  # type: ignore[union-attr]
-            pending_finish = chunk(event.choice, {}, event.reason)  # type: ignore[union-attr]
-        elif kind is Usage:
-            usage = event  # type: ignore[assignment]
-        elif kind is Start:
-            if event.model:  # type: ignore[union-attr]
-                head["model"] = event.model  # type: ignore[union-attr]
-            if event.system_fingerprint:  # type: ignore[union-attr]
-                head["system_fingerprint"] = event.system_fingerprint  # type: ignore[union-attr]
-            if event.service_tier:  # type: ignore[union-attr]
-                head["service_tier"] = event.service_tier  # type: ignore[union-attr]
+                call["function"] = {"arguments": event.arguments}
+            yield b"data: " + dumps(chunk(event.choice, {"tool_calls": [call]})) + b"\n\n"
+        elif isinstance(event, Finish):
+            finished.add(event.choice)
+            pending_finish = chunk(event.choice, {}, event.reason)
+        elif isinstance(event, Usage):
+            usage = event
+        elif isinstance(event, Start):
+            if event.model:
+                head["model"] = event.model
+            if event.system_fingerprint:
+                head["system_fingerprint"] = event.system_fingerprint
+            if event.service_tier:
+                head["service_tier"] = event.service_tier
             text_prefix = prefix()
-        elif kind is PlatformToolRecord:
-            delta = {"platform_tool": platform_tool_json(event)}  # type: ignore[arg-type]
-            yield b"data: " + dumps(chunk(event.choice, delta)) + b"\n\n"  # type: ignore[union-attr]
-        elif kind is StreamError:
-            yield encode_error_event(event)  # type: ignore[arg-type]
+        elif isinstance(event, PlatformToolRecord):
+            delta = {"platform_tool": platform_tool_json(event)}
+            yield b"data: " + dumps(chunk(event.choice, delta)) + b"\n\n"
+        elif isinstance(event, StreamError):
+            yield encode_error_event(event)
             return
     for choice in sorted((started or {0}) - finished):  # the upstream never said: stop
         if pending_finish is not None:

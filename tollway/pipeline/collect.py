@@ -38,45 +38,55 @@ async def collect(
 
     def choice(i: int) -> dict[str, Any]:
         if i not in choices:
-            choices[i] = {"index": i, "message": {"role": "assistant", "content": None},
-                          "logprobs": None, "finish_reason": None}
+            choices[i] = {
+                "index": i,
+                "message": {"role": "assistant", "content": None},
+                "logprobs": None,
+                "finish_reason": None,
+            }
         return choices[i]
 
     async for event in events:
-        kind = type(event)
-        if kind is TextDelta:
-            c = choice(event.choice)  # type: ignore[union-attr]
-            texts.setdefault((event.choice, event.channel), []).append(event.text)  # type: ignore[union-attr]
-            if event.logprobs:  # type: ignore[union-attr]
+        if isinstance(event, TextDelta):
+            c = choice(event.choice)
+            texts.setdefault((event.choice, event.channel), []).append(event.text)
+            if event.logprobs:
                 merged = c["logprobs"] or {}
-                for key, items in event.logprobs.items():  # type: ignore[union-attr]
+                for key, items in event.logprobs.items():
                     if items:
                         merged.setdefault(key, []).extend(items)
                 c["logprobs"] = merged
-        elif kind is ToolCallDelta:
-            choice(event.choice)  # type: ignore[union-attr]
-            slot = calls.setdefault(event.choice, {}).setdefault(  # type: ignore[union-attr]
-                event.index, {"id": None, "type": "function",  # type: ignore[union-attr]
-                              "function": {"name": "", "arguments": ""}})
-            if event.id:  # type: ignore[union-attr]
-                slot["id"] = event.id  # type: ignore[union-attr]
-            if event.name:  # type: ignore[union-attr]
-                slot["function"]["name"] += event.name  # type: ignore[union-attr]
-            slot["function"]["arguments"] += event.arguments  # type: ignore[union-attr]
-        elif kind is PlatformToolRecord:
-            msg = choice(event.choice)["message"]  # type: ignore[union-attr]
-            msg.setdefault("platform_tool_calls", []).append(platform_tool_json(event))  # type: ignore[arg-type]
-        elif kind is Finish:
-            choice(event.choice)["finish_reason"] = event.reason  # type: ignore[union-attr]
-        elif kind is Usage:
-            usage = event  # type: ignore[assignment]
-        elif kind is Start:
-            model = event.model or model  # type: ignore[union-attr]
-            fingerprint = event.system_fingerprint or fingerprint  # type: ignore[union-attr]
-            service_tier = event.service_tier or service_tier  # type: ignore[union-attr]
-        elif kind is StreamError:
+        elif isinstance(event, ToolCallDelta):
+            choice(event.choice)
+            slot = calls.setdefault(event.choice, {}).setdefault(
+                event.index,
+                {
+                    "id": None,
+                    "type": "function",
+                    "function": {"name": "", "arguments": ""},
+                },
+            )
+            if event.id:
+                slot["id"] = event.id
+            if event.name:
+                slot["function"]["name"] += event.name
+            slot["function"]["arguments"] += event.arguments
+        elif isinstance(event, PlatformToolRecord):
+            msg = choice(event.choice)["message"]
+            msg.setdefault("platform_tool_calls", []).append(platform_tool_json(event))
+        elif isinstance(event, Finish):
+            choice(event.choice)["finish_reason"] = event.reason
+        elif isinstance(event, Usage):
+            usage = event
+        elif isinstance(event, Start):
+            model = event.model or model
+            fingerprint = event.system_fingerprint or fingerprint
+            service_tier = event.service_tier or service_tier
+        elif isinstance(event, StreamError):
             raise GatewayError(
-                event.message, status=event.status, code=event.code  # type: ignore[union-attr]
+                event.message,
+                status=event.status,
+                code=event.code,
             )
 
     for (index, channel), parts in texts.items():

@@ -27,8 +27,10 @@ Pricer = Callable[[Usage, RequestContext], dict[str, Any] | None]
 def estimate_usage(ctx: RequestContext, generated: list[str], reported: Usage | None) -> Usage:
     """Counted usage for what was generated; keeps real prompt figures when known."""
     request = ctx.request
-    prompt = reported.prompt_tokens if reported and reported.prompt_tokens else (
-        tokens.count_prompt_tokens(request.messages, request.tools) if request else 0
+    prompt = (
+        reported.prompt_tokens
+        if reported and reported.prompt_tokens
+        else (tokens.count_prompt_tokens(request.messages, request.tools) if request else 0)
     )
     completion = tokens.count_text("".join(generated))
     if reported is not None and reported.completion_tokens > completion:
@@ -51,17 +53,16 @@ def usage_meter(pricer: Pricer | None = None) -> Stage:
         complete = False
         try:
             async for event in events:
-                kind = type(event)
-                if kind is TextDelta:
-                    append(event.text)  # type: ignore[union-attr]
-                elif kind is Usage:
-                    reported = event  # type: ignore[assignment]
+                if isinstance(event, TextDelta):
+                    append(event.text)
+                elif isinstance(event, Usage):
+                    reported = event
                     continue
-                elif kind is ToolCallDelta:
-                    append((event.name or "") + event.arguments)  # type: ignore[union-attr]
-                elif kind is Finish:
-                    ctx.finish_reasons[event.choice] = event.reason  # type: ignore[union-attr]
-                elif kind is StreamError:
+                elif isinstance(event, ToolCallDelta):
+                    append((event.name or "") + event.arguments)
+                elif isinstance(event, Finish):
+                    ctx.finish_reasons[event.choice] = event.reason
+                elif isinstance(event, StreamError):
                     ctx.partial = True
                     ctx.usage = _final(ctx, generated, reported, pricer, partial=True)
                     yield event
@@ -87,8 +88,10 @@ def _final(
     *,
     partial: bool,
 ) -> Usage:
-    usage = reported if reported is not None and not partial else estimate_usage(
-        ctx, generated, reported
+    usage = (
+        reported
+        if reported is not None and not partial
+        else estimate_usage(ctx, generated, reported)
     )
     if pricer is not None:
         cost = pricer(usage, ctx)

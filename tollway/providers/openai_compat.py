@@ -63,7 +63,9 @@ class OpenAIProvider:
             field = self._max_tokens_field or (
                 "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
             )
-            body.pop("max_tokens" if field == "max_completion_tokens" else "max_completion_tokens", None)
+            body.pop(
+                "max_tokens" if field == "max_completion_tokens" else "max_completion_tokens", None
+            )
             body[field] = limit
         return body
 
@@ -72,7 +74,9 @@ class OpenAIProvider:
     ) -> AsyncIterator[Event]:
         body = orjson.dumps(self.build_body(request, deployment))
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=deployment.timeouts.connect, sock_connect=deployment.timeouts.connect
+            total=None,
+            connect=deployment.timeouts.connect,
+            sock_connect=deployment.timeouts.connect,
         )
         try:
             resp = await self._session.post(
@@ -239,9 +243,7 @@ def error_from_event(obj: dict[str, Any], provider: str) -> UpstreamError:
     )
 
 
-def error_from_body(
-    status: int, raw: bytes, headers: Any, provider: str
-) -> UpstreamError:
+def error_from_body(status: int, raw: bytes, headers: Any, provider: str) -> UpstreamError:
     """An HTTP error answer from the upstream, mapped for the router."""
     message = ""
     err: dict[str, Any] = {}
@@ -288,8 +290,8 @@ def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        from email.utils import parsedate_to_datetime
         import time
+        from email.utils import parsedate_to_datetime
 
         try:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())

@@ -53,7 +53,7 @@ async def open_stream(
         dep = deployments[i]
         started = loop.time()
         router.started(dep)
-        events = router.providers[dep.provider].stream(request, dep).__aiter__()  # type: ignore[attr-defined]
+        events = router.providers[dep.provider].stream(request, dep).__aiter__()
         buffered: list[Event] = []
         try:
             limit = min(dep.timeouts.first_token, dep.timeouts.total)

@@ -7,7 +7,7 @@ Unknown fields are accepted (``extra="allow"``). No framework imports.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -55,8 +55,8 @@ class RefusalPart(_Open):
     refusal: str
 
 
-UserPart = Annotated[Union[TextPart, ImagePart, AudioPart, FilePart], Field(discriminator="type")]
-AssistantPart = Annotated[Union[TextPart, RefusalPart], Field(discriminator="type")]
+UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
+AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
 
 
 class FunctionCall(_Open):
@@ -113,9 +113,12 @@ class FunctionMessage(_Open):
 
 
 Message = Annotated[
-    Union[
-        DeveloperMessage, SystemMessage, UserMessage, AssistantMessage, ToolMessage, FunctionMessage
-    ],
+    DeveloperMessage
+    | SystemMessage
+    | UserMessage
+    | AssistantMessage
+    | ToolMessage
+    | FunctionMessage,
     Field(discriminator="role"),
 ]
 
@@ -137,7 +140,7 @@ class CustomTool(_Open):
     custom: dict[str, Any]
 
 
-Tool = Annotated[Union[FunctionTool, CustomTool], Field(discriminator="type")]
+Tool = Annotated[FunctionTool | CustomTool, Field(discriminator="type")]
 
 
 class NamedToolChoice(_Open):
