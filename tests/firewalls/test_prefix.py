@@ -42,12 +42,11 @@ ASCII_TEXT = st.lists(
 ).map("".join)
 
 
-def test_every_builtin_detector_but_injection_has_a_test() -> None:
-    """prompt_injection has a lazy repeat (no alphabet test) and a structure too large
-    to be cheap, so it is always probed; every other built-in has a test."""
+def test_builtin_detectors_with_and_without_a_cheap_test() -> None:
+    """Detectors without a cheap pre-test are always probed (correct, only slower)."""
     rules = POLICIES.get("strict-block").scanner.rules
     untested = {r.detector.name for r in rules if open_tail(r.detector.pattern) is None}
-    assert untested == {"prompt_injection"}
+    assert untested <= {"prompt_injection"}
     lazy = open_tail(r"ab[a-z]{0,9}?X")  # regex: partial on "ab(", so the test must say so
     assert lazy is not None and re.compile(lazy).match("ab(", 0)
     assert re.compile(open_tail(r"(?<![A-Za-z0-9])ab(?![0-9])") or "").match("ab", 0)

@@ -28,7 +28,7 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     rf"(?:system|hidden|initial|original){_S}(?:prompt|instructions)",
     rf"you{_S}are{_S}now{_S}(?:DAN|in{_S}developer{_S}mode|jailbroken|unrestricted)",
     rf"do{_S}anything{_S}now",
-    rf"new{_S}(?:system{_S})?instructions{_S}?:",
+    rf"new{_S}(?:system{_S})?instructions(?:{_S})?:",
 )
 
 
