@@ -111,9 +111,10 @@ class TollwayApp:
         )
         for name, config in self.settings.providers.items():
             self.providers[name] = create_provider(name, config, self._session)
-        # the tokenizer counts prompts at admission and estimates usage: load it now,
-        # not on the first request
-        await asyncio.to_thread(tokens.encoding)
+        if self.settings.billing.enabled:
+            # admission counts every prompt: load the tokenizer (~80 MB) now, not on the
+            # first request; without billing it loads only if an upstream reports no usage
+            await asyncio.to_thread(tokens.encoding)
         for hook in self.gateway.on_start:
             await hook()
 
