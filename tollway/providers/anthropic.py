@@ -35,9 +35,10 @@ import orjson
 
 from tollway.chunks import Event, Finish, FinishReason, Start, TextDelta, ToolCallDelta, Usage
 from tollway.config import DeploymentConfig, ProviderConfig
-from tollway.errors import UpstreamError, UpstreamTimeout
+from tollway.errors import UpstreamError
 from tollway.providers.base import ChatRequest
 from tollway.providers.sse_decoder import SSEDecoder
+from tollway.providers.transport import upstream_events
 from tollway.wire.anthropic import build_messages_request
 
 __all__ = [
@@ -102,44 +103,19 @@ class AnthropicProvider:
             request.stream,
         )
 
-    async def stream(
-        self, request: ChatRequest, deployment: DeploymentConfig
-    ) -> AsyncIterator[Event]:
-        body = orjson.dumps(self.build_body(request, deployment))
-        connect = deployment.timeouts.connect
-        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
-        try:
-            resp = await self._session.post(
-                self._url, data=body, headers=self._headers, timeout=timeout
-            )
-        except TimeoutError:
-            raise UpstreamTimeout(f"connecting to provider {self.name!r} timed out") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(
-                f"cannot reach provider {self.name!r}: {type(exc).__name__}", status=502
-            ) from None
-        completed = False
-        try:
-            if resp.status >= 400:
-                raise error_from_response(resp.status, await resp.read(), resp.headers, self.name)
-            if request.stream:
-                async for event in self._read_stream(resp):
-                    yield event
-            else:
-                for event in events_from_message(orjson.loads(await resp.read())):
-                    yield event
-            completed = True
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
-            raise UpstreamError(
-                f"provider {self.name!r} connection broke: {type(exc).__name__}", status=502
-            ) from None
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"provider {self.name!r} sent invalid JSON", status=502) from None
-        finally:
-            if completed:
-                resp.release()
-            else:
-                resp.close()  # drop the connection so the upstream stops generating
+    def stream(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[Event]:
+        return upstream_events(
+            self._session,
+            self._url,
+            self._headers,
+            lambda: orjson.dumps(self.build_body(request, deployment)),
+            deployment,
+            self.name,
+            stream=request.stream,
+            error_from=error_from_response,
+            read_stream=self._read_stream,
+            read_whole=events_from_message,
+        )
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
         decoder = SSEDecoder()

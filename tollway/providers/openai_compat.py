@@ -16,9 +16,10 @@ import orjson
 
 from tollway.chunks import Event, Finish, Start, TextDelta, ToolCallDelta, Usage
 from tollway.config import DeploymentConfig, ProviderConfig
-from tollway.errors import UpstreamError, UpstreamTimeout
+from tollway.errors import UpstreamError
 from tollway.providers.base import ChatRequest
 from tollway.providers.sse_decoder import SSEDecoder
+from tollway.providers.transport import upstream_events
 
 __all__ = [
     "OpenAIProvider",
@@ -69,47 +70,19 @@ class OpenAIProvider:
             body[field] = limit
         return body
 
-    async def stream(
-        self, request: ChatRequest, deployment: DeploymentConfig
-    ) -> AsyncIterator[Event]:
-        body = orjson.dumps(self.build_body(request, deployment))
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=deployment.timeouts.connect,
-            sock_connect=deployment.timeouts.connect,
+    def stream(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[Event]:
+        return upstream_events(
+            self._session,
+            self._url,
+            self._headers,
+            lambda: orjson.dumps(self.build_body(request, deployment)),
+            deployment,
+            self.name,
+            stream=request.stream,
+            error_from=error_from_body,
+            read_stream=self._read_stream,
+            read_whole=events_from_completion,
         )
-        try:
-            resp = await self._session.post(
-                self._url, data=body, headers=self._headers, timeout=timeout
-            )
-        except TimeoutError:
-            raise UpstreamTimeout(f"connecting to provider {self.name!r} timed out") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(
-                f"cannot reach provider {self.name!r}: {type(exc).__name__}", status=502
-            ) from None
-        completed = False
-        try:
-            if resp.status >= 400:
-                raise error_from_body(resp.status, await resp.read(), resp.headers, self.name)
-            if request.stream:
-                async for event in self._read_stream(resp):
-                    yield event
-            else:
-                for event in events_from_completion(orjson.loads(await resp.read())):
-                    yield event
-            completed = True
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
-            raise UpstreamError(
-                f"provider {self.name!r} connection broke: {type(exc).__name__}", status=502
-            ) from None
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"provider {self.name!r} sent invalid JSON", status=502) from None
-        finally:
-            if completed:
-                resp.release()
-            else:
-                resp.close()  # drop the connection: the upstream stops generating
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
         decoder = SSEDecoder()

@@ -1,0 +1,71 @@
+"""One upstream HTTP exchange, shared by the HTTP adapters: POST, map failures, read.
+
+Connection failures, HTTP errors, broken streams and invalid JSON all become
+``UpstreamError`` (for the router to judge); on any early exit the connection is
+dropped rather than returned to the pool, so the upstream stops generating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tollway.chunks import Event
+from tollway.config import DeploymentConfig
+from tollway.errors import UpstreamError, UpstreamTimeout
+
+__all__ = ["upstream_events"]
+
+ErrorMapper = Callable[[int, bytes, Any, str], UpstreamError]
+
+
+async def upstream_events(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: Mapping[str, str],
+    make_body: Callable[[], bytes],
+    deployment: DeploymentConfig,
+    provider: str,
+    *,
+    stream: bool,
+    error_from: ErrorMapper,
+    read_stream: Callable[[aiohttp.ClientResponse], AsyncIterator[Event]],
+    read_whole: Callable[[Any], list[Event]],
+) -> AsyncIterator[Event]:
+    """POST ``make_body()`` to ``url`` and yield the events of the answer."""
+    body = make_body()
+    connect = deployment.timeouts.connect
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
+    try:
+        resp = await session.post(url, data=body, headers=headers, timeout=timeout)
+    except TimeoutError:
+        raise UpstreamTimeout(f"connecting to provider {provider!r} timed out") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamError(
+            f"cannot reach provider {provider!r}: {type(exc).__name__}", status=502
+        ) from None
+    completed = False
+    try:
+        if resp.status >= 400:
+            raise error_from(resp.status, await resp.read(), resp.headers, provider)
+        if stream:
+            async for event in read_stream(resp):
+                yield event
+        else:
+            for event in read_whole(orjson.loads(await resp.read())):
+                yield event
+        completed = True
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
+        raise UpstreamError(
+            f"provider {provider!r} connection broke: {type(exc).__name__}", status=502
+        ) from None
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"provider {provider!r} sent invalid JSON", status=502) from None
+    finally:
+        if completed:
+            resp.release()
+        else:
+            resp.close()  # drop the connection: the upstream stops generating
