@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +23,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 
-from tests.support.servers import Upstream, _ThreadServer, free_port
+from tests.support.servers import Upstream, free_port, serve_app
 from tollway.app import TollwayApp
 from tollway.billing import feature
 from tollway.billing.audit import audit
@@ -58,21 +56,8 @@ def serve(config: dict[str, Any]) -> Iterator[str]:
     """tollway with billing in a thread; yields the base URL."""
     app = TollwayApp(parse_settings(config))
     feature.install(app, BILLING)
-    port = free_port()
-    server = _ThreadServer(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
-                                          log_level="warning", access_log=False))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 15
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("tollway did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_app(app) as url:
+        yield url
 
 
 def setup_account(dsn: str, credit: str) -> tuple[str, str]:

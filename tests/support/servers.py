@@ -16,7 +16,7 @@ from aiohttp import web
 from tollway.app import create_app
 from tollway.config import Settings, parse_settings
 
-__all__ = ["Upstream", "free_port", "run_tollway"]
+__all__ = ["Upstream", "free_port", "run_tollway", "serve_app"]
 
 
 def free_port() -> int:
@@ -40,24 +40,30 @@ def run_tollway(config: dict[str, Any] | Settings) -> Iterator[str]:
     if not isinstance(config, Settings) and "billing" not in config:
         config = {**config, "billing": {"enabled": False}}  # tests about billing turn it on
     settings = config if isinstance(config, Settings) else parse_settings(config)
+    with serve_app(create_app(settings)) as url:
+        yield url
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn (uvloop, httptools) in a thread; yields its base URL."""
     port = free_port()
-    app = create_app(settings)
     server = _ThreadServer(uvicorn.Config(
         app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
         lifespan="on", log_level="warning", access_log=False,
     ))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 10
+    deadline = time.time() + 20
     while not server.started:
         if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("tollway did not start")
+            raise RuntimeError("the server did not start")
         time.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(10)
+        thread.join(15)
 
 
 Handler = Callable[[web.Request, "Upstream"], Any]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,12 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import sim_config
-from tests.support.servers import free_port
+from tests.support.servers import serve_app
 from tollway.app import create_app
 from tollway.config import parse_settings
 from tollway.errors import AuthenticationError
@@ -41,11 +39,6 @@ async def authenticate(authorization: str | None) -> Auth:
     return KEYS[token]
 
 
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:
-        return None
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db = tmp_path_factory.mktemp("e2e") / "tollway.db"
@@ -58,20 +51,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                "database": f"sqlite:///{db}"})
     app = create_app(settings)
     app.gateway.authenticate = authenticate
-    port = free_port()
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
-                                    log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "tollway did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_app(app) as url:
+        yield url
 
 
 def client(url: str, key: str = "sk-alice") -> OpenAI:
