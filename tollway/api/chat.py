@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from tollway.api.batching import ReadyBatches
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
 from tollway.api.sse import encode_error_event, sse_stream
 from tollway.chunks import StreamError
@@ -193,10 +194,12 @@ async def _pump(
                 return
 
     watcher = asyncio.ensure_future(watch())
+    batches = ReadyBatches(chunks)
     try:
         await send({"type": "http.response.body", "body": first, "more_body": True})
-        async for data in chunks:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
+        while batch := await batches.next_batch():  # chunks ready together: one write
+            body = batch[0] if len(batch) == 1 else b"".join(batch)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
         watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         ctx.mark("finished")
@@ -218,7 +221,7 @@ async def _pump(
         )
     finally:
         watcher.cancel()
-        await aclose(chunks)
+        await batches.aclose()
 
 
 async def aclose(iterator: Any) -> None:
