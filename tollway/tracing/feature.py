@@ -29,7 +29,7 @@ def install_tracing(
     )
     gw = app.gateway
     gw.settlers.append(obs.settle)
-    gw.stage_factories.append(obs.inflight_stage)
+    gw.stage_factories.append(obs.count_stream)
     gw.on_start.append(obs.start)
     gw.on_stop.append(obs.stop)
     for method, pattern, handler, access in obs.api.routes():

@@ -3,20 +3,27 @@
 The request line carries ids, model, deployment, status, latencies, tokens and
 cost; never API keys, headers or bodies. ``setup_logging`` installs the JSON
 formatter on the ``tollway`` logger (call it once at start).
+
+``RequestLines`` (and ``log_requests``) write a batch of request lines: when
+``setup_logging``'s handler is the only place they would go, they are formatted
+here (the same JSON, key for key) and the batch goes out with one ``write`` under
+the handler's lock instead of one trip through ``logging`` per request; otherwise
+they are logged one by one.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 import orjson
 
 from tollway.tracing.record import iso_time
 
-__all__ = ["JsonFormatter", "REQUEST_LOGGER", "log_request", "request_fields", "setup_logging",
-           "teardown_logging"]
+__all__ = ["JsonFormatter", "REQUEST_LOGGER", "RequestLines", "log_request", "log_requests",
+           "request_fields", "setup_logging", "teardown_logging"]
 
 REQUEST_LOGGER = logging.getLogger("tollway.request")
 
@@ -102,3 +109,99 @@ def log_request(record: dict[str, Any], logger: logging.Logger = REQUEST_LOGGER)
     if not logger.isEnabledFor(level):
         return
     logger.log(level, "request", extra={"fields": request_fields(record)})
+
+
+def _direct_stream(handler: logging.Handler | None, logger: logging.Logger) -> TextIO | None:
+    """The stream to write request lines to directly, if that is what logging would do.
+
+    That is: ``handler`` is ``setup_logging``'s JSON stream handler, it is the only
+    handler a ``logger`` record reaches, and no filter could drop or alter a record.
+    """
+    if (
+        handler is None
+        or not getattr(handler, "_tollway_json", False)
+        or not isinstance(handler, logging.StreamHandler)
+        or type(handler.formatter) is not JsonFormatter
+        or handler.filters
+        or handler.terminator != "\n"
+        or logger.filters
+        or logger.disabled
+    ):
+        return None
+    seen: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        seen.extend(current.handlers)
+        if not current.propagate:
+            break
+        current = current.parent
+    if seen != [handler]:
+        return None
+    return handler.stream  # type: ignore[no-any-return]
+
+
+class RequestLines:
+    """One batch of request lines: ``add`` each finished request, then ``write()``.
+
+    Same lines, levels and threshold as ``log_request``. When ``handler`` (from
+    ``setup_logging``) is the only place a ``logger`` record would go, ``add``
+    formats the line itself (bytes, key for key what ``JsonFormatter`` writes) and
+    ``write`` sends the batch with one ``write`` and one ``flush`` under the
+    handler's lock; otherwise ``add`` logs through ``logging`` at once.
+    """
+
+    def __init__(
+        self, handler: logging.Handler | None = None, logger: logging.Logger = REQUEST_LOGGER
+    ) -> None:
+        self.logger = logger
+        self.handler = handler
+        self.stream = _direct_stream(handler, logger)
+        self.floor = handler.level if handler is not None else logging.NOTSET
+        self.lines: list[bytes] = []
+
+    def add(self, record: dict[str, Any], ts: float) -> None:
+        """The line of one trace record; ``ts`` is the Unix time the request ended."""
+        if self.stream is None:
+            log_request(record, self.logger)
+            return
+        level = logging.WARNING if (record.get("status") or 0) >= 500 else logging.INFO
+        if level < self.floor or not self.logger.isEnabledFor(level):
+            return
+        self.lines.append(orjson.dumps({
+            "ts": iso_time(ts),
+            "level": "warning" if level == logging.WARNING else "info",
+            "logger": self.logger.name,
+            "msg": "request",
+            **request_fields(record),
+        }, default=str))
+
+    def write(self) -> int:
+        """Write the collected lines (one ``write``); return how many."""
+        lines, self.lines = self.lines, []
+        if not lines or self.stream is None or self.handler is None:
+            return 0
+        lines.append(b"")
+        text = b"\n".join(lines).decode()
+        self.handler.acquire()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        finally:
+            self.handler.release()
+        return len(lines) - 1
+
+
+def log_requests(
+    records: Iterable[tuple[dict[str, Any], float]],
+    handler: logging.Handler | None = None,
+    logger: logging.Logger = REQUEST_LOGGER,
+) -> None:
+    """The request lines of ``(record, Unix time of the request's end)`` pairs, batched.
+
+    See ``RequestLines``: with ``setup_logging``'s ``handler`` as the only
+    destination, one ``write`` for the batch; else one ``log_request`` per record.
+    """
+    batch = RequestLines(handler, logger)
+    for record, ts in records:
+        batch.add(record, ts)
+    batch.write()

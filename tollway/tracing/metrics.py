@@ -1,5 +1,10 @@
 """Prometheus metrics in a dedicated registry; ``observe(ctx)`` at settlement.
 
+``observe_many(snapshots)`` counts a batch of finished requests. ``Observability``
+calls it from its drain, so metrics lag a finished request by at most its
+``drain_interval`` (20 ms); ``render()`` first counts what this process has queued,
+so a scrape of this process does not lag at all.
+
 Labels are bounded: model (a configured alias, else ``other``), deployment (from
 config), HTTP status, firewall rule/action, tool name; an ``account`` label only
 when ``metrics.account_labels`` is on. Never request ids or keys.
@@ -14,7 +19,9 @@ each worker serves its own numbers.
 
 from __future__ import annotations
 
+import logging
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -25,9 +32,26 @@ from prometheus_client.registry import Collector
 
 from tollway.context import RequestContext
 from tollway.tracing.config import MetricsConfig
+from tollway.tracing.record import (
+    S_ACCOUNT,
+    S_ATTEMPTS,
+    S_DEPLOYMENT,
+    S_DISCONNECTED,
+    S_FINISHED,
+    S_MARKS,
+    S_MODEL,
+    S_STATUS,
+    S_TOOLS,
+    S_USAGE,
+    S_VERDICTS,
+    Snapshot,
+    snapshot,
+)
 from tollway.tracing.writer import WriterStats
 
 __all__ = ["Metrics", "mark_process_dead"]
+
+log = logging.getLogger("tollway.tracing")
 
 _OTHER = "other"
 _NONE = "none"
@@ -39,6 +63,33 @@ def mark_process_dead(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def _observe_all(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe(v)`` for each value, moving each bucket and the sum once.
+
+    Uses the histogram child's value cells when they are there (prometheus_client
+    keeps a non-cumulative count per bucket, the first bound >= the value);
+    otherwise falls back to one ``observe`` per value.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if len(values) == 1 or bounds is None or buckets is None or total is None \
+            or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    per_bucket: dict[int, int] = {}
+    last = len(bounds)
+    for value in values:
+        if value == value:  # NaN lands in no bucket, as with observe()
+            i = bisect_left(bounds, value)
+            if i < last:
+                per_bucket[i] = per_bucket.get(i, 0) + 1
+    total.inc(sum(values))
+    for i, count in per_bucket.items():
+        buckets[i].inc(count)
 
 
 class _WriterCollector(Collector):
@@ -122,6 +173,9 @@ class Metrics:
             registry=r, multiprocess_mode="livesum",
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        # Called first by render(): the owner counts requests it has queued (see
+        # Observability), so that a scrape never misses a request that has finished.
+        self.before_render: Callable[[], Any] | None = None
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -147,48 +201,99 @@ class Metrics:
 
     def observe(self, ctx: RequestContext, total_seconds: float) -> None:
         """Count one finished request."""
+        self.observe_many((snapshot(ctx, total_seconds),))
+
+    def observe_many(self, snapshots: Iterable[Snapshot]) -> int:
+        """Count finished requests from their ``record.snapshot``s; return how many.
+
+        Counts are summed per label set first and each series is then moved once
+        (histograms: one add per bucket), so a batch costs a few dictionary updates
+        per request. A snapshot that cannot be read is logged and skipped.
+        """
+        counts: dict[tuple[Any, ...], float] = {}
+        observed: dict[tuple[Any, ...], list[float]] = {}
+        model_of = self._model
+        requests, latency, ttft, tokens, cost = (
+            self.requests, self.latency, self.ttft, self.tokens, self.cost
+        )
+        account_labels = self.config.account_labels
+        n = 0
+        for snap in snapshots:
+            try:
+                model = model_of(snap[S_MODEL])
+                dep = snap[S_DEPLOYMENT]
+                if dep is None:
+                    dep = _NONE
+                acct: tuple[str, ...] = (snap[S_ACCOUNT] or _NONE,) if account_labels else ()
+                key: tuple[Any, ...] = (requests, model, dep, str(snap[S_STATUS]), *acct)
+                counts[key] = counts.get(key, 0) + 1
+                key = (latency, model, dep)
+                values = observed.get(key)
+                if values is None:
+                    observed[key] = [snap[S_FINISHED]]
+                else:
+                    values.append(snap[S_FINISHED])
+                first = snap[S_MARKS][2]
+                if first is not None:
+                    key = (ttft, model, dep)
+                    values = observed.get(key)
+                    if values is None:
+                        observed[key] = [first]
+                    else:
+                        values.append(first)
+                usage = snap[S_USAGE]
+                if usage is not None:
+                    for kind, amount in (
+                        ("input", usage[0]),
+                        ("output", usage[1]),
+                        ("cached", usage[3]),
+                        ("reasoning", usage[4]),
+                    ):
+                        if amount:
+                            key = (tokens, model, dep, kind, *acct)
+                            counts[key] = counts.get(key, 0) + amount
+                    if usage[6]:
+                        total = dict(usage[6]).get("total_cost_usd")
+                        if total is not None:
+                            key = (cost, model, dep, *acct)
+                            counts[key] = counts.get(key, 0) + float(total)
+                attempts = snap[S_ATTEMPTS]
+                if attempts:
+                    for attempt in attempts:
+                        if attempt[1] == "error":
+                            status = str(attempt[2]) if attempt[2] else _NONE
+                            key = (self.upstream_errors, attempt[0], status)
+                            counts[key] = counts.get(key, 0) + 1
+                    if len(attempts) > 1:
+                        key = (self.fallbacks, model)
+                        counts[key] = counts.get(key, 0) + len(attempts) - 1
+                for verdict in snap[S_VERDICTS] or ():
+                    rule = str(verdict.get("detector") or verdict.get("rule") or "unknown")
+                    action = str(verdict.get("action") or verdict.get("verdict") or "unknown")
+                    key = (self.firewall, rule, action)
+                    counts[key] = counts.get(key, 0) + 1
+                for call in snap[S_TOOLS] or ():
+                    outcome = "error" if call.get("error") else "ok"
+                    key = (self.tools, str(call.get("name") or "unknown"), outcome)
+                    counts[key] = counts.get(key, 0) + 1
+                if snap[S_DISCONNECTED]:
+                    key = (self.disconnects, model)
+                    counts[key] = counts.get(key, 0) + 1
+            except Exception:
+                log.exception("metrics for %s failed", snap[0] if snap else None)
+                continue
+            n += 1
         child = self._child
-        model = self._model(ctx.requested_model)
-        dep = ctx.deployment.id if ctx.deployment is not None else _NONE
-        acct: tuple[str, ...] = (ctx.account_id or _NONE,) if self.config.account_labels else ()
-        child(self.requests, model, dep, str(ctx.status), *acct).inc()
-        child(self.latency, model, dep).observe(total_seconds)
-        first = ctx.timings.get("first_token")
-        if first is not None:
-            child(self.ttft, model, dep).observe(first)
-        usage = ctx.usage
-        if usage is not None:
-            for kind, n in (
-                ("input", usage.prompt_tokens),
-                ("output", usage.completion_tokens),
-                ("cached", usage.cached_tokens),
-                ("reasoning", usage.reasoning_tokens),
-            ):
-                if n:
-                    child(self.tokens, model, dep, kind, *acct).inc(n)
-            total = usage.cost.get("total_cost_usd") if usage.cost else None
-            if total is not None:
-                child(self.cost, model, dep, *acct).inc(float(total))
-        attempts = ctx.attempts
-        if attempts:
-            for attempt in attempts:
-                if attempt.outcome == "error":
-                    status = str(attempt.status) if attempt.status else _NONE
-                    child(self.upstream_errors, attempt.deployment, status).inc()
-            if len(attempts) > 1:
-                child(self.fallbacks, model).inc(len(attempts) - 1)
-        for verdict in ctx.firewall_verdicts:
-            rule = str(verdict.get("detector") or verdict.get("rule") or "unknown")
-            action = str(verdict.get("action") or verdict.get("verdict") or "unknown")
-            child(self.firewall, rule, action).inc()
-        for call in ctx.tool_calls:
-            outcome = "error" if call.get("error") else "ok"
-            child(self.tools, str(call.get("name") or "unknown"), outcome).inc()
-        if ctx.client_disconnected:
-            child(self.disconnects, model).inc()
+        for (metric, *labels), amount in counts.items():
+            child(metric, *labels).inc(amount)
+        for (metric, *labels), values in observed.items():
+            _observe_all(child(metric, *labels), values)
+        return n
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text for ``GET /metrics`` and its content type."""
+        if self.before_render is not None:
+            self.before_render()
         if self.multiprocess:
             from prometheus_client import multiprocess
 

@@ -1,5 +1,8 @@
 """Build a trace record (a JSON-ready dict) from a finished ``RequestContext``.
 
+``build_record(ctx)`` is ``record_of(snapshot(ctx, …))``: settlement takes the
+cheap ``snapshot`` (a flat tuple) and the record is built later, in a batch.
+
 The record is what ``GET /v1/traces/{id}`` returns. It holds ids (the key id,
 never the key), the route attempts, timings, usage, cost, firewall verdicts,
 platform tool calls and the outcome. Bodies are added only when the caller says
@@ -14,12 +17,13 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from math import modf
 from typing import Any
 
-from tollway.chunks import Usage
 from tollway.context import RequestContext
 
-__all__ = ["TIMING_MARKS", "build_record", "finish_reason_of", "iso_time"]
+__all__ = ["TIMING_MARKS", "Snapshot", "build_record", "finish_reason_of", "iso_time",
+           "record_of", "snapshot"]
 
 TIMING_MARKS = ("admitted", "upstream_connected", "first_token", "last_token")
 
@@ -27,11 +31,37 @@ TIMING_MARKS = ("admitted", "upstream_connected", "first_token", "last_token")
 _TOOL_KEYS = ("name", "arguments_sha256", "duration_ms", "outcome", "error", "round")
 
 
-def iso_time(ts: float) -> str:
-    """Unix seconds → ISO 8601 UTC with milliseconds."""
+def _iso_time_slow(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"
     )
+
+
+# iso_time's cache: the last whole second seen and its "YYYY-MM-DDTHH:MM:SS" text
+# (one tuple, replaced at once, so that threads never see a torn pair).
+_iso_second: tuple[float, str] = (-1.0, "")
+
+
+def iso_time(ts: float) -> str:
+    """Unix seconds → ISO 8601 UTC with milliseconds.
+
+    Same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")``
+    with ``Z`` for ``+00:00`` (microseconds rounded half-even, then truncated to
+    milliseconds), but the date and time of day are formatted once per second.
+    """
+    if not 0.0 <= ts < 253402300799.0:  # negative, NaN or beyond year 9999: the slow path
+        return _iso_time_slow(ts)
+    frac, whole = modf(ts)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        us -= 1_000_000
+        whole += 1.0
+    global _iso_second
+    second, text = _iso_second
+    if second != whole:
+        text = datetime.fromtimestamp(whole, UTC).isoformat()[:-6]
+        _iso_second = (whole, text)
+    return f"{text}.{us // 1000:03d}Z"
 
 
 def finish_reason_of(ctx: RequestContext) -> str | None:
@@ -41,48 +71,152 @@ def finish_reason_of(ctx: RequestContext) -> str | None:
     return ctx.finish_reasons.get(0) or ctx.finish_reasons[min(ctx.finish_reasons)]
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 3)
-
-
-def _usage(usage: Usage | None) -> dict[str, Any] | None:
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "estimated": usage.estimated,
-    }
-
-
-def _cost(usage: Usage | None) -> dict[str, str] | None:
-    if usage is None or not usage.cost:
-        return None
-    return {k: str(v) for k, v in usage.cost.items() if v is not None}
-
-
-def _timings(ctx: RequestContext, finished: float) -> dict[str, Any]:
-    marks = ctx.timings
-    out: dict[str, Any] = {name + "_ms": _ms(marks.get(name)) for name in TIMING_MARKS}
-    out["total_ms"] = _ms(finished)
-    first, last = marks.get("first_token"), marks.get("last_token")
-    out["ttft_ms"] = _ms(first)
-    rate = None
-    tokens = ctx.usage.completion_tokens if ctx.usage else 0
-    if first is not None and last is not None and last > first and tokens > 1:
-        rate = round((tokens - 1) / (last - first), 3)
-    out["output_tokens_per_second"] = rate
-    return out
-
-
 def _tool_call(call: dict[str, Any], with_result: bool) -> dict[str, Any]:
     kept = {k: call[k] for k in _TOOL_KEYS if k in call}
     if with_result and "result" in call:
         kept["result"] = call["result"]
     return kept
+
+
+# A snapshot: what a trace record (and the metrics) need from a finished context,
+# as one flat tuple. Tuples of strings and numbers are not tracked by the garbage
+# collector, so queued snapshots cost it nothing, unlike the context they replace.
+(S_ID, S_RECEIVED_AT, S_ACCOUNT, S_KEY, S_MODEL, S_SERVED, S_DEPLOYMENT, S_PROVIDER, S_STREAM,
+ S_STATUS, S_ERROR, S_ERROR_CODE, S_REASONS, S_DISCONNECTED, S_PARTIAL, S_ATTEMPTS, S_MARKS,
+ S_FINISHED, S_USAGE, S_VERDICTS, S_TOOLS, S_BODIES, S_ENDED_AT) = range(23)
+# S_ATTEMPTS: ((deployment, outcome, status, error, latency_ms, misconfigured), ...)
+# S_MARKS: (admitted, upstream_connected, first_token, last_token), seconds or None
+# S_USAGE: None or (prompt, completion, total, cached, reasoning, estimated, cost pairs or None)
+
+Snapshot = tuple[Any, ...]
+
+
+def snapshot(
+    ctx: RequestContext,
+    finished: float,
+    bodies: dict[str, Any] | None = None,
+    ended_at: float = 0.0,
+) -> Snapshot:
+    """Copy what the trace of ``ctx`` needs (``bodies``: only if the account opted in)."""
+    dep = ctx.deployment
+    request = ctx.request
+    usage = ctx.usage
+    get = ctx.timings.get
+    reasons = ctx.finish_reasons
+    attempts = ctx.attempts
+    return (
+        ctx.request_id,
+        ctx.received_at,
+        ctx.account_id,
+        ctx.key_id,
+        ctx.requested_model,
+        ctx.served_model,
+        None if dep is None else dep.id,
+        None if dep is None else dep.provider,
+        None if request is None else request.stream,
+        ctx.status,
+        ctx.error,
+        ctx.error_code,
+        tuple(reasons.items()) if reasons else (),
+        ctx.client_disconnected,
+        ctx.partial,
+        tuple([(a.deployment, a.outcome, a.status, a.error, a.latency_ms, a.misconfigured)
+               for a in attempts]) if attempts else (),
+        (get("admitted"), get("upstream_connected"), get("first_token"), get("last_token")),
+        finished,
+        None if usage is None else (
+            usage.prompt_tokens, usage.completion_tokens, usage.total_tokens,
+            usage.cached_tokens, usage.reasoning_tokens, usage.estimated,
+            tuple(usage.cost.items()) if usage.cost else None,
+        ),
+        ctx.firewall_verdicts or None,  # not copied: nothing changes them after settlement
+        ctx.tool_calls or None,
+        bodies,
+        ended_at,
+    )
+
+
+def _timings(marks: tuple[Any, ...], finished: float, usage: tuple[Any, ...] | None,
+             ) -> dict[str, Any]:
+    admitted, connected, first, last = marks
+    rate = None
+    if first is not None and last is not None and last > first:
+        tokens = usage[1] if usage is not None else 0
+        if tokens > 1:
+            rate = round((tokens - 1) / (last - first), 3)
+    first_ms = None if first is None else round(first * 1000.0, 3)
+    return {
+        "admitted_ms": None if admitted is None else round(admitted * 1000.0, 3),
+        "upstream_connected_ms": None if connected is None else round(connected * 1000.0, 3),
+        "first_token_ms": first_ms,
+        "last_token_ms": None if last is None else round(last * 1000.0, 3),
+        "total_ms": None if finished is None else round(finished * 1000.0, 3),
+        "ttft_ms": first_ms,
+        "output_tokens_per_second": rate,
+    }
+
+
+def record_of(snap: Snapshot) -> dict[str, Any]:
+    """The trace record (a JSON-ready dict) of a snapshot."""
+    (request_id, received_at, account_id, key_id, model, served_model, deployment, provider,
+     stream, status, error, error_code, reasons, disconnected, partial, attempts, marks,
+     finished, usage, verdicts, tools, bodies, _ended_at) = snap
+    if len(reasons) == 1:
+        finish_reason = reasons[0][1]
+        finish_reasons = {str(reasons[0][0]): finish_reason}
+    elif reasons:
+        by_choice = dict(reasons)
+        finish_reason = by_choice.get(0) or by_choice[min(by_choice)]
+        finish_reasons = {str(k): v for k, v in sorted(reasons)}
+    else:
+        finish_reason, finish_reasons = None, {}
+    cost = None
+    if usage is not None and usage[6]:
+        cost = {k: str(v) for k, v in usage[6] if v is not None}
+    return {
+        "id": request_id,
+        "object": "trace",
+        "received_at": received_at,
+        "received": iso_time(received_at),
+        "account_id": account_id,
+        "key_id": key_id,
+        "model": model,
+        "served_model": served_model,
+        "deployment": deployment,
+        "provider": provider,
+        "stream": stream,
+        "status": status,
+        "error": {"message": error, "code": error_code}
+        if error is not None or status >= 400 else None,
+        "finish_reason": finish_reason,
+        "finish_reasons": finish_reasons,
+        "client_disconnected": disconnected,
+        "partial": partial,
+        "attempts": [
+            {
+                "deployment": a[0],
+                "outcome": a[1],
+                "status": a[2],
+                "error": a[3],
+                "latency_ms": round(a[4], 3),
+                "misconfigured": a[5],
+            }
+            for a in attempts
+        ],
+        "timings": _timings(marks, finished, usage),
+        "usage": None if usage is None else {
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": usage[2],
+            "cached_tokens": usage[3],
+            "reasoning_tokens": usage[4],
+            "estimated": usage[5],
+        },
+        "cost": cost,
+        "firewall_verdicts": list(verdicts) if verdicts else [],
+        "tool_calls": [_tool_call(c, bodies is not None) for c in tools] if tools else [],
+        "bodies": bodies,
+    }
 
 
 def build_record(
@@ -94,44 +228,4 @@ def build_record(
     """The trace of one finished request; ``bodies`` only if the account opted in."""
     if finished is None:
         finished = ctx.timings.get("finished", time.perf_counter() - ctx.received_perf)
-    dep = ctx.deployment
-    request = ctx.request
-    error = None
-    if ctx.error is not None or ctx.status >= 400:
-        error = {"message": ctx.error, "code": ctx.error_code}
-    return {
-        "id": ctx.request_id,
-        "object": "trace",
-        "received_at": ctx.received_at,
-        "received": iso_time(ctx.received_at),
-        "account_id": ctx.account_id,
-        "key_id": ctx.key_id,
-        "model": ctx.requested_model,
-        "served_model": ctx.served_model,
-        "deployment": dep.id if dep is not None else None,
-        "provider": dep.provider if dep is not None else None,
-        "stream": request.stream if request is not None else None,
-        "status": ctx.status,
-        "error": error,
-        "finish_reason": finish_reason_of(ctx),
-        "finish_reasons": {str(k): v for k, v in sorted(ctx.finish_reasons.items())},
-        "client_disconnected": ctx.client_disconnected,
-        "partial": ctx.partial,
-        "attempts": [
-            {
-                "deployment": a.deployment,
-                "outcome": a.outcome,
-                "status": a.status,
-                "error": a.error,
-                "latency_ms": round(a.latency_ms, 3),
-                "misconfigured": a.misconfigured,
-            }
-            for a in ctx.attempts
-        ],
-        "timings": _timings(ctx, finished),
-        "usage": _usage(ctx.usage),
-        "cost": _cost(ctx.usage),
-        "firewall_verdicts": list(ctx.firewall_verdicts),
-        "tool_calls": [_tool_call(c, bodies is not None) for c in ctx.tool_calls],
-        "bodies": bodies,
-    }
+    return record_of(snapshot(ctx, finished, bodies))

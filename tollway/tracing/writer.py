@@ -1,11 +1,14 @@
 """Batched trace writes, off the request path, plus the retention prune.
 
-``submit(record)`` appends to an in-memory deque and returns: the response never
-waits for the database. A background task wakes every ``flush_interval`` (or as
-soon as ``batch_size`` records are waiting), serializes them and writes them in
-one transaction. While the database is down records stay queued up to
-``max_queue``; beyond that new ones are dropped and counted. ``stop()`` writes
-what is left. ``submit`` must be called from the event loop's thread.
+``submit(record)`` serializes the record into its row (``record_to_row``: one
+orjson call) and appends that to an in-memory deque; ``submit_row(row)`` appends
+a row. Neither waits for the database. Queued rows are tuples of strings and
+numbers, which the garbage collector stops tracking, so a full queue costs it
+nothing. A background task wakes every ``flush_interval`` (or as soon as
+``batch_size`` rows are waiting) and writes them in one transaction. While the
+database is down rows stay queued up to ``max_queue``; beyond that new ones are
+dropped and counted. ``stop()`` writes what is left. ``submit`` must be called
+from the event loop's thread.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class TraceWriter:
         self.retention_days = retention_days
         self.prune_interval = prune_interval
         self.stats = WriterStats()
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[TraceRow] = deque()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -69,12 +72,26 @@ class TraceWriter:
         return len(self._queue)
 
     def submit(self, record: dict[str, Any]) -> bool:
-        """Queue one record (O(1), never blocks); False if it was dropped."""
+        """Serialize and queue one record (never blocks); False if dropped or rejected."""
         if len(self._queue) >= self.max_queue or self._stopping:
             self.stats.dropped += 1
             return False
-        self._queue.append(record)
-        if len(self._queue) >= self.batch_size:
+        try:
+            row = record_to_row(record)
+        except Exception as exc:  # noqa: BLE001 - one odd record must not stop the rest
+            self.stats.rejected += 1
+            log.warning("trace %s not serializable: %s", record.get("id"), exc)
+            return False
+        return self.submit_row(row)
+
+    def submit_row(self, row: TraceRow) -> bool:
+        """Queue one serialized record (O(1), never blocks); False if it was dropped."""
+        queue = self._queue
+        if len(queue) >= self.max_queue or self._stopping:
+            self.stats.dropped += 1
+            return False
+        queue.append(row)
+        if len(queue) >= self.batch_size:
             self._wake.set()
         return True
 
@@ -150,27 +167,25 @@ class TraceWriter:
             await asyncio.sleep(self.prune_interval)
 
     async def _write_batch(self) -> bool:
-        """Write up to ``batch_size`` records; False if the database failed."""
-        n = min(self.batch_size, len(self._queue))
-        records = [self._queue.popleft() for _ in range(n)]
-        rows: list[TraceRow] = []
-        for record in records:
-            try:
-                rows.append(record_to_row(record))
-            except Exception as exc:  # noqa: BLE001 - one odd record must not stop the rest
-                self.stats.rejected += 1
-                log.warning("trace %s not serializable: %s", record.get("id"), exc)
+        """Write up to ``batch_size`` rows; False if the database failed."""
+        queue = self._queue
+        n = min(self.batch_size, len(queue))
+        if n == len(queue):
+            rows = list(queue)
+            queue.clear()
+        else:
+            rows = [queue.popleft() for _ in range(n)]
         if not rows:
             return True
         try:
             await self.store.insert_many(rows)
         except asyncio.CancelledError:
-            self._requeue(records)
+            self._requeue(rows)
             raise
         except Exception as exc:  # noqa: BLE001 - the store decides what is transient
             self.stats.failed_flushes += 1
             if self.store.transient(exc):
-                self._requeue(records)
+                self._requeue(rows)
                 self._backoff = min(5.0, max(0.2, self._backoff * 2))
                 log.warning("trace writer: database unavailable (%s); %d queued", exc, self.queued)
                 return False
@@ -190,9 +205,9 @@ class TraceWriter:
                 self.stats.rejected += 1
                 log.warning("trace %s rejected by the database: %s", row[0], exc)
 
-    def _requeue(self, records: list[dict[str, Any]]) -> None:
+    def _requeue(self, rows: list[TraceRow]) -> None:
         """Put a failed batch back at the front, within the queue bound."""
         room = self.max_queue - len(self._queue)
-        keep = records[: max(0, room)]
-        self.stats.dropped += len(records) - len(keep)
+        keep = rows[: max(0, room)]
+        self.stats.dropped += len(rows) - len(keep)
         self._queue.extendleft(reversed(keep))
