@@ -81,19 +81,26 @@ class Gateway:
         return out
 
     async def settle(self, ctx: RequestContext) -> None:
-        """Run every settler; cancellation of the request cannot skip it."""
-        if not self.settlers:
-            return
-        task = asyncio.ensure_future(self._run_settlers(ctx))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            pass  # the task goes on; the request's own cancellation proceeds
+        """Run every settler; cancellation of the request cannot skip any of them.
 
-    async def _run_settlers(self, ctx: RequestContext) -> None:
-        for settler in self.settlers:
+        Settlers run inline (no task per request). If the request's task is cancelled
+        while one of them awaits, that settler and the rest finish in a background
+        task (settlers are idempotent) and the cancellation proceeds.
+        """
+        settlers = self.settlers
+        for index, settler in enumerate(settlers):
+            try:
+                await settler(ctx)
+            except asyncio.CancelledError:
+                task = asyncio.ensure_future(self._run_settlers(ctx, settlers[index:]))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                raise
+            except Exception:  # settlement must go on for the other settlers
+                log.exception("settlement step %s failed for %s", settler, ctx.request_id)
+
+    async def _run_settlers(self, ctx: RequestContext, settlers: list[Settler]) -> None:
+        for settler in settlers:
             try:
                 await settler(ctx)
             except Exception:  # settlement must go on for the other settlers
