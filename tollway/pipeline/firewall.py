@@ -81,6 +81,12 @@ async def _run(
         open_choices.setdefault(choice, None)
         return [Finish("content_filter", c) for c in open_choices]
 
+    def opened(table: dict[Any, Any], key: tuple[int, Any]) -> Any:
+        """A new filter for one text channel or tool call; its choice is now open."""
+        f = table[key] = scanner.stream()
+        open_choices.setdefault(key[0], None)
+        return f
+
     try:
         async for ev in source:
             kind = type(ev)
@@ -89,11 +95,7 @@ async def _run(
                 if not enabled[ev.channel]:
                     yield ev
                     continue
-                key = (ev.choice, ev.channel)
-                f = texts.get(key)
-                if f is None:
-                    f = texts[key] = scanner.stream()
-                    open_choices.setdefault(ev.choice, None)
+                f = texts.get((ev.choice, ev.channel)) or opened(texts, (ev.choice, ev.channel))
                 text = f.feed(ev.text)
                 if passthrough:
                     yield ev
@@ -109,11 +111,7 @@ async def _run(
                 if not tools_on:
                     yield ev
                     continue
-                tkey = (ev.choice, ev.index)
-                f = tools.get(tkey)
-                if f is None:
-                    f = tools[tkey] = scanner.stream()
-                    open_choices.setdefault(ev.choice, None)
+                f = tools.get((ev.choice, ev.index)) or opened(tools, (ev.choice, ev.index))
                 args = f.feed(ev.arguments)
                 if passthrough:
                     yield ev
