@@ -1,0 +1,54 @@
+"""``python -m tests.adversarial --minutes 30``: the adversarial suite, long.
+
+Runs ``tests/adversarial`` repeatedly with ``TOLLWAY_ADVERSARIAL_SCALE`` examples per
+CI example and a fresh hypothesis seed per round, until the time is spent or a round
+fails. Prints one line per round and a summary; exits 1 on the first failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.adversarial", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=30.0, help="total time to run")
+    parser.add_argument("--scale", type=int, default=20, help="examples per CI example")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
+    args = parser.parse_args(argv)
+    deadline = time.monotonic() + args.minutes * 60
+    env = {**os.environ, "TOLLWAY_ADVERSARIAL_SCALE": str(args.scale)}
+    rounds = 0
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        rounds += 1
+        seed = secrets.randbelow(2**32)
+        t0 = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             f"--hypothesis-seed={seed}", str(HERE), *args.pytest_args],
+            cwd=ROOT, env=env, check=False,
+        )
+        print(f"[adversarial] round {rounds}: seed {seed}, exit {result.returncode}, "  # noqa: T201
+              f"{time.monotonic() - t0:.0f} s", flush=True)
+        if result.returncode != 0:
+            print(f"[adversarial] FAILED in round {rounds}; rerun with "  # noqa: T201
+                  f"TOLLWAY_ADVERSARIAL_SCALE={args.scale} pytest --hypothesis-seed={seed} "
+                  f"tests/adversarial", flush=True)
+            return 1
+    print(f"[adversarial] {rounds} round(s) passed in "  # noqa: T201
+          f"{(time.monotonic() - started) / 60:.1f} min at scale {args.scale}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
