@@ -24,7 +24,7 @@ import orjson
 
 from tollway import tokens
 from tollway.api.chat import handle_chat, header_value, request_id_of
-from tollway.api.http import Receive, Scope, Send, read_body, send_error, send_json
+from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
 from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
 from tollway.gateway import Gateway
@@ -151,6 +151,8 @@ class TollwayApp:
             raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
         except GatewayError as exc:
             await send_error(send, exc, headers)
+        except ClientGone:
+            return  # nobody is left to answer
         except Exception:
             log.exception("unhandled error on %s %s", method, path)
             await send_error(
@@ -167,11 +169,12 @@ class TollwayApp:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError:
                 raise InvalidRequest("The request body must be valid JSON.") from None
+        query = scope.get("query_string", b"").decode("utf-8", "replace")
         request: dict[str, Any] = {
             "method": scope["method"],
             "path": scope["path"],
-            "path_params": params,
-            "query": dict(parse_qsl(scope.get("query_string", b"").decode())),
+            "path_params": _clean(params),
+            "query": _clean(dict(parse_qsl(query))),
             "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
             "json": parsed,
             "auth": None,
@@ -212,6 +215,15 @@ class TollwayApp:
 
 
 _STARTED = int(time.time())
+
+
+def _clean(values: dict[str, str]) -> dict[str, str]:
+    """Path or query parameters, refusing NUL characters (no database can store them)."""
+    for name, value in values.items():
+        if "\x00" in value or "\x00" in name:
+            raise InvalidRequest(f"'{name.replace(chr(0), '')}' must not contain NUL characters.",
+                                 param=name.replace("\x00", ""), code="invalid_value")  # fmt: skip
+    return values
 
 
 def create_app(settings: Settings) -> TollwayApp:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tollway.billing.config import BillingConfig
+from tollway.bounds import MAX_PRICE_PER_MTOK, MAX_TOKENS
 from tollway.firewalls.config import PolicyConfig
 from tollway.routing.config import RoutingConfig
 from tollway.tools.config import ToolsConfig
@@ -47,11 +48,18 @@ class _Strict(BaseModel):
 class Prices(_Strict):
     """USD per one million tokens. Reasoning tokens are billed as output."""
 
-    input_per_mtok: Decimal = Field(Decimal(0), ge=0, description="USD per 1M input tokens")
+    input_per_mtok: Decimal = Field(
+        Decimal(0), ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False,
+        description="USD per 1M input tokens",
+    )  # fmt: skip
     cached_input_per_mtok: Decimal | None = Field(
-        None, ge=0, description="USD per 1M cached input tokens (default: the input price)"
-    )
-    output_per_mtok: Decimal = Field(Decimal(0), ge=0, description="USD per 1M output tokens")
+        None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False,
+        description="USD per 1M cached input tokens (default: the input price)",
+    )  # fmt: skip
+    output_per_mtok: Decimal = Field(
+        Decimal(0), ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False,
+        description="USD per 1M output tokens",
+    )  # fmt: skip
 
 
 class Timeouts(_Strict):
@@ -90,7 +98,7 @@ class DeploymentConfig(_Strict):
     weight: float = Field(1.0, gt=0, description="for the weighted strategy")
     prices: Prices = Field(default_factory=Prices)
     max_output_tokens: int | None = Field(
-        None, gt=0, description="default output cap when the client sets none"
+        None, gt=0, le=MAX_TOKENS, description="default output cap when the client sets none"
     )
     max_in_flight: int | None = Field(None, gt=0, description="concurrent requests allowed")
     timeouts: Timeouts = Field(default_factory=Timeouts)

@@ -107,7 +107,7 @@ async def _serve(
             "We could not parse the JSON body of your request. The body must be valid JSON.",
             code="invalid_json",
         ) from None
-    parsed = validate_chat_request(body)
+    parsed = validate_chat_request(body, raw)
     if gw.authenticate is not None:
         auth = await gw.authenticate(header_value(scope, b"authorization"))
         ctx.account_id = auth.account_id

@@ -7,7 +7,7 @@ from typing import Any
 
 from tollway.errors import BodyTooLarge, GatewayError
 
-__all__ = ["Receive", "Scope", "Send", "read_body", "send_error", "send_json"]
+__all__ = ["ClientGone", "Receive", "Scope", "Send", "read_body", "send_error", "send_json"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from tollway.bounds import INT64_MAX
 from tollway.errors import (
     AuthenticationError,
     GatewayError,
@@ -47,7 +48,10 @@ def parse_time(value: str, param: str) -> float:
             ) from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return when.timestamp()
+        try:
+            return when.timestamp()
+        except OverflowError:  # a zone offset that moves year 1 or 9999 out of range
+            raise InvalidRequest(f"'{param}' is out of range.", param=param) from None
     if not math.isfinite(ts):
         raise InvalidRequest(f"'{param}' must be a finite number.", param=param)
     return ts
@@ -63,7 +67,7 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         ts, seq = orjson.loads(raw)
-        if isinstance(ts, int | float) and type(seq) is int:
+        if isinstance(ts, int | float) and type(seq) is int and 0 <= seq <= INT64_MAX:
             return float(ts), seq
     except (binascii.Error, ValueError, TypeError):
         pass
@@ -89,10 +93,7 @@ def _status_range(value: str) -> tuple[int | None, int | None]:
 def _limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
+    n = int(value) if value.isascii() and value.isdigit() and len(value) <= 3 else 0
     if not 1 <= n <= MAX_LIMIT:
         raise InvalidRequest(f"'limit' must be an integer from 1 to {MAX_LIMIT}.", param="limit")
     return n

@@ -15,6 +15,7 @@ __all__ = [
     "AccountStore",
     "ApiKey",
     "AuditStore",
+    "BalanceOutOfRange",
     "Conflict",
     "EntryKind",
     "InstanceRecord",
@@ -34,6 +35,10 @@ EntryKind = Literal["credit", "adjustment", "debit", "unsettled"]
 
 class Conflict(Exception):
     """A uniqueness rule was broken (e.g. an account name already taken)."""
+
+
+class BalanceOutOfRange(Exception):
+    """A credit or adjustment would move a balance out of its allowed range (nothing written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +207,14 @@ class InstanceStore(Protocol):
 
 
 class AuditStore(Protocol):
+    """The audit's queries; each returns the offending rows (robust to any stored value)."""
+
+    async def bad_values(self) -> list[dict[str, Any]]: ...
+
+    async def negative_balances(self) -> list[dict[str, Any]]: ...
+
+    async def stale_reservations(self, before: float) -> list[dict[str, Any]]: ...
+
     async def balance_mismatches(self) -> list[dict[str, Any]]: ...
 
     async def reserved_mismatches(self) -> list[dict[str, Any]]: ...

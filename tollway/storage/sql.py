@@ -13,9 +13,12 @@ import secrets
 import time
 from typing import Any, Literal
 
+from tollway.bounds import MAX_MONEY_MICROS
+from tollway.storage.audit_sql import AuditQueries
 from tollway.storage.base import (
     Account,
     ApiKey,
+    BalanceOutOfRange,
     Conflict,
     InstanceRecord,
     LedgerEntry,
@@ -48,16 +51,28 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
 
+def _micros(value: Any) -> int:
+    """A stored amount as an int; a value we never store (REAL, TEXT, NULL) reads as its
+    integral part, else 0, so reading never fails (the audit reports it)."""
+    if type(value) is int:
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def _account(row: dict[str, Any], p: str = "") -> Account:
     return Account(
         id=row[p + "id"],
         name=row[p + "name"],
         created_at=row[p + "created_at"],
         updated_at=row[p + "updated_at"],
-        balance_micros=int(row[p + "balance_micros"]),
-        reserved_micros=int(row[p + "reserved_micros"]),
+        balance_micros=_micros(row[p + "balance_micros"]),
+        reserved_micros=_micros(row[p + "reserved_micros"]),
         platform_fee_fraction=row[p + "platform_fee_fraction"],
-        fixed_fee_micros=row[p + "fixed_fee_micros"],
+        fixed_fee_micros=None if row[p + "fixed_fee_micros"] is None
+        else _micros(row[p + "fixed_fee_micros"]),
         disabled=bool(row[p + "disabled"]),
     )
 
@@ -88,15 +103,15 @@ def _reservation(row: dict[str, Any]) -> Reservation:
         request_id=row["request_id"],
         account_id=row["account_id"],
         instance_id=row["instance_id"],
-        amount_micros=int(row["amount_micros"]),
+        amount_micros=_micros(row["amount_micros"]),
         state=row["state"],
         created_at=row["created_at"],
         closed_at=row["closed_at"],
     )
 
 
-async def _append(tx: Tx, e: NewEntry) -> LedgerEntry:
-    """Insert one entry and move the account's cached balance by its amount."""
+async def _append(tx: Tx, e: NewEntry, *, move_balance: bool = True) -> LedgerEntry:
+    """Insert one entry and (unless already done) move the account's cached balance."""
     now = time.time()
     row = await tx.fetchrow(
         f"INSERT INTO ledger_entries ({_ENTRY_COLUMNS})"
@@ -106,7 +121,7 @@ async def _append(tx: Tx, e: NewEntry) -> LedgerEntry:
         e.base_cost_micros, e.platform_fee_micros, e.total_cost_micros, e.partial, e.note, now,
     )  # fmt: skip
     assert row is not None
-    if e.amount_micros:
+    if e.amount_micros and move_balance:
         await tx.execute(
             "UPDATE accounts SET balance_micros = balance_micros + ? WHERE id = ?",
             e.amount_micros,
@@ -135,7 +150,7 @@ async def _close_reservation(
     return row
 
 
-class SqlStorage:
+class SqlStorage(AuditQueries):
     """Accounts, keys, ledger, reservations, instances and audit queries over a Database."""
 
     def __init__(self, db: Database) -> None:
@@ -242,8 +257,37 @@ class SqlStorage:
     # -- ledger -----------------------------------------------------------------
 
     async def append(self, entry: NewEntry) -> LedgerEntry:
+        """Append an entry; a credit or adjustment only within the balance's range.
+
+        The balance may not pass ``MAX_MONEY_MICROS``, and a negative adjustment may
+        not take ``balance - reserved`` below zero (the open reservations could then
+        settle into an overdraft). Out of range: ``BalanceOutOfRange``, nothing written.
+        The bounds are compared without SQL arithmetic on the stored value, so even a
+        corrupt balance cannot overflow here.
+        """
+        amount = entry.amount_micros
         async with self.db.transaction() as tx:
-            return await _append(tx, entry)
+            if entry.kind not in ("credit", "adjustment") or not amount:
+                return await _append(tx, entry)
+            if amount > 0:
+                condition, bound = "balance_micros <= ?", MAX_MONEY_MICROS - amount
+            else:
+                condition, bound = "balance_micros - reserved_micros >= ?", -amount
+            moved = await tx.fetchrow(
+                "UPDATE accounts SET balance_micros = balance_micros + ?"
+                f" WHERE id = ? AND {condition} RETURNING id",
+                amount,
+                entry.account_id,
+                bound,
+            )
+            if moved is None:
+                raise BalanceOutOfRange(
+                    f"a balance may not exceed {MAX_MONEY_MICROS // 1_000_000} USD"
+                    if amount > 0
+                    else "an adjustment may not take the available balance (balance minus "
+                    "what requests in flight have reserved) below zero"
+                )
+            return await _append(tx, entry, move_balance=False)
 
     async def entries(
         self, account_id: str, *, before: int | None = None, limit: int = 100
@@ -358,51 +402,3 @@ class SqlStorage:
     async def list_instances(self) -> list[InstanceRecord]:
         rows = await self.db.fetch("SELECT * FROM instances")
         return [InstanceRecord(**r) for r in rows]
-
-    # -- audit queries ----------------------------------------------------------
-
-    async def balance_mismatches(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT a.id AS account_id, a.balance_micros,"
-            " CAST(COALESCE(SUM(e.amount_micros), 0) AS BIGINT) AS ledger_sum"
-            " FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id"
-            " GROUP BY a.id, a.balance_micros"
-            " HAVING a.balance_micros <> COALESCE(SUM(e.amount_micros), 0)"
-        )
-
-    async def reserved_mismatches(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT a.id AS account_id, a.reserved_micros,"
-            " CAST(COALESCE(SUM(r.amount_micros), 0) AS BIGINT) AS open_sum"
-            " FROM accounts a LEFT JOIN reservations r ON r.account_id = a.id AND r.state = 'open'"
-            " GROUP BY a.id, a.reserved_micros"
-            " HAVING a.reserved_micros <> COALESCE(SUM(r.amount_micros), 0)"
-        )
-
-    async def duplicate_debits(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT request_id, COUNT(*) AS debits FROM ledger_entries"
-            " WHERE kind = 'debit' GROUP BY request_id HAVING COUNT(*) > 1"
-        )
-
-    async def settled_without_debit(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT r.id AS reservation_id, r.request_id, r.account_id FROM reservations r"
-            " WHERE r.state = 'settled' AND NOT EXISTS (SELECT 1 FROM ledger_entries e"
-            " WHERE e.request_id = r.request_id AND e.kind = 'debit')"
-        )
-
-    async def released_without_record(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT r.id AS reservation_id, r.request_id, r.account_id FROM reservations r"
-            " WHERE r.state = 'released' AND NOT EXISTS (SELECT 1 FROM ledger_entries e"
-            " WHERE e.request_id = r.request_id AND e.kind IN ('unsettled', 'debit'))"
-        )
-
-    async def bad_debit_arithmetic(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT id, request_id, amount_micros, base_cost_micros, platform_fee_micros,"
-            " total_cost_micros FROM ledger_entries WHERE kind = 'debit' AND ("
-            " total_cost_micros IS NULL OR amount_micros <> -total_cost_micros"
-            " OR total_cost_micros <> base_cost_micros + platform_fee_micros)"
-        )
