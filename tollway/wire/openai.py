@@ -251,6 +251,41 @@ def deep_path(node: Any, limit: int = MAX_JSON_DEPTH) -> list[int | str] | None:
     return None
 
 
+def _field_names(model: type[BaseModel], visited: set[type[BaseModel]]) -> set[str]:
+    """Every field name declared by ``model`` and the models inside it."""
+    visited.add(model)
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        for inner in _models_in(field.annotation):
+            if inner not in visited:
+                names |= _field_names(inner, visited)
+    return names
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
+
+
+def _field_path(path: list[int | str]) -> str:
+    """The request field a deep path lies in: the path up to the first key no model declares."""
+    parts: list[str] = []
+    for item in path[:8]:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            continue
+        if item not in _FIELDS:
+            if not parts:  # a field tollway does not model: name it
+                parts.append(item)
+            break
+        parts.append(item)
+    return ".".join(parts)
+
+
+_FIELDS = _field_names(ChatCompletionRequest, set())
+
+
 def _check_depth(body: dict[str, Any], raw: bytes | None) -> None:
     # a body with fewer brackets than the limit cannot nest that deep (a C-speed count);
     # otherwise walk it. Every later encoder (upstream body, token count, trace) stays
@@ -259,7 +294,7 @@ def _check_depth(body: dict[str, Any], raw: bytes | None) -> None:
         return
     path = deep_path(body, MAX_JSON_DEPTH)
     if path is not None:
-        param = _param(tuple(path[:4]))
+        param = _field_path(path)
         raise InvalidRequest(
             f"Invalid value for '{param}': JSON nested deeper than {MAX_JSON_DEPTH} levels.",
             param=param,
