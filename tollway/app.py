@@ -25,6 +25,7 @@ import orjson
 from tollway import tokens
 from tollway.api.chat import handle_chat, header_value, request_id_of
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
+from tollway.api.protocol import ConnectionLimits
 from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
 from tollway.gateway import Gateway
@@ -55,6 +56,14 @@ class TollwayApp:
         self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.admin_key = settings.admin_key or os.environ.get("TOLLWAY_ADMIN_KEY")
+        server = settings.server
+        # read by TollwayHttpProtocol (the server's HTTP parser) for this app's connections
+        self.connection_limits = ConnectionLimits(
+            header_timeout=server.header_timeout,
+            body_timeout=server.body_timeout,
+            max_header_bytes=server.max_header_bytes,
+            max_connections_per_ip=server.max_connections_per_ip,
+        )
         self.add_route("GET", "/health", self._health, "public")
         self.add_route("GET", "/v1/models", self._models, "key")
         self.add_route("GET", "/v1/models/{model}", self._model, "key")
@@ -162,7 +171,7 @@ class TollwayApp:
     async def _request(
         self, scope: Scope, receive: Receive, params: dict[str, str], access: Access
     ) -> dict[str, Any]:
-        body = await read_body(receive, self.settings.server.max_body_bytes)
+        body = await read_body(receive, self.settings.server.max_body_bytes, scope)
         parsed = None
         if body:
             try:

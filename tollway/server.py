@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from tollway.api.protocol import TollwayHttpProtocol
 from tollway.app import TollwayApp, create_app
 from tollway.config import Settings, load_settings
 
@@ -33,7 +34,7 @@ def run(settings: Settings, *, workers: int | None = None) -> None:
         host=server.host,
         port=server.port,
         loop="uvloop",
-        http="httptools",
+        http=TollwayHttpProtocol,  # httptools plus header/body timeouts and connection caps
         lifespan="on",
         access_log=False,
         log_level=server.log_level,

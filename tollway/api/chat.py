@@ -99,7 +99,7 @@ async def _serve(
     id_header: list[tuple[bytes, bytes]],
 ) -> None:
     server = gw.settings.server
-    raw = await read_body(receive, server.max_body_bytes)
+    raw = await read_body(receive, server.max_body_bytes, scope)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
