@@ -54,6 +54,8 @@ class TollwayApp:
         )
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
+        self._patterns: list[tuple[str, str, Access]] = []  # as registered, for the docs
+        self._openapi_document: dict[str, Any] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.admin_key = settings.admin_key or os.environ.get("TOLLWAY_ADMIN_KEY")
         server = settings.server
@@ -65,6 +67,7 @@ class TollwayApp:
             max_connections_per_ip=server.max_connections_per_ip,
         )
         self.add_route("GET", "/health", self._health, "public")
+        self.add_route("GET", "/openapi.json", self._openapi, "public")
         self.add_route("GET", "/v1/models", self._models, "key")
         self.add_route("GET", "/v1/models/{model}", self._model, "key")
 
@@ -73,12 +76,18 @@ class TollwayApp:
         """Mount a JSON handler; ``{name}`` segments become ``path_params``."""
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         self._routes.append((method, regex, handler, access))
+        self._patterns.append((method, pattern, access))
 
     def add_raw_route(
         self, method: str, path: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
     ) -> None:
         """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``)."""
         self._raw[(method, path)] = handler
+        self._patterns.append((method, path, "raw"))
+
+    def route_table(self) -> list[tuple[str, str, str]]:
+        """Every mounted endpoint as ``(method, path pattern, access)``, chat included."""
+        return [("POST", "/v1/chat/completions", "key"), *self._patterns]
 
     # -- ASGI ---------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -148,15 +157,21 @@ class TollwayApp:
         method, path = scope["method"], scope["path"]
         try:
             for route_method, regex, handler, access in self._routes:
+                if route_method != method:
+                    continue
                 match = regex.match(path)
                 if match is None:
-                    continue
-                if route_method != method:
                     continue
                 request = await self._request(scope, receive, match.groupdict(), access)
                 status, body = await handler(request)
                 await send_json(send, status, body, headers)
                 return
+            allowed = self._allowed_methods(path)
+            if allowed:
+                raise InvalidRequest(
+                    f"Method {method} is not allowed on {path}.", status=405,
+                    code="method_not_allowed", headers={"allow": ", ".join(allowed)},
+                )  # fmt: skip
             raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
         except GatewayError as exc:
             await send_error(send, exc, headers)
@@ -168,6 +183,13 @@ class TollwayApp:
                 send, GatewayError("The server had an error processing your request."), headers
             )
 
+    def _allowed_methods(self, path: str) -> list[str]:
+        methods = {m for m, regex, _h, _a in self._routes if regex.match(path)}
+        methods |= {m for m, raw_path in self._raw if raw_path == path}
+        if path == "/v1/chat/completions":
+            methods.add("POST")
+        return sorted(methods)
+
     async def _request(
         self, scope: Scope, receive: Receive, params: dict[str, str], access: Access
     ) -> dict[str, Any]:
@@ -178,6 +200,8 @@ class TollwayApp:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError:
                 raise InvalidRequest("The request body must be valid JSON.") from None
+            if parsed is None:  # a body of JSON null is not "no body"
+                raise InvalidRequest("The request body must be a JSON object, not null.")
         query = scope.get("query_string", b"").decode("utf-8", "replace")
         request: dict[str, Any] = {
             "method": scope["method"],
@@ -204,6 +228,13 @@ class TollwayApp:
     # -- built-in endpoints ---------------------------------------------------------
     async def _health(self, request: dict[str, Any]) -> tuple[int, Any]:
         return 200, {"status": "ok"}
+
+    async def _openapi(self, request: dict[str, Any]) -> tuple[int, Any]:
+        if self._openapi_document is None:  # routes are fixed once the app is built
+            from tollway.api.openapi import openapi_document
+
+            self._openapi_document = openapi_document(self)
+        return 200, self._openapi_document
 
     def _model_json(self, alias: str) -> dict[str, Any]:
         return {

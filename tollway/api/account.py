@@ -28,7 +28,7 @@ def _whole(
 ) -> int | None:
     """A query parameter as a whole number in [low, high] (ASCII digits only), or a 400."""
     text = query.get(name)
-    if not text:
+    if text is None:
         return default
     if not (text.isascii() and text.isdigit() and len(text) <= 19 and low <= int(text) <= high):
         raise InvalidRequest(f"'{name}' must be a whole number from {low} to {high}.",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,14 @@ from tollway.errors import (
 )
 from tollway.tracing.store import TraceQuery, TraceStore
 
-__all__ = ["TraceAPI", "build_query", "decode_cursor", "encode_cursor", "parse_time"]
+__all__ = [
+    "STATUS_PATTERN",
+    "TraceAPI",
+    "build_query",
+    "decode_cursor",
+    "encode_cursor",
+    "parse_time",
+]
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
@@ -74,8 +82,18 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
     raise InvalidRequest("'cursor' is not a cursor this API returned.", param="cursor")
 
 
+# what ``status`` accepts (empty = no filter); the OpenAPI document states the same pattern
+STATUS_PATTERN = "(|[1-5][0-9][0-9]|[1-5][xX][xX]|[oO][kK]|[eE][rR][rR][oO][rR])"
+_STATUS = re.compile(STATUS_PATTERN)
+
+
 def _status_range(value: str) -> tuple[int | None, int | None]:
-    v = value.strip().lower()
+    if _STATUS.fullmatch(value) is None:
+        raise InvalidRequest(
+            "'status' must be an HTTP status (200), a class (4xx), 'ok' or 'error'.",
+            param="status",
+        )
+    v = value.lower()
     if v == "ok":
         return None, 399
     if v == "error":
@@ -83,11 +101,7 @@ def _status_range(value: str) -> tuple[int | None, int | None]:
     if len(v) == 3 and v[0] in "12345" and v[1:] == "xx":
         base = int(v[0]) * 100
         return base, base + 99
-    if v.isdigit() and 100 <= int(v) <= 599:
-        return int(v), int(v)
-    raise InvalidRequest(
-        "'status' must be an HTTP status (200), a class (4xx), 'ok' or 'error'.", param="status"
-    )
+    return int(v), int(v)
 
 
 def _limit(value: str | None) -> int:

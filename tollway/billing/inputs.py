@@ -42,9 +42,9 @@ def check_decimal(value: Any, *, low: Decimal, high: Decimal, what: str) -> Deci
     if isinstance(value, float):
         value = repr(value)
     if isinstance(value, str):
-        value = value.strip()
         if len(value) > _MAX_NUMBER_TEXT:
             raise ValueError(f"must be {what}; the text is too long to be one")
+        value = value.strip()
     try:
         number = Decimal(value)
     except (InvalidOperation, ValueError):
