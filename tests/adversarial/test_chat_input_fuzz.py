@@ -102,11 +102,13 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, str]:
         depth = draw(st.integers(100, 1200))
         opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}")]))
         field = draw(st.sampled_from(["x_unknown", "metadata", "response_format", "tools"]))
-        nested = opener * depth + ("1" if opener == "[" else "1") + closer * depth
+        nested = opener * depth + "1" + closer * depth
         return json.dumps(body)[:-1].encode() + f', "{field}": {nested}}}'.encode(), content_type
     if kind == "utf8":
-        bad = draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
-                                    b"\\ud800", b"\\udfff\\ud800", b"\x00", b"\\u0000"]))  # fmt: skip
+        bad = draw(st.sampled_from([
+            b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+            b"\\ud800", b"\\udfff\\ud800", b"\x00", b"\\u0000",
+        ]))  # fmt: skip
         return (b'{"model": "sim-echo", "messages": [{"role": "user", "content": "a' + bad
                 + b'b"}], "stream": ' + (b"true" if body["stream"] else b"false") + b"}",
                 content_type)  # fmt: skip
