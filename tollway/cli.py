@@ -18,30 +18,55 @@ def load_cli_settings(path: str | None) -> Settings | None:
     return load_settings(path) if path else None
 
 
+def _cli_command() -> str:
+    """How this CLI was started, for commands printed to paste (``tollway`` if unsure)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0.endswith("__main__.py"):
+        return f"{sys.executable} -m tollway"
+    if os.path.basename(argv0) == "tollway" and os.sep in argv0:
+        return argv0
+    return "tollway"
+
+
 def _serve(args: argparse.Namespace) -> int:
     from tollway import server
-    from tollway.demo import demo_banner, demo_settings
+    from tollway.demo import base_url, demo_banner, demo_settings
 
     settings = load_cli_settings(args.config)
+    demo = settings is None
     if settings is None:
-        settings = demo_settings(args.port)
+        settings = demo_settings(args.port, args.host)
         os.environ.pop(server.CONFIG_ENV, None)
-        if args.port:
-            os.environ["TOLLWAY_DEMO_PORT"] = str(args.port)
-        from tollway.features import prepare_demo
-
-        key = prepare_demo(settings)
-        base = f"http://{settings.server.host}:{settings.server.port}"
-        print(demo_banner(base, key), flush=True)  # noqa: T201
     else:
         os.environ[server.CONFIG_ENV] = os.path.abspath(args.config or os.environ["TOLLWAY_CONFIG"])
-        if args.port or args.host:
-            server_cfg = settings.server.model_copy(
-                update={k: v for k, v in (("port", args.port), ("host", args.host)) if v}
-            )
+        if args.port is not None or args.host:
+            server_cfg = settings.server.model_copy(update={
+                k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None})
             settings = settings.model_copy(update={"server": server_cfg})
-    server.run(settings, workers=args.workers)
-    return 0
+    host = settings.server.host
+    try:  # bind first: a taken port is one line, before anything starts
+        sock = server.listen_socket(host, settings.server.port)
+    except server.ListenError as exc:
+        print(f"tollway: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    url = base_url(host, sock.getsockname()[1])
+    if demo:
+        from tollway.features import prepare_demo
+
+        try:
+            key = prepare_demo(settings)
+        except BaseException:
+            sock.close()
+            raise
+        banner = demo_banner(url, key, _cli_command())
+
+        def ready() -> None:
+            print(banner, flush=True)  # noqa: T201
+    else:
+        def ready() -> None:
+            print(f"tollway is running at {url}", file=sys.stderr, flush=True)  # noqa: T201
+
+    return server.run(settings, workers=args.workers, sock=sock, on_ready=ready)
 
 
 def _check_config(args: argparse.Namespace) -> int:

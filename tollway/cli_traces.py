@@ -3,7 +3,8 @@
 Without an id: the newest traces as a table (filters: --model, --status,
 --account, --since, --until, --limit). With an id: that trace in detail. The
 database comes from --database, else --config's ``tracing.database`` or
-``database``, else ``TOLLWAY_DATABASE``, else ``sqlite:///tollway.db``.
+``database``, else ``TOLLWAY_DATABASE``, else the demo's ``sqlite:///tollway-demo.db``
+(the zero-config default, shared with ``tollway serve``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def _database(args: argparse.Namespace) -> str:
         settings = load_settings(path)
         tracing = getattr(settings, "tracing", None)
         return str(getattr(tracing, "database", None) or settings.database)
-    return os.environ.get("TOLLWAY_DATABASE", "sqlite:///tollway.db")
+    from tollway.demo import zero_config_database
+
+    return zero_config_database()
 
 
 def _ms(value: Any) -> str:
