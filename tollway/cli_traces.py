@@ -94,7 +94,7 @@ def format_table(traces: list[dict[str, Any]]) -> str:
 
 
 def format_detail(t: dict[str, Any]) -> str:
-    """One trace as labelled lines, then its route attempts."""
+    """One trace as labelled lines: route attempts, verdicts, tools, then the bodies if stored."""
     usage = t.get("usage") or {}
     timings = t.get("timings") or {}
     error = t.get("error") or {}
@@ -127,6 +127,10 @@ def format_detail(t: dict[str, Any]) -> str:
         lines.append(f"firewall     {orjson.dumps(v, default=str).decode()}")
     for c in t.get("tool_calls") or ():
         lines.append(f"tool         {c.get('name')} {c.get('error') or 'ok'}")
+    bodies = t.get("bodies")
+    if bodies:  # stored only for accounts that opt in (tracing.store_bodies)
+        for name in ("request", "response"):
+            lines.append(f"{name:<13}{orjson.dumps(bodies.get(name), default=str).decode()}")
     return "\n".join(lines)
 
 
