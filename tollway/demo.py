@@ -111,7 +111,8 @@ def demo_banner(url: str, api_key: str | None, command: str = "tollway") -> str:
     return f"""
 tollway demo is running at {url}
   models:    demo-echo, demo-reasoner, demo-tool (simulated, priced like real models)
-  tools:     calculator, clock (platform tools: tollway runs them inside the stream)
+  tools:     calculator, clock (platform tools tollway runs inside the stream; attached to
+             every request unless it sends "platform_tools": [])
   firewalls: strict-block, redact-pii, monitor
   API key:   {key} (account "demo"; a new key at every start)
   database:  {database} (tollway accounts/keys/credit/traces without a config use it too)

@@ -114,6 +114,22 @@ def test_the_banner_shows_every_seed_feature(demo: DemoProcess) -> None:
     assert "You said: I am acme" in reply.choices[0].message.content
 
 
+def test_the_demo_tool_model_uses_the_tool_it_is_given(demo: DemoProcess) -> None:
+    client = openai.OpenAI(base_url=demo.url() + "/v1", api_key=demo.key(), max_retries=0)
+    for tools, name in ((["clock"], "clock"), (None, "calculator")):  # None: the demo's default
+        extra = {} if tools is None else {"extra_body": {"platform_tools": tools}}
+        reply = client.chat.completions.create(
+            model="demo-tool", messages=[{"role": "user", "content": "now?"}], **extra)
+        message = reply.choices[0].message
+        [record] = (message.model_extra or {})["platform_tool_calls"]
+        assert record["name"] == name and "error" not in record, record
+        assert message.content is not None and message.content.startswith(f"\n\n> {name}: ")
+    plain = client.chat.completions.create(
+        model="demo-echo", n=2, messages=[{"role": "user", "content": "x"}],
+        extra_body={"platform_tools": []})  # n > 1 needs the default tools off
+    assert plain.choices[0].message.content == "Hello from tollway's simulated model. You said: x"
+
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
