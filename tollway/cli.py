@@ -18,6 +18,22 @@ def load_cli_settings(path: str | None) -> Settings | None:
     return load_settings(path) if path else None
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
+    return port
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of workers (1 or more): {text!r}")
+    return int(text)
+
+
 def _cli_command() -> str:
     """How this CLI was started, for commands printed to paste (``tollway`` if unsure)."""
     argv0 = sys.argv[0] if sys.argv else ""
@@ -84,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway (no config: the demo)")
     serve.add_argument("--config", help="YAML config file (or TOLLWAY_CONFIG)")
     serve.add_argument("--host", help="override server.host")
-    serve.add_argument("--port", type=int, help="override server.port")
-    serve.add_argument("--workers", type=int, help="worker processes sharing the port")
+    serve.add_argument("--port", type=_port, help="override server.port (0: any free port)")
+    serve.add_argument("--workers", type=_workers, help="worker processes sharing the port")
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
