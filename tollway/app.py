@@ -207,7 +207,7 @@ class TollwayApp:
             "method": scope["method"],
             "path": scope["path"],
             "path_params": _clean(params),
-            "query": _clean(dict(parse_qsl(query))),
+            "query": _clean(dict(parse_qsl(query, keep_blank_values=True))),
             "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
             "json": parsed,
             "auth": None,
