@@ -120,7 +120,8 @@ def test_paging_and_path_parameters_out_of_range(gateway: httpx.Client) -> None:
     caller = {"Authorization": f"Bearer {key}"}
     for query, param in [("after=99999999999999999999", "after"), ("after=-5", "after"),
                          ("after=1.5", "after"), ("limit=99999999999999999999", "limit"),
-                         ("limit=0", "limit"), ("after=%00", "after"), ("after=", "after")]:  # fmt: skip
+                         ("limit=0", "limit"), ("after=%00", "after"),
+                         ("after=", "after")]:  # fmt: skip
         _bad(c.get(f"/v1/ledger?{query}", headers=caller), param)
         _bad(c.get(f"/admin/accounts/{acct['id']}/ledger?{query}", headers=ADMIN), param)
     for seq in ["99999999999999999999", "18446744073709551615", "-1"]:

@@ -73,7 +73,7 @@ async def test_reservation_takes_the_worst_deployment(dsn: str) -> None:
         dear = DeploymentConfig(provider="sim", model="dear",
                                 prices=Prices(output_per_mtok=Decimal(20_000)))  # fmt: skip
         capped = DeploymentConfig(provider="sim", model="capped", max_output_tokens=5,
-                                  prices=Prices(output_per_mtok=Decimal(1_000_000)))  # fmt: skip
+                                  prices=Prices(output_per_mtok=Decimal(100_000)))  # fmt: skip
         billing = Billing(store, BillingConfig(prompt_margin_fraction=Decimal(0)), "i",
                           count_prompt_tokens=count_words)  # fmt: skip
         ctx = make_ctx(account, "r", words=0, cap=100)
@@ -81,9 +81,9 @@ async def test_reservation_takes_the_worst_deployment(dsn: str) -> None:
         assert isinstance(hold, Hold) and hold.reservation.amount_micros == 2_000_000
         ctx2 = make_ctx(account, "r2", words=0, cap=0)
         assert ctx2.request is not None
-        ctx2.request.max_output_tokens = None  # deployment cap 5 at $1/token; DEP default 4096
+        ctx2.request.max_output_tokens = None  # deployment cap 5 at $0.1/token; DEP default 4096
         hold2 = await billing.admit(ctx2, [capped])
-        assert hold2 is not None and hold2.reservation.amount_micros == 5_000_000
+        assert hold2 is not None and hold2.reservation.amount_micros == 500_000
     finally:
         await store.close()
 
