@@ -5,6 +5,7 @@ Through the real gateway (uvicorn on 127.0.0.1) on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.servers import run_tollway
+from tollway.storage import open_storage
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
@@ -111,6 +113,25 @@ def test_far_future_expiry_is_refused_and_listing_works(gateway: httpx.Client) -
     assert c.post(keys, json={"expires_at": "99y"}, headers=ADMIN).status_code == 400
     listed = c.get(keys, headers=ADMIN)
     assert listed.status_code == 200 and len(listed.json()["data"]) == 3
+
+
+def test_keys_stored_with_any_expiry_still_list(gateway: httpx.Client, dsn: str) -> None:
+    """A key another writer stored with an absurd expiry does not break listing."""
+    c = gateway
+    acct = c.post("/admin/accounts", json={"name": "a"}, headers=ADMIN).json()
+    keys = f"/admin/accounts/{acct['id']}/keys"
+    assert c.post(keys, json={"expires": "30d"}, headers=ADMIN).status_code == 201
+
+    async def tamper() -> None:
+        store = await open_storage(dsn)
+        try:
+            await store.db.execute("UPDATE api_keys SET expires_at = ?", 1e300)
+        finally:
+            await store.close()
+
+    asyncio.run(tamper())
+    listed = c.get(keys, headers=ADMIN)
+    assert listed.status_code == 200 and listed.json()["data"][0]["expires_at"] == 1e300
 
 
 def test_paging_and_path_parameters_out_of_range(gateway: httpx.Client) -> None:
