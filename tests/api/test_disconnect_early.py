@@ -16,7 +16,10 @@ import pytest
 from aiohttp import web
 
 from tests.support.books import ADMIN, PRICES, admin_trace, books, new_account, raw_request
-from tests.support.servers import Upstream, run_tollway
+from tests.support.servers import Upstream, run_tollway, serve_app
+from tollway.app import create_app
+from tollway.config import parse_settings
+from tollway.context import RequestContext
 
 
 async def _thinks_forever(request: web.Request, upstream: Upstream) -> web.StreamResponse:
@@ -82,4 +85,40 @@ def test_leaving_before_the_first_token_closes_the_upstream(
     assert debit.kind == "debit" and debit.partial and debit.request_id == t["id"]
     assert debit.prompt_tokens > 0 and debit.completion_tokens == 0  # the prompt it received
     assert debit.total_cost_micros > 0 and debit.deployment == "up/u"
+    assert account.reserved_micros == 0 and violations == []
+
+
+def test_leaving_during_admission_reaches_no_upstream(tmp_path: Path) -> None:
+    """Admission is not cut in the middle (a reservation must be recorded to be released);
+    a client gone by its end stops the request before any upstream call, at no cost."""
+    dsn = f"sqlite:///{tmp_path / 'tollway.db'}"
+    account_id, key = new_account(dsn, "acme", "5.00")
+    finished: list[bool] = []
+
+    async def slow_admission(ctx: RequestContext) -> None:  # a plugin's admission step
+        await asyncio.sleep(0.5)
+        finished.append(ctx.reservation is not None)
+
+    with Upstream(_thinks_forever) as upstream:
+        app = create_app(parse_settings({
+            "database": dsn, "admin_key": ADMIN, "billing": {"enabled": True},
+            "providers": {"up": {"type": "openai", "base_url": upstream.base_url}},
+            "models": {"m": {"deployments": [{"provider": "up", "model": "u",
+                                              "prices": PRICES}]}},
+        }))
+        app.gateway.admission.append(slow_admission)
+        with serve_app(app) as url:
+            body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+            sock = raw_request(url, f"POST /v1/chat/completions HTTP/1.1\nHost: x\n"
+                               f"Authorization: Bearer {key}\nX-Request-Id: admitted-1\n"
+                               f"Content-Length: {len(body)}\n", body.encode())
+            time.sleep(0.2)
+            sock.close()
+            t = admin_trace(url, "admitted-1")
+        assert upstream.requests == []
+    assert finished == [True]
+    assert t["status"] == 499 and t["client_disconnected"] is True
+    assert t["attempts"] == [] and t["output_delivered"] == "none"
+    account, entries, violations = books(dsn, account_id)
+    assert entries[0].entry.kind == "debit" and entries[0].entry.total_cost_micros == 0
     assert account.reserved_micros == 0 and violations == []

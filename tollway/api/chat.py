@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions``: parse → auth → admit → pipeline → encode → settle."""
+"""``POST /v1/chat/completions``: auth → read, parse → admit → pipeline → encode → settle."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import orjson
 from tollway.api.batching import ReadyBatches
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
 from tollway.api.sse import encode_error_event, sse_stream
+from tollway.api.watch import ClientWatch
 from tollway.chunks import StreamError
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound
@@ -83,46 +84,10 @@ def build_request(body: dict[str, Any], stream: bool, include_usage: bool) -> Ch
     )
 
 
-class _ClientWatch:
-    """Watches the client's connection while the response is being made.
-
-    One task per request, started once the body is read: it waits for
-    ``http.disconnect`` and then cancels the request's task, which closes the
-    pipeline and so the upstream connection, whatever the request is waiting
-    for (admission, the first token, a whole non-streamed answer, a send).
-    """
-
-    __slots__ = ("gone", "_task")
-
-    def __init__(self) -> None:
-        self.gone = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self, receive: Receive) -> None:
-        me = asyncio.current_task()
-        assert me is not None
-        self._task = asyncio.get_running_loop().create_task(self._watch(receive, me))
-
-    async def _watch(self, receive: Receive, request_task: asyncio.Task[Any]) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.gone = True
-                request_task.cancel()
-                return
-
-    def stop(self) -> None:
-        """Stop watching (before the response's last send, which ends the cycle)."""
-        task = self._task
-        if task is not None:
-            self._task = None
-            task.cancel()
-
-
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     ctx = RequestContext(request_id=new_request_id(), client_request_id=client_request_id(scope))
     headers = id_headers(ctx.request_id, ctx.client_request_id)
-    watch = _ClientWatch()
+    watch = ClientWatch()
     try:
         try:
             await _serve(gw, ctx, scope, receive, send, headers, watch)
@@ -166,7 +131,7 @@ async def _serve(
     receive: Receive,
     send: Send,
     id_header: list[tuple[bytes, bytes]],
-    watch: _ClientWatch,
+    watch: ClientWatch,
 ) -> None:
     server = gw.settings.server
     if gw.authenticate is not None:  # first: an unknown caller costs no body read or validation
@@ -175,7 +140,6 @@ async def _serve(
         ctx.key_id = auth.key_id
         ctx.account = auth
     raw = await read_body(receive, server.max_body_bytes)
-    watch.start(receive)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -196,8 +160,11 @@ async def _serve(
     ctx.request = request
     for hook in gw.request_hooks:
         await hook(ctx)
+    watch.start(receive)  # from admission on (what came before cannot be cut short)
+    watch.defer()
     for admit in gw.admission:
         await admit(ctx)
+    watch.resume()
     ctx.mark("admitted")
 
     response_id = "chatcmpl-" + ctx.request_id.removeprefix("req_")
@@ -247,7 +214,7 @@ async def _pump(
     chunks: Any,
     first: bytes,
     send: Send,
-    watch: _ClientWatch,
+    watch: ClientWatch,
     headers: list[tuple[bytes, bytes]],
 ) -> None:
     """Send SSE bytes until the end (a disconnect cancels this task at once)."""

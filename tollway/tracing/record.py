@@ -8,8 +8,9 @@ request id, the client's ``X-Request-Id`` if it sent one, the key id, never the
 key), the route attempts, timings, usage, cost, firewall verdicts, platform tool
 calls and the outcome: ``status`` (for a stream that ended with an error event,
 that error's status), ``error`` and ``output_delivered`` (``all``, ``partial``:
-the stream was cut short, or ``none``: the client received no output). Bodies are added only when the caller says
-the account opted in, and they arrive already redacted by the firewall.
+the stream was cut short, or ``none``: the client received no output). Bodies are
+added only when the caller says the account opted in, and they arrive already
+redacted by the firewall.
 
 Timings are milliseconds since the request was received; ``ttft_ms`` counts from
 receipt, and ``output_tokens_per_second`` is the decode rate after the first
