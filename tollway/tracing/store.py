@@ -129,6 +129,30 @@ def _where(query: TraceQuery, ph: Any) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(parts)) if parts else "", args
 
 
+def _get_sql(
+    request_id: str, account_id: str | None, ph: Any, cast: str = ""
+) -> tuple[str, list[Any]]:
+    """The newest row whose tollway id or client id is ``request_id`` (one index each).
+
+    ``ph(n)`` is the n-th placeholder, ``cast`` a suffix for the JSON columns. Two
+    lookups joined with UNION ALL rather than an OR, which SQLite would answer by
+    scanning the account's traces.
+    """
+    args: list[Any] = [request_id]
+    scope = ""
+    if account_id is not None:
+        args.append(account_id)
+        scope = f" AND account_id = {ph(2)}"
+    return (
+        f"SELECT data{cast}, bodies{cast} FROM ("
+        f"SELECT seq, data, bodies FROM traces WHERE request_id = {ph(1)}{scope}"
+        " UNION ALL "
+        f"SELECT seq, data, bodies FROM traces WHERE client_request_id = {ph(1)}{scope}"
+        ") AS found ORDER BY seq DESC LIMIT 1",
+        args,
+    )
+
+
 def _merge(data: Any, bodies: Any) -> dict[str, Any]:
     record: dict[str, Any] = orjson.loads(data)
     record["bodies"] = None if bodies is None else orjson.loads(bodies)
@@ -206,12 +230,7 @@ class SqliteTraceStore:
     async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None:
         """The newest trace with this id (tollway's or the client's), scoped to an
         account unless ``account_id`` is None."""
-        sql = "SELECT data, bodies FROM traces WHERE (request_id = ? OR client_request_id = ?)"
-        args: list[Any] = [request_id, request_id]
-        if account_id is not None:
-            sql += " AND account_id = ?"
-            args.append(account_id)
-        sql += " ORDER BY seq DESC LIMIT 1"
+        sql, args = _get_sql(request_id, account_id, lambda n: f"?{n}")
         async with self._r.execute(sql, args) as cur:
             row = await cur.fetchone()
         return None if row is None else _merge(row[0], row[1])
@@ -279,15 +298,7 @@ class PostgresTraceStore:
     async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None:
         """The newest trace with this id (tollway's or the client's), scoped to an
         account unless ``account_id`` is None."""
-        sql = (
-            "SELECT data::text, bodies::text FROM traces"
-            " WHERE (request_id = $1 OR client_request_id = $1)"
-        )
-        args: list[Any] = [request_id]
-        if account_id is not None:
-            sql += " AND account_id = $2"
-            args.append(account_id)
-        sql += " ORDER BY seq DESC LIMIT 1"
+        sql, args = _get_sql(request_id, account_id, lambda n: f"${n}", "::text")
         row = await self._pool.fetchrow(sql, *args)
         return None if row is None else _merge(row[0], row[1])
 
