@@ -85,6 +85,8 @@ def build_request(body: dict[str, Any], stream: bool, include_usage: bool) -> Ch
 
 
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one chat completion; whatever happens (an error, the client leaving at any
+    point, the upstream dying) the request is settled and traced with its outcome."""
     ctx = RequestContext(request_id=new_request_id(), client_request_id=client_request_id(scope))
     headers = id_headers(ctx.request_id, ctx.client_request_id)
     watch = ClientWatch()
