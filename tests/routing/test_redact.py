@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -189,3 +190,32 @@ def test_upstream_errors_reach_no_one_with_our_secrets(
     trace = admin_trace(gateway, r.headers["x-tollway-request-id"])
     assert trace["error"] is not None and MARK in trace["error"]["message"]
     _assert_clean(r.text, headers, json.dumps(trace))
+
+
+def test_an_mcp_servers_errors_lose_what_it_was_sent() -> None:
+    """A platform tool's upstream (an MCP server) is redacted of its own secrets too."""
+    import asyncio
+    import sys
+
+    from tollway.tools.config import McpServerConfig
+    from tollway.tools.mcp_client import McpServer
+    from tollway.tools.registry import ToolError
+
+    token = "mcp-env-token-5d4c3b2a1908"
+    server_py = str(Path(__file__).with_name("mcp_echo_server.py"))
+    config = McpServerConfig(command=sys.executable, args=[server_py],
+                             env={"ECHO_TOKEN": token, "PATH": "/usr/bin:/bin"})
+
+    async def main() -> str:
+        server = McpServer("docs", config, 10)
+        await server.start()
+        try:
+            await server.call("login", {})
+        except ToolError as exc:
+            return str(exc)
+        finally:
+            await server.close()
+        raise AssertionError("the tool did not fail")
+
+    message = asyncio.run(main())
+    assert "bad token" in message and MARK in message and not leaks(message, token)

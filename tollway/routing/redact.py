@@ -4,7 +4,8 @@ An upstream error message is text another server wrote; it may echo what it was
 sent, tollway's upstream key included. Every upstream error enters the request
 path in one place, the router (``routing/fallback.py``), and passes through
 ``SecretRedactor.error`` there before it reaches the client, a trace, a log line
-or the ledger.
+or the ledger. Errors of an MCP server (a platform tool's upstream) enter in
+``tools/mcp_client.py``, redacted there of what that server was sent.
 
 What counts as a secret (``configured_secrets``): every provider's ``api_key``,
 header values and secret-looking ``options``; the admin key (config or
@@ -30,8 +31,16 @@ from tollway.errors import UpstreamError
 
 if TYPE_CHECKING:
     from tollway.config import Settings
+    from tollway.tools.config import McpServerConfig
 
-__all__ = ["FRAGMENT", "MARK", "MIN_SECRET", "SecretRedactor", "configured_secrets"]
+__all__ = [
+    "FRAGMENT",
+    "MARK",
+    "MIN_SECRET",
+    "SecretRedactor",
+    "configured_secrets",
+    "mcp_server_secrets",
+]
 
 MARK = "[REDACTED]"
 MIN_SECRET = 8
@@ -145,12 +154,18 @@ def configured_secrets(settings: Settings, admin_key: str | None = None) -> set[
     found.update(_header_secrets(tracing.otel.headers))
     found.update(_url_secrets(tracing.otel.endpoint))
     for server in settings.tools.mcp_servers.values():
-        found.update(_header_secrets(server.headers))
-        found.update(_url_secrets(server.url))
-        for name, value in server.env.items():
-            if name.upper() not in _HARMLESS_ENV and value:
-                found.add(value)
-                found.update(_url_secrets(value))
+        found.update(mcp_server_secrets(server))
+    return {s for s in found if len(s) >= MIN_SECRET}
+
+
+def mcp_server_secrets(server: McpServerConfig) -> set[str]:
+    """The secrets tollway sends one MCP server: header and environment values, URL passwords."""
+    found = set(_header_secrets(server.headers))
+    found.update(_url_secrets(server.url))
+    for name, value in server.env.items():
+        if name.upper() not in _HARMLESS_ENV and value:
+            found.add(value)
+            found.update(_url_secrets(value))
     return {s for s in found if len(s) >= MIN_SECRET}
 
 
