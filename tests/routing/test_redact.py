@@ -174,3 +174,11 @@ def test_an_mcp_servers_errors_lose_what_it_was_sent() -> None:
 
     message = asyncio.run(main())
     assert "bad token" in message and MARK in message and not leaks(message, token)
+
+
+def test_a_huge_error_is_cut_before_it_is_scanned() -> None:
+    from tollway.routing.redact import MAX_CHARS
+
+    huge = "x" * 5_000_000 + UPSTREAM_KEY
+    out = SecretRedactor([UPSTREAM_KEY]).text(huge)
+    assert len(out) < MAX_CHARS + 50 and out.endswith(f"[{len(huge) - MAX_CHARS} more characters]")

@@ -17,6 +17,8 @@ ones (``content-type``, ``anthropic-version``, ``PATH``…). Values shorter than
 
 A secret is replaced wherever it occurs, and so is any run of ``FRAGMENT`` or
 more consecutive characters of one (an upstream that echoes a truncated key).
+Each text field is first cut to ``MAX_CHARS`` characters: an error message is
+no place for megabytes, and the scan stays cheap.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FRAGMENT",
     "MARK",
+    "MAX_CHARS",
     "MIN_SECRET",
     "SecretRedactor",
     "configured_secrets",
@@ -45,6 +48,8 @@ __all__ = [
 MARK = "[REDACTED]"
 MIN_SECRET = 8
 FRAGMENT = 12
+MAX_CHARS = 4000  # an upstream's error text is cut to this many characters
+_BLOCK = FRAGMENT // 2
 
 _HARMLESS_HEADERS = frozenset({
     "accept", "accept-encoding", "accept-language", "anthropic-beta", "anthropic-version",
@@ -67,57 +72,64 @@ def _secret_name(name: str) -> bool:
 
 
 class SecretRedactor:
-    """Replaces secrets, and long fragments of them, with ``[REDACTED]``."""
+    """Replaces secrets, and long fragments of them, with ``[REDACTED]``.
 
-    __slots__ = ("_pattern",)
+    A run of ``FRAGMENT`` characters of a secret always contains one of the
+    secret's aligned blocks of ``FRAGMENT // 2`` characters whole. So the text's
+    own blocks (every ``FRAGMENT // 2`` characters long substring) are put in a
+    set and intersected with the secrets' blocks; each block found is located
+    and extended both ways along its secret. A secret of up to ``FRAGMENT``
+    characters must occur whole. The cost grows with the text (cut first to
+    ``MAX_CHARS``), barely with the number of secrets.
+    """
+
+    __slots__ = ("_where",)
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        alternatives: set[str] = set()
-        for secret in secrets:
-            if len(secret) < MIN_SECRET:
-                continue
+        # block -> [(secret, offset of the block in it; -1: the secret must occur whole)]
+        where: dict[str, list[tuple[str, int]]] = {}
+        for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET}):
             if len(secret) <= FRAGMENT:
-                alternatives.add(secret)
+                where.setdefault(secret[:_BLOCK], []).append((secret, -1))
                 continue
-            alternatives.update(secret[i:i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1))
-        # A lookahead finds every position where some alternative starts (overlaps
-        # included); longest first, so a position reports its longest match.
-        ordered = sorted(alternatives, key=len, reverse=True)
-        self._pattern = (
-            re.compile("(?=(" + "|".join(map(re.escape, ordered)) + "))") if ordered else None
-        )
+            for offset in range(0, len(secret) - _BLOCK + 1, _BLOCK):
+                where.setdefault(secret[offset:offset + _BLOCK], []).append((secret, offset))
+        self._where = where
 
     def __bool__(self) -> bool:
-        return self._pattern is not None
+        return bool(self._where)
 
     def text(self, text: str) -> str:
-        """``text`` with every secret and every long fragment of one replaced."""
-        pattern = self._pattern
-        if pattern is None or not text:
+        """``text`` (cut to ``MAX_CHARS``) with every secret and long fragment replaced."""
+        if len(text) > MAX_CHARS:
+            text = f"{text[:MAX_CHARS]}… [{len(text) - MAX_CHARS} more characters]"
+        where = self._where
+        if not where or len(text) < MIN_SECRET:
             return text
-        spans: list[list[int]] = []
-        for match in pattern.finditer(text):
-            start = match.start()
-            end = start + len(match.group(1))
-            if spans and start <= spans[-1][1]:
-                spans[-1][1] = max(spans[-1][1], end)
-            else:
-                spans.append([start, end])
+        found = {text[i:i + _BLOCK] for i in range(len(text) - _BLOCK + 1)}.intersection(where)
+        if not found:
+            return text
+        spans: list[tuple[int, int]] = []
+        for block in found:
+            for secret, offset in where[block]:
+                _locate(text, block, secret, offset, spans)
         if not spans:
             return text
+        spans.sort()
         out: list[str] = []
-        last = 0
-        for start, end in spans:
-            out.append(text[last:start])
-            out.append(MARK)
-            last = end
-        out.append(text[last:])
+        copied = 0  # text before this index is done
+        first, last = spans[0]
+        for start, stop in spans[1:]:
+            if start <= last:  # overlapping or touching: one span
+                last = max(last, stop)
+                continue
+            out += (text[copied:first], MARK)
+            copied, first, last = last, start, stop
+        out += (text[copied:first], MARK, text[last:])
         return "".join(out)
 
     def error(self, err: UpstreamError) -> UpstreamError:
-        """Redact every text field of an upstream error in place; returns it."""
-        if self._pattern is None:
-            return err
+        """Redact (and cut) every text field of an upstream error in place; returns it."""
         err.message = self.text(err.message)
         err.args = (err.message,)
         if isinstance(err.code, str):
@@ -132,6 +144,30 @@ class SecretRedactor:
     def for_settings(cls, settings: Settings, admin_key: str | None = None) -> SecretRedactor:
         """The redactor of a deployment's configured secrets."""
         return cls(configured_secrets(settings, admin_key))
+
+
+def _locate(
+    text: str, block: str, secret: str, offset: int, spans: list[tuple[int, int]]
+) -> None:
+    """Add the spans of ``text`` where ``block`` (at ``offset`` in ``secret``) starts a
+    whole short secret or lies in a run of ``FRAGMENT`` or more of its characters."""
+    at = text.find(block)
+    while at != -1:
+        if offset < 0:
+            if text.startswith(secret, at):
+                spans.append((at, at + len(secret)))
+        else:
+            left = 0  # extend the hit to the left and to the right along the secret
+            while left < offset and left < at and text[at - left - 1] == secret[offset - left - 1]:
+                left += 1
+            right = 0
+            tail = offset + _BLOCK
+            while (tail + right < len(secret) and at + _BLOCK + right < len(text)
+                   and text[at + _BLOCK + right] == secret[tail + right]):
+                right += 1
+            if left + _BLOCK + right >= FRAGMENT:
+                spans.append((at - left, at + _BLOCK + right))
+        at = text.find(block, at + 1)
 
 
 def configured_secrets(settings: Settings, admin_key: str | None = None) -> set[str]:
