@@ -90,10 +90,12 @@ def test_unfinished_headers_get_408(address: Any) -> None:
     assert _closed(sock)
 
 
-def test_unfinished_body_gets_408(address: Any) -> None:
+def test_unfinished_body_gets_408(gateway: Any) -> None:
+    address, key = gateway
     sock = _connect(address)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
-                 b"Content-Type: application/json\r\n\r\n{\"model\":")  # fmt: skip
+    sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                 f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n\r\n"
+                 '{"model":'.encode())  # fmt: skip
     started = time.monotonic()
     status, _, body = _read_response(sock)
     assert status == 408 and "body" in _error(body)["message"]
@@ -101,11 +103,12 @@ def test_unfinished_body_gets_408(address: Any) -> None:
     assert _closed(sock)
 
 
-def test_declared_length_above_the_limit_is_refused_before_reading(address: Any) -> None:
-    for path in ("/v1/chat/completions", "/admin/accounts"):
+def test_declared_length_above_the_limit_is_refused_before_reading(gateway: Any) -> None:
+    address, key = gateway
+    for path, token in (("/v1/chat/completions", key), ("/admin/accounts", "adm")):
         sock = _connect(address)
         sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n"
-                     "Authorization: Bearer adm\r\n\r\n".encode())  # fmt: skip
+                     f"Authorization: Bearer {token}\r\n\r\n".encode())  # fmt: skip
         started = time.monotonic()
         status, headers, body = _read_response(sock)  # no body byte was sent
         assert status == 413 and _error(body)["code"] == "request_too_large"
