@@ -43,9 +43,14 @@ def make_ctx(account: Account, request_id: str, words: int = 10, cap: int = 100)
     return ctx
 
 
-def finish(ctx: RequestContext, completion: int, partial: bool = False) -> None:
-    ctx.deployment, ctx.served_model = DEP, "m"
-    ctx.usage = Usage(prompt_tokens=10, completion_tokens=completion)
+async def finish(ctx: RequestContext, completion: int, partial: bool = False) -> None:
+    """One upstream call through the request's budget, as the budget guard records it."""
+    assert ctx.budget is not None and ctx.request is not None
+    call = await ctx.budget.open_call(ctx.request)
+    call.deployment = ctx.deployment = DEP
+    ctx.served_model = "m"
+    call.reported = Usage(prompt_tokens=10, completion_tokens=completion)
+    call.state = "partial" if partial else "done"
     ctx.partial = partial
 
 
@@ -71,9 +76,9 @@ async def test_reservation_takes_the_worst_deployment(dsn: str) -> None:
     try:
         account = await create_account(store, "a", credit_usd="100")
         dear = DeploymentConfig(provider="sim", model="dear",
-                                prices=Prices(output_per_mtok=Decimal(20_000)))  # fmt: skip
+                                prices=Prices(input_per_mtok=0, output_per_mtok=Decimal(20_000)))  # fmt: skip
         capped = DeploymentConfig(provider="sim", model="capped", max_output_tokens=5,
-                                  prices=Prices(output_per_mtok=Decimal(1_000_000)))  # fmt: skip
+                                  prices=Prices(input_per_mtok=0, output_per_mtok=1_000_000))  # fmt: skip
         billing = Billing(store, BillingConfig(prompt_margin_fraction=Decimal(0)), "i",
                           count_prompt_tokens=count_words)  # fmt: skip
         ctx = make_ctx(account, "r", words=0, cap=100)
@@ -113,7 +118,7 @@ async def test_fifty_concurrent_requests_never_overdraw(dsn: str) -> None:
             lowest[0] = min(lowest[0], now.available_micros)
             if admitted:
                 await all_tried.wait()
-                finish(ctx, completion=50)
+                await finish(ctx, completion=50)
                 try:
                     pass
                 finally:
@@ -139,10 +144,11 @@ async def test_partial_settlement_and_price_equals_ledger(dsn: str) -> None:
         billing = Billing(store, CONFIG, "inst", count_prompt_tokens=count_words)
         ctx = make_ctx(account, "req-partial")
         await billing.admit(ctx, [DEP])
-        finish(ctx, completion=7, partial=True)
+        await finish(ctx, completion=7, partial=True)
         ctx.client_disconnected = True
-        assert ctx.usage is not None
-        shown = billing.price(ctx, ctx.usage).cost  # what the final chunk carries
+        usage = billing.final_usage(ctx)
+        assert usage is not None and usage.estimated  # cut short: counted, with what was reported
+        shown = billing.price(ctx, usage).cost  # what the final chunk carries
         entry = await billing.settle(ctx)
         assert entry is not None and entry.entry.partial and entry.entry.kind == "debit"
         assert shown == {
@@ -175,7 +181,7 @@ async def test_settle_survives_cancellation(dsn: str) -> None:
         async def request() -> None:
             await billing.admit(ctx, [DEP])
             try:
-                finish(ctx, completion=3, partial=True)
+                await finish(ctx, completion=3, partial=True)
                 started.set()
                 await asyncio.sleep(3600)  # streaming …
             finally:
