@@ -36,6 +36,7 @@ from tollway.providers.base import ChatRequest
 from tollway.storage.base import Reservation, ReservationStore
 
 __all__ = [
+    "CUT_SLACK_TOKENS",
     "MAX_RESERVATION_MICROS",
     "PromptCount",
     "PromptCounter",
@@ -47,9 +48,11 @@ __all__ = [
 PromptCounter = Callable[[list[dict[str, Any]], list[dict[str, Any]] | None], int]
 
 _MILLION = Decimal(1_000_000)
+_HALF_MICRO = Decimal("0.0000005")
 # The most one request may hold: far beyond any real request, far below BIGINT.
 MAX_RESERVATION_MICROS = 10**15  # $1,000,000,000
 _UNLIMITED = 1 << 62
+CUT_SLACK_TOKENS = 16  # with the prompt margin: how far past its budget a call may run
 
 
 def output_cap(request: ChatRequest, deployment: DeploymentConfig, default: int) -> int:
@@ -155,13 +158,18 @@ class Tab:
         dep = call.deployment
         if dep is None or dep.prices.output_per_mtok == 0:
             return _UNLIMITED
+        # any exact base below B + ½ µ$ rounds to at most B, whose total fits
         room = micros_to_usd(largest_within(self.reserved_micros, self.policy).base_micros)
-        room -= self.spent_base_usd(excluding=call)
+        room += _HALF_MICRO - self.spent_base_usd(excluding=call)
         prompt = math.ceil(call.prompt_counted * (1 + self._margin))
         room -= prompt * dep.prices.highest_input / _MILLION
         if room <= 0:
             return 0
-        return int(room * _MILLION / dep.prices.output_per_mtok)
+        per_token = dep.prices.output_per_mtok / _MILLION
+        paid = max(math.ceil(room / per_token) - 1, 0)  # the most whose cost is below room
+        # an upstream that honours its cap may count a few more tokens than tollway
+        # does: it is only cut once past the margin tollway allows for that
+        return math.ceil(paid * (1 + self._margin)) + CUT_SLACK_TOKENS
 
     async def reserve_extra(self, usd: Decimal) -> bool:
         """Cover ``usd`` of platform-tool prices on top of the cost so far."""

@@ -42,17 +42,18 @@ CallState = Literal["open", "done", "failed", "partial", "cut"]
 _CUT = -1
 
 
-def estimated_usage(prompt_tokens: int, text: str, reported: Usage | None) -> Usage:
-    """Counted usage for ``text``, keeping whatever the upstream did report.
+def estimated_usage(prompt_tokens: int, completion_tokens: int, reported: Usage | None) -> Usage:
+    """Counted usage, keeping whatever the upstream did report.
 
-    Completion is the larger of the counted text and the reported output (a
-    cumulative usage may have arrived before the call was cut short); the
-    estimate uses OpenAI's convention (reasoning inside completion).
+    Completion is the larger of the counted tokens and the reported output (a
+    cumulative usage may have arrived before the call was cut short); the estimate
+    uses OpenAI's convention (reasoning inside completion).
     """
-    completion = tokens.count_text(text)
     if reported is None:
-        return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion, estimated=True)
-    completion = max(completion, reported.output_tokens)
+        return Usage(
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, estimated=True
+        )
+    completion = max(completion_tokens, reported.output_tokens)
     return Usage(
         prompt_tokens=reported.prompt_tokens or prompt_tokens,
         completion_tokens=completion,
@@ -66,21 +67,41 @@ def estimated_usage(prompt_tokens: int, text: str, reported: Usage | None) -> Us
 
 
 class CallRecord:
-    """One upstream call: its request, deployment, output so far and reported usage."""
+    """One upstream call: its request, deployment, output so far and reported usage.
 
-    __slots__ = ("counted", "counted_upto", "deployment", "limit", "pieces", "prompt_counted",
-                 "reported", "request", "state")  # fmt: skip
+    The output is kept per choice (text, tool names and arguments, in order):
+    ``pieces`` for choice 0, ``more`` for the others, so that each choice is counted
+    as the text it is.
+    """
+
+    __slots__ = ("_counts", "deployment", "limit", "more", "pieces", "prompt_counted",
+                 "reported", "request", "start_usage", "state")  # fmt: skip
 
     def __init__(self, request: ChatRequest, prompt_counted: int) -> None:
         self.request = request
         self.prompt_counted = prompt_counted  # tollway's count of this call's prompt
         self.deployment: DeploymentConfig | None = None  # set when the call commits
-        self.pieces: list[str] = []  # generated text, tool names and arguments
-        self.reported: Usage | None = None
+        self.pieces: list[str] = []  # choice 0's output
+        self.more: dict[int, list[str]] = {}  # the other choices' output
+        self.reported: Usage | None = None  # the upstream's (cumulative) usage, last one
+        self.start_usage: Usage | None = None  # the prompt side, when told up front
         self.state: CallState = "open"
-        self.limit: int | None = None  # output tokens the reservation still pays for
-        self.counted = 0  # tokens counted of pieces[:counted_upto] (segment by segment)
-        self.counted_upto = 0
+        self.limit: int | None = None  # output tokens past which the call is cut
+        self._counts: dict[int, list[int]] = {}  # choice -> [pieces counted, tokens]
+
+    def add(self, choice: int, text: str) -> None:
+        """Record output of a choice other than 0 (choice 0 appends to ``pieces``)."""
+        texts = self.more.get(choice)
+        if texts is None:
+            texts = self.more[choice] = []
+        texts.append(text)
+
+    def _outputs(self) -> list[tuple[int, list[str]]]:
+        return [(0, self.pieces), *self.more.items()]
+
+    def counted_output(self) -> int:
+        """Output tokens of every choice, each counted as one text."""
+        return sum(tokens.count_text("".join(texts)) for _, texts in self._outputs())
 
     def usage(self) -> Usage | None:
         """What this call costs in tokens; None if it never reached an upstream's answer."""
@@ -88,21 +109,37 @@ class CallRecord:
             return None
         if self.state == "done" and self.reported is not None:
             return self.reported
-        return estimated_usage(self.prompt_counted, "".join(self.pieces), self.reported)
+        return estimated_usage(
+            self.prompt_counted, self.counted_output(), self.reported or self.start_usage
+        )
 
     def over_limit(self, seen_bytes: int) -> int:
-        """The next byte count to look again at, or ``_CUT`` when the limit is passed."""
+        """The next byte count to look again at, or ``_CUT`` when the limit is passed.
+
+        Each choice's new text is counted as one segment and added to its running
+        count; segment seams may overcount by a token each, so a count past the
+        limit is confirmed on the whole texts before the call is cut.
+        """
         limit = self.limit
         assert limit is not None
-        pieces = self.pieces
-        if self.counted_upto < len(pieces):
-            self.counted += tokens.count_text("".join(pieces[self.counted_upto:]))
-            self.counted_upto = len(pieces)
-        if self.counted > limit:  # segment sums may overcount by a token per seam: confirm
-            self.counted = tokens.count_text("".join(pieces))
-            if self.counted > limit:
+        total = 0
+        for choice, texts in self._outputs():
+            state = self._counts.get(choice)
+            if state is None:
+                state = self._counts[choice] = [0, 0]
+            if state[0] < len(texts):
+                state[1] += tokens.count_text("".join(texts[state[0]:]))
+                state[0] = len(texts)
+            total += state[1]
+        if total > limit:
+            total = 0
+            for choice, texts in self._outputs():
+                exact = tokens.count_text("".join(texts))
+                self._counts[choice] = [len(texts), exact]
+                total += exact
+            if total > limit:
                 return _CUT
-        return seen_bytes + (limit - self.counted) + 1
+        return seen_bytes + (limit - total) + 1
 
 
 class Budget(Protocol):
@@ -113,7 +150,8 @@ class Budget(Protocol):
         ...
 
     def output_limit(self, call: CallRecord) -> int:
-        """Output tokens (all choices together) the reservation still pays for in ``call``."""
+        """Output tokens (all choices together) past which ``call`` is cut: what the
+        reservation still pays for, with a tolerance for tokenizers that count differently."""
         ...
 
     async def reserve_extra(self, usd: Decimal) -> bool:
@@ -143,20 +181,25 @@ async def metered_call(
             kind = type(event)
             if kind is TextDelta:
                 text: str = event.text  # type: ignore[union-attr]
-                append(text)
+                if event.choice:  # type: ignore[union-attr]
+                    call.add(event.choice, text)  # type: ignore[union-attr]
+                else:
+                    append(text)
                 seen += len(text) if text.isascii() else len(text.encode())
                 if seen >= check_at:
                     check_at = _check(call, budget, ctx, seen)
             elif kind is ToolCallDelta:
                 part = (event.name or "") + event.arguments  # type: ignore[union-attr]
-                append(part)
+                if event.choice:  # type: ignore[union-attr]
+                    call.add(event.choice, part)  # type: ignore[union-attr]
+                else:
+                    append(part)
                 seen += len(part) if part.isascii() else len(part.encode())
                 if seen >= check_at:
                     check_at = _check(call, budget, ctx, seen)
             elif kind is Start:
                 call.deployment = ctx.deployment
-                if event.usage is not None:  # type: ignore[union-attr]
-                    call.reported = event.usage  # type: ignore[union-attr]
+                call.start_usage = event.usage  # type: ignore[union-attr]
             elif kind is Usage:
                 call.reported = event  # type: ignore[assignment]
                 output = event.output_tokens  # type: ignore[union-attr]

@@ -37,7 +37,7 @@ def estimate_usage(ctx: RequestContext, generated: list[str], reported: Usage | 
         if reported and reported.prompt_tokens
         else (tokens.count_prompt_tokens(request.messages, request.tools) if request else 0)
     )
-    return estimated_usage(prompt, "".join(generated), reported)
+    return estimated_usage(prompt, tokens.count_text("".join(generated)), reported)
 
 
 def usage_meter(pricer: Pricer | None = None) -> Stage:

@@ -38,7 +38,7 @@ from tollway.tools.config import ToolsConfig
 from tollway.tools.execute import Outcome, ResultInspector, display_text, execute_call
 from tollway.tools.registry import Tool
 
-__all__ = ["CallModel", "add_usage", "run_with_tools", "tool_prices"]
+__all__ = ["CallModel", "add_usage", "attach_platform_tools", "run_with_tools", "tool_prices"]
 
 CallModel = Callable[[ChatRequest], AsyncIterator[Event]]
 
@@ -123,7 +123,7 @@ class _Round:
             (c.name or "") + "".join(c.arguments) for c in self.calls.values()
         )
         prompt = tokens.count_prompt_tokens(request.messages, request.tools)
-        return estimated_usage(prompt, generated, None)
+        return estimated_usage(prompt, tokens.count_text(generated), None)
 
 
 def tool_prices(calls: list[tuple[str, Tool, str]]) -> Decimal:
@@ -136,12 +136,22 @@ def add_usage(a: Usage | None, b: Usage) -> Usage:
     return b if a is None else a.plus(b)
 
 
-def _prepare(request: ChatRequest, tools: list[Tool]) -> dict[str, Tool]:
-    """Check the request can take platform tools and add their schemas to ``tools``."""
+_ATTACHED = "platform_tools_attached"
+
+
+def attach_platform_tools(request: ChatRequest, tools: list[Tool]) -> dict[str, Tool]:
+    """Check the request can take platform tools and add their schemas to ``tools``.
+
+    Done once per request (the tools feature does it before admission, so that the
+    reservation counts the schemas the upstream will read); later calls only map
+    function names to tools.
+    """
+    platform = {tool.function_name: tool for tool in tools}
+    if request.extensions.get(_ATTACHED):
+        return platform
     n = request.body.get("n")
     if isinstance(n, int) and n > 1:
         raise InvalidRequest("platform_tools cannot be combined with n > 1.", param="n")
-    platform = {tool.function_name: tool for tool in tools}
     client = {
         (entry.get("function") or {}).get("name")
         for entry in request.tools or []
@@ -154,6 +164,7 @@ def _prepare(request: ChatRequest, tools: list[Tool]) -> dict[str, Tool]:
         )
     request.tools = list(request.tools or []) + [tool.schema() for tool in tools]
     request.messages = list(request.messages)
+    request.extensions[_ATTACHED] = True
     return platform
 
 
@@ -195,7 +206,7 @@ async def run_with_tools(
     inspect: ResultInspector | None = None,
 ) -> AsyncIterator[Event]:
     """The model's events with platform tools executed inside the response."""
-    platform = _prepare(request, tools)
+    platform = attach_platform_tools(request, tools)
     total: Usage | None = None
     rounds_run = 0
     executed = 0

@@ -11,7 +11,8 @@ model               behaviour
 ``lorem``           ``tokens`` tokens of deterministic filler
 ``reasoner``        reasoning_content first, then the answer
 ``tool``            calls a tool (``tool_name`` or the first request tool, with
-                    ``arguments``); after a tool result, answers with it
+                    ``arguments``); after ``tool_rounds`` (1) tool results,
+                    answers with the last
 ``refusal``         a refusal
 ``length``          stops with ``finish_reason: length``
 ``error-first``     fails before the first token (503, retryable)
@@ -29,11 +30,12 @@ and read with the deployment's usage convention.
 Options: ``text`` (the reply, overrides the behaviour's), ``tokens_per_second``
 (0: as fast as possible), ``first_token_ms``, ``usage`` (true; false: report none,
 so tollway estimates; ``cumulative``: a running usage on every chunk as well),
-``tokens`` (for lorem), ``tool_name``, ``arguments``. To play a misbehaving or
-differently-counting provider: ``ignore_cap`` (true: generate the whole answer
-whatever the cap), ``extra_output_tokens`` (report this many output tokens more
-than were generated), ``reasoning_usage`` (``separate``: reasoning is reported
-outside ``completion_tokens``, as xAI does, and does not count against the cap).
+``tokens`` (for lorem), ``tool_name``, ``arguments``, ``tool_rounds``. To play a
+misbehaving or differently-counting provider: ``ignore_cap`` (true: generate the
+whole answer whatever the cap), ``extra_output_tokens`` (report this many output
+tokens more than were generated), ``reasoning_usage`` (``separate``: reasoning is
+reported outside ``completion_tokens``, as xAI does, and does not count against
+the cap).
 """
 
 from __future__ import annotations
@@ -226,7 +228,8 @@ class SimulatedProvider:
         text = opts.get("text")
         if behaviour == "tool":
             last = request.messages[-1] if request.messages else {}
-            if last.get("role") == "tool":
+            results = sum(1 for m in request.messages if m.get("role") == "tool")
+            if last.get("role") == "tool" and results >= int(opts.get("tool_rounds", 1) or 1):
                 return str(text or f"The tool returned: {last.get('content')}"), "", None
             name = opts.get("tool_name")
             if not name and request.tools:

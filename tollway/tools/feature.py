@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 from tollway.chunks import Event
 from tollway.context import RequestContext
 from tollway.errors import InvalidRequest
-from tollway.pipeline.tools import CallModel, run_with_tools
+from tollway.pipeline.tools import CallModel, attach_platform_tools, run_with_tools
 from tollway.providers.base import ChatRequest
 from tollway.tools.config import ToolsConfig
 from tollway.tools.execute import ResultInspector
-from tollway.tools.registry import ToolRegistry, open_registry, resolve_tools
+from tollway.tools.registry import Tool, ToolRegistry, open_registry, resolve_tools
 
 if TYPE_CHECKING:
     from tollway.app import TollwayApp
@@ -52,10 +52,8 @@ class PlatformTools:
             await self.registry.close()
             self.registry = None
 
-    def wrap(
-        self, request: ChatRequest, ctx: RequestContext, call_model: CallModel
-    ) -> AsyncIterator[Event] | None:
-        """The tool loop for this request, or None when it attaches no platform tool."""
+    def tools_for(self, request: ChatRequest, ctx: RequestContext) -> list[Tool] | None:
+        """The platform tools this request attaches (None: none)."""
         names = request.extensions.get("platform_tools")
         if names is None and self.default_tools is not None:
             names = self.default_tools(ctx)
@@ -68,7 +66,24 @@ class PlatformTools:
             return None
         if self.registry is None:
             raise InvalidRequest("Platform tools are not available.", param="platform_tools")
-        tools = resolve_tools(names, self.registry)
+        return resolve_tools(names, self.registry)
+
+    async def attach(self, ctx: RequestContext) -> None:
+        """Request hook (before admission): the upstream will read the platform tools'
+        schemas, so the reservation must count them."""
+        request = ctx.request
+        if request is not None:
+            tools = self.tools_for(request, ctx)
+            if tools:
+                attach_platform_tools(request, tools)
+
+    def wrap(
+        self, request: ChatRequest, ctx: RequestContext, call_model: CallModel
+    ) -> AsyncIterator[Event] | None:
+        """The tool loop for this request, or None when it attaches no platform tool."""
+        tools = self.tools_for(request, ctx)
+        if not tools:
+            return None
         return run_with_tools(request, tools, call_model, ctx, self.config, inspect=self.inspect)
 
 
@@ -86,5 +101,6 @@ def install_tools(
     feature = PlatformTools(config, inspect, default_tools)
     app.gateway.on_start.append(feature.start)
     app.gateway.on_stop.append(feature.close)
+    app.gateway.request_hooks.append(feature.attach)
     app.gateway.source_wrappers.append(feature.wrap)
     return feature
