@@ -144,7 +144,7 @@ class Billing:
         ctx.reservation = hold
         ctx.budget = Tab(
             self._store, ctx, outcome.reservation, policy, deployments, count,
-            prompt_margin=self.config.prompt_margin_fraction,
+            admitted_count=counted, prompt_margin=self.config.prompt_margin_fraction,
             default_cap=self.config.default_max_output_tokens,
         )  # fmt: skip
         return hold

@@ -84,8 +84,10 @@ def test_convention_table(raw: dict[str, Any], stated: str, convention: str, out
 
 
 def test_odd_numbers_never_crash() -> None:
-    usage = usage_from_openai({"prompt_tokens": -4, "completion_tokens": "many",
-                               "total_tokens": True, "completion_tokens_details": None})  # fmt: skip
+    usage = usage_from_openai({
+        "prompt_tokens": -4, "completion_tokens": "many", "total_tokens": True,
+        "completion_tokens_details": None,
+    })  # fmt: skip
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (0, 0, 0)
     huge = usage_from_openai({"prompt_tokens": 1e300, "completion_tokens": 2**80})
     assert huge.prompt_tokens == huge.completion_tokens == 1 << 53  # clamped; billing caps

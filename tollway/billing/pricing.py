@@ -50,11 +50,12 @@ __all__ = [
 
 _MILLION = Decimal(1_000_000)
 _MICRO = Decimal("0.000001")
+_ONE = Decimal(1)
 
 
 def to_micros(usd: Decimal) -> int:
     """USD → integer micro-USD, ROUND_HALF_UP."""
-    return int((usd * _MILLION).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return int((usd * _MILLION).quantize(_ONE, rounding=ROUND_HALF_UP))
 
 
 def micros_to_usd(micros: int) -> Decimal:

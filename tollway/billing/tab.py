@@ -123,6 +123,7 @@ class Tab:
         deployments: Sequence[DeploymentConfig],
         count: PromptCount,
         *,
+        admitted_count: int,
         prompt_margin: Decimal,
         default_cap: int,
     ) -> None:
@@ -133,23 +134,29 @@ class Tab:
         self.policy = policy
         self._deployments = deployments
         self._count = count
+        self._admitted_count = admitted_count
         self._margin = prompt_margin
         self._default_cap = default_cap
         self.calls: list[CallRecord] = []
         self.extensions = 0
+        self._billed: tuple[Any, tuple[Cost, Cost | None]] | None = None
 
     # -- the Budget protocol ------------------------------------------------------
 
     async def open_call(self, request: ChatRequest) -> CallRecord:
         """Cover the spent cost plus this call's worst case, or raise PaymentRequired."""
         counted = self._count(request.messages, request.tools)
-        prompt = math.ceil(counted * (1 + self._margin))
-        worst = worst_base_usd(request, prompt, self._deployments, self._default_cap)
-        need = priced(self.spent_base_usd() + worst, self.policy).total_micros
-        refusal = await self._cover(need)
-        if refusal is not None:
-            raise refusal
+        if self.calls or counted != self._admitted_count or self._ctx.extra_usage_cost:
+            prompt = math.ceil(counted * (1 + self._margin))
+            worst = worst_base_usd(request, prompt, self._deployments, self._default_cap)
+            need = priced(self.spent_base_usd() + worst, self.policy).total_micros
+            refusal = await self._cover(need)
+            if refusal is not None:
+                raise refusal
+        # else: the first call of the request admission counted, which is what it reserved
         call = CallRecord(request, counted)
+        # whatever deployment serves it, the reservation pays for every choice's cap
+        call.floor = request.choices * (request.max_output_tokens or self._default_cap)
         self.calls.append(call)
         return call
 
@@ -200,8 +207,26 @@ class Tab:
         return base
 
     def bill(self) -> tuple[Cost, Cost | None]:
-        """(what is billed, the provider overage beyond the reservation or None)."""
-        return capped(priced(self.spent_base_usd(), self.policy), self.reserved_micros, self.policy)
+        """(what is billed, the provider overage beyond the reservation or None).
+
+        The meter prices the final usage and settlement debits it: the second asks
+        again with nothing changed, so the answer is kept until something does.
+        """
+        key = (
+            self.reserved_micros,
+            self._ctx.extra_usage_cost,
+            tuple(
+                (id(c.reported), c.state, len(c.pieces), sum(map(len, c.more.values())))
+                for c in self.calls
+            ),
+        )
+        if self._billed is not None and self._billed[0] == key:
+            return self._billed[1]
+        result = capped(
+            priced(self.spent_base_usd(), self.policy), self.reserved_micros, self.policy
+        )
+        self._billed = (key, result)
+        return result
 
     def deployments_used(self) -> list[DeploymentConfig]:
         """The distinct deployments that answered, in order."""

@@ -74,7 +74,7 @@ class CallRecord:
     as the text it is.
     """
 
-    __slots__ = ("_counts", "deployment", "limit", "more", "pieces", "prompt_counted",
+    __slots__ = ("_counts", "deployment", "floor", "limit", "more", "pieces", "prompt_counted",
                  "reported", "request", "start_usage", "state")  # fmt: skip
 
     def __init__(self, request: ChatRequest, prompt_counted: int) -> None:
@@ -87,6 +87,7 @@ class CallRecord:
         self.start_usage: Usage | None = None  # the prompt side, when told up front
         self.state: CallState = "open"
         self.limit: int | None = None  # output tokens past which the call is cut
+        self.floor = 0  # output tokens the call may surely produce (no need to look before)
         self._counts: dict[int, list[int]] = {}  # choice -> [pieces counted, tokens]
 
     def add(self, choice: int, text: str) -> None:
@@ -151,7 +152,9 @@ class Budget(Protocol):
 
     def output_limit(self, call: CallRecord) -> int:
         """Output tokens (all choices together) past which ``call`` is cut: what the
-        reservation still pays for, with a tolerance for tokenizers that count differently."""
+        reservation still pays for, with a tolerance for tokenizers that count differently.
+        Asked only once the output may exceed ``call.floor``, which ``open_call`` sets to
+        what the reservation surely covers."""
         ...
 
     async def reserve_extra(self, usd: Decimal) -> bool:
@@ -174,7 +177,7 @@ async def metered_call(
     events = open_events(request)
     append = call.pieces.append
     seen = 0  # UTF-8 bytes of the output so far: an upper bound of its tokens
-    check_at = 0
+    check_at = call.floor + 1  # below this many bytes, the output is surely paid for
     finished: set[int] = set()
     try:
         async for event in events:
