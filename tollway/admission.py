@@ -224,13 +224,13 @@ class Billing:
                 total_cost_micros=overage.total_micros,
                 note=(
                     f"the upstream usage cost ${usd_str(overage.total_micros)} more than the "
-                    f"${usd_str(hold_amount(tab, hold))} reserved; not charged to the account"
+                    f"${usd_str(_hold_amount(tab, hold))} reserved; not charged to the account"
                 ),
             ))  # fmt: skip
         return await self._store.settle(hold.reservation.id, debit, extra)
 
 
-def hold_amount(tab: Tab | None, hold: Hold) -> int:
+def _hold_amount(tab: Tab | None, hold: Hold) -> int:
     """The reservation's final amount (with any extensions)."""
     return tab.reserved_micros if tab is not None else hold.reservation.amount_micros
 

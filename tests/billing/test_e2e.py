@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +26,6 @@ from tollway.billing.ledger import create_account
 from tollway.config import parse_settings
 from tollway.storage import open_storage
 
-ROOT = Path(__file__).resolve().parents[2]
 BILLING = BillingConfig(platform_fee_fraction=Decimal("0.05"), key_cache_ttl_seconds=60)
 PRICES = {"input_per_mtok": 100, "cached_input_per_mtok": 50, "output_per_mtok": 400}
 

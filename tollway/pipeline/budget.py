@@ -215,7 +215,7 @@ async def metered_call(
             yield event
             if check_at == _CUT:
                 call.state = "cut"
-                for choice in range(request.choices):
+                for choice in (0, *sorted(call.more)):  # every choice that has begun
                     if choice not in finished:
                         yield Finish("length", choice)
                 return
