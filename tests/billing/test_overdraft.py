@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,16 @@ def _answer(r: httpx.Response, stream: bool) -> tuple[str, str | None]:
                 text.append(choice["delta"].get("content") or "")
                 finish = choice.get("finish_reason") or finish
     return "".join(text), finish
+
+
+def _trace(url: str, key: str, request_id: str) -> dict[str, Any]:
+    deadline = time.time() + 5
+    while True:
+        r = httpx.get(f"{url}/v1/traces/{request_id}", headers={"Authorization": f"Bearer {key}"})
+        if r.status_code == 200 or time.time() > deadline:
+            assert r.status_code == 200, r.text
+            return r.json()  # type: ignore[no-any-return]
+        time.sleep(0.05)
 
 
 def _account_id(dsn: str, key: str) -> str:
@@ -197,6 +208,7 @@ def test_usage_beyond_the_reservation_is_a_provider_overage(dsn: str, stream: bo
         needed = _needed(url, poor, body)
         key = _account(dsn, needed * 3)
         r = _run(url, key, body)
+        trace = _trace(url, key, r.headers["x-request-id"])
     assert r.status_code == 200, r.text
     if stream:
         usage = [line for line in r.text.splitlines() if '"usage":{' in line][-1]
@@ -211,3 +223,5 @@ def test_usage_beyond_the_reservation_is_a_provider_overage(dsn: str, stream: bo
     assert debit.completion_tokens == 10 + 50_000  # the upstream's word, kept on record
     cost = 1_100 * (debit.prompt_tokens + debit.completion_tokens)  # $0.001 a token + 10 %
     assert overage.total_cost_micros == cost - needed
+    assert Decimal(trace["cost"]["total_cost_usd"]) * 1_000_000 == needed  # the trace agrees
+    assert Decimal(trace["cost"]["provider_overage_usd"]) * 1_000_000 == cost - needed
