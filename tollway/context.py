@@ -60,6 +60,8 @@ class RequestContext:
     budget: Budget | None = None  # billing's running tab: every upstream call is held to it
     extra_usage_cost: Any = None  # e.g. per-call platform tool prices (Decimal USD)
     provider_overage: dict[str, Any] | None = None  # cost beyond the reservation, not charged
+    platform_tools: list[Any] | None = None  # the tools the request attaches (tools.Tool)
+    trace_bodies: Any = None  # tracing's request/response bodies, for accounts that opt in
 
     def mark(self, name: str) -> None:
         """Record a timing mark (seconds since the request was received)."""
