@@ -113,21 +113,22 @@ def base_cost_usd(usage: Usage, prices: Prices, extra_usd: Decimal = Decimal(0))
     prompt = max(usage.prompt_tokens, 0)
     reads = min(max(usage.cached_tokens, 0), prompt)
     writes = min(max(usage.cache_write_tokens, 0), prompt - reads)
-    writes_1h = min(max(usage.cache_write_1h_tokens, 0), writes)
-    plain = prompt - reads - writes
-    per_mtok = (
-        plain * prices.input_per_mtok
-        + reads * prices.cached_input
-        + (writes - writes_1h) * prices.cache_write
-        + writes_1h * prices.cache_write_1h
-        + max(usage.output_tokens, 0) * prices.output_per_mtok
-    )
+    per_mtok = (prompt - reads - writes) * prices.input_per_mtok + max(
+        usage.output_tokens, 0
+    ) * prices.output_per_mtok
+    if reads:
+        per_mtok += reads * prices.cached_input
+    if writes:
+        writes_1h = min(max(usage.cache_write_1h_tokens, 0), writes)
+        per_mtok += (writes - writes_1h) * prices.cache_write + writes_1h * prices.cache_write_1h
     return per_mtok / _MILLION + extra_usd
 
 
 def fee_micros(base_micros: int, policy: FeePolicy) -> int:
-    """Rule 3: the fee on a rounded base."""
-    return to_micros(micros_to_usd(base_micros) * policy.fraction) + to_micros(policy.fixed_usd)
+    """Rule 3: the fee on a rounded base (base_micros × fraction is base × fraction in µ$)."""
+    fraction = policy.fraction
+    fee = int((fraction * base_micros).quantize(_ONE, rounding=ROUND_HALF_UP)) if fraction else 0
+    return fee + to_micros(policy.fixed_usd) if policy.fixed_usd else fee
 
 
 def priced(base_usd: Decimal, policy: FeePolicy) -> Cost:
