@@ -125,7 +125,7 @@ async def _one(client: httpx.AsyncClient, url: str, key: str, ask: Ask) -> dict[
     headers = {"Authorization": f"Bearer {key}"}
     if not ask.stream:
         r = await client.post(url + "/v1/chat/completions", json=body, headers=headers)
-        return {"status": r.status_code, "id": r.headers.get("x-request-id"),
+        return {"status": r.status_code, "id": r.headers.get("x-tollway-request-id"),
                 "usage": r.json().get("usage") if r.status_code == 200 else None}  # fmt: skip
     async with client.stream("POST", url + "/v1/chat/completions", json=body,
                              headers=headers) as r:  # fmt: skip
@@ -135,10 +135,11 @@ async def _one(client: httpx.AsyncClient, url: str, key: str, ask: Ask) -> dict[
                 continue
             seen += 1
             if ask.leave_after is not None and seen >= ask.leave_after:
-                return {"status": r.status_code, "id": r.headers.get("x-request-id"),
+                return {"status": r.status_code, "id": r.headers.get("x-tollway-request-id"),
                         "usage": None, "left": True}  # fmt: skip
             usage = orjson.loads(line[6:]).get("usage") or usage
-        return {"status": r.status_code, "id": r.headers.get("x-request-id"), "usage": usage}
+        return {"status": r.status_code, "id": r.headers.get("x-tollway-request-id"),
+                "usage": usage}
 
 
 async def _batch(url: str, dsn: str, credit: str, batch: list[Ask]) -> None:

@@ -208,7 +208,7 @@ def test_usage_beyond_the_reservation_is_a_provider_overage(dsn: str, stream: bo
         needed = _needed(url, poor, body)
         key = _account(dsn, needed * 3)
         r = _run(url, key, body)
-        trace = _trace(url, key, r.headers["x-request-id"])
+        trace = _trace(url, key, r.headers["x-tollway-request-id"])
     assert r.status_code == 200, r.text
     if stream:
         usage = [line for line in r.text.splitlines() if '"usage":{' in line][-1]

@@ -110,7 +110,7 @@ def test_reasoning_outside_completion_is_billed_once_and_the_total_kept(dsn: str
         )  # fmt: skip
         usage = [c.usage for c in raw.parse() if c.usage is not None][-1]
         seen = usage.model_dump()
-        trace = _trace(url, key, raw.headers["x-request-id"])
+        trace = _trace(url, key, raw.headers["x-tollway-request-id"])
     _, entries, violations = books(dsn, account_id)
     debit = entries[0].entry
     assert seen["total_tokens"] == 1_300  # the provider's total, not 1000 + 100
@@ -148,7 +148,7 @@ def test_a_deployment_states_its_convention(dsn: str) -> None:
             stream_options={"include_usage": True},
         )  # fmt: skip
         seen = [c.usage for c in raw.parse() if c.usage is not None][-1].model_dump()
-        trace = _trace(url, key, raw.headers["x-request-id"])
+        trace = _trace(url, key, raw.headers["x-tollway-request-id"])
     _, entries, violations = books(dsn, account_id)
     assert seen["total_tokens"] == 1_500  # 1000 + 300 + 200: no total was reported
     _agree(seen, entries[0].entry, trace, base=2_500 + 5_000)
@@ -185,7 +185,7 @@ def test_anthropic_cache_reads_and_writes_are_priced_by_their_tier(dsn: str) -> 
         )  # fmt: skip
         usage = [c.usage for c in raw.parse() if c.usage is not None][-1]
         seen = usage.model_dump()
-        trace = _trace(url, key, raw.headers["x-request-id"])
+        trace = _trace(url, key, raw.headers["x-tollway-request-id"])
     _, entries, violations = books(dsn, account_id)
     debit = entries[0].entry
     assert seen["prompt_tokens"] == 31 + 12_000 + 3_000 and seen["completion_tokens"] == 547
