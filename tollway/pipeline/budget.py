@@ -224,6 +224,9 @@ async def metered_call(
     finally:
         if call.state == "open":
             call.state = "partial"  # cancelled or closed early: estimated from what was seen
+            attempts = ctx.attempts
+            if call.deployment is None and attempts and attempts[-1].outcome == "abandoned":
+                call.deployment = ctx.deployment  # it received the prompt before the end
         await _aclose(events)
 
 
