@@ -47,6 +47,8 @@ def _config(dsn: str, upstream_url: str | None = None) -> dict[str, Any]:
             "tool": sim("tool", tool_name="calculator", tool_rounds=3,
                         arguments={"expression": "6*7"}),
             "liar": sim("lorem", tokens=10, extra_output_tokens=50_000),
+            "counting": sim("lorem", tokens=400, ignore_cap=True, usage="cumulative",
+                            extra_output_tokens=100),
         },
     }  # fmt: skip
     if upstream_url:
@@ -225,3 +227,20 @@ def test_usage_beyond_the_reservation_is_a_provider_overage(dsn: str, stream: bo
     assert overage.total_cost_micros == cost - needed
     assert Decimal(trace["cost"]["total_cost_usd"]) * 1_000_000 == needed  # the trace agrees
     assert Decimal(trace["cost"]["provider_overage_usd"]) * 1_000_000 == cost - needed
+
+
+def test_a_running_usage_past_the_budget_cuts_the_stream(dsn: str) -> None:
+    """An upstream that reports its usage on every chunk is cut by that figure, at once."""
+    _, poor = setup_account(dsn, "0.000001")
+    body = {"model": "counting", "max_tokens": 20, "stream": True, "messages": HI}
+    with run_tollway(_config(dsn)) as url:
+        needed = _needed(url, poor, body)
+        key = _account(dsn, needed)
+        r = _run(url, key, body)
+    text, finish = _answer(r, True)
+    assert r.status_code == 200 and finish == "length"
+    assert len(text.split()) <= 2  # its first running usage already said 101 tokens
+    _, entries = _settled(dsn, key)
+    overage, debit = entries[0].entry, entries[1].entry
+    assert (debit.kind, overage.kind) == ("debit", "provider_overage")
+    assert -debit.amount_micros == needed
