@@ -1,10 +1,11 @@
 """The numeric bounds every entrance enforces (HTTP API, CLI, config), in one place.
 
 They are chosen so that the worst case of any computation over accepted values
-stays far inside a signed 64-bit integer (what SQLite and PostgreSQL store): a
-reservation is at most ``MAX_TOKENS`` × 128 choices × ``MAX_PRICE_PER_MTOK`` ×
-(1 + ``MAX_FEE_FRACTION``) + the fixed fee ≈ 3.0·10^17 micro-USD, against
-9.2·10^18 (and no balance can cover more than ``MAX_MONEY_MICROS``). Money is
+stays inside a signed 64-bit integer (what SQLite and PostgreSQL store): one
+upstream call's reservation is at most ``MAX_TOKENS`` × 128 choices ×
+``MAX_PRICE_PER_MTOK`` × (1 + ``MAX_FEE_FRACTION``) plus the prompt (a body of at
+most 1 GiB) and the fixed fee ≈ 3.0·10^18 micro-USD, against 9.2·10^18; and no
+balance can cover more than ``MAX_MONEY_MICROS``, so nothing larger is ever reserved. Money is
 integer micro-USD; no single amount and no balance may pass ``MAX_MONEY_MICROS``
 (10^15 micro-USD = 1,000,000,000 USD) in magnitude.
 """
@@ -36,8 +37,8 @@ MAX_MONEY_USD = Decimal(MAX_MONEY_MICROS) / Decimal(1_000_000)
 MAX_TOKENS = 2**31 - 1
 """Largest token count a request may ask for (``max_tokens``, output caps)."""
 
-MAX_PRICE_PER_MTOK = Decimal(100_000)
-"""Largest price per million tokens a deployment may declare (USD)."""
+MAX_PRICE_PER_MTOK = Decimal(1_000_000)
+"""Largest price per million tokens a deployment may declare (USD): a dollar a token."""
 
 MAX_TOOL_PRICE_USD = Decimal(1000)
 """Largest price of one platform-tool call (USD)."""

@@ -11,7 +11,10 @@ Checked:
 - ``duplicate_debit``: no request debited twice;
 - ``missing_debit``: every settled request has its debit;
 - ``missing_unsettled``: every released (orphaned) request has its ``unsettled`` record;
-- ``debit_arithmetic``: each debit's amount is −total and total = base + fee.
+- ``debit_arithmetic``: each debit's amount is −total and total = base + fee;
+- ``debit_over_reservation``: no debit above its request's reservation (with extensions);
+- ``bad_overage``: each ``provider_overage`` line moves no money, its total = base + fee
+  and is positive, and its request has exactly one debit.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, Protocol
 from tollway.billing.config import BillingConfig
 from tollway.billing.pricing import usd_str
 from tollway.bounds import MAX_MONEY_MICROS
-from tollway.storage.audit_sql import stored_int
+from tollway.storage.sql_audit import stored_int
 from tollway.storage.base import AuditStore
 
 __all__ = ["Violation", "audit"]
@@ -110,5 +113,18 @@ async def audit(
             f"entry {r['id']}: amount {r['amount_micros']}, base {r['base_cost_micros']}, "
             f"fee {r['platform_fee_micros']}, total {r['total_cost_micros']} (micro-USD) "
             "do not add up",
+        ))  # fmt: skip
+    for r in await store.debits_over_reservation():
+        out.append(Violation(
+            "debit_over_reservation", str(r["request_id"]),
+            f"entry {r['id']}: debit {_usd(r['debit_micros'])} is more than the "
+            f"{_usd(r['reserved_micros'])} reserved for the request",
+        ))  # fmt: skip
+    for r in await store.bad_overage_entries():
+        out.append(Violation(
+            "bad_overage", str(r["request_id"]),
+            f"provider_overage entry {r['id']}: amount {r['amount_micros']}, base "
+            f"{r['base_cost_micros']}, fee {r['platform_fee_micros']}, total "
+            f"{r['total_cost_micros']} (micro-USD), {r['debits']} debit(s) for the request",
         ))  # fmt: skip
     return out

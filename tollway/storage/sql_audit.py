@@ -1,4 +1,6 @@
-"""The audit's queries, robust to any stored value (a mixin of ``SqlStorage``).
+"""The audit's queries in SQL (mixed into ``SqlStorage``), robust to any stored value.
+
+See ``tollway.billing.audit``.
 
 Our own writers store money only as integers bounded by ``MAX_MONEY_MICROS``;
 the audit must still report, never crash on, what another writer may have left:
@@ -20,7 +22,7 @@ from typing import Any
 from tollway.bounds import MAX_MONEY_MICROS
 from tollway.storage.database import Database
 
-__all__ = ["MONEY_COLUMNS", "AuditQueries", "stored_int"]
+__all__ = ["MONEY_COLUMNS", "AuditQueries", "read_micros", "stored_int"]
 
 # (table, money column, nullable): the values the audit checks for type and range
 MONEY_COLUMNS: list[tuple[str, str, bool]] = [
@@ -43,6 +45,17 @@ def stored_int(value: Any) -> int | None:
     if value is not None and type(value).__name__ == "Decimal" and value == value.to_integral():
         return int(value)
     return None
+
+
+def read_micros(value: Any) -> int:
+    """A stored amount as an int for everyday reads: a value we never store (REAL, TEXT,
+    NULL) reads as its integral part, else 0, so reading never fails (the audit reports it)."""
+    if type(value) is int:
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 class AuditQueries:
@@ -163,4 +176,31 @@ class AuditQueries:
             " total_cost_micros IS NULL OR base_cost_micros IS NULL"
             f" OR platform_fee_micros IS NULL OR {amount} <> -{total}"
             f" OR {total} <> {base} + {fee})"
+        )
+
+    async def debits_over_reservation(self) -> list[dict[str, Any]]:
+        """Debits above their request's reservation (with extensions)."""
+        debit, reserved = self._num("e.amount_micros"), self._num("r.amount_micros")
+        return await self.db.fetch(
+            "SELECT e.id, e.request_id, CAST(-e.amount_micros AS TEXT) AS debit_micros,"
+            " CAST(r.amount_micros AS TEXT) AS reserved_micros FROM ledger_entries e"
+            " JOIN reservations r ON r.request_id = e.request_id"
+            f" WHERE e.kind = 'debit' AND -{debit} > {reserved}"
+        )
+
+    async def bad_overage_entries(self) -> list[dict[str, Any]]:
+        """``provider_overage`` lines that move money, do not add up, or lack their debit."""
+        base, fee = self._num("o.base_cost_micros"), self._num("o.platform_fee_micros")
+        total = self._num("o.total_cost_micros")
+        return await self.db.fetch(
+            "SELECT o.id, o.request_id, o.amount_micros, o.base_cost_micros,"
+            " o.platform_fee_micros, o.total_cost_micros,"
+            " (SELECT COUNT(*) FROM ledger_entries d WHERE d.request_id = o.request_id"
+            "  AND d.kind = 'debit') AS debits"
+            " FROM ledger_entries o WHERE o.kind = 'provider_overage' AND ("
+            " o.amount_micros <> 0 OR o.total_cost_micros IS NULL OR o.total_cost_micros <= 0"
+            f" OR o.base_cost_micros IS NULL OR o.platform_fee_micros IS NULL"
+            f" OR {total} <> {base} + {fee}"
+            " OR (SELECT COUNT(*) FROM ledger_entries d WHERE d.request_id = o.request_id"
+            "     AND d.kind = 'debit') <> 1)"
         )
