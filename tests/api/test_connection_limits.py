@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import sim_config
+from tests.conftest import SIM_MODELS, sim_config
 from tests.support.servers import run_tollway
 
 LIMITS = {"header_timeout": 0.5, "body_timeout": 0.8, "max_body_bytes": 1000,
@@ -21,7 +21,9 @@ LIMITS = {"header_timeout": 0.5, "body_timeout": 0.8, "max_body_bytes": 1000,
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[tuple[tuple[str, int], str]]:
     """(address, API key) of a gateway with billing (SQLite) and tight limits."""
-    config = sim_config(server=LIMITS, admin_key="adm", billing={"enabled": True})
+    models = {name: {"deployments": [{**m["deployments"][0], "prices": "free"}]}
+              for name, m in SIM_MODELS.items()}  # fmt: skip
+    config = sim_config(server=LIMITS, admin_key="adm", billing={"enabled": True}, models=models)
     with run_tollway(config) as url:
         admin = {"Authorization": "Bearer adm"}
         account = httpx.post(f"{url}/admin/accounts", json={"name": "a", "credit_usd": 1},

@@ -11,7 +11,7 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.conftest import sim_config
+from tests.conftest import SIM_MODELS, sim_config
 from tests.support.servers import run_tollway
 from tollway.api.openapi import openapi_document
 from tollway.api.openapi_spec import OPERATIONS
@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _full_config(tmp_path: Path) -> dict[str, Any]:
     """Every feature that mounts routes: billing, traces (and /metrics), admin."""
-    return sim_config(database=f"sqlite:///{tmp_path / 't.db'}", admin_key="adm",
+    models = {name: {"deployments": [{**m["deployments"][0], "prices": "free"}]}
+              for name, m in SIM_MODELS.items()}  # fmt: skip
+    return sim_config(database=f"sqlite:///{tmp_path / 't.db'}", admin_key="adm", models=models,
                       billing={"enabled": True}, tracing={"enabled": True})  # fmt: skip
 
 

@@ -26,7 +26,8 @@ def gateway(dsn: str) -> Iterator[httpx.Client]:
         "admin_key": "admin-secret",
         "billing": {"enabled": True},
         "providers": {"sim": {"type": "simulated"}},
-        "models": {"echo": {"deployments": [{"provider": "sim", "model": "echo"}]}},
+        "models": {"echo": {"deployments": [{"provider": "sim", "model": "echo",
+                                             "prices": "free"}]}},
     }
     with run_tollway(config) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield client

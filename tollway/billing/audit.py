@@ -26,8 +26,8 @@ from typing import Any, Protocol
 from tollway.billing.config import BillingConfig
 from tollway.billing.pricing import usd_str
 from tollway.bounds import MAX_MONEY_MICROS
-from tollway.storage.sql_audit import stored_int
 from tollway.storage.base import AuditStore
+from tollway.storage.sql_audit import stored_int
 
 __all__ = ["Violation", "audit"]
 

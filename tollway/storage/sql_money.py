@@ -104,7 +104,9 @@ async def _balance(tx: Tx, account_id: str) -> tuple[int, int]:
     row = await tx.fetchrow(
         "SELECT balance_micros, reserved_micros FROM accounts WHERE id = ?", account_id
     )
-    return (read_micros(row["balance_micros"]), read_micros(row["reserved_micros"])) if row else (0, 0)
+    if row is None:
+        return 0, 0
+    return read_micros(row["balance_micros"]), read_micros(row["reserved_micros"])
 
 
 class _Refused(Exception):
