@@ -3,7 +3,8 @@
 ``install(app)`` compiles every policy once; per request it reads the policy
 name from the ``firewall`` extension field (or ``default_policy(ctx)``, e.g. an
 API key's or account's default), applies the request side to everything the
-upstream will receive before admission, and adds the response stage. An unknown name is a 400 naming it.
+upstream will receive before admission, and adds the response stage. An unknown
+name is a 400 naming it.
 """
 
 from __future__ import annotations

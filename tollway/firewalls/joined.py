@@ -20,10 +20,12 @@ an edge of the text:
 - at a field's end every open reading is also finished on a copy, as if the text
   ended there: what it still held back is decided with nothing after it.
 
-Every finding of every reading is kept (one that finds more is never overruled),
-so a split can only add findings to those of the unsplit text; where the split
-falls inside a finding of the joined text the readings at its edges find nothing
-that reaches outside that finding. Callers merge overlapping findings.
+Every finding of every reading is kept: a split can only add findings to those of
+the unsplit text, namely the ones of readings that cut at the edges it creates
+(a field holding ``"2024-01-15 4"`` reads, alone, as ending in a phone number).
+None is ever dropped for another: dropping the reading of a field on its own for
+a joined match across its edge would let the rest of that field's secret through.
+Callers merge overlapping findings.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from tollway.firewalls.scanner import Scanner
 
 __all__ = ["Finding", "TooFragmented", "find", "work_budget"]
 
-Finding = tuple[int, int, int, int]
-"""``(start, end, rule, cuts)``: a span of the joined text, the index of the rule in
-``Scanner.rules`` and how many field edges the reading that found it cut (0: none)."""
+Finding = tuple[int, int, int, int, int]
+"""``(start, end, rule, left, right)``: a span of the joined text, the index of the rule
+in ``Scanner.rules``, and the field edges the reading that found it read as the text's
+start and end (-1: none, the joined text went on)."""
 
 
 class TooFragmented(Exception):
@@ -58,27 +61,29 @@ class _Reading:
 
     ``buf`` holds the text from ``base`` to what has been read; ``pos`` is the first
     undecided position in it. A reading with a ``stop`` decides positions before
-    ``stop`` (absolute) only.
+    ``stop`` (absolute) only; ``cut`` is the field start it reads as the text's start
+    (-1: none).
     """
 
-    __slots__ = ("base", "buf", "cuts", "pos", "stop")
+    __slots__ = ("base", "buf", "cut", "pos", "stop")
 
-    def __init__(self, base: int, stop: int | None, cuts: int) -> None:
+    def __init__(self, base: int, stop: int | None, cut: int) -> None:
         self.base = base
         self.buf = ""
         self.pos = 0
         self.stop = stop
-        self.cuts = cuts
+        self.cut = cut
 
     def copy(self) -> _Reading:
-        other = _Reading(self.base, self.stop, self.cuts)
+        other = _Reading(self.base, self.stop, self.cut)
         other.buf, other.pos = self.buf, self.pos
         return other
 
 
-def _decide(sc: Scanner, r: _Reading, eof: bool, cuts: int, out: list[Finding]) -> bool:
-    """Decide what ``r`` can decide now, adding findings to ``out``; True when done."""
-    buf, base, scan = r.buf, r.base, r.pos
+def _decide(sc: Scanner, r: _Reading, eof: bool, end: int, out: list[Finding]) -> bool:
+    """Decide what ``r`` can decide now (``end``: the field end it is finished at, or -1),
+    adding findings to ``out``; True when it has nothing left to decide."""
+    buf, base, scan, cut = r.buf, r.base, r.pos, r.cut
     stop = None if r.stop is None else r.stop - base
     while True:
         if stop is None:
@@ -92,7 +97,7 @@ def _decide(sc: Scanner, r: _Reading, eof: bool, cuts: int, out: list[Finding]) 
             scan = p + 1
             continue
         i, e = hit
-        out.append((base + p, base + e, i, cuts))
+        out.append((base + p, base + e, i, cut, end))
         scan = e
     keep = p - LOOKAROUND if p > LOOKAROUND else 0
     r.buf, r.base, r.pos = buf[keep:], base + keep, p - keep
@@ -103,36 +108,38 @@ def find(
     scanner: Scanner, texts: Sequence[str], budget: tuple[int, int] | None = None
 ) -> list[Finding]:
     """Every finding in ``texts`` read in order as one text; positions are offsets into
-    ``"".join(texts)``. The same span and rule found by several readings is listed
-    once, with the fewest cuts. Raises ``TooFragmented`` past ``budget`` (see
+    ``"".join(texts)``, sorted, each once (a span found by several readings: with the
+    fewest cuts). Raises ``TooFragmented`` past ``budget`` (see
     ``work_budget``, the default)."""
     out: list[Finding] = []
-    joined = _Reading(0, None, 0)
+    joined = _Reading(0, None, -1)
     if len(texts) == 1:  # one field: one reading (non-overlapping, in order)
         joined.buf = texts[0]
-        _decide(scanner, joined, True, 0, out)
+        _decide(scanner, joined, True, -1, out)
         return out
     decisions, again = work_budget(texts) if budget is None else budget
     edges: list[_Reading] = []
+    starts: set[int] = set()  # the field edges
     at = 0
-    prev, blind, reach, starts = "", scanner.blind, scanner.reach, scanner.can_start
+    prev, blind, reach, can_start = "", scanner.blind, scanner.reach, scanner.can_start
     last = max((k for k, t in enumerate(texts) if t), default=-1)  # read with the end
     for k, text in enumerate(texts):
         if not text:
             continue
-        if at and prev not in blind and starts(text[0]):  # else the joined reading
-            edges.append(_Reading(at, at + reach, 1))  # sees what a cut one would
+        starts.add(at)
+        if at and prev not in blind and can_start(text[0]):  # else the joined reading
+            edges.append(_Reading(at, at + reach, at))  # sees what a cut one would
         prev = text[-1]
         at += len(text)
         eof = k == last
         again -= len(joined.buf) - joined.pos
         joined.buf += text
-        _decide(scanner, joined, eof, 0, out)
+        _decide(scanner, joined, eof, -1, out)
         live = []
         for r in edges:
             again -= len(r.buf) - r.pos
             r.buf += text
-            if not _decide(scanner, r, eof, r.cuts, out):
+            if not _decide(scanner, r, eof, -1, out):
                 live.append(r)
         decisions -= len(edges)
         edges = live
@@ -142,14 +149,48 @@ def find(
             if r.pos < len(r.buf):
                 decisions -= 1
                 again -= len(r.buf) - r.pos
-                _decide(scanner, r.copy(), True, r.cuts + 1, out)
+                _decide(scanner, r.copy(), True, at, out)
         if decisions < 0 or again < 0:
             raise TooFragmented
-    if len(out) < 2:
-        return out
-    best: dict[tuple[int, int, int], int] = {}
-    for s, e, i, c in out:
-        key = (s, e, i)
-        if c < best.get(key, 3):
-            best[key] = c
-    return sorted((s, e, i, c) for (s, e, i), c in best.items())
+    return _once(out, starts)
+
+
+def _once(out: list[Finding], edges: set[int]) -> list[Finding]:
+    """Each span and rule once, from the reading with the fewest cuts; sorted. A finding
+    across field edges that findings of the same rule cover, one after another from
+    edge to edge, gives way to them (``"bob@x.net"`` then ``"ann@y.com"``: two
+    addresses, not ``"bob@x.netann"``); what it covered stays covered."""
+    best: dict[tuple[int, int, int], Finding] = {}
+    for f in out:
+        key = f[:3]
+        old = best.get(key)
+        if old is None or (f[3] >= 0) + (f[4] >= 0) < (old[3] >= 0) + (old[4] >= 0):
+            best[key] = f
+    if len(best) > 1:
+        ends: dict[tuple[int, int], list[int]] = {}  # (rule, start) -> ends
+        for s, e, i in best:
+            ends.setdefault((i, s), []).append(e)
+        for s, e, i in list(best):
+            if _tiled(s, e, i, ends, edges):
+                del best[(s, e, i)]
+    return sorted(best.values())
+
+
+def _tiled(
+    s: int, e: int, rule: int, ends: dict[tuple[int, int], list[int]], edges: set[int]
+) -> bool:
+    """Do other findings of ``rule`` cover ``[s, e)`` from ``s`` on, one after another,
+    meeting at field edges? (Each of them is covered in turn, or stays: the characters
+    stay covered.)"""
+    stack, seen = [s], {s}
+    while stack:
+        at = stack.pop()
+        for x in ends.get((rule, at), ()):
+            if (at, x) == (s, e):
+                continue
+            if x >= e:
+                return at > s
+            if x in edges and x not in seen:
+                seen.add(x)
+                stack.append(x)
+    return False

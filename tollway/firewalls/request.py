@@ -100,7 +100,8 @@ class _Findings:
         if keep is not None:
             hits = [h for h in hits if any(h[0] < k < h[1] for k in keep)]
         self._count(hits)
-        for s, e, rule, cuts in hits:
+        for s, e, rule, left, right in hits:
+            cuts = (left >= 0) + (right >= 0)
             k = bisect_right(starts, s) - 1
             pieces: list[_Piece] = []
             while k < len(order) and starts[k] < e:
@@ -115,7 +116,7 @@ class _Findings:
         """One count per rule and group of overlapping findings of that rule."""
         rules = self.scanner.rules
         ends: dict[int, int] = {}
-        for s, e, rule, _cuts in hits:  # sorted by start
+        for s, e, rule, _left, _right in hits:  # sorted by start
             if s >= ends.get(rule, -1):
                 name = rules[rule].detector.name
                 self.counts[name] = self.counts.get(name, 0) + 1
@@ -145,47 +146,70 @@ def _scan(scanner: Scanner, body: dict[str, Any], segs: list[Segment]) -> _Findi
     if len(system) > 1:  # read together by adapters that gather them: junctions only
         position = {seg: n for n, seg in enumerate(text)}
         junctions, at = [], 0
-        for prev, seg in zip(system, system[1:], strict=False):
-            at += len(segs[prev].text)
-            if position[seg] != position[prev] + 1:
+        for before, after in zip(system, system[1:], strict=False):
+            at += len(segs[before].text)
+            if position[after] != position[before] + 1:
                 junctions.append(at)
         if junctions:
             found.read(system, segs, keep=junctions)
-    for i, seg in enumerate(segs):
-        if seg.word:
+    for i, one in enumerate(segs):
+        if one.word:
             found.read([i], segs)
     return found
 
 
 def _redacted(scanner: Scanner, segs: list[Segment], found: _Findings) -> dict[int, str]:
-    """New texts of the segments a redaction touches."""
-    tags = [f"[REDACTED:{r.detector.name}]" for r in scanner.rules]
+    """New texts of the segments a redaction touches. Overlapping redact findings form one
+    region; it reads as one tag where it starts (named by its finding with the fewest
+    cuts, then the first, then by rule priority) and the rest of it is removed."""
     redact = [r.action == "redact" for r in scanner.rules]
-    spans: dict[int, list[tuple[int, int, tuple[int, int, int] | None]]] = {}
-    for order, (rule, cuts, pieces) in enumerate(found.found):
-        if not redact[rule]:
-            continue
-        for n, (seg, lo, hi) in enumerate(pieces):
-            head = (cuts, order, rule) if n == 0 else None
-            spans.setdefault(seg, []).append((lo, hi, head))
+    items = [f for f in found.found if redact[f[0]]]
+    if not items:
+        return {}
+    parent = list(range(len(items)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_seg: dict[int, list[tuple[int, int, int]]] = {}
+    for n, (_rule, _cuts, pieces) in enumerate(items):
+        for seg, lo, hi in pieces:
+            by_seg.setdefault(seg, []).append((lo, hi, n))
+    for spans in by_seg.values():
+        spans.sort()
+        end, owner = -1, -1
+        for lo, hi, n in spans:
+            if lo < end:
+                parent[root(n)] = root(owner)
+            if hi > end:
+                end, owner = hi, n
+    label: dict[int, tuple[int, int, int, int]] = {}
+    start: dict[int, tuple[int, int]] = {}
+    for n, (rule, cuts, pieces) in enumerate(items):
+        r, first = root(n), pieces[0][:2]
+        key = (cuts, *first, rule)
+        if r not in label or key < label[r]:
+            label[r] = key
+        if r not in start or first < start[r]:
+            start[r] = first
+    tags = [f"[REDACTED:{rule.detector.name}]" for rule in scanner.rules]
     new: dict[int, str] = {}
-    for seg, items in spans.items():
-        items.sort(key=lambda t: (t[0], t[1]))
+    for seg, spans in by_seg.items():
         text = segs[seg].text
-        out, at = [], 0
-        k = 0
-        while k < len(items):
-            lo, hi, head = items[k]
+        out, at, k = [], 0, 0
+        while k < len(spans):
+            lo, hi, n = spans[k]
             k += 1
-            while k < len(items) and items[k][0] < hi:  # overlapping: one region
-                hi = max(hi, items[k][1])
-                other = items[k][2]
-                if other is not None and (head is None or other < head):
-                    head = other
+            while k < len(spans) and spans[k][0] < hi:
+                hi = max(hi, spans[k][1])
                 k += 1
             out.append(text[at:lo])
-            if head is not None:
-                out.append(tags[head[2]])
+            r = root(n)
+            if start[r] == (seg, lo):
+                out.append(tags[label[r][3]])
             at = hi
         out.append(text[at:])
         new[seg] = "".join(out)

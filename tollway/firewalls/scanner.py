@@ -77,8 +77,8 @@ class ScanResult:
 class Scanner:
     """Compiled rules: the combined pattern, its probe and the hold-back window."""
 
-    __slots__ = ("rules", "window", "blind", "reach", "_full", "_probe", "_tags", "_block", "_redact", "_gate",
-                 "_firsts", "_tails", "_probes", "_buckets", "_by_set")
+    __slots__ = ("rules", "window", "blind", "reach", "_full", "_probe", "_tags", "_block",
+                 "_redact", "_gate", "_firsts", "_tails", "_probes", "_buckets", "_by_set")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         if not rules:

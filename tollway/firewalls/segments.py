@@ -94,7 +94,8 @@ WORD_FIELDS = frozenset(
     "id tool_call_id name url file_id filename user safety_identifier prompt_cache_key "
     "stop voice required enum".split()
 )
-"""Fields holding identifiers (and lists of them): scanned alone, not joined with the text around them."""
+"""Fields holding identifiers (and lists of them): scanned alone, not joined with the
+text around them."""
 
 _BINARY = {("image_url", "url"), ("input_audio", "data"), ("file", "file_data")}
 _BINARY_FIELDS = frozenset(field for _, field in _BINARY)
@@ -203,9 +204,10 @@ def rebuild(body: dict[str, Any], segs: list[Segment], new: Mapping[int, str]) -
             depth -= 1
         got = copies[path[:depth]]
         for d in range(depth, len(path)):  # bodies may nest deeply: no recursion
-            child = got[path[d]]
+            step: Any = path[d]
+            child = got[step]
             child = dict(child) if isinstance(child, dict) else list(child)
-            got[path[d]] = child
+            got[step] = child
             got = copies[path[: d + 1]] = child
         return got
 

@@ -134,7 +134,8 @@ def _blind(seq: Any, flags: int, leading: bool, out: set[str]) -> bool:
         if op is _C.ASSERT_NOT and av[0] == -1:
             if not first or len(av[1]) != 1 or av[1].getwidth() != (1, 1):
                 return False
-            chars = ascii_class(*av[1][0], flags)
+            iop, iav = av[1][0]
+            chars = ascii_class(iop, iav, flags)
             if chars is None:
                 return False
             out -= chars

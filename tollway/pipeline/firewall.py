@@ -151,10 +151,10 @@ async def _run(
                 yield ev
             elif kind is StreamError:
                 # nothing follows an error: what is held is decided as at a normal end
-                released, blocked = end()
+                released, cut_off = end()
                 for e in released:
                     yield e
-                if blocked:  # the block wins: a blocked response, the error noted
+                if cut_off:  # the block wins: a blocked response, the error noted
                     assert isinstance(ev, StreamError)
                     _note_error(ctx, ev)
                 else:
