@@ -20,12 +20,17 @@ an edge of the text:
 - at a field's end every open reading is also finished on a copy, as if the text
   ended there: what it still held back is decided with nothing after it.
 
-Every finding of every reading is kept: a split can only add findings to those of
-the unsplit text, namely the ones of readings that cut at the edges it creates
-(a field holding ``"2024-01-15 4"`` reads, alone, as ending in a phone number).
-None is ever dropped for another: dropping the reading of a field on its own for
-a joined match across its edge would let the rest of that field's secret through.
-Callers merge overlapping findings.
+Every finding of every reading is kept, so a split can only add findings to those
+of the unsplit text: the ones of readings that cut at the edges it creates (a field
+holding ``"2024-01-15 4"`` reads, alone, as ending in a phone number). None is
+dropped for another (dropping a field's own reading for a joined match across its
+edge would let the rest of that field's secret through), with one exception that
+leaves every character covered: a match running on across an edge gives way to
+findings of the same rule that cover it edge to edge (``"bob@x.net"`` then
+``"ann@y.com"`` are two addresses). Callers merge overlapping findings.
+
+Text cut into so many fields around open candidates that reading every edge would
+cost far more than one scan raises ``TooFragmented`` (``work_budget``).
 """
 
 from __future__ import annotations
