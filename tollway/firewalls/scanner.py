@@ -145,22 +145,29 @@ class Scanner:
         ``eof``), or ``(p, m)`` for the leftmost complete candidate ``m`` starting at ``p``.
 
         At a candidate start, a rule's exact (dear) partial probe runs only when the
-        cheap ``open_tail`` test says the rule could still be open at the end.
+        cheap ``open_tail`` test says the rule could still be open at the end, and only
+        within ``window`` of the end: a match there, look-ahead included, is decided by
+        the text already read. (``regex`` reports a partial match after a lazy repeat
+        wherever the text ends, however far: without the bound a private key header
+        would hold back everything after it.)
         """
         gate = self._gate
         if gate is None:
             q = len(buf)
-            if not eof and (u := self._probe.search(buf, scan, partial=True)) is not None:
-                q = u.start()
+            if not eof:
+                near = max(scan, len(buf) - self.window + 1)
+                if (u := self._probe.search(buf, near, partial=True)) is not None:
+                    q = u.start()
             m = self._full.search(buf, scan)
             return (m.start(), m) if m is not None and m.start() < q else (q, None)
         buckets, search, ascii = self._buckets, gate.search, buf.isascii()
+        settled = len(buf) - self.window  # positions up to here are decided
         while (g := search(buf, scan)) is not None:
             p = g.start()
             got = buckets.get(buf[p], _MISSING)
             b = self._bucket(buf[p]) if got is _MISSING else cast(_Bucket | None, got)
             if b is not None:
-                if not eof and _open(b, buf, p, ascii):
+                if not eof and p > settled and _open(b, buf, p, ascii):
                     return p, None
                 m = b[4].match(buf, p)
                 if m is not None:
@@ -178,17 +185,20 @@ class Scanner:
         gate = self._gate
         if gate is None:
             q = end
-            if not eof and (u := self._probe.search(buf, scan, partial=True)) is not None:
-                q = min(q, u.start())
+            if not eof:
+                near = max(scan, len(buf) - self.window + 1)
+                if (u := self._probe.search(buf, near, partial=True)) is not None:
+                    q = min(q, u.start())
             m = self._full.search(buf, scan)
             return (m.start(), m) if m is not None and m.start() < q else (q, None)
         buckets, search, ascii = self._buckets, gate.search, buf.isascii()
+        settled = len(buf) - self.window
         while (g := search(buf, scan, end)) is not None:
             p = g.start()
             got = buckets.get(buf[p], _MISSING)
             b = self._bucket(buf[p]) if got is _MISSING else cast(_Bucket | None, got)
             if b is not None:
-                if not eof and _open(b, buf, p, ascii):
+                if not eof and p > settled and _open(b, buf, p, ascii):
                     return p, None
                 m = b[4].match(buf, p)
                 if m is not None:
