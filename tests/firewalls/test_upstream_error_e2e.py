@@ -112,7 +112,10 @@ def test_a_block_completed_by_the_held_text_wins_over_the_error(gateway: str) ->
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "content_filter"
     trace = _trace(gateway, request_id)
     assert trace["finish_reason"] == "content_filter"
-    assert trace["partial"] is True and trace["error"]["message"]
+    assert trace["partial"] is True
+    assert trace["status"] == 200 and trace["error"] is None  # the client was not told of it
+    assert "connection broke" in trace["attempts"][-1]["error"]  # the attempt keeps it
     assert any(v["detector"] == "credit_card" and v["action"] == "block"
                for v in trace["firewall_verdicts"])
+
 

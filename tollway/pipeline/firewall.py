@@ -8,8 +8,9 @@ then ``Finish(reason="content_filter")`` for every open choice, and the stage
 stops pulling: its ``finally`` closes the upstream iterator. An upstream error
 (``StreamError``) is an end too: held text is scanned and released first, then the
 error follows; if that text completes a blocked match, the block wins: the text
-before it, ``content_filter`` for every open choice and no error event (the error
-is kept in ``ctx.error`` for the trace, and the response is marked partial). Verdicts
+before it, ``content_filter`` for every open choice and no error event (the request
+does not end with that error: the route attempt keeps it, and the response is marked
+partial). Verdicts
 (``{detector, action, where, count}``) are added to ``ctx.firewall_verdicts``
 even when the client disconnects. A monitor-only policy passes events through
 untouched and only counts. Log probabilities survive only on deltas the
@@ -173,11 +174,11 @@ async def _run(
 
 
 def _note_error(ctx: RequestContext, error: StreamError) -> None:
-    """Keep an upstream error the client will not see (a block ended the response)."""
+    """The block won over an upstream error: the client is not told of it, so it is not
+    the error the request ends with (its attempt keeps it); the output was cut short."""
     ctx.partial = True
-    if ctx.error is None:
-        ctx.error = error.message
-        ctx.error_code = error.code
+    if ctx.error == error.message and ctx.status == error.status:
+        ctx.status, ctx.error, ctx.error_code, ctx.error_type = 200, None, None, None
 
 
 def _record(ctx: RequestContext, scanner: Any, filters: list[StreamFilter]) -> None:
