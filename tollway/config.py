@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tollway.billing.config import BillingConfig
 from tollway.firewalls.config import PolicyConfig
@@ -66,7 +73,7 @@ class Timeouts(_Strict):
 class ProviderConfig(_Strict):
     """An upstream provider account: its type and how to reach it."""
 
-    type: Literal["openai", "anthropic", "simulated"] = Field(description="adapter to use")
+    type: str = Field(description="adapter to use: a registered provider type")
     base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1")
     api_key: str | None = Field(None, description="sent upstream; use ${ENV_VAR}")
     headers: dict[str, str] = Field(default_factory=dict, description="extra upstream headers")
@@ -74,10 +81,21 @@ class ProviderConfig(_Strict):
         default_factory=dict, description="adapter-specific settings (see README)"
     )
 
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from tollway.providers.registry import provider_factory  # adapters register there
+
+        provider_factory(value)  # ValueError listing the known types
+        return value
+
     @model_validator(mode="after")
-    def _needs_url(self) -> ProviderConfig:
+    def _adapter_check(self) -> ProviderConfig:
+        from tollway.providers.registry import check_provider_config
+
         if self.type == "openai" and not self.base_url:
             raise ValueError("an 'openai' provider needs base_url")
+        check_provider_config(self)  # the adapter's own requirements
         return self
 
 
@@ -216,7 +234,8 @@ def _format_validation_error(exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{loc}: {msg}" if loc else msg.removeprefix("Value error, "))
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
