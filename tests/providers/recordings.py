@@ -112,3 +112,143 @@ def gemini_whole(objs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def read(path: Path) -> bytes:
     return path.read_bytes()
+
+
+# --- Bedrock -----------------------------------------------------------------------
+
+
+def eventstream_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One ``application/vnd.amazon.eventstream`` frame (string headers, both CRC32s)."""
+    import binascii
+    import struct
+
+    raw_headers = b"".join(
+        bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
+        for k, v in headers.items())
+    total = 12 + len(raw_headers) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(raw_headers))
+    head = prelude + struct.pack(">I", binascii.crc32(prelude))
+    body = head + raw_headers + payload
+    return body + struct.pack(">I", binascii.crc32(body))
+
+
+def bedrock_event_frame(kind: str, obj: dict[str, Any]) -> bytes:
+    return eventstream_frame({":event-type": kind, ":content-type": "application/json",
+                              ":message-type": "event"}, json.dumps(obj).encode())
+
+
+def bedrock_events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """Decoded ``(event type, payload)`` pairs of a recording (binary or JSON lines)."""
+    if raw.startswith(b"{"):
+        out = []
+        for line in raw.splitlines():
+            if line.strip():
+                (kind, obj), = json.loads(line).items()
+                out.append((kind, obj))
+        return out
+    from botocore.eventstream import EventStreamBuffer
+
+    buffer = EventStreamBuffer()
+    buffer.add_data(raw)
+    return [(m.headers[":event-type"], json.loads(m.payload)) for m in buffer]
+
+
+def bedrock_stream_bytes(raw: bytes) -> bytes:
+    """The wire bytes of a recording: binary as recorded, JSON lines framed."""
+    if not raw.startswith(b"{"):
+        return raw
+    return b"".join(bedrock_event_frame(k, o) for k, o in bedrock_events(raw))
+
+
+_BEDROCK_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls",
+                   "max_tokens": "length", "guardrail_intervened": "content_filter",
+                   "content_filtered": "content_filter"}
+
+
+def bedrock_expected(events: list[tuple[str, dict[str, Any]]], model: str) -> Expected:
+    """Converse semantics: text and reasoning deltas, tool blocks, stop reason, usage."""
+    exp = Expected(model=model)
+    tools: dict[int, list[Any]] = {}
+    for kind, obj in events:
+        if kind == "contentBlockStart" and "toolUse" in obj.get("start", {}):
+            tools[obj["contentBlockIndex"]] = [obj["start"]["toolUse"]["name"], ""]
+        elif kind == "contentBlockDelta":
+            delta = obj["delta"]
+            exp.text += delta.get("text", "")
+            exp.reasoning += delta.get("reasoningContent", {}).get("text", "")
+            if "toolUse" in delta:
+                tools[obj["contentBlockIndex"]][1] += delta["toolUse"]["input"]
+        elif kind == "messageStop":
+            exp.finish = _BEDROCK_FINISH[obj["stopReason"]]
+        elif kind == "metadata":
+            u = obj["usage"]
+            read, write = u.get("cacheReadInputTokens", 0), u.get("cacheWriteInputTokens", 0)
+            prompt = u["inputTokens"] + read + write
+            assert prompt + u["outputTokens"] == u["totalTokens"]
+            exp.usage = (prompt, u["outputTokens"], read, 0)
+    exp.tools = [(name, json.loads(args or "{}")) for name, args in tools.values()]
+    return exp
+
+
+def bedrock_whole(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Fold ConverseStream events into the ``Converse`` response body."""
+    blocks: dict[int, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
+    for kind, obj in events:
+        index = obj.get("contentBlockIndex", 0)
+        if kind == "contentBlockStart" and "toolUse" in obj.get("start", {}):
+            blocks[index] = {"toolUse": {**obj["start"]["toolUse"], "input": ""}}
+        elif kind == "contentBlockDelta":
+            delta = obj["delta"]
+            if "text" in delta:
+                blocks.setdefault(index, {"text": ""})["text"] += delta["text"]
+            elif "reasoningContent" in delta:
+                block = blocks.setdefault(index, {"reasoningContent": {"reasoningText": {
+                    "text": "", "signature": ""}}})["reasoningContent"]["reasoningText"]
+                block["text"] += delta["reasoningContent"].get("text", "")
+                block["signature"] += delta["reasoningContent"].get("signature", "")
+            elif "toolUse" in delta:
+                blocks[index]["toolUse"]["input"] += delta["toolUse"]["input"]
+        elif kind == "messageStop":
+            out["stopReason"] = obj["stopReason"]
+        elif kind == "metadata":
+            out["usage"], out["metrics"] = obj["usage"], obj.get("metrics", {})
+    for block in blocks.values():
+        if "toolUse" in block:
+            block["toolUse"]["input"] = json.loads(block["toolUse"]["input"] or "{}")
+    out["output"] = {"message": {"role": "assistant",
+                                 "content": [blocks[i] for i in sorted(blocks)]}}
+    return out
+
+
+# --- what an adapter produced -------------------------------------------------------
+
+
+def summarize(events: list[Any]) -> Expected:
+    """Fold an adapter's events (one Start, fragments merged by tool index)."""
+    from tollway.chunks import Finish, Start, TextDelta, ToolCallDelta, Usage
+
+    assert isinstance(events[0], Start)
+    assert sum(isinstance(e, Start) for e in events) == 1
+    got = Expected(model=events[0].model)
+    calls: dict[int, list[Any]] = {}
+    for e in events:
+        if isinstance(e, TextDelta):
+            if e.channel == "reasoning":
+                got.reasoning += e.text
+            else:
+                got.text += e.text
+        elif isinstance(e, ToolCallDelta):
+            if e.index not in calls:
+                assert e.id and e.name, "id and name come with a call's first fragment"
+                calls[e.index] = [e.name, ""]
+            else:
+                assert e.id is None
+            calls[e.index][1] += e.arguments
+        elif isinstance(e, Finish):
+            got.finish = e.reason
+        elif isinstance(e, Usage):
+            got.usage = (e.prompt_tokens, e.completion_tokens, e.cached_tokens,
+                         e.reasoning_tokens)
+    got.tools = [(name, json.loads(args)) for name, args in (calls[i] for i in sorted(calls))]
+    return got

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from tests.fake_upstream import serve, write_sse
 from tests.providers.recordings import (
     CONFORMANCE,
-    Expected,
     gemini_chunks,
     gemini_expected,
+    summarize,
 )
-from tollway.chunks import Event, Finish, Start, TextDelta, ToolCallDelta, Usage
+from tollway.chunks import Event, ToolCallDelta, Usage
 from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.errors import InvalidRequest, UpstreamError
 from tollway.providers.base import ChatRequest
@@ -45,28 +45,6 @@ async def collect(url: str, req: ChatRequest, dep: DeploymentConfig = DEP) -> li
     config = ProviderConfig(type="gemini", base_url=url, api_key=KEY)
     async with aiohttp.ClientSession() as session:
         return [e async for e in GeminiProvider("gem", config, session).stream(req, dep)]
-
-
-def summarize(events: list[Event]) -> Expected:
-    assert isinstance(events[0], Start)
-    assert sum(isinstance(e, Start) for e in events) == 1
-    got = Expected(model=events[0].model)
-    usage = None
-    for e in events:
-        if isinstance(e, TextDelta):
-            if e.channel == "reasoning":
-                got.reasoning += e.text
-            else:
-                got.text += e.text
-        elif isinstance(e, ToolCallDelta):
-            assert e.id and e.name, "Gemini function calls arrive whole"
-            got.tools.append((e.name, json.loads(e.arguments)))
-        elif isinstance(e, Finish):
-            got.finish = e.reason
-        elif isinstance(e, Usage):
-            usage = (e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.reasoning_tokens)
-    got.usage = usage
-    return got
 
 
 def replay(raw: bytes, req: ChatRequest, piece: int = 0,

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
 from tests.fake_upstream import serve, write_sse
-from tests.providers.recordings import CONFORMANCE, gemini_chunks, gemini_expected
-from tests.providers.test_gemini import request, summarize
+from tests.providers.recordings import CONFORMANCE, gemini_chunks, gemini_expected, summarize
+from tests.providers.test_gemini import request
 from tollway.chunks import Event
 from tollway.config import ConfigError, DeploymentConfig, ProviderConfig, parse_settings
 from tollway.errors import UpstreamError
