@@ -186,6 +186,40 @@ class Settings(_Strict):
                     return value
         return getattr(self.defaults, field)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _catalogue_prices(cls, data: Any) -> Any:
+        """``prices: catalog`` (or ``{catalog: true, …}``) → the model catalogue's prices."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+            return data
+        from tollway.providers.catalogue import catalogue_prices
+
+        providers = data.get("providers") if isinstance(data.get("providers"), dict) else {}
+        models = dict(data["models"])
+        for alias, model in models.items():
+            if not isinstance(model, dict) or not isinstance(model.get("deployments"), list):
+                continue
+            deployments = list(model["deployments"])
+            for i, dep in enumerate(deployments):
+                prices = dep.get("prices") if isinstance(dep, dict) else None
+                explicit: dict[str, Any] = {}
+                if isinstance(prices, dict) and prices.get("catalog") is True:
+                    explicit = {k: v for k, v in prices.items() if k != "catalog"}
+                elif prices != "catalog":
+                    continue
+                where = f"models.{alias}.deployments.{i}.prices"
+                provider = providers.get(dep.get("provider"))
+                ptype = provider.get("type") if isinstance(provider, dict) else None
+                if not isinstance(ptype, str):
+                    raise ValueError(f"{where}: 'catalog' needs a known provider")
+                try:
+                    found = catalogue_prices(ptype, str(dep.get("model")), set(Prices.model_fields))
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}") from None
+                deployments[i] = {**dep, "prices": {**found, **explicit}}
+            models[alias] = {**model, "deployments": deployments}
+        return {**data, "models": models}
+
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
         for alias, model in self.models.items():

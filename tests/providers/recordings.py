@@ -252,3 +252,139 @@ def summarize(events: list[Any]) -> Expected:
                          e.reasoning_tokens)
     got.tools = [(name, json.loads(args)) for name, args in (calls[i] for i in sorted(calls))]
     return got
+
+
+# --- OpenAI-compatible ----------------------------------------------------------------
+
+
+def sse_data(raw: bytes) -> list[dict[str, Any]]:
+    """The JSON ``data:`` payloads of an SSE body (``[DONE]`` left out)."""
+    out = []
+    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
+                payload = line[5:].strip()
+                if payload and payload != b"[DONE]":
+                    out.append(json.loads(payload))
+    return out
+
+
+def openai_expected(chunks: list[dict[str, Any]], fallback_model: str) -> Expected:
+    exp = Expected(model=fallback_model)
+    calls: dict[int, list[str]] = {}
+    for chunk in chunks:
+        exp.model = chunk.get("model") or exp.model
+        usage = chunk.get("usage")
+        if usage:
+            exp.usage = (usage["prompt_tokens"], usage["completion_tokens"],
+                         (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+                         or usage.get("prompt_cache_hit_tokens") or 0,
+                         (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+                         or 0)
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            exp.text += delta.get("content") or ""
+            exp.reasoning += delta.get("reasoning_content") or delta.get("reasoning") or ""
+            for call in delta.get("tool_calls") or []:
+                slot = calls.setdefault(call.get("index", 0), ["", ""])
+                fn = call.get("function") or {}
+                slot[0] += fn.get("name") or ""
+                slot[1] += fn.get("arguments") or ""
+            if choice.get("finish_reason"):
+                exp.finish = choice["finish_reason"]
+    exp.tools = [(n, json.loads(a)) for n, a in (calls[i] for i in sorted(calls))]
+    return exp
+
+
+def openai_whole(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    exp = openai_expected(chunks, "")
+    first = chunks[0]
+    message: dict[str, Any] = {"role": "assistant", "content": exp.text or None}
+    refusal = "".join((c.get("delta") or {}).get("refusal") or ""
+                      for ch in chunks for c in ch.get("choices") or [])
+    message["refusal"] = refusal or None
+    if exp.reasoning:
+        message["reasoning_content"] = exp.reasoning
+    if exp.tools:
+        message["tool_calls"] = [
+            {"id": f"call_{i}", "type": "function",
+             "function": {"name": n, "arguments": json.dumps(a)}}
+            for i, (n, a) in enumerate(exp.tools)]
+    usage = next((c["usage"] for c in reversed(chunks) if c.get("usage")), None)
+    return {"id": first.get("id"), "object": "chat.completion", "created": first.get("created"),
+            "model": exp.model, "choices": [{"index": 0, "message": message,
+                                             "finish_reason": exp.finish}],
+            **({"usage": usage} if usage else {})}
+
+
+# --- Anthropic ---------------------------------------------------------------------------
+
+_ANTHROPIC_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+                     "max_tokens": "length", "tool_use": "tool_calls",
+                     "refusal": "content_filter"}
+
+
+def anthropic_expected(events: list[dict[str, Any]], fallback_model: str) -> Expected:
+    exp = Expected(model=fallback_model)
+    usage: dict[str, Any] = {}
+    tools: dict[int, list[Any]] = {}
+    for ev in events:
+        kind = ev.get("type")
+        if kind == "message_start":
+            exp.model = ev["message"].get("model") or exp.model
+            usage.update(ev["message"].get("usage") or {})
+        elif kind == "content_block_start" and ev["content_block"]["type"] == "tool_use":
+            block = ev["content_block"]
+            tools[ev["index"]] = [block["name"], json.dumps(block["input"]) if block.get("input")
+                                  else ""]
+        elif kind == "content_block_delta":
+            delta = ev["delta"]
+            exp.text += delta.get("text", "") if delta["type"] == "text_delta" else ""
+            exp.reasoning += delta.get("thinking", "") if delta["type"] == "thinking_delta" else ""
+            if delta["type"] == "input_json_delta":
+                tools[ev["index"]][1] += delta["partial_json"]
+        elif kind == "message_delta":
+            usage.update(ev.get("usage") or {})
+            if ev["delta"].get("stop_reason"):
+                exp.finish = _ANTHROPIC_FINISH.get(ev["delta"]["stop_reason"], "stop")
+    exp.tools = [(n, json.loads(a or "{}")) for n, a in (tools[i] for i in sorted(tools))]
+    if usage:
+        read = usage.get("cache_read_input_tokens") or 0
+        prompt = usage.get("input_tokens", 0) + read + (usage.get("cache_creation_input_tokens")
+                                                        or 0)
+        exp.usage = (prompt, usage.get("output_tokens", 0), read,
+                     (usage.get("output_tokens_details") or {}).get("thinking_tokens", 0))
+    return exp
+
+
+def anthropic_whole(events: list[dict[str, Any]]) -> dict[str, Any]:
+    message: dict[str, Any] = {}
+    blocks: dict[int, dict[str, Any]] = {}
+    for ev in events:
+        kind = ev.get("type")
+        if kind == "message_start":
+            message = dict(ev["message"])
+            message["usage"] = dict(message.get("usage") or {})
+        elif kind == "content_block_start":
+            blocks[ev["index"]] = dict(ev["content_block"])
+            if blocks[ev["index"]]["type"] == "tool_use":
+                blocks[ev["index"]]["_json"] = ""
+        elif kind == "content_block_delta":
+            block, delta = blocks[ev["index"]], ev["delta"]
+            if delta["type"] == "text_delta":
+                block["text"] = block.get("text", "") + delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta["thinking"]
+            elif delta["type"] == "input_json_delta":
+                block["_json"] += delta["partial_json"]
+        elif kind == "message_delta":
+            message["stop_reason"] = ev["delta"].get("stop_reason")
+            message["usage"].update(ev.get("usage") or {})
+    for block in blocks.values():
+        if "_json" in block:
+            raw = block.pop("_json")
+            block["input"] = json.loads(raw) if raw else block.get("input") or {}
+    message["content"] = [blocks[i] for i in sorted(blocks)]
+    if not message["usage"]:
+        del message["usage"]
+    return message
