@@ -52,7 +52,7 @@ def run_catalog(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))  # noqa: T201
         return 0
     header = ("provider", "model", "context", "max out", *_COLUMNS, "reasoning")
-    table = [header]
+    table: list[tuple[str, ...]] = [header]
     for e in entries:
         table.append((e.provider_type, e.model, str(e.context_window or "-"),
                       str(e.max_output or "-"),

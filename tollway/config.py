@@ -194,7 +194,8 @@ class Settings(_Strict):
             return data
         from tollway.providers.catalogue import catalogue_prices
 
-        providers = data.get("providers") if isinstance(data.get("providers"), dict) else {}
+        raw = data.get("providers")
+        providers: dict[str, Any] = raw if isinstance(raw, dict) else {}
         models = dict(data["models"])
         for alias, model in models.items():
             if not isinstance(model, dict) or not isinstance(model.get("deployments"), list):
