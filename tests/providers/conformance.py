@@ -46,6 +46,8 @@ class Recording:
     whole_body: bytes
     expected: Expected
     stream_content_type: str = "text/event-stream"
+    error: tuple[int, str | None] | None = None  # (status, code) the client must get instead
+    status: int = 200  # the upstream's HTTP status (an error recording's)
 
 
 @dataclass
@@ -69,7 +71,11 @@ def _handler(suite: ProviderSuite) -> Callable[[web.Request, Upstream], Any]:
         suite.requests.append((request.path, body, dict(request.headers)))
         rec = by_name[model]
         if not streaming:
-            return web.Response(body=rec.whole_body, content_type="application/json")
+            return web.Response(body=rec.whole_body, status=rec.status,
+                                content_type="application/json")
+        if rec.status != 200:  # Google sends error bodies unframed, whatever the content type
+            return web.Response(body=rec.stream_body, status=rec.status,
+                                content_type=rec.stream_content_type)
         resp = web.StreamResponse(headers={"Content-Type": rec.stream_content_type})
         await resp.prepare(request)
         step = max(1, len(rec.stream_body) // 7)  # a few uneven writes
@@ -166,8 +172,18 @@ def _sdk_text(url: str, model: str) -> str:
         if chunk.choices)
 
 
+def _error(url: str, model: str, stream: bool) -> tuple[int, str | None]:
+    r = httpx.post(url + "/v1/chat/completions", timeout=30, json={
+        "model": model, "stream": stream, "messages": [{"role": "user", "content": "replay"}]})
+    validate(r.json(), "ErrorResponse")
+    return r.status_code, r.json()["error"]["code"]
+
+
 def check_recording(url: str, rec: Recording) -> None:
     """Both modes through tollway: schema-valid, equal to the recording and to each other."""
+    if rec.error is not None:  # the recording is a failure: the same error in both modes
+        assert _error(url, rec.name, True) == _error(url, rec.name, False) == rec.error
+        return
     streamed, whole = _stream(url, rec.name), _whole(url, rec.name)
     exp = rec.expected
     for got in (streamed, whole):

@@ -61,8 +61,6 @@ def gemini_expected(objs: list[dict[str, Any]], fallback_model: str) -> Expected
     for obj in objs:
         exp.model = obj.get("modelVersion") or exp.model
         usage = obj.get("usageMetadata") or usage
-        if obj.get("promptFeedback", {}).get("blockReason") and not obj.get("candidates"):
-            exp.finish = "content_filter"
         for cand in obj.get("candidates") or []:
             for part in (cand.get("content") or {}).get("parts") or []:
                 if part.get("thought"):

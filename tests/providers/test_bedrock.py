@@ -283,3 +283,55 @@ def test_remote_images_are_a_client_error() -> None:
     with pytest.raises(InvalidRequest, match="base64 data URL"):
         build(messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["text", "delta", "toolUse", "start", "contentBlockIndex", "input",
+                         "reasoningContent", "stopReason", "usage", "inputTokens", "x"]),
+        inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=st.lists(st.tuples(st.sampled_from(
+    ["messageStart", "contentBlockStart", "contentBlockDelta", "contentBlockStop", "messageStop",
+     "metadata", "unknown"]), _JSON), max_size=8))
+def test_malformed_events_are_upstream_errors_never_crashes(events: list[Any]) -> None:
+    from tollway.providers.bedrock.response import ConverseTranslator
+
+    translator = ConverseTranslator("m")
+    try:
+        for kind, obj in events:
+            translator.feed(kind, obj)
+        translator.final_usage()
+    except UpstreamError:
+        pass
+
+
+@settings(max_examples=20, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=20000), max_size=10),
+       index=st.integers(min_value=0, max_value=len(RECORDINGS) - 1))
+def test_any_split_of_the_frames_gives_the_same_events(cuts: list[int], index: int) -> None:
+    """Frames may be cut anywhere (inside the prelude, headers or checksum)."""
+    raw = RECORDINGS[index].read_bytes()
+    wire = bedrock_stream_bytes(raw)
+    points = sorted({c % len(wire) for c in cuts} - {0})
+    pieces = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
+
+    async def handler(r: web.Request) -> web.StreamResponse:
+        await r.read()
+        resp = web.StreamResponse()
+        await resp.prepare(r)
+        for p in pieces:
+            await resp.write(p)
+            await asyncio.sleep(0)
+        await resp.write_eof()
+        return resp
+
+    async def main() -> list[Event]:
+        async with serve(handler) as url:
+            return await collect(url, request())
+
+    assert summarize(asyncio.run(main())) == bedrock_expected(bedrock_events(raw), MODEL)

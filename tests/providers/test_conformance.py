@@ -68,9 +68,18 @@ def _gemini() -> ProviderSuite:
     recs = []
     for path in sorted((STREAMS / "gemini").glob("*.sse")):
         chunks = gemini_chunks(path.read_bytes())
+        blocked = any("blockReason" in c.get("promptFeedback", {}) for c in chunks)
         recs.append(Recording(path.stem, path.read_bytes(),
                               json.dumps(gemini_whole(chunks)).encode(),
-                              gemini_expected(chunks, path.stem)))
+                              gemini_expected(chunks, path.stem),
+                              error=(400, "content_filter") if blocked else None))
+    for name, upstream, status, code in (
+        ("mirascope-gemini-stream-error-404-not-found", 404, 404, "NOT_FOUND"),
+        ("mirascope-gemini-stream-error-400-api-key-invalid", 400, 502, "upstream_auth_failed"),
+    ):
+        raw = (CONFORMANCE / "gemini-json" / f"{name}.json").read_bytes()
+        recs.append(Recording(name, raw, raw, Expected(model=name), error=(status, code),
+                              status=upstream))
     return ProviderSuite("gemini", lambda url: {"type": "gemini", "base_url": url,
                                                 "api_key": "AIza-x"}, recs, _gemini_route)
 
@@ -142,7 +151,7 @@ def test_recording_through_tollway(servers: dict[str, str], suite: ProviderSuite
                                    rec: Recording) -> None:
     before = len(suite.requests)
     check_recording(servers[suite.type], rec)
-    if suite.route is not None:  # two streaming calls (raw and SDK) and one whole
-        assert len(suite.requests) - before == 3
+    if suite.route is not None:  # two streaming calls (raw and SDK) and one whole; 2 for errors
+        assert len(suite.requests) - before == (2 if rec.error else 3)
         assert all(model == rec.name for model, _ in
                    (suite.route(p, b) for p, b, _h in suite.requests[before:]))

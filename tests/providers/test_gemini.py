@@ -27,7 +27,9 @@ from tollway.providers.base import ChatRequest
 from tollway.providers.gemini.provider import GeminiProvider
 from tollway.providers.gemini.request import build_generate_request, split_tool_call_id
 
-STREAMS = sorted((CONFORMANCE / "streams" / "gemini").glob("*.sse"))
+ALL_STREAMS = sorted((CONFORMANCE / "streams" / "gemini").glob("*.sse"))
+BLOCKED = CONFORMANCE / "streams/gemini/firebase-googleai-prompt-blocked-safety.sse"
+STREAMS = [p for p in ALL_STREAMS if p != BLOCKED]
 WHOLE = CONFORMANCE / "gemini-json"
 KEY = "AIza-test-key-123456"
 DEP = DeploymentConfig(provider="gem", model="gemini-2.5-flash")
@@ -162,6 +164,12 @@ def _error(status: int, raw: bytes, headers: dict[str, str] | None = None) -> Up
     with pytest.raises(UpstreamError) as info:
         asyncio.run(main())
     return info.value
+
+
+def test_blocked_prompt_recording_is_a_content_filter_error_with_the_reason() -> None:
+    err = _error(200, BLOCKED.read_bytes())
+    assert (err.status, err.code, err.retryable) == (400, "content_filter", False)
+    assert "blockReason: SAFETY" in err.message
 
 
 def test_invalid_api_key_recording_is_misconfiguration_and_falls_back() -> None:
@@ -383,3 +391,27 @@ def test_deployment_output_cap_is_sent() -> None:
 
     asyncio.run(main())
     assert seen["body"]["generationConfig"] == {"maxOutputTokens": 77}
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["candidates", "content", "parts", "text", "thought", "functionCall",
+                         "args", "name", "finishReason", "index", "usageMetadata",
+                         "promptTokenCount", "promptFeedback", "blockReason", "error", "code"]),
+        inner, max_size=4),
+    max_leaves=14)
+
+
+@settings(max_examples=100, deadline=None)
+@given(objs=st.lists(_JSON, max_size=5))
+def test_malformed_objects_are_upstream_errors_never_crashes(objs: list[Any]) -> None:
+    from tollway.providers.gemini.response import CandidateTranslator
+
+    translator = CandidateTranslator()
+    try:
+        for obj in objs:
+            translator.feed(obj)
+        translator.final_usage()
+    except UpstreamError:
+        pass

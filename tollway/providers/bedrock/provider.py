@@ -172,6 +172,8 @@ class BedrockProvider:
                             yield event
                     elif kind == "exception":
                         body = loads(message.payload) if message.payload else {}
+                        if not isinstance(body, dict):
+                            body = {}
                         raise error_from_exception(
                             str(headers.get(":exception-type", "")),
                             str(body.get("message") or body.get("Message") or ""), self.name)

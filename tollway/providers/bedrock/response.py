@@ -83,8 +83,14 @@ class ConverseTranslator:
         self._usage: dict[str, Any] | None = None
         self.finished = False
 
-    def feed(self, kind: str, obj: dict[str, Any]) -> list[Event]:
-        """Translate one event (``kind`` is its ``:event-type``)."""
+    def feed(self, kind: str, obj: Any) -> list[Event]:
+        """Translate one event (``kind`` is its ``:event-type``); malformed → upstream failure."""
+        try:
+            return self._feed(kind, obj)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise UpstreamError("the provider sent a malformed event", status=502) from None
+
+    def _feed(self, kind: str, obj: dict[str, Any]) -> list[Event]:
         out: list[Event] = []
         if not self._started:
             self._started = True
@@ -127,7 +133,11 @@ class ConverseTranslator:
         return out
 
     def final_usage(self) -> list[Event]:
-        return [usage_from_bedrock(self._usage)] if self._usage else []
+        """The ``metadata.usage`` as a ``Usage`` (none if none was reported)."""
+        try:
+            return [usage_from_bedrock(self._usage)] if self._usage else []
+        except (TypeError, ValueError):
+            raise UpstreamError("the provider sent malformed usage", status=502) from None
 
 
 def usage_from_bedrock(usage: dict[str, Any]) -> Usage:
@@ -142,8 +152,15 @@ def usage_from_bedrock(usage: dict[str, Any]) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=output, cached_tokens=read)
 
 
-def events_from_converse(obj: dict[str, Any], model: str) -> list[Event]:
+def events_from_converse(obj: Any, model: str) -> list[Event]:
     """A non-streaming ``Converse`` response → the same events a stream would give."""
+    try:
+        return _events_from_converse(obj, model)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise UpstreamError("the provider sent a malformed response", status=502) from None
+
+
+def _events_from_converse(obj: dict[str, Any], model: str) -> list[Event]:
     out: list[Event] = [Start(model=model)]
     message = (obj.get("output") or {}).get("message") or {}
     tools = 0

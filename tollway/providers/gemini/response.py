@@ -14,7 +14,9 @@ first response object             ``Start(model=modelVersion)``
                                   length, SAFETY / RECITATION / BLOCKLIST /
                                   PROHIBITED_CONTENT / SPII / IMAGE_SAFETY… →
                                   content_filter, anything else → stop
-``promptFeedback.blockReason``    ``Finish("content_filter")`` (prompt blocked)
+``promptFeedback.blockReason``    ``UpstreamError`` 400 ``content_filter`` naming
+                                  the reason (the prompt was blocked; not
+                                  retried elsewhere)
 ``usageMetadata`` (cumulative)    one ``Usage`` after the last ``Finish``
 ``{"error": …}``                  ``UpstreamError`` (see ``error_from_status``)
 ================================  ============================================
@@ -89,7 +91,7 @@ class CandidateTranslator:
     candidate finished (a stream without a finish reason was cut short).
     """
 
-    __slots__ = ("_calls", "_finished", "_provider", "_started", "_usage", "blocked")
+    __slots__ = ("_calls", "_finished", "_provider", "_started", "_usage")
 
     def __init__(self, provider: str = "gemini") -> None:
         self._provider = provider
@@ -97,10 +99,17 @@ class CandidateTranslator:
         self._usage: dict[str, Any] | None = None
         self._calls: dict[int, int] = {}  # candidate → function calls so far
         self._finished: set[int] = set()
-        self.blocked: str | None = None  # the prompt's block reason, if it was blocked
 
-    def feed(self, obj: dict[str, Any], fallback_model: str = "") -> list[Event]:
-        """Translate one ``GenerateContentResponse``."""
+    def feed(self, obj: Any, fallback_model: str = "") -> list[Event]:
+        """Translate one ``GenerateContentResponse``; a malformed one is an upstream failure."""
+        try:
+            return self._feed(obj, fallback_model)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise UpstreamError(
+                f"provider {self._provider!r} sent a malformed response object", status=502
+            ) from None
+
+    def _feed(self, obj: dict[str, Any], fallback_model: str) -> list[Event]:
         if "error" in obj:
             raise error_from_response(obj, 502, self._provider)
         out: list[Event] = []
@@ -116,10 +125,15 @@ class CandidateTranslator:
         if isinstance(feedback, dict) and feedback.get("blockReason") and not obj.get(
             "candidates"
         ):
-            self.blocked = str(feedback["blockReason"])
-            if 0 not in self._finished:
-                self._finished.add(0)
-                out.append(Finish("content_filter", 0))
+            raise UpstreamError(
+                f"provider {self._provider!r} blocked the prompt "
+                f"(blockReason: {feedback['blockReason']})",
+                status=400,
+                retryable=False,  # a policy decision: another deployment must not get round it
+                code="content_filter",
+                type="invalid_request_error",
+                param="messages",
+            )
         return out
 
     def _candidate(self, candidate: dict[str, Any], out: list[Event]) -> None:
@@ -152,7 +166,13 @@ class CandidateTranslator:
         return bool(self._finished)
 
     def final_usage(self) -> list[Event]:
-        return [usage_from_gemini(self._usage)] if self._usage else []
+        """The last ``usageMetadata`` as a ``Usage`` (none if none was reported)."""
+        try:
+            return [usage_from_gemini(self._usage)] if self._usage else []
+        except (TypeError, ValueError):
+            raise UpstreamError(
+                f"provider {self._provider!r} sent malformed usage", status=502
+            ) from None
 
 
 def usage_from_gemini(meta: dict[str, Any]) -> Usage:
