@@ -41,6 +41,7 @@ BUILTINS: dict[str, str] = {
     "gemini": "tollway.providers.gemini.provider:GeminiProvider",
     "vertex": "tollway.providers.gemini.vertex:VertexProvider",
     "bedrock": "tollway.providers.bedrock.provider:BedrockProvider",
+    "azure": "tollway.providers.azure:AzureOpenAIProvider",
 }
 
 _FACTORIES: dict[str, Factory] = {}
