@@ -279,6 +279,12 @@ def test_reasoning_effort_on_anthropic_models() -> None:
     assert other["inferenceConfig"] == {"temperature": 0.3}
 
 
+def test_several_choices_are_a_client_error() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        build(n=2)
+    assert info.value.param == "n"
+
+
 def test_remote_images_are_a_client_error() -> None:
     with pytest.raises(InvalidRequest, match="base64 data URL"):
         build(messages=[{"role": "user", "content": [

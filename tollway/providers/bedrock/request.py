@@ -21,7 +21,10 @@ top_p, stop                 ``topP``, ``stopSequences``
                             ``additionalModelRequestFields.thinking`` with the
                             Anthropic adapter's budgets; temperature and top_p
                             are then left out, as Anthropic requires
+``n`` above 1               400: Converse returns one choice
 ==========================  ==================================================
+
+Not translated: ``response_format``, logprobs, audio.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ def build_converse_request(
     max_output_tokens: int | None,
 ) -> dict[str, Any]:
     """The JSON body for ``POST /model/{modelId}/converse`` (and ``converse-stream``)."""
+    if body.get("n") not in (None, 1):
+        raise InvalidRequest("n: Bedrock's Converse API returns one choice; n must be 1",
+                             param="n")
     system, turns = translate_messages(messages)
     out: dict[str, Any] = {"messages": turns}
     if system:
