@@ -3,7 +3,8 @@
 ``register(subparsers)`` adds them to the ``tollway`` argparse CLI; each leaf
 sets ``func(args) -> int`` (the exit code). The database comes from
 ``--database``, else ``--config``'s ``database``, else ``TOLLWAY_CONFIG``, else
-``TOLLWAY_DATABASE``, else ``sqlite:///tollway.db``.
+``TOLLWAY_DATABASE``, else the demo's ``sqlite:///tollway-demo.db`` (the zero-config
+default, shared with ``tollway serve``: a key made here works against the demo).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tollway.billing.ledger import (
     require_account,
 )
 from tollway.billing.pricing import usd_str
+from tollway.demo import zero_config_database
 from tollway.errors import GatewayError
 from tollway.storage import open_storage
 from tollway.storage.base import Conflict
@@ -37,7 +39,6 @@ from tollway.storage.sql import SqlStorage
 
 __all__ = ["register", "resolve_database"]
 
-DEFAULT_DATABASE = "sqlite:///tollway.db"
 Command = Callable[[SqlStorage, BillingConfig, argparse.Namespace], Awaitable[tuple[Any, str]]]
 
 
@@ -52,7 +53,7 @@ def resolve_database(args: argparse.Namespace) -> tuple[str, BillingConfig]:
         settings = load_settings(config_path)
         billing = getattr(settings, "billing", None) or billing
         dsn = dsn or settings.database
-    return dsn or os.environ.get("TOLLWAY_DATABASE") or DEFAULT_DATABASE, billing
+    return dsn or zero_config_database(), billing
 
 
 def _usd(text: str) -> Decimal:

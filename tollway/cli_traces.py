@@ -3,7 +3,8 @@
 Without an id: the newest traces as a table (filters: --model, --status,
 --account, --since, --until, --limit). With an id: that trace in detail. The
 database comes from --database, else --config's ``tracing.database`` or
-``database``, else ``TOLLWAY_DATABASE``, else ``sqlite:///tollway.db``.
+``database``, else ``TOLLWAY_DATABASE``, else the demo's ``sqlite:///tollway-demo.db``
+(the zero-config default, shared with ``tollway serve``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def _database(args: argparse.Namespace) -> str:
         settings = load_settings(path)
         tracing = getattr(settings, "tracing", None)
         return str(getattr(tracing, "database", None) or settings.database)
-    return os.environ.get("TOLLWAY_DATABASE", "sqlite:///tollway.db")
+    from tollway.demo import zero_config_database
+
+    return zero_config_database()
 
 
 def _ms(value: Any) -> str:
@@ -91,7 +94,7 @@ def format_table(traces: list[dict[str, Any]]) -> str:
 
 
 def format_detail(t: dict[str, Any]) -> str:
-    """One trace as labelled lines, then its route attempts."""
+    """One trace as labelled lines: route attempts, verdicts, tools, then the bodies if stored."""
     usage = t.get("usage") or {}
     timings = t.get("timings") or {}
     error = t.get("error") or {}
@@ -124,6 +127,10 @@ def format_detail(t: dict[str, Any]) -> str:
         lines.append(f"firewall     {orjson.dumps(v, default=str).decode()}")
     for c in t.get("tool_calls") or ():
         lines.append(f"tool         {c.get('name')} {c.get('error') or 'ok'}")
+    bodies = t.get("bodies")
+    if bodies:  # stored only for accounts that opt in (tracing.store_bodies)
+        for name in ("request", "response"):
+            lines.append(f"{name:<13}{orjson.dumps(bodies.get(name), default=str).decode()}")
     return "\n".join(lines)
 
 

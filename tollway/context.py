@@ -55,6 +55,8 @@ class RequestContext:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     reservation: Any = None  # billing's open reservation
     extra_usage_cost: Any = None  # e.g. per-call platform tool prices (Decimal USD)
+    platform_tools: list[Any] | None = None  # the tools the request attaches (tools.Tool)
+    trace_bodies: Any = None  # tracing's request/response bodies, for accounts that opt in
 
     def mark(self, name: str) -> None:
         """Record a timing mark (seconds since the request was received)."""

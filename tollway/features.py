@@ -35,15 +35,23 @@ def install_features(app: TollwayApp) -> None:
 
     firewalls = install_firewalls(app, default_policy=default_firewall)
 
-    if settings.tools.declared:
+    from tollway.tools.feature import install_tools
+
+    def default_tools(ctx: RequestContext) -> list[str] | None:
+        return settings.default_for(  # type: ignore[no-any-return]
+            "platform_tools", key_id=ctx.key_id, account_id=ctx.account_id,
+            account_name=getattr(ctx.account, "account_name", None))
+
+    if not settings.tools.declared:
+        # nothing to run: the feature only refuses the names a request attaches
+        # (its own, or a default's: a default naming tools is then an error too)
+        defaults = [settings.defaults, *settings.account_defaults.values(),
+                    *settings.key_defaults.values()]
+        named = any(d.platform_tools for d in defaults)
+        install_tools(app, settings.tools, default_tools=default_tools if named else None)
+    else:
         from tollway.firewalls.feature import policy_for
         from tollway.firewalls.request import FirewallBlocked, apply_request, merge_verdicts
-        from tollway.tools.feature import install_tools
-
-        def default_tools(ctx: RequestContext) -> list[str] | None:
-            return settings.default_for(  # type: ignore[no-any-return]
-                "platform_tools", key_id=ctx.key_id, account_id=ctx.account_id,
-                account_name=getattr(ctx.account, "account_name", None))
 
         async def inspect_tool_result(name: str, text: str, ctx: RequestContext) -> str:
             """The request's firewall applies to tool results before model and client see them."""

@@ -1,15 +1,32 @@
-"""Running the app under uvicorn (uvloop + httptools), one or several workers."""
+"""Running the app under uvicorn (uvloop + httptools), one or several workers.
+
+The listening socket is bound first (``listen_socket``): a taken port is one
+``ListenError`` before anything else starts. Workers share that socket. Once
+the server answers ``GET /health`` (one worker is serving), ``on_ready`` runs
+(the CLI prints the demo banner then).
+"""
 
 from __future__ import annotations
 
+import errno
+import http.client
 import os
+import socket
+import threading
+import time
+from collections.abc import Callable
 
 from tollway.app import TollwayApp, create_app
 from tollway.config import Settings, load_settings
 
-__all__ = ["app_factory", "run"]
+__all__ = ["ListenError", "app_factory", "listen_socket", "run"]
 
 CONFIG_ENV = "TOLLWAY_CONFIG"
+STARTUP_FAILURE = 3  # uvicorn's exit status when the app could not start
+
+
+class ListenError(Exception):
+    """The server cannot listen on its address (taken port, no permission, bad host)."""
 
 
 def app_factory() -> TollwayApp:
@@ -19,19 +36,77 @@ def app_factory() -> TollwayApp:
         return create_app(load_settings(path))
     from tollway.demo import demo_settings
 
-    port = os.environ.get("TOLLWAY_DEMO_PORT")
-    return create_app(demo_settings(int(port) if port else None))
+    return create_app(demo_settings())
 
 
-def run(settings: Settings, *, workers: int | None = None) -> None:
-    """Serve until interrupted."""
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``port`` 0: any free one), for uvicorn to serve."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            why = "the port is already in use (another tollway? choose a port with --port)"
+        elif exc.errno == errno.EACCES:
+            why = "permission denied (ports below 1024 need privileges)"
+        elif isinstance(exc, socket.gaierror):
+            why = "unknown host"
+        else:
+            why = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen on {where}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _when_ready(sock: socket.socket, on_ready: Callable[[], None]) -> None:
+    """Call ``on_ready`` from a daemon thread once the server behind ``sock`` answers."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - the wildcard: ask the loopback
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"  # noqa: S104
+
+    def wait() -> None:
+        while True:
+            conn = http.client.HTTPConnection(host, port, timeout=2)
+            try:
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    break
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+            time.sleep(0.05)
+        on_ready()
+
+    threading.Thread(target=wait, name="tollway-ready", daemon=True).start()
+
+
+def run(
+    settings: Settings,
+    *,
+    workers: int | None = None,
+    sock: socket.socket | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    """Serve until interrupted; the exit status (``STARTUP_FAILURE`` if the app did not start).
+
+    ``sock`` is the listening socket (default: bound here, ``ListenError`` if it
+    cannot be); ``on_ready`` runs once the server answers requests.
+    """
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     server = settings.server
     count = workers or server.workers
+    if sock is None:
+        sock = listen_socket(server.host, server.port)
     common = dict(
         host=server.host,
-        port=server.port,
+        port=sock.getsockname()[1],
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -42,7 +117,20 @@ def run(settings: Settings, *, workers: int | None = None) -> None:
         server_header=False,
         date_header=False,
     )
-    if count > 1:
-        uvicorn.run("tollway.server:app_factory", factory=True, workers=count, **common)  # type: ignore[arg-type]
-    else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+    if on_ready is not None:
+        _when_ready(sock, on_ready)
+    try:
+        if count > 1:
+            config = uvicorn.Config("tollway.server:app_factory", factory=True, workers=count,
+                                    **common)
+            supervisor = Multiprocess(config, sockets=[sock])
+            supervisor.run()
+            failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+            return STARTUP_FAILURE if failed else 0
+        single = uvicorn.Server(uvicorn.Config(create_app(settings), **common))
+        single.run(sockets=[sock])
+        return 0 if single.started else STARTUP_FAILURE
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sock.close()

@@ -90,25 +90,50 @@ async def _model(request: ChatRequest) -> AsyncIterator[Event]:
     yield Finish("stop")
 
 
-def test_wrapper_defaults_and_errors() -> None:
+def _ctx(request: ChatRequest, key_id: str | None = "key_1") -> RequestContext:
+    return RequestContext(request_id="r", key_id=key_id, request=request)
+
+
+def test_resolution_defaults_and_errors() -> None:
     async def main() -> None:
         feature = PlatformTools(ToolsConfig(calculator={}),
                                 default_tools=lambda ctx: ["calculator"] if ctx.key_id else None)
-        ctx = RequestContext(request_id="r", key_id="key_1")
         with pytest.raises(InvalidRequest, match="not available"):
-            feature.wrap(_request(), ctx, _model)  # not started
+            feature.tools_for(_ctx(_request()))  # not started
         await feature.start()
         try:
-            assert feature.wrap(_request(platform_tools=[]), ctx, _model) is None
-            assert feature.wrap(_request(), ctx, _model) is not None  # the default
+            assert feature.tools_for(_ctx(_request(platform_tools=[]))) is None
+            tools = feature.tools_for(_ctx(_request()))  # the default
+            assert tools is not None and [t.name for t in tools] == ["calculator"]
             with pytest.raises(InvalidRequest, match="list of tool names"):
-                feature.wrap(_request(platform_tools="calculator"), ctx, _model)
+                feature.tools_for(_ctx(_request(platform_tools="calculator")))
             with pytest.raises(InvalidRequest, match="clock"):
-                feature.wrap(_request(platform_tools=["clock"]), ctx, _model)
+                feature.tools_for(_ctx(_request(platform_tools=["clock"])))
+            ctx = _ctx(_request())
+            await feature.attach(ctx)  # the request hook
+            assert ctx.platform_tools == tools
+            assert feature.wrap(ctx.request, ctx, _model) is not None  # type: ignore[arg-type]
         finally:
             await feature.close()
-        assert feature.wrap(_request(), RequestContext(request_id="r"), _model) is None
-        assert PlatformTools(ToolsConfig(calculator={})).wrap(_request(), ctx, _model) is None
+        assert feature.tools_for(_ctx(_request(), key_id=None)) is None
+        assert PlatformTools(ToolsConfig(calculator={})).tools_for(_ctx(_request())) is None
+        unattached = _ctx(_request())
+        assert feature.wrap(unattached.request, unattached, _model) is None  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+def test_nothing_declared_refuses_every_name() -> None:
+    async def main() -> None:
+        feature = PlatformTools(ToolsConfig())
+        await feature.start()
+        try:
+            assert feature.tools_for(_ctx(_request())) is None
+            with pytest.raises(InvalidRequest, match="no-such-tool. Available: none") as info:
+                feature.tools_for(_ctx(_request(platform_tools=["no-such-tool"])))
+            assert info.value.code == "unknown_platform_tool"
+        finally:
+            await feature.close()
 
     asyncio.run(main())
 
@@ -137,6 +162,7 @@ def test_inspector_redacts_and_blocks() -> None:
         try:
             request = _request(platform_tools=["calculator"])
             ctx = RequestContext(request_id="r", request=request)
+            await feature.attach(ctx)
             events = feature.wrap(request, ctx, model)
             assert events is not None
             return [e async for e in events]

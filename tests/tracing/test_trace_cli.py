@@ -66,3 +66,25 @@ def test_missing_and_bad_input(db: str, capsys: pytest.CaptureFixture[str]) -> N
     assert cli("req_nope", "--database", db)[0] == 1
     assert cli("--database", db, "--status", "teapot")[0] == 2
     assert "status" in capsys.readouterr().err
+
+
+def test_detail_shows_stored_bodies(tmp_path: object) -> None:
+    dsn = f"sqlite:///{tmp_path}/bodies.db"
+    bodies = {"request": {"messages": [{"role": "user", "content": "hi"}]},
+              "response": {"choices": [{"message": {"content": "hello"}}]}, "truncated": False}
+
+    async def fill() -> None:
+        store = await open_trace_store(dsn)
+        writer = TraceWriter(store)
+        writer.submit(build_record(make_ctx("req_body"), bodies=bodies))
+        writer.submit(build_record(make_ctx("req_none")))
+        await writer.flush()
+        await store.close()
+
+    asyncio.run(fill())
+    code, out = cli("req_body", "--database", dsn)
+    assert code == 0
+    assert 'request      {"messages":[{"role":"user","content":"hi"}]}' in out
+    assert 'response     {"choices":[{"message":{"content":"hello"}}]}' in out
+    code, out = cli("req_none", "--database", dsn)
+    assert code == 0 and "response" not in out

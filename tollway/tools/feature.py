@@ -1,11 +1,14 @@
-"""Plugs platform tools into the gateway: start-up, shutdown and the source wrapper.
+"""Plugs platform tools into the gateway: start-up, shutdown, name resolution, the loop.
 
 ``install_tools(app, config)`` opens the registry when the app starts (MCP
-servers connect then), closes it when the app stops, and wraps each request's
-model source with the tool loop when the request attaches platform tools:
-``platform_tools`` in the body, else ``default_tools(ctx)`` (the key's, the
-account's or the global default from ``Settings.default_for``). An empty list
-turns the defaults off for one request.
+servers connect then) and closes it when the app stops. Per request, a request
+hook resolves the platform tools it attaches (``platform_tools`` in the body,
+else ``default_tools(ctx)``: the key's, the account's or the global default from
+``Settings.default_for``) into ``ctx.platform_tools``, before admission, so an
+unknown name is a 400 that reserves nothing and reaches no upstream; the source
+wrapper then runs the tool loop around the model. An empty list turns the
+defaults off for one request. With no tool declared, only the hook is installed:
+every name is unknown.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from tollway.pipeline.tools import CallModel, run_with_tools
 from tollway.providers.base import ChatRequest
 from tollway.tools.config import ToolsConfig
 from tollway.tools.execute import ResultInspector
-from tollway.tools.registry import ToolRegistry, open_registry, resolve_tools
+from tollway.tools.registry import Tool, ToolRegistry, open_registry, resolve_tools
 
 if TYPE_CHECKING:
     from tollway.app import TollwayApp
@@ -45,18 +48,20 @@ class PlatformTools:
         self.registry: ToolRegistry | None = None
 
     async def start(self) -> None:
-        self.registry = await open_registry(self.config)
+        if self.config.declared:
+            self.registry = await open_registry(self.config)
+        else:  # an empty registry, without importing the MCP SDK
+            self.registry = ToolRegistry()
 
     async def close(self) -> None:
         if self.registry is not None:
             await self.registry.close()
             self.registry = None
 
-    def wrap(
-        self, request: ChatRequest, ctx: RequestContext, call_model: CallModel
-    ) -> AsyncIterator[Event] | None:
-        """The tool loop for this request, or None when it attaches no platform tool."""
-        names = request.extensions.get("platform_tools")
+    def tools_for(self, ctx: RequestContext) -> list[Tool] | None:
+        """The platform tools ``ctx``'s request attaches; a 400 names unknown ones."""
+        request = ctx.request
+        names = request.extensions.get("platform_tools") if request is not None else None
         if names is None and self.default_tools is not None:
             names = self.default_tools(ctx)
         if names is None:
@@ -68,7 +73,19 @@ class PlatformTools:
             return None
         if self.registry is None:
             raise InvalidRequest("Platform tools are not available.", param="platform_tools")
-        tools = resolve_tools(names, self.registry)
+        return resolve_tools(names, self.registry)
+
+    async def attach(self, ctx: RequestContext) -> None:
+        """A ``Gateway.request_hooks`` entry: resolve the request's tools before admission."""
+        ctx.platform_tools = self.tools_for(ctx)
+
+    def wrap(
+        self, request: ChatRequest, ctx: RequestContext, call_model: CallModel
+    ) -> AsyncIterator[Event] | None:
+        """The tool loop for this request, or None when it attaches no platform tool."""
+        tools: list[Tool] | None = ctx.platform_tools
+        if not tools:
+            return None
         return run_with_tools(request, tools, call_model, ctx, self.config, inspect=self.inspect)
 
 
@@ -78,13 +95,17 @@ def install_tools(
     inspect: ResultInspector | None = None,
     default_tools: DefaultTools | None = None,
 ) -> PlatformTools:
-    """Register the tool feature's start, stop and source wrapper on ``app``.
+    """Register the tool feature's start, stop, request hook and source wrapper on ``app``.
 
     ``inspect`` sees each result before the model and the client do (a firewall);
-    ``default_tools`` names the tools of a request that names none.
+    ``default_tools`` names the tools of a request that names none. With no tool
+    declared only the request hook is registered (it refuses every name).
     """
     feature = PlatformTools(config, inspect, default_tools)
-    app.gateway.on_start.append(feature.start)
-    app.gateway.on_stop.append(feature.close)
-    app.gateway.source_wrappers.append(feature.wrap)
+    gw = app.gateway
+    gw.on_start.append(feature.start)
+    gw.on_stop.append(feature.close)
+    gw.request_hooks.append(feature.attach)
+    if config.declared:
+        gw.source_wrappers.append(feature.wrap)
     return feature

@@ -66,17 +66,23 @@ class TracingConfig(_Strict):
         20_000, gt=0, description="traces held while the database is slow or down; more are dropped"
     )
     store_bodies: bool = Field(
-        False, description="store (firewall-redacted) prompt and completion for every account"
+        False, description="store (firewall-redacted) request and response bodies, every account"
     )
     store_bodies_accounts: frozenset[str] = Field(
-        frozenset(), description="account ids whose bodies are stored even if store_bodies is off"
+        frozenset(),
+        description="account ids or names whose bodies are stored even if store_bodies is off",
+    )
+    max_body_chars: int = Field(
+        65_536, gt=0, le=16_777_216,
+        description="characters of text kept per body (request, response); the rest is cut",
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
     otel: OtelConfig = Field(default_factory=OtelConfig)
 
-    def stores_bodies_for(self, account_id: str | None) -> bool:
-        """Whether prompt and completion bodies are kept for this account."""
-        return self.store_bodies or (
-            account_id is not None and account_id in self.store_bodies_accounts
-        )
+    def stores_bodies_for(self, account_id: str | None, account_name: str | None = None) -> bool:
+        """Whether request and response bodies are kept for this account (by id or name)."""
+        if self.store_bodies:
+            return True
+        accounts = self.store_bodies_accounts
+        return bool(accounts) and (account_id in accounts or account_name in accounts)

@@ -1,7 +1,9 @@
 """Install traces, metrics, logs and spans into a ``TollwayApp`` through its hooks.
 
-Call ``install_tracing(app)`` from ``features.install_features`` *after* billing,
-so that the trace settler runs last and sees the settled cost.
+Call ``install_tracing(app)`` from ``features.install_features`` last (after
+billing, firewalls and tools), so that the trace settler sees the settled cost and
+the body capture (``tracing.bodies``, when some account opts in) sees the request
+and the response as the firewalls left them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def install_tracing(
         config, database=settings.database, known_models=settings.models, **options
     )
     gw = app.gateway
+    if config.enabled and (config.store_bodies or config.store_bodies_accounts):
+        from tollway.tracing.bodies import BodyCapture
+
+        bodies = BodyCapture(config)
+        gw.request_hooks.append(bodies.capture_request)  # after the firewall's: redacted
+        gw.stage_factories.append(bodies.response_stage)  # after the firewall's stage
     gw.settlers.append(obs.settle)
     gw.stage_factories.append(obs.count_stream)
     gw.on_start.append(obs.start)

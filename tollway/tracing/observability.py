@@ -34,6 +34,7 @@ from typing import Any
 
 from tollway.chunks import Event
 from tollway.context import RequestContext
+from tollway.tracing.bodies import TraceBodies
 from tollway.tracing.config import TracingConfig
 from tollway.tracing.logs import RequestLines, setup_logging, teardown_logging
 from tollway.tracing.metrics import Metrics
@@ -130,9 +131,9 @@ class Observability:
             self._log_handler = None
 
     # -- per request ------------------------------------------------------------------
-    def wants_bodies(self, account_id: str | None) -> bool:
+    def wants_bodies(self, account_id: str | None, account_name: str | None = None) -> bool:
         """Whether to pass (redacted) bodies for this account: skip the work if not."""
-        return self.config.enabled and self.config.stores_bodies_for(account_id)
+        return self.config.enabled and self.config.stores_bodies_for(account_id, account_name)
 
     def request_finished(self, ctx: RequestContext, bodies: dict[str, Any] | None = None) -> None:
         """Trace, count, log and span one finished request (batched); never raises.
@@ -148,7 +149,8 @@ class Observability:
             finished = ctx.timings.get("finished")
             if finished is None:
                 finished = time.perf_counter() - ctx.received_perf
-            keep = bodies if bodies is not None and self.wants_bodies(ctx.account_id) else None
+            keep = bodies if bodies is not None and self.wants_bodies(
+                ctx.account_id, getattr(ctx.account, "account_name", None)) else None
             snap = snapshot(ctx, finished, keep, time.time())
         except Exception:  # a broken context must not break settlement
             log.exception("trace record for %s failed", getattr(ctx, "request_id", None))
@@ -237,7 +239,8 @@ class Observability:
 
     async def settle(self, ctx: RequestContext) -> None:
         """A ``Gateway.settlers`` entry (install it last, after billing)."""
-        self.request_finished(ctx, getattr(ctx, "trace_bodies", None))
+        bodies = ctx.trace_bodies
+        self.request_finished(ctx, bodies.as_json() if isinstance(bodies, TraceBodies) else None)
 
     def count_stream(self, ctx: RequestContext) -> None:
         """A ``Gateway.stage_factories`` entry that adds no stage: it counts a stream.
