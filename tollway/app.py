@@ -23,13 +23,20 @@ import aiohttp
 import orjson
 
 from tollway import tokens
-from tollway.api.chat import handle_chat, header_value, request_id_of
+from tollway.api.chat import (
+    client_request_id,
+    handle_chat,
+    header_value,
+    id_headers,
+    new_request_id,
+)
 from tollway.api.http import Receive, Scope, Send, read_body, send_error, send_json
 from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
 from tollway.gateway import Gateway
 from tollway.providers.base import Provider
 from tollway.providers.registry import create_provider
+from tollway.routing.redact import SecretRedactor
 from tollway.routing.select import Router
 
 __all__ = ["TollwayApp", "create_app"]
@@ -46,15 +53,16 @@ class TollwayApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.providers: dict[str, Provider] = {}
+        self.admin_key = settings.admin_key or os.environ.get("TOLLWAY_ADMIN_KEY")
         self.gateway = Gateway(
             settings=settings,
             router=Router(settings.models, self.providers, settings.routing),
             providers=self.providers,
+            redactor=SecretRedactor.for_settings(settings, self.admin_key),
         )
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
         self._session: aiohttp.ClientSession | None = None
-        self.admin_key = settings.admin_key or os.environ.get("TOLLWAY_ADMIN_KEY")
         self.add_route("GET", "/health", self._health, "public")
         self.add_route("GET", "/v1/models", self._models, "key")
         self.add_route("GET", "/v1/models/{model}", self._model, "key")
@@ -135,7 +143,7 @@ class TollwayApp:
             await self._session.close()
 
     async def _json_route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(b"x-request-id", request_id_of(scope).encode())]
+        headers = id_headers(new_request_id(), client_request_id(scope))
         method, path = scope["method"], scope["path"]
         try:
             for route_method, regex, handler, access in self._routes:
@@ -160,6 +168,18 @@ class TollwayApp:
     async def _request(
         self, scope: Scope, receive: Receive, params: dict[str, str], access: Access
     ) -> dict[str, Any]:
+        # Authenticate first: an unknown caller costs no body read and learns nothing
+        # about how its body would have been judged.
+        authorization = header_value(scope, b"authorization")
+        auth = None
+        if access == "admin":
+            token = (authorization or "").removeprefix("Bearer ").strip()
+            if not self.admin_key or not hmac.compare_digest(
+                token.encode(), self.admin_key.encode()
+            ):
+                raise AuthenticationError("A valid admin key is required.")
+        elif access == "key" and self.gateway.authenticate is not None:
+            auth = await self.gateway.authenticate(authorization)
         body = await read_body(receive, self.settings.server.max_body_bytes)
         parsed = None
         if body:
@@ -167,27 +187,16 @@ class TollwayApp:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError:
                 raise InvalidRequest("The request body must be valid JSON.") from None
-        request: dict[str, Any] = {
+        return {
             "method": scope["method"],
             "path": scope["path"],
             "path_params": params,
             "query": dict(parse_qsl(scope.get("query_string", b"").decode())),
             "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
             "json": parsed,
-            "auth": None,
-            "is_admin": False,
+            "auth": auth,
+            "is_admin": access == "admin",
         }
-        authorization = header_value(scope, b"authorization")
-        if access == "admin":
-            token = (authorization or "").removeprefix("Bearer ").strip()
-            if not self.admin_key or not hmac.compare_digest(
-                token.encode(), self.admin_key.encode()
-            ):
-                raise AuthenticationError("A valid admin key is required.")
-            request["is_admin"] = True
-        elif access == "key" and self.gateway.authenticate is not None:
-            request["auth"] = await self.gateway.authenticate(authorization)
-        return request
 
     # -- built-in endpoints ---------------------------------------------------------
     async def _health(self, request: dict[str, Any]) -> tuple[int, Any]:

@@ -30,7 +30,8 @@ _COLUMNS = ("RECEIVED", "REQUEST ID", "ACCOUNT", "MODEL", "DEPLOYMENT", "STATUS"
 def register(subparsers: Any) -> None:
     """Add ``traces`` to the ``tollway`` command's subparsers."""
     p = subparsers.add_parser("traces", help="show recent traces, or one trace by request id")
-    p.add_argument("id", nargs="?", help="a request id (X-Request-Id)")
+    p.add_argument("id", nargs="?",
+                   help="tollway's request id (X-Tollway-Request-Id) or the client's X-Request-Id")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--config", help="YAML config file (or TOLLWAY_CONFIG)")

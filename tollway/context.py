@@ -23,7 +23,7 @@ class Attempt:
     """One try of one deployment by the router."""
 
     deployment: str
-    outcome: str  # "ok" | "error" | "skipped"
+    outcome: str  # "ok" | "error" | "skipped" | "abandoned" (the request ended while it ran)
     status: int | None = None
     error: str | None = None
     latency_ms: float = 0.0
@@ -32,7 +32,12 @@ class Attempt:
 
 @dataclass(slots=True)
 class RequestContext:
+    """One request's state. ``request_id`` is tollway's own unique id: it keys the
+    reservation, the ledger entry and the trace. ``client_request_id`` is the client's
+    ``X-Request-Id``, a label kept in headers and traces, never a key."""
+
     request_id: str
+    client_request_id: str | None = None
     received_at: float = field(default_factory=time.time)
     received_perf: float = field(default_factory=time.perf_counter)
     account_id: str | None = None
@@ -48,7 +53,9 @@ class RequestContext:
     status: int = 200
     error: str | None = None
     error_code: str | int | None = None
+    error_type: str | None = None
     client_disconnected: bool = False
+    delivered: str = "none"  # how much of the output reached the client: none | partial | all
     partial: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # perf_counter marks
     firewall_verdicts: list[dict[str, Any]] = field(default_factory=list)
@@ -57,6 +64,15 @@ class RequestContext:
     extra_usage_cost: Any = None  # e.g. per-call platform tool prices (Decimal USD)
     platform_tools: list[Any] | None = None  # the tools the request attaches (tools.Tool)
     trace_bodies: Any = None  # tracing's request/response bodies, for accounts that opt in
+
+    def fail(
+        self, status: int, message: str, code: str | int | None = None, type: str | None = None
+    ) -> None:
+        """Record the error the request ends with (what the client is told)."""
+        self.status = status
+        self.error = message
+        self.error_code = code
+        self.error_type = type
 
     def mark(self, name: str) -> None:
         """Record a timing mark (seconds since the request was received)."""

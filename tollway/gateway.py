@@ -20,6 +20,7 @@ from tollway.pipeline.compose import Stage
 from tollway.pipeline.meter import Pricer
 from tollway.providers.base import ChatRequest, Provider
 from tollway.routing.fallback import open_stream
+from tollway.routing.redact import SecretRedactor
 from tollway.routing.select import Router
 
 __all__ = ["Gateway", "RequestHook", "Settler"]
@@ -43,6 +44,7 @@ class Gateway:
     settings: Settings
     router: Router
     providers: dict[str, Provider]
+    redactor: SecretRedactor | None = None  # applied to every upstream error
     authenticate: Authenticator | None = None
     request_hooks: list[RequestHook] = field(default_factory=list)
     admission: list[RequestHook] = field(default_factory=list)
@@ -58,9 +60,10 @@ class Gateway:
         """The model's events for this request: routed, maybe wrapped (tool loop)."""
         assert ctx.request is not None and ctx.requested_model is not None
         alias = ctx.requested_model
+        redactor = self.redactor
 
         def call_model(request: ChatRequest) -> AsyncIterator[Event]:
-            return open_stream(self.router, alias, request, ctx)
+            return open_stream(self.router, alias, request, ctx, redactor)
 
         for wrap in self.source_wrappers:
             wrapped = wrap(ctx.request, ctx, call_model)

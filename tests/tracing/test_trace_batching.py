@@ -69,13 +69,15 @@ def reference_record(ctx: RequestContext, bodies: Any, finished: float) -> dict[
         return kept
 
     return {
-        "id": ctx.request_id, "object": "trace", "received_at": ctx.received_at,
+        "id": ctx.request_id, "client_request_id": ctx.client_request_id,
+        "object": "trace", "received_at": ctx.received_at,
         "received": _reference_iso(ctx.received_at), "account_id": ctx.account_id,
         "key_id": ctx.key_id, "model": ctx.requested_model, "served_model": ctx.served_model,
         "deployment": dep.id if dep else None, "provider": dep.provider if dep else None,
         "stream": ctx.request.stream if ctx.request else None, "status": ctx.status,
-        "error": {"message": ctx.error, "code": ctx.error_code}
+        "error": {"message": ctx.error, "type": ctx.error_type, "code": ctx.error_code}
         if ctx.error is not None or ctx.status >= 400 else None,
+        "output_delivered": ctx.delivered,
         "finish_reason": (reasons.get(0) or reasons[min(reasons)]) if reasons else None,
         "finish_reasons": {str(k): v for k, v in sorted(reasons.items())},
         "client_disconnected": ctx.client_disconnected, "partial": ctx.partial,
@@ -103,10 +105,11 @@ def _contexts() -> list[RequestContext]:
     full.finish_reasons = {2: "length", 1: "stop"}
     full.usage = replace(full.usage, cost={"total_cost_usd": Decimal("0.5"),  # type: ignore[type-var]
                                            "base_cost_usd": None})
-    bare = RequestContext(request_id="req_bare")
+    bare = RequestContext(request_id="req_bare", client_request_id="client-id-1")
     bare.status, bare.error = 401, "invalid key"
     err = make_ctx("req_err", status=503, stream=False)
     err.client_disconnected = err.partial = True
+    err.error_type, err.delivered = "upstream_error", "partial"
     err.finish_reasons = {0: ""}
     nousage = make_ctx("req_nousage", completion_tokens=1)
     nousage.usage = None

@@ -55,7 +55,8 @@ def test_error_and_disconnect_are_flagged() -> None:
     ctx.partial = True
     record = build_record(ctx)
     assert record["status"] == 503
-    assert record["error"] == {"message": "upstream failed", "code": "upstream_unavailable"}
+    assert record["error"] == {"message": "upstream failed", "type": None,
+                               "code": "upstream_unavailable"}
     assert record["client_disconnected"] is True and record["partial"] is True
 
 

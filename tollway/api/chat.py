@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions``: parse → auth → admit → pipeline → encode → settle."""
+"""``POST /v1/chat/completions``: auth → read, parse → admit → pipeline → encode → settle."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import orjson
 from tollway.api.batching import ReadyBatches
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
 from tollway.api.sse import encode_error_event, sse_stream
+from tollway.api.watch import ClientWatch
 from tollway.chunks import StreamError
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound
@@ -22,7 +23,7 @@ from tollway.pipeline.compose import compose
 from tollway.providers.base import EXTENSION_FIELDS, ChatRequest
 from tollway.wire.openai import validate_chat_request
 
-__all__ = ["handle_chat", "request_id_of"]
+__all__ = ["client_request_id", "handle_chat", "id_headers", "new_request_id"]
 
 log = logging.getLogger("tollway")
 
@@ -33,14 +34,31 @@ _SSE_HEADERS = [
 ]
 
 
-def request_id_of(scope: Scope) -> str:
-    """The client's ``X-Request-Id`` if it sent a sane one, else a new id."""
+def new_request_id() -> str:
+    """Tollway's own request id: unique, it keys reservations, ledger entries and traces."""
+    return "req_" + os.urandom(16).hex()
+
+
+def client_request_id(scope: Scope) -> str | None:
+    """The client's ``X-Request-Id`` if it sent a sane one (1–128 printable ASCII)."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             if 0 < len(value) <= 128 and value.isascii():
-                return str(value.decode())
-            break
-    return "req_" + os.urandom(16).hex()
+                text: str = value.decode()
+                if text.isprintable():
+                    return text
+            return None
+    return None
+
+
+def id_headers(request_id: str, client_id: str | None) -> list[tuple[bytes, bytes]]:
+    """``X-Request-Id`` (the client's id if it sent one, else tollway's) and
+    ``X-Tollway-Request-Id`` (always tollway's)."""
+    own = request_id.encode()
+    return [
+        (b"x-request-id", client_id.encode() if client_id is not None else own),
+        (b"x-tollway-request-id", own),
+    ]
 
 
 def header_value(scope: Scope, wanted: bytes) -> str | None:
@@ -67,27 +85,45 @@ def build_request(body: dict[str, Any], stream: bool, include_usage: bool) -> Ch
 
 
 async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    ctx = RequestContext(request_id=request_id_of(scope))
-    id_header = [(b"x-request-id", ctx.request_id.encode())]
+    """Serve one chat completion; whatever happens (an error, the client leaving at any
+    point, the upstream dying) the request is settled and traced with its outcome."""
+    ctx = RequestContext(request_id=new_request_id(), client_request_id=client_request_id(scope))
+    headers = id_headers(ctx.request_id, ctx.client_request_id)
+    watch = ClientWatch()
     try:
-        await _serve(gw, ctx, scope, receive, send, id_header)
-    except GatewayError as exc:
-        ctx.status = exc.status
-        ctx.error = exc.message
-        ctx.error_code = exc.code
-        await send_error(send, exc, id_header)
-    except ClientGone:
-        ctx.client_disconnected = True
-        ctx.status = 499
-    except Exception:
-        log.exception("unhandled error in request %s", ctx.request_id)
-        ctx.status = 500
-        ctx.error = "internal error"
-        await send_error(
-            send, GatewayError("The server had an error processing your request."), id_header
-        )
+        try:
+            await _serve(gw, ctx, scope, receive, send, headers, watch)
+        except GatewayError as exc:
+            ctx.fail(exc.status, exc.message, exc.code, exc.type)
+            watch.stop()
+            await send_error(send, exc, headers)
+        except ClientGone:
+            _gone(ctx)
+        except Exception:
+            log.exception("unhandled error in request %s", ctx.request_id)
+            ctx.fail(500, "internal error")
+            watch.stop()
+            await send_error(
+                send, GatewayError("The server had an error processing your request."), headers
+            )
+    except asyncio.CancelledError:
+        if not watch.gone:
+            raise
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()
+        _gone(ctx)
     finally:
+        watch.stop()
         await gw.settle(ctx)
+
+
+def _gone(ctx: RequestContext) -> None:
+    """The client disconnected before the response was complete."""
+    ctx.client_disconnected = True
+    ctx.status = 499
+    if ctx.error is None:
+        ctx.error_code = "client_disconnected"
 
 
 async def _serve(
@@ -97,8 +133,14 @@ async def _serve(
     receive: Receive,
     send: Send,
     id_header: list[tuple[bytes, bytes]],
+    watch: ClientWatch,
 ) -> None:
     server = gw.settings.server
+    if gw.authenticate is not None:  # first: an unknown caller costs no body read or validation
+        auth = await gw.authenticate(header_value(scope, b"authorization"))
+        ctx.account_id = auth.account_id
+        ctx.key_id = auth.key_id
+        ctx.account = auth
     raw = await read_body(receive, server.max_body_bytes)
     try:
         body = orjson.loads(raw)
@@ -108,11 +150,6 @@ async def _serve(
             code="invalid_json",
         ) from None
     parsed = validate_chat_request(body)
-    if gw.authenticate is not None:
-        auth = await gw.authenticate(header_value(scope, b"authorization"))
-        ctx.account_id = auth.account_id
-        ctx.key_id = auth.key_id
-        ctx.account = auth
     alias = parsed.model
     ctx.requested_model = alias
     if alias not in gw.settings.models:
@@ -125,8 +162,11 @@ async def _serve(
     ctx.request = request
     for hook in gw.request_hooks:
         await hook(ctx)
+    watch.start(receive)  # from admission on (what came before cannot be cut short)
+    watch.defer()
     for admit in gw.admission:
         await admit(ctx)
+    watch.resume()
     ctx.mark("admitted")
 
     response_id = "chatcmpl-" + ctx.request_id.removeprefix("req_")
@@ -147,7 +187,9 @@ async def _serve(
                     "policy": ctx.request.extensions[extra_key],
                     "verdicts": ctx.firewall_verdicts,
                 }
+        watch.stop()
         await send_json(send, 200, result, id_header + _route_headers(ctx))
+        ctx.delivered = "all"
         ctx.mark("finished")
         return
 
@@ -166,52 +208,35 @@ async def _serve(
     except BaseException:
         await aclose(chunks)
         raise
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": _SSE_HEADERS + id_header + _route_headers(ctx),
-        }
-    )
-    await _pump(ctx, chunks, first, receive, send)
+    await _pump(ctx, chunks, first, send, watch, _SSE_HEADERS + id_header + _route_headers(ctx))
 
 
 async def _pump(
-    ctx: RequestContext, chunks: Any, first: bytes, receive: Receive, send: Send
+    ctx: RequestContext,
+    chunks: Any,
+    first: bytes,
+    send: Send,
+    watch: ClientWatch,
+    headers: list[tuple[bytes, bytes]],
 ) -> None:
-    """Send SSE bytes until the end; a disconnect cancels the pipeline at once."""
-    me = asyncio.current_task()
-    assert me is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                gone = True
-                me.cancel()
-                return
-
-    watcher = asyncio.ensure_future(watch())
+    """Send SSE bytes until the end (a disconnect cancels this task at once)."""
     batches = ReadyBatches(chunks)
     try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": first, "more_body": True})
+        ctx.delivered = "partial"
         while batch := await batches.next_batch():  # chunks ready together: one write
             body = batch[0] if len(batch) == 1 else b"".join(batch)
             await send({"type": "http.response.body", "body": body, "more_body": True})
-        watcher.cancel()
+        watch.stop()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if ctx.error is None:  # else the stream ended with an error event
+            ctx.delivered = "all"
         ctx.mark("finished")
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        ctx.client_disconnected = True
-        ctx.status = 499
-        me.uncancel()
     except Exception:  # after the commit point: one error event, then the end
         log.exception("stream of %s failed", ctx.request_id)
-        ctx.error = "internal error"
+        ctx.fail(500, "internal error")
+        watch.stop()
         await send(
             {
                 "type": "http.response.body",
@@ -220,7 +245,6 @@ async def _pump(
             }
         )
     finally:
-        watcher.cancel()
         await batches.aclose()
 
 

@@ -6,6 +6,8 @@ expects. Listing filters: ``model``, ``deployment``, ``key_id``, ``status``
 ``until`` (Unix seconds or ISO 8601), ``limit`` (1–100, default 20) and
 ``cursor`` (the opaque ``next_cursor`` of the previous page); admins may also
 filter by ``account_id``. Newest first. Another account's trace is a 404.
+``/v1/traces/{id}`` takes tollway's request id or the client's ``X-Request-Id``
+(its newest match in the caller's account).
 """
 
 from __future__ import annotations

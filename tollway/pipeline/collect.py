@@ -15,7 +15,7 @@ from tollway.chunks import (
     ToolCallDelta,
     Usage,
 )
-from tollway.errors import GatewayError
+from tollway.errors import UpstreamError
 
 __all__ = ["collect"]
 
@@ -82,11 +82,14 @@ async def collect(
             model = event.model or model
             fingerprint = event.system_fingerprint or fingerprint
             service_tier = event.service_tier or service_tier
-        elif isinstance(event, StreamError):
-            raise GatewayError(
+        elif isinstance(event, StreamError):  # the same error a stream would end with
+            raise UpstreamError(
                 event.message,
                 status=event.status,
                 code=event.code,
+                type=event.type,
+                param=event.param,
+                retryable=False,
             )
 
     for (index, channel), parts in texts.items():

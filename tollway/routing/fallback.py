@@ -13,6 +13,15 @@ After the commit point the stream runs under the ``idle`` and ``total``
 deadlines, watched by one timer (``_Watchdog``) rather than a timeout per
 chunk, and a failure becomes one ``StreamError`` (502, or 504 for a deadline);
 nothing is retried.
+
+This is where upstream errors enter the request path, so it is where they are
+made safe and recorded: every ``UpstreamError`` passes through the
+``SecretRedactor`` before it reaches an attempt, the client or the trace, and
+the error the request ends with (raised before the commit point, or streamed
+after it) is recorded on the context with ``ctx.fail``. A request cancelled
+while an attempt runs (the client went away) records that attempt as
+``abandoned`` and makes its deployment the request's, so that the prompt the
+upstream received is billed.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from tollway.config import DeploymentConfig
 from tollway.context import Attempt, RequestContext
 from tollway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from tollway.providers.base import ChatRequest
+from tollway.routing.redact import SecretRedactor
 from tollway.routing.select import Router
 
 __all__ = ["open_stream"]
@@ -36,7 +46,11 @@ _TRANSPORT_ERRORS = (UpstreamError, TimeoutError, OSError, aiohttp.ClientError)
 
 
 async def open_stream(
-    router: Router, alias: str, request: ChatRequest, ctx: RequestContext
+    router: Router,
+    alias: str,
+    request: ChatRequest,
+    ctx: RequestContext,
+    redactor: SecretRedactor | None = None,
 ) -> AsyncIterator[Event]:
     """Events of the first deployment that reaches the commit point."""
     plan = router.plan(alias)
@@ -44,7 +58,9 @@ async def open_stream(
         ctx.attempts.append(Attempt(dep.id, "skipped", None, reason))
     deployments = plan.deployments
     if not deployments:
-        raise UpstreamUnavailable(f"no deployment of model {alias!r} is available now")
+        raise _failed(
+            ctx, UpstreamUnavailable(f"no deployment of model {alias!r} is available now")
+        )
     loop = asyncio.get_running_loop()
     last_error: UpstreamError | None = None
     waited: set[str] = set()
@@ -65,14 +81,14 @@ async def open_stream(
                     ctx.mark("upstream_connected")
         except _TRANSPORT_ERRORS as exc:
             await _close(events)
-            err = _upstream_error(exc, dep)
+            err = _upstream_error(exc, dep, redactor)
             ctx.attempts.append(
                 Attempt(dep.id, "error", err.status, err.message,
                         (loop.time() - started) * 1000, err.misconfigured)
             )
             router.finished(dep, not err.retryable, None)
             if not err.retryable:
-                raise err from None
+                raise _failed(ctx, err) from None
             last_error = err
             if err.retry_after is not None:
                 router.block(dep, err.retry_after)
@@ -86,19 +102,24 @@ async def open_stream(
                     continue
             i += 1
             continue
-        except BaseException:
+        except BaseException as exc:
             await _close(events)
             router.released(dep)  # cancelled or a bug: says nothing about the deployment
+            if isinstance(exc, asyncio.CancelledError):  # the request ended while it ran
+                ctx.attempts.append(
+                    Attempt(dep.id, "abandoned", None, None, (loop.time() - started) * 1000)
+                )
+                ctx.deployment = dep  # it received the prompt: billed as partial
             raise
         break
     else:
         assert last_error is not None
         if plan.all_cooling:
-            raise UpstreamUnavailable(
+            raise _failed(ctx, UpstreamUnavailable(
                 f"every deployment of model {alias!r} is cooling down; "
                 f"the last one failed with: {last_error.message}"
-            )
-        raise last_error
+            ))
+        raise _failed(ctx, last_error)
 
     ttft = loop.time() - started
     attempt = Attempt(dep.id, "ok", 200, None, ttft * 1000)
@@ -134,26 +155,35 @@ async def open_stream(
         if dog.fired is None or dog.task.uncancel() > 0:
             raise  # a real cancellation (client gone), not our deadline
         ok = False
-        yield _after_commit(attempt, _deadline_error(dep, dog.fired))
+        yield _after_commit(ctx, attempt, _deadline_error(dep, dog.fired))
     except _Expired as exc:
         ok = False
-        yield _after_commit(attempt, _deadline_error(dep, exc.args[0]))
+        yield _after_commit(ctx, attempt, _deadline_error(dep, exc.args[0]))
     except _TRANSPORT_ERRORS as exc:
         ok = False
-        err = _upstream_error(exc, dep)
+        err = _upstream_error(exc, dep, redactor)
         status = 504 if err.status == 504 else 502
-        yield _after_commit(attempt, StreamError(status, err.message, "upstream_error", err.code))
+        yield _after_commit(
+            ctx, attempt, StreamError(status, err.message, "upstream_error", err.code)
+        )
     finally:
         dog.stop()
         await _close(events)
         router.finished(dep, ok, ttft)
 
 
-def _after_commit(attempt: Attempt, error: StreamError) -> StreamError:
-    """Note a failure after the commit point on the attempt that served."""
+def _after_commit(ctx: RequestContext, attempt: Attempt, error: StreamError) -> StreamError:
+    """Note a failure after the commit point on the attempt that served and the request."""
     attempt.status = error.status
     attempt.error = error.message
+    ctx.fail(error.status, error.message, error.code, error.type)
     return error
+
+
+def _failed(ctx: RequestContext, err: UpstreamError) -> UpstreamError:
+    """Record the error the request ends with (also when a stage turns it into an event)."""
+    ctx.fail(err.status, err.message, err.code, err.type)
+    return err
 
 
 class _Expired(Exception):
@@ -213,9 +243,12 @@ class _Watchdog:
         self.handle.cancel()
 
 
-def _upstream_error(exc: BaseException, dep: DeploymentConfig) -> UpstreamError:
+def _upstream_error(
+    exc: BaseException, dep: DeploymentConfig, redactor: SecretRedactor | None
+) -> UpstreamError:
+    """The failure as an ``UpstreamError``, with tollway's secrets redacted."""
     if isinstance(exc, UpstreamError):
-        return exc
+        return redactor.error(exc) if redactor else exc
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout(
             f"deployment {dep.id!r} sent no first token within "

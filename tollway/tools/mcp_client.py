@@ -25,6 +25,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ListToolsResult
 
+from tollway.routing.redact import SecretRedactor, mcp_server_secrets
 from tollway.tools.config import McpServerConfig
 from tollway.tools.registry import Tool, ToolError
 
@@ -66,6 +67,7 @@ class McpServer:
         self._runner: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
         self._lock = asyncio.Lock()
+        self._redactor = SecretRedactor(mcp_server_secrets(config))
 
     def __repr__(self) -> str:
         return f"McpServer({self.name!r})"
@@ -190,7 +192,16 @@ class McpServer:
             return self._client
 
     async def call(self, tool_name: str, arguments: dict[str, Any]) -> Any:
-        """Call one tool on the server; protocol failures become ``ToolError``."""
+        """Call one tool on the server; failures become ``ToolError`` (without the
+        secrets the server was sent: its error text may echo them)."""
+        try:
+            return await self._call(tool_name, arguments)
+        except ToolError as exc:
+            if not self._redactor:
+                raise
+            raise ToolError(self._redactor.text(str(exc))) from None
+
+    async def _call(self, tool_name: str, arguments: dict[str, Any]) -> Any:
         client = await self._session()
         try:
             result = await client.call_tool(

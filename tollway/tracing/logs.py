@@ -83,6 +83,7 @@ def request_fields(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "event": "request",
         "request_id": record["id"],
+        "client_request_id": record.get("client_request_id"),
         "account_id": record.get("account_id"),
         "key_id": record.get("key_id"),
         "model": record.get("model"),

@@ -39,6 +39,7 @@ def span_attributes(ctx: RequestContext, record: dict[str, Any]) -> dict[str, An
         "gen_ai.request.model": record.get("model"),
         "gen_ai.response.model": record.get("served_model"),
         "gen_ai.provider.name": record.get("provider"),
+        "tollway.client_request_id": record.get("client_request_id"),
         "tollway.deployment": record.get("deployment"),
         "tollway.account_id": record.get("account_id"),
         "tollway.key_id": record.get("key_id"),

@@ -3,10 +3,14 @@
 ``build_record(ctx)`` is ``record_of(snapshot(ctx, …))``: settlement takes the
 cheap ``snapshot`` (a flat tuple) and the record is built later, in a batch.
 
-The record is what ``GET /v1/traces/{id}`` returns. It holds ids (the key id,
-never the key), the route attempts, timings, usage, cost, firewall verdicts,
-platform tool calls and the outcome. Bodies are added only when the caller says
-the account opted in, and they arrive already redacted by the firewall.
+The record is what ``GET /v1/traces/{id}`` returns. It holds ids (tollway's
+request id, the client's ``X-Request-Id`` if it sent one, the key id, never the
+key), the route attempts, timings, usage, cost, firewall verdicts, platform tool
+calls and the outcome: ``status`` (for a stream that ended with an error event,
+that error's status), ``error`` and ``output_delivered`` (``all``, ``partial``:
+the stream was cut short, or ``none``: the client received no output). Bodies are
+added only when the caller says the account opted in, and they arrive already
+redacted by the firewall.
 
 Timings are milliseconds since the request was received; ``ttft_ms`` counts from
 receipt, and ``output_tokens_per_second`` is the decode rate after the first
@@ -83,7 +87,8 @@ def _tool_call(call: dict[str, Any], with_result: bool) -> dict[str, Any]:
 # collector, so queued snapshots cost it nothing, unlike the context they replace.
 (S_ID, S_RECEIVED_AT, S_ACCOUNT, S_KEY, S_MODEL, S_SERVED, S_DEPLOYMENT, S_PROVIDER, S_STREAM,
  S_STATUS, S_ERROR, S_ERROR_CODE, S_REASONS, S_DISCONNECTED, S_PARTIAL, S_ATTEMPTS, S_MARKS,
- S_FINISHED, S_USAGE, S_VERDICTS, S_TOOLS, S_BODIES, S_ENDED_AT) = range(23)
+ S_FINISHED, S_USAGE, S_VERDICTS, S_TOOLS, S_BODIES, S_ENDED_AT, S_CLIENT_ID, S_ERROR_TYPE,
+ S_DELIVERED) = range(26)
 # S_ATTEMPTS: ((deployment, outcome, status, error, latency_ms, misconfigured), ...)
 # S_MARKS: (admitted, upstream_connected, first_token, last_token), seconds or None
 # S_USAGE: None or (prompt, completion, total, cached, reasoning, estimated, cost pairs or None)
@@ -133,6 +138,9 @@ def snapshot(
         ctx.tool_calls or None,
         bodies,
         ended_at,
+        ctx.client_request_id,
+        ctx.error_type,
+        ctx.delivered,
     )
 
 
@@ -160,7 +168,7 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
     """The trace record (a JSON-ready dict) of a snapshot."""
     (request_id, received_at, account_id, key_id, model, served_model, deployment, provider,
      stream, status, error, error_code, reasons, disconnected, partial, attempts, marks,
-     finished, usage, verdicts, tools, bodies, _ended_at) = snap
+     finished, usage, verdicts, tools, bodies, _ended_at, client_id, error_type, delivered) = snap
     if len(reasons) == 1:
         finish_reason = reasons[0][1]
         finish_reasons = {str(reasons[0][0]): finish_reason}
@@ -175,6 +183,7 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
         cost = {k: str(v) for k, v in usage[6] if v is not None}
     return {
         "id": request_id,
+        "client_request_id": client_id,
         "object": "trace",
         "received_at": received_at,
         "received": iso_time(received_at),
@@ -186,8 +195,9 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
         "provider": provider,
         "stream": stream,
         "status": status,
-        "error": {"message": error, "code": error_code}
+        "error": {"message": error, "type": error_type, "code": error_code}
         if error is not None or status >= 400 else None,
+        "output_delivered": delivered,
         "finish_reason": finish_reason,
         "finish_reasons": finish_reasons,
         "client_disconnected": disconnected,

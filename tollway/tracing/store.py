@@ -1,11 +1,12 @@
 """Where traces live: a narrow ``TraceStore`` protocol, SQLite and PostgreSQL.
 
 Rows are ``(request_id, received_at, account_id, key_id, model, deployment,
-status, data, bodies)`` with ``data`` the record as JSON. Request ids are not
-unique (clients may send their own ``X-Request-Id``): each row also gets a
-store-assigned ``seq``, a lookup by request id returns the newest match in the
-caller's account, and listing is newest first keyed by ``(received_at, seq)``
-so that a cursor is exact.
+status, data, bodies, client_request_id)`` with ``data`` the record as JSON.
+``request_id`` is tollway's own id; ``client_request_id`` is the client's
+``X-Request-Id`` (a label: clients may reuse one). Each row also gets a
+store-assigned ``seq``; a lookup by id matches either id and returns the newest
+match in the caller's account, and listing is newest first keyed by
+``(received_at, seq)`` so that a cursor is exact.
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ __all__ = [
     "record_to_row",
 ]
 
-TraceRow = tuple[str, float, str | None, str | None, str | None, str | None, int, str, str | None]
+TraceRow = tuple[
+    str, float, str | None, str | None, str | None, str | None, int, str, str | None, str | None
+]
 
-_COLUMNS = "request_id, received_at, account_id, key_id, model, deployment, status, data, bodies"
+_COLUMNS = (
+    "request_id, received_at, account_id, key_id, model, deployment, status, data, bodies,"
+    " client_request_id"
+)
 _NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
@@ -58,6 +64,7 @@ def record_to_row(record: dict[str, Any]) -> TraceRow:
         int(get("status") or 0),
         _dumps(data),
         None if bodies is None else _dumps(bodies),
+        get("client_request_id"),
     )
 
 
@@ -122,6 +129,30 @@ def _where(query: TraceQuery, ph: Any) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(parts)) if parts else "", args
 
 
+def _get_sql(
+    request_id: str, account_id: str | None, ph: Any, cast: str = ""
+) -> tuple[str, list[Any]]:
+    """The newest row whose tollway id or client id is ``request_id`` (one index each).
+
+    ``ph(n)`` is the n-th placeholder, ``cast`` a suffix for the JSON columns. Two
+    lookups joined with UNION ALL rather than an OR, which SQLite would answer by
+    scanning the account's traces.
+    """
+    args: list[Any] = [request_id]
+    scope = ""
+    if account_id is not None:
+        args.append(account_id)
+        scope = f" AND account_id = {ph(2)}"
+    return (
+        f"SELECT data{cast}, bodies{cast} FROM ("
+        f"SELECT seq, data, bodies FROM traces WHERE request_id = {ph(1)}{scope}"
+        " UNION ALL "
+        f"SELECT seq, data, bodies FROM traces WHERE client_request_id = {ph(1)}{scope}"
+        ") AS found ORDER BY seq DESC LIMIT 1",
+        args,
+    )
+
+
 def _merge(data: Any, bodies: Any) -> dict[str, Any]:
     record: dict[str, Any] = orjson.loads(data)
     record["bodies"] = None if bodies is None else orjson.loads(bodies)
@@ -141,12 +172,12 @@ _WRITER_PRAGMAS = (
 )
 
 
-_ROWS_PER_INSERT = 100  # 900 parameters: below SQLite's 999 before 3.32
+_ROWS_PER_INSERT = 99  # 990 parameters: below SQLite's 999 before 3.32
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
 def _insert_sql(rows: int) -> str:
-    return f"INSERT INTO traces ({_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * rows)
+    return f"INSERT INTO traces ({_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * rows)
 
 
 class SqliteTraceStore:
@@ -197,13 +228,9 @@ class SqliteTraceStore:
                 raise
 
     async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None:
-        """The newest trace with this id, scoped to an account unless ``account_id`` is None."""
-        sql = "SELECT data, bodies FROM traces WHERE request_id = ?"
-        args: list[Any] = [request_id]
-        if account_id is not None:
-            sql += " AND account_id = ?"
-            args.append(account_id)
-        sql += " ORDER BY seq DESC LIMIT 1"
+        """The newest trace with this id (tollway's or the client's), scoped to an
+        account unless ``account_id`` is None."""
+        sql, args = _get_sql(request_id, account_id, lambda n: f"?{n}")
         async with self._r.execute(sql, args) as cur:
             row = await cur.fetchone()
         return None if row is None else _merge(row[0], row[1])
@@ -257,22 +284,21 @@ class PostgresTraceStore:
 
     async def insert_many(self, rows: Sequence[TraceRow]) -> None:
         """Insert in one transaction."""
-        clean = [r[:7] + (_pg_json(r[7]), None if r[8] is None else _pg_json(r[8])) for r in rows]
+        clean = [
+            r[:7] + (_pg_json(r[7]), None if r[8] is None else _pg_json(r[8]), r[9])
+            for r in rows
+        ]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 f"INSERT INTO traces ({_COLUMNS}) VALUES "
-                "($1,$2,$3,$4,$5,$6,$7,$8::jsonb,$9::jsonb)",
+                "($1,$2,$3,$4,$5,$6,$7,$8::jsonb,$9::jsonb,$10)",
                 clean,
             )
 
     async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None:
-        """The newest trace with this id, scoped to an account unless ``account_id`` is None."""
-        sql = "SELECT data::text, bodies::text FROM traces WHERE request_id = $1"
-        args: list[Any] = [request_id]
-        if account_id is not None:
-            sql += " AND account_id = $2"
-            args.append(account_id)
-        sql += " ORDER BY seq DESC LIMIT 1"
+        """The newest trace with this id (tollway's or the client's), scoped to an
+        account unless ``account_id`` is None."""
+        sql, args = _get_sql(request_id, account_id, lambda n: f"${n}", "::text")
         row = await self._pool.fetchrow(sql, *args)
         return None if row is None else _merge(row[0], row[1])
 
