@@ -283,3 +283,23 @@ def test_platform_tool_loop_on_gemini_returns_the_thought_signature() -> None:
     assert response["name"] == "calculator" and "42" in json.dumps(response["response"])
     usage = whole.usage
     assert usage is not None and usage.prompt_tokens == 30 + 20  # both rounds summed
+
+
+def test_credentials_echoed_by_an_upstream_are_redacted() -> None:
+    """The secret options of the new providers are among the secrets tollway redacts."""
+    secret = BEDROCK["options"]["secret_access_key"] + "-long-enough-to-be-a-secret"
+
+    async def handler(request: web.Request, upstream: Upstream) -> web.StreamResponse:
+        body = json.dumps({"message": f"Bad request signed with {secret}"}).encode()
+        return web.Response(status=400, body=body, content_type="application/json",
+                            headers={"x-amzn-ErrorType": "ValidationException"})
+
+    models = {"m": {"deployments": [{"provider": "br", "model": "amazon.nova-pro-v1:0"}]}}
+    with Upstream(handler) as upstream:
+        providers = {"br": {**BEDROCK, "base_url": upstream.base_url,
+                            "options": {**BEDROCK["options"], "secret_access_key": secret}}}
+        with run_tollway({"providers": providers, "models": models}) as url:
+            r = httpx.post(url + "/v1/chat/completions", json={
+                "model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and "Bad request signed with" in r.text
+    assert secret not in r.text and secret[:20] not in r.text
