@@ -6,37 +6,41 @@ The request path::
     ctx.account_id, ctx.key_id, ctx.account = auth.account_id, auth.key_id, auth
     await billing.admit(ctx, candidate_deployments)   # 402 here; upstream untouched
     try:
-        ... stream; the meter stage attaches cost with billing.price(ctx, usage) ...
+        ... stream: each upstream call is held to ctx.budget (the Tab), the meter
+        ... stage attaches the cost billing.cost_of(ctx) will debit ...
     finally:
         await asyncio.shield(billing.settle(ctx))
 
-The reservation is: counted prompt tokens (plus ``prompt_margin_fraction``) at the
-input price, plus the output cap at the output price, plus the fee — the largest
-such figure over the deployments the router may pick. The output cap is
-``effective_output_cap(...)``; the adapter must send exactly that upstream so the
-real cost can never exceed the reservation. Settlement closes the reservation and
-appends the debit in one transaction; if it cannot run (the process dies), crash
-recovery releases the reservation and writes an ``unsettled`` entry.
+The reservation is the worst case of the first upstream call: counted prompt tokens
+(plus ``prompt_margin_fraction``) at the deployment's highest input price (a prompt
+token may be a cache write), plus choices × output cap at the output price, plus
+the fee — the largest such figure over the deployments the router may pick. The
+output cap is ``effective_output_cap(...)``; adapters send it upstream. Each further
+upstream call (platform-tool rounds) extends the reservation first (see
+``tollway.billing.tab``). Settlement closes the reservation and appends the debit,
+never more than the reservation, with a ``provider_overage`` line for any excess, in
+one transaction; if it cannot run (the process dies), crash recovery releases the
+reservation and writes an ``unsettled`` entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
 from tollway.auth import AuthResult
 from tollway.billing.config import BillingConfig
-from tollway.billing.pricing import (
-    Cost,
-    FeePolicy,
-    compute_cost,
-    fee_policy,
-    prices_json,
-    usd_str,
+from tollway.billing.pricing import Cost, FeePolicy, fee_policy, priced, prices_json, usd_str
+from tollway.billing.tab import (
+    MAX_RESERVATION_MICROS,
+    PromptCount,
+    PromptCounter,
+    Tab,
+    output_cap,
+    worst_base_usd,
 )
 from tollway.chunks import Usage
 from tollway.config import DeploymentConfig
@@ -46,8 +50,6 @@ from tollway.providers.base import ChatRequest
 from tollway.storage.base import LedgerEntry, NewEntry, Reservation, ReservationStore
 
 __all__ = ["Billing", "Hold", "PromptCounter", "effective_output_cap"]
-
-PromptCounter = Callable[[list[dict[str, Any]], list[dict[str, Any]] | None], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +65,7 @@ def effective_output_cap(
     request: ChatRequest, deployment: DeploymentConfig, config: BillingConfig
 ) -> int:
     """The client's limit, else the deployment's default cap, else the billing default."""
-    return (
-        request.max_output_tokens
-        or deployment.max_output_tokens
-        or config.default_max_output_tokens
-    )
+    return output_cap(request, deployment, config.default_max_output_tokens)
 
 
 def _default_counter() -> PromptCounter:
@@ -100,30 +98,36 @@ class Billing:
         return fee_policy(self.config, account)
 
     def worst_case(
-        self, request: ChatRequest, deployments: Sequence[DeploymentConfig], policy: FeePolicy
+        self,
+        request: ChatRequest,
+        deployments: Sequence[DeploymentConfig],
+        policy: FeePolicy,
+        count: PromptCounter | None = None,
     ) -> tuple[int, int]:
         """(reservation in micro-USD, prompt tokens counted) over the candidate deployments."""
-        counted = self._count(request.messages, request.tools)
+        counted = (count or self._count)(request.messages, request.tools)
         prompt = math.ceil(counted * (1 + self.config.prompt_margin_fraction))
-        worst = 0
-        for dep in deployments:
-            usage = Usage(
-                prompt_tokens=prompt,
-                completion_tokens=effective_output_cap(request, dep, self.config),
-            )
-            worst = max(worst, compute_cost(usage, dep.prices, policy).total_micros)
-        return worst, counted
+        base = worst_base_usd(request, prompt, deployments, self.config.default_max_output_tokens)
+        return priced(base, policy).total_micros, counted
 
     async def admit(
         self, ctx: RequestContext, deployments: Sequence[DeploymentConfig]
     ) -> Hold | None:
-        """Reserve the worst-case cost or raise PaymentRequired (402); sets ``ctx.reservation``."""
+        """Reserve the worst case or raise PaymentRequired (402); sets ``ctx.reservation``
+        and ``ctx.budget``."""
         if not self.config.enabled or ctx.account_id is None:
             return None
         if ctx.request is None:
             raise ValueError("admit() needs ctx.request")
         policy = self.policy_for(ctx)
-        amount, counted = self.worst_case(ctx.request, deployments, policy)
+        count = PromptCount(self._count)
+        amount, counted = self.worst_case(ctx.request, deployments, policy, count)
+        if amount > MAX_RESERVATION_MICROS:
+            raise PaymentRequired(
+                f"This request's worst case (${usd_str(amount)}: its prompt and up to the "
+                "output-token limit for every choice) is more than any account may hold; "
+                "lower max_completion_tokens or n."
+            )
         outcome = await self._store.reserve(
             ctx.account_id, ctx.request_id, self.instance_id, amount
         )
@@ -138,54 +142,115 @@ class Billing:
             )
         hold = Hold(outcome.reservation, policy, counted)
         ctx.reservation = hold
+        ctx.budget = Tab(
+            self._store, ctx, outcome.reservation, policy, deployments, count,
+            admitted_count=counted, prompt_margin=self.config.prompt_margin_fraction,
+            default_cap=self.config.default_max_output_tokens,
+        )  # fmt: skip
         return hold
 
-    def cost_of(self, ctx: RequestContext, usage: Usage | None) -> Cost:
-        """The request's cost from its usage and the serving deployment (zero if none)."""
-        if usage is None or ctx.deployment is None:
-            return Cost(0, 0)
-        extra = Decimal(str(ctx.extra_usage_cost)) if ctx.extra_usage_cost else Decimal(0)
-        return compute_cost(usage, ctx.deployment.prices, self.policy_for(ctx), extra)
+    def bill(self, ctx: RequestContext) -> tuple[Cost, Cost | None]:
+        """(what the request is billed, the provider overage or None); zero if not admitted."""
+        tab = ctx.budget
+        if not isinstance(tab, Tab):
+            return Cost(0, 0), None
+        return tab.bill()
+
+    def cost_of(self, ctx: RequestContext, usage: Usage | None = None) -> Cost:
+        """What the request is billed (never above its reservation)."""
+        return self.bill(ctx)[0]
+
+    def final_usage(self, ctx: RequestContext) -> Usage | None:
+        """The usage billed: every upstream call's, summed (else what the meter counted)."""
+        tab = ctx.budget
+        usage = tab.usage() if isinstance(tab, Tab) else None
+        return usage if usage is not None else ctx.usage
 
     def price(self, ctx: RequestContext, usage: Usage) -> Usage:
         """``usage`` with ``cost`` filled (Decimal USD); the figures settle() will debit."""
-        return dataclasses.replace(usage, cost=self.cost_of(ctx, usage).usage_cost())
+        return dataclasses.replace(usage, cost=self.cost_of(ctx).usage_cost())
 
     async def settle(self, ctx: RequestContext) -> LedgerEntry | None:
         """Release the reservation and debit the actual cost in one transaction.
 
         Call it from a ``finally`` wrapped in ``asyncio.shield`` for every request
         (it is a no-op when ``admit`` reserved nothing, and idempotent: a second
-        call returns None because the request is already debited).
+        call returns None because the request is already debited). The debit never
+        exceeds the reservation; an excess is written as a ``provider_overage`` line
+        (amount 0, the excess in its figures) in the same transaction.
         """
         hold = ctx.reservation if isinstance(ctx.reservation, Hold) else None
         if hold is None or ctx.account_id is None:
             return None  # not admitted (billing off, unauthenticated, or refused with 402)
-        usage = ctx.usage
-        cost = self.cost_of(ctx, usage)
+        usage = self.final_usage(ctx)
+        billed, overage = self.bill(ctx)
+        if usage is not None:
+            ctx.usage = dataclasses.replace(usage, cost=billed.usage_cost())
+        tab = ctx.budget if isinstance(ctx.budget, Tab) else None
         dep = ctx.deployment
+        policy = self.policy_for(ctx)
+        prices = _prices_used(tab, dep, policy)
+        model = ctx.served_model or ctx.requested_model
         debit = NewEntry(
             account_id=ctx.account_id,
             kind="debit",
-            amount_micros=-cost.total_micros,
+            amount_micros=-billed.total_micros,
             request_id=ctx.request_id,
-            model=ctx.served_model or ctx.requested_model,
+            model=model,
             deployment=dep.id if dep is not None else None,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             cached_tokens=usage.cached_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             reasoning_tokens=usage.reasoning_tokens if usage else 0,
-            prices=prices_json(dep.prices, self.policy_for(ctx)) if dep is not None else None,
-            base_cost_micros=cost.base_micros,
-            platform_fee_micros=cost.fee_micros,
-            total_cost_micros=cost.total_micros,
+            prices=prices,
+            base_cost_micros=billed.base_micros,
+            platform_fee_micros=billed.fee_micros,
+            total_cost_micros=billed.total_micros,
             partial=bool(ctx.partial or ctx.client_disconnected),
-            note=_note(ctx, usage),
+            note=_note(ctx, usage, overage),
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
         )
-        return await self._store.settle(hold.reservation.id, debit)
+        extra: list[NewEntry] = []
+        if overage is not None:
+            ctx.provider_overage = overage.usage_cost()
+            extra.append(dataclasses.replace(
+                debit,
+                kind="provider_overage",
+                amount_micros=0,
+                base_cost_micros=overage.base_micros,
+                platform_fee_micros=overage.fee_micros,
+                total_cost_micros=overage.total_micros,
+                note=(
+                    f"the upstream usage cost ${usd_str(overage.total_micros)} more than the "
+                    f"${usd_str(_hold_amount(tab, hold))} reserved; not charged to the account"
+                ),
+            ))  # fmt: skip
+        return await self._store.settle(hold.reservation.id, debit, extra)
 
 
-def _note(ctx: RequestContext, usage: Usage | None) -> str | None:
+def _hold_amount(tab: Tab | None, hold: Hold) -> int:
+    """The reservation's final amount (with any extensions)."""
+    return tab.reserved_micros if tab is not None else hold.reservation.amount_micros
+
+
+def _prices_used(tab: Tab | None, dep: DeploymentConfig | None, policy: FeePolicy) -> str | None:
+    """The prices JSON of the debit; every deployment's when several served the calls."""
+    used = tab.deployments_used() if tab is not None else []
+    if len(used) > 1:
+        return json.dumps(
+            {d.id: json.loads(prices_json(d.prices)) for d in used}
+            | {"platform_fee_fraction": str(policy.fraction),
+               "fixed_fee_usd": str(policy.fixed_usd)},
+            sort_keys=True,
+        )  # fmt: skip
+    if used:
+        dep = used[0]
+    return prices_json(dep.prices, policy) if dep is not None else None
+
+
+def _note(ctx: RequestContext, usage: Usage | None, overage: Cost | None) -> str | None:
     parts = []
     if ctx.error:
         parts.append(f"error: {ctx.error}"[:500])
@@ -195,4 +260,6 @@ def _note(ctx: RequestContext, usage: Usage | None) -> str | None:
         parts.append("token counts estimated by tollway")
     if usage is None:
         parts.append("no upstream usage")
+    if overage is not None:
+        parts.append("capped at the reservation (see the provider_overage entry)")
     return "; ".join(parts) or None

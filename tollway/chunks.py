@@ -17,7 +17,7 @@ The union, in the order they usually appear::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Finish",
     "FinishReason",
     "PlatformToolRecord",
+    "ReasoningConvention",
     "Start",
     "StreamError",
     "TextDelta",
@@ -39,11 +40,17 @@ Channel = Literal["content", "reasoning", "refusal"]
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """An upstream call began answering: the model that serves it."""
+    """An upstream call began answering: the model that serves it.
+
+    ``usage`` is the prompt side of the usage when the upstream reports it up
+    front (Anthropic's ``message_start``), so that a call cut short is still
+    billed with the real prompt and cache figures.
+    """
 
     model: str
     system_fingerprint: str | None = None
     service_tier: str | None = None
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +94,23 @@ class Finish:
     choice: int = 0
 
 
+ReasoningConvention = Literal["included", "separate"]
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts, cumulative for the response; the last one seen wins.
+    """Token counts of a response as the provider reported them (cumulative; the last wins).
 
-    ``cost`` is filled by billing with the three money figures (as Decimal strings
-    rendered by the encoder) and any other provider-specific details are kept in
-    ``extra`` so they reach the client unchanged.
+    Parts: ``cached_tokens`` (cache reads) and ``cache_write_tokens`` (cache writes,
+    both tiers) are parts of ``prompt_tokens``; ``cache_write_1h_tokens`` is the
+    one-hour-tier part of ``cache_write_tokens``. ``reasoning`` says whether
+    ``reasoning_tokens`` are part of ``completion_tokens`` (OpenAI's convention,
+    ``"included"``) or come on top of them (``"separate"``, e.g. xAI);
+    ``output_tokens`` is what is billed at the output price either way.
+    ``provider_total`` is the provider's ``total_tokens`` (None when not reported).
+
+    ``cost`` is filled by billing with the three money figures (Decimal USD);
+    provider-specific details are kept in ``extra`` so they reach the client.
     """
 
     prompt_tokens: int = 0
@@ -103,10 +120,81 @@ class Usage:
     estimated: bool = False
     cost: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning: ReasoningConvention = "included"
+    provider_total: int | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        """Tokens billed at the output price: completion, plus reasoning when separate."""
+        if self.reasoning == "separate":
+            return self.completion_tokens + self.reasoning_tokens
+        return self.completion_tokens
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        """The provider's total when it reported one, else prompt + output."""
+        if self.provider_total is not None:
+            return self.provider_total
+        return self.prompt_tokens + self.output_tokens
+
+    def plus(self, other: Usage) -> Usage:
+        """The usage of two upstream calls together (numbers in ``extra`` summed too).
+
+        Same convention: every figure is summed as reported. Different conventions:
+        the sum uses OpenAI's (reasoning inside completion), so nothing is counted
+        twice or lost. A total is kept only when both calls reported one.
+        """
+        a, b = self, other
+        convention = a.reasoning
+        if a.reasoning != b.reasoning:
+            a, b, convention = a._included(), b._included(), "included"
+        total = (
+            a.provider_total + b.provider_total
+            if a.provider_total is not None and b.provider_total is not None
+            else None
+        )
+        return Usage(
+            prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+            completion_tokens=a.completion_tokens + b.completion_tokens,
+            cached_tokens=a.cached_tokens + b.cached_tokens,
+            reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+            estimated=a.estimated or b.estimated,
+            extra=_add_numbers(a.extra, b.extra),
+            cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+            cache_write_1h_tokens=a.cache_write_1h_tokens + b.cache_write_1h_tokens,
+            reasoning=convention,
+            provider_total=total,
+        )
+
+    def _included(self) -> Usage:
+        if self.reasoning == "included":
+            return self
+        return replace(self, completion_tokens=self.output_tokens, reasoning="included")
+
+
+def _add_numbers(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Merge two ``extra`` mappings, summing numbers (recursively); b wins otherwise."""
+    if not b:
+        return a
+    if not a:
+        return b
+    out = dict(a)
+    for key, value in b.items():
+        mine = out.get(key)
+        if isinstance(mine, dict) and isinstance(value, dict):
+            out[key] = _add_numbers(mine, value)
+        elif (
+            isinstance(mine, int | float)
+            and isinstance(value, int | float)
+            and not isinstance(mine, bool)
+            and not isinstance(value, bool)
+        ):
+            out[key] = mine + value
+        else:
+            out[key] = value
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,12 +32,14 @@ from tollway.tracing.config import TracingConfig
 __all__ = [
     "ConfigError",
     "DeploymentConfig",
+    "FREE",
     "ModelConfig",
     "Prices",
     "ProviderConfig",
     "ServerConfig",
     "Settings",
     "Timeouts",
+    "UsageConvention",
     "load_settings",
     "parse_settings",
 ]
@@ -51,14 +53,80 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Prices(_Strict):
-    """USD per one million tokens. Reasoning tokens are billed as output."""
+_MAX_PRICE = Decimal(1_000_000)  # USD per 1M tokens: a dollar a token
 
-    input_per_mtok: Decimal = Field(Decimal(0), ge=0, description="USD per 1M input tokens")
-    cached_input_per_mtok: Decimal | None = Field(
-        None, ge=0, description="USD per 1M cached input tokens (default: the input price)"
+
+class Prices(_Strict):
+    """USD per one million tokens; ``input_per_mtok`` and ``output_per_mtok`` are required.
+
+    Cache prices default as documented: a cache read at the input price, a cache
+    write (5-minute tier) at the input price, a 1-hour write at the 5-minute write
+    price. Anthropic deployments must set all three (see ``Settings``). Reasoning
+    tokens are billed at the output price. ``prices: free`` means all zero.
+    """
+
+    input_per_mtok: Decimal = Field(ge=0, le=_MAX_PRICE, description="USD per 1M input tokens")
+    output_per_mtok: Decimal = Field(
+        ge=0, le=_MAX_PRICE, description="USD per 1M output (and reasoning) tokens"
     )
-    output_per_mtok: Decimal = Field(Decimal(0), ge=0, description="USD per 1M output tokens")
+    cached_input_per_mtok: Decimal | None = Field(
+        None, ge=0, le=_MAX_PRICE, description="USD per 1M cache-read tokens (default: input)"
+    )
+    cache_write_per_mtok: Decimal | None = Field(
+        None, ge=0, le=_MAX_PRICE, description="USD per 1M cache-write tokens, 5-minute tier "
+        "(default: input)",
+    )
+    cache_write_1h_per_mtok: Decimal | None = Field(
+        None, ge=0, le=_MAX_PRICE, description="USD per 1M cache-write tokens, 1-hour tier "
+        "(default: the 5-minute price)",
+    )
+
+    @property
+    def cached_input(self) -> Decimal:
+        """The cache-read price in effect."""
+        c = self.cached_input_per_mtok
+        return self.input_per_mtok if c is None else c
+
+    @property
+    def cache_write(self) -> Decimal:
+        """The 5-minute cache-write price in effect."""
+        c = self.cache_write_per_mtok
+        return self.input_per_mtok if c is None else c
+
+    @property
+    def cache_write_1h(self) -> Decimal:
+        """The 1-hour cache-write price in effect."""
+        c = self.cache_write_1h_per_mtok
+        return self.cache_write if c is None else c
+
+    @property
+    def highest_input(self) -> Decimal:
+        """The dearest price any prompt token may cost (a prompt token may be a cache write)."""
+        return max(self.input_per_mtok, self.cached_input, self.cache_write, self.cache_write_1h)
+
+    @property
+    def is_free(self) -> bool:
+        return self.highest_input == 0 and self.output_per_mtok == 0
+
+
+FREE = Prices(input_per_mtok=Decimal(0), output_per_mtok=Decimal(0))
+
+
+def _prices_literal(value: Any) -> Any:
+    """``prices: free`` is the explicit way to say a deployment costs nothing."""
+    if value == "free":
+        return FREE
+    return value
+
+
+class UsageConvention(_Strict):
+    """How a deployment's upstream reports usage."""
+
+    reasoning: Literal["auto", "included", "separate"] = Field(
+        "auto",
+        description="reasoning tokens inside completion_tokens (OpenAI), separate from them "
+        "(xAI), or auto: detected from total_tokens",
+    )
 
 
 class Timeouts(_Strict):
@@ -106,13 +174,18 @@ class DeploymentConfig(_Strict):
     model: str = Field(description="the model name the upstream knows")
     name: str | None = Field(None, description="unique name; default provider/model")
     weight: float = Field(1.0, gt=0, description="for the weighted strategy")
-    prices: Prices = Field(default_factory=Prices)
+    prices: Prices = Field(
+        FREE, description="required while billing is on; USD per 1M tokens, or 'free'"
+    )
+    usage: UsageConvention = Field(default_factory=UsageConvention)
     max_output_tokens: int | None = Field(
         None, gt=0, description="default output cap when the client sets none"
     )
     max_in_flight: int | None = Field(None, gt=0, description="concurrent requests allowed")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     options: dict[str, Any] = Field(default_factory=dict, description="adapter-specific")
+
+    _free = field_validator("prices", mode="before")(_prices_literal)
 
     @property
     def id(self) -> str:
@@ -237,7 +310,31 @@ class Settings(_Strict):
                         "(set 'name' to tell them apart)"
                     )
                 seen.add(dep.id)
+                if self.billing.enabled:
+                    self._check_prices(f"models.{alias}.deployments.{i}", dep)
         return self
+
+    def _check_prices(self, where: str, dep: DeploymentConfig) -> None:
+        """Billing on: a deployment states its prices (money never silently becomes zero)."""
+        if "prices" not in dep.model_fields_set:
+            raise ValueError(
+                f"{where}.prices: missing, and billing is on: set the deployment's prices "
+                "(USD per 1M tokens: input_per_mtok, output_per_mtok, …) or `prices: free` "
+                "(or turn billing off)"
+            )
+        prices = dep.prices
+        if self.providers[dep.provider].type == "anthropic" and not prices.is_free:
+            missing = [
+                name
+                for name in ("cached_input_per_mtok", "cache_write_per_mtok",
+                             "cache_write_1h_per_mtok")
+                if getattr(prices, name) is None
+            ]  # fmt: skip
+            if missing:
+                raise ValueError(
+                    f"{where}.prices: an Anthropic deployment reports prompt-cache reads and "
+                    f"writes, each with its own price: set {', '.join(missing)}"
+                )
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollway.chunks import Usage
 from tollway.config import DeploymentConfig
 from tollway.providers.base import ChatRequest
+
+if TYPE_CHECKING:
+    from tollway.pipeline.budget import Budget
 
 __all__ = ["Attempt", "RequestContext"]
 
@@ -61,7 +64,9 @@ class RequestContext:
     firewall_verdicts: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     reservation: Any = None  # billing's open reservation
+    budget: Budget | None = None  # billing's running tab: every upstream call is held to it
     extra_usage_cost: Any = None  # e.g. per-call platform tool prices (Decimal USD)
+    provider_overage: dict[str, Any] | None = None  # cost beyond the reservation, not charged
     platform_tools: list[Any] | None = None  # the tools the request attaches (tools.Tool)
     trace_bodies: Any = None  # tracing's request/response bodies, for accounts that opt in
 

@@ -16,6 +16,7 @@ from typing import Any
 from tollway.chunks import Event
 from tollway.config import Settings
 from tollway.context import RequestContext
+from tollway.pipeline.budget import metered_call
 from tollway.pipeline.compose import Stage
 from tollway.pipeline.meter import Pricer
 from tollway.providers.base import ChatRequest, Provider
@@ -62,8 +63,16 @@ class Gateway:
         alias = ctx.requested_model
         redactor = self.redactor
 
-        def call_model(request: ChatRequest) -> AsyncIterator[Event]:
+        def route(request: ChatRequest) -> AsyncIterator[Event]:
             return open_stream(self.router, alias, request, ctx, redactor)
+
+        budget = ctx.budget
+        if budget is None:
+            call_model = route
+        else:  # billing: every upstream call is covered by, and held to, the reservation
+
+            def call_model(request: ChatRequest) -> AsyncIterator[Event]:
+                return metered_call(request, ctx, budget, route)
 
         for wrap in self.source_wrappers:
             wrapped = wrap(ctx.request, ctx, call_model)

@@ -79,7 +79,8 @@ def test_reasoning_content_streamed_and_collected(client: OpenAI) -> None:
 
 
 TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }}]
 
 

@@ -19,7 +19,7 @@ from tollway.context import RequestContext
 from tollway.errors import PaymentRequired
 from tollway.providers.base import ChatRequest
 from tollway.storage import open_storage
-from tollway.storage.base import Account
+from tollway.storage.base import Account, NewEntry
 
 # $0.01 per output token, $0.01 per input token: easy sums.
 DEP = DeploymentConfig(
@@ -43,9 +43,14 @@ def make_ctx(account: Account, request_id: str, words: int = 10, cap: int = 100)
     return ctx
 
 
-def finish(ctx: RequestContext, completion: int, partial: bool = False) -> None:
-    ctx.deployment, ctx.served_model = DEP, "m"
-    ctx.usage = Usage(prompt_tokens=10, completion_tokens=completion)
+async def finish(ctx: RequestContext, completion: int, partial: bool = False) -> None:
+    """One upstream call through the request's budget, as the budget guard records it."""
+    assert ctx.budget is not None and ctx.request is not None
+    call = await ctx.budget.open_call(ctx.request)
+    call.deployment = ctx.deployment = DEP
+    ctx.served_model = "m"
+    call.reported = Usage(prompt_tokens=10, completion_tokens=completion)
+    call.state = "partial" if partial else "done"
     ctx.partial = partial
 
 
@@ -70,10 +75,13 @@ async def test_reservation_takes_the_worst_deployment(dsn: str) -> None:
     store = await open_storage(dsn)
     try:
         account = await create_account(store, "a", credit_usd="100")
-        dear = DeploymentConfig(provider="sim", model="dear",
-                                prices=Prices(output_per_mtok=Decimal(20_000)))  # fmt: skip
-        capped = DeploymentConfig(provider="sim", model="capped", max_output_tokens=5,
-                                  prices=Prices(output_per_mtok=Decimal(1_000_000)))  # fmt: skip
+        dear = DeploymentConfig(
+            provider="sim", model="dear", prices=Prices(input_per_mtok=0, output_per_mtok=20_000)
+        )
+        capped = DeploymentConfig(
+            provider="sim", model="capped", max_output_tokens=5,
+            prices=Prices(input_per_mtok=0, output_per_mtok=1_000_000),
+        )  # fmt: skip
         billing = Billing(store, BillingConfig(prompt_margin_fraction=Decimal(0)), "i",
                           count_prompt_tokens=count_words)  # fmt: skip
         ctx = make_ctx(account, "r", words=0, cap=100)
@@ -113,7 +121,7 @@ async def test_fifty_concurrent_requests_never_overdraw(dsn: str) -> None:
             lowest[0] = min(lowest[0], now.available_micros)
             if admitted:
                 await all_tried.wait()
-                finish(ctx, completion=50)
+                await finish(ctx, completion=50)
                 try:
                     pass
                 finally:
@@ -139,10 +147,11 @@ async def test_partial_settlement_and_price_equals_ledger(dsn: str) -> None:
         billing = Billing(store, CONFIG, "inst", count_prompt_tokens=count_words)
         ctx = make_ctx(account, "req-partial")
         await billing.admit(ctx, [DEP])
-        finish(ctx, completion=7, partial=True)
+        await finish(ctx, completion=7, partial=True)
         ctx.client_disconnected = True
-        assert ctx.usage is not None
-        shown = billing.price(ctx, ctx.usage).cost  # what the final chunk carries
+        usage = billing.final_usage(ctx)
+        assert usage is not None and usage.estimated  # cut short: counted, with what was reported
+        shown = billing.price(ctx, usage).cost  # what the final chunk carries
         entry = await billing.settle(ctx)
         assert entry is not None and entry.entry.partial and entry.entry.kind == "debit"
         assert shown == {
@@ -175,7 +184,7 @@ async def test_settle_survives_cancellation(dsn: str) -> None:
         async def request() -> None:
             await billing.admit(ctx, [DEP])
             try:
-                finish(ctx, completion=3, partial=True)
+                await finish(ctx, completion=3, partial=True)
                 started.set()
                 await asyncio.sleep(3600)  # streaming …
             finally:
@@ -209,5 +218,71 @@ async def test_failed_request_gets_a_zero_debit(dsn: str) -> None:
         assert entry is not None and entry.entry.total_cost_micros == 0
         assert "all deployments failed" in (entry.entry.note or "")
         assert await audit(store, CONFIG) == []
+    finally:
+        await store.close()
+
+
+async def test_worst_case_counts_every_choice_and_the_dearest_prompt_price(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="100")
+        prices = Prices(input_per_mtok=3, cached_input_per_mtok=Decimal("0.3"),
+                        cache_write_per_mtok=Decimal("3.75"), cache_write_1h_per_mtok=6,
+                        output_per_mtok=15)  # fmt: skip
+        cached = DeploymentConfig(provider="sim", model="c", prices=prices)
+        billing = Billing(store, BillingConfig(prompt_margin_fraction=Decimal(0)), "i",
+                          count_prompt_tokens=count_words)  # fmt: skip
+        ctx = make_ctx(account, "r", words=10, cap=100)
+        assert ctx.request is not None
+        ctx.request.body["n"] = 3
+        hold = await billing.admit(ctx, [cached])
+        # any prompt token may be a 1-hour cache write: 10 × 6 + 3 choices × 100 × 15
+        assert hold is not None and hold.reservation.amount_micros == 60 + 4_500
+    finally:
+        await store.close()
+
+
+async def test_extension_is_conditional_and_audited(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="2.00")
+        other = await create_account(store, "b", credit_usd="1.00")
+        billing = Billing(store, CONFIG, "inst", count_prompt_tokens=count_words)
+        ctx = make_ctx(account, "req-ext")  # reserves $1.21
+        hold = await billing.admit(ctx, [DEP])
+        assert hold is not None and ctx.budget is not None
+        # the tab extends to what it needs: $1.60 of tool prices + 10 % fee = $1.76
+        assert await ctx.budget.reserve_extra(Decimal("1.60"))
+        assert (await store.get_account(account.id)).reserved_micros == 1_760_000  # type: ignore[union-attr]
+        assert not await ctx.budget.reserve_extra(Decimal("1.90"))  # $2.09 > the balance
+        refused = await store.extend(hold.reservation.id, 300_000)  # $0.24 left
+        assert refused.reservation is None and refused.balance_micros == 2_000_000
+        assert refused.reserved_micros == 1_760_000
+        assert (await store.get_account(other.id)).reserved_micros == 0  # type: ignore[union-attr]
+        assert await audit(store, CONFIG) == []
+        await finish(ctx, completion=150)  # (10 + 150) × $0.01 × 1.1 = $1.76: all of it
+        entry = await billing.settle(ctx)
+        assert entry is not None and entry.entry.amount_micros == -1_760_000
+        assert (await store.extend(hold.reservation.id, 1)).reservation is None  # settled
+        final = await store.get_account(account.id)
+        assert final is not None and (final.balance_micros, final.reserved_micros) == (240_000, 0)
+        assert await audit(store, CONFIG) == []
+    finally:
+        await store.close()
+
+
+async def test_audit_names_a_debit_above_its_reservation_and_a_bad_overage(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="5")
+        reserved = await store.reserve(account.id, "req-over", "inst", 1_000)
+        assert reserved.reservation is not None
+        debit = NewEntry(account.id, "debit", -2_000, request_id="req-over",
+                         base_cost_micros=2_000, platform_fee_micros=0, total_cost_micros=2_000)
+        overage = NewEntry(account.id, "provider_overage", -5, request_id="req-over",
+                           base_cost_micros=1, platform_fee_micros=0, total_cost_micros=1)
+        await store.settle(reserved.reservation.id, debit, [overage])
+        codes = sorted(v.code for v in await audit(store, CONFIG))
+        assert codes == ["bad_overage", "debit_over_reservation"]
     finally:
         await store.close()

@@ -1,30 +1,23 @@
 """End to end through the real gateway (uvicorn on 127.0.0.1) and the openai SDK.
 
-Billing is installed explicitly with a BillingConfig because ``Settings`` has no
-``billing`` field yet; once it does, ``run_tollway`` with ``billing:`` in the
-config does the same.
+Billing is installed explicitly with a BillingConfig. The kill -9 test lives in
+``tests/adversarial/test_crash.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.support.servers import Upstream, free_port, serve_app
+from tests.support.servers import Upstream, serve_app
 from tollway.app import TollwayApp
 from tollway.billing import feature
 from tollway.billing.audit import audit
@@ -33,7 +26,6 @@ from tollway.billing.ledger import create_account
 from tollway.config import parse_settings
 from tollway.storage import open_storage
 
-ROOT = Path(__file__).resolve().parents[2]
 BILLING = BillingConfig(platform_fee_fraction=Decimal("0.05"), key_cache_ttl_seconds=60)
 PRICES = {"input_per_mtok": 100, "cached_input_per_mtok": 50, "output_per_mtok": 400}
 
@@ -192,72 +184,3 @@ def test_client_disconnect_is_billed_partially(dsn: str) -> None:
     assert debit.kind == "debit" and debit.partial
     assert 0 < (debit.completion_tokens or 0) < 400
     assert account.reserved_micros == 0 and violations == []
-
-
-SERVER = textwrap.dedent(
-    """
-    import sys, orjson, uvicorn
-    from tests.billing.test_e2e import BILLING
-    from tollway.app import TollwayApp
-    from tollway.billing import feature
-    from tollway.config import parse_settings
-
-    app = TollwayApp(parse_settings(orjson.loads(sys.argv[1])))
-    feature.install(app, BILLING)
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-    """
-)
-
-
-@contextmanager
-def server_process(config: dict[str, Any]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    import orjson
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, orjson.dumps(config).decode(), str(port)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("tollway subprocess did not start") from None
-                time.sleep(0.1)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(15)
-
-
-@pytest.mark.slow
-def test_kill_minus_nine_mid_stream_then_restart(dsn: str) -> None:
-    account_id, key = setup_account(dsn, "5.00")
-    config = gateway_config(dsn)
-    with server_process(config) as (url, proc):
-        with httpx.stream("POST", url + "/v1/chat/completions", json={
-            "model": "slow", "stream": True, "messages": [{"role": "user", "content": "go"}],
-        }, headers={"Authorization": f"Bearer {key}"}) as r:  # fmt: skip
-            lines = r.iter_lines()  # kept open: leaving a for-loop would close the stream
-            while not next(lines).startswith("data: "):
-                pass
-            held, _, _ = books(dsn, account_id)
-            assert held.reserved_micros > 0
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-    with server_process(config) as (url, _proc):  # the restart releases the orphan
-        me = httpx.get(url + "/v1/account", headers={"Authorization": f"Bearer {key}"}).json()
-        assert me["reserved_usd"] == "0.000000" and me["balance_usd"] == "5.000000"
-    account, entries, violations = books(dsn, account_id)
-    assert entries[0].entry.kind == "unsettled" and violations == []
-    code = subprocess.run(
-        [sys.executable, "-m", "tollway", "audit", "--database", dsn], cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-    )  # fmt: skip
-    assert code.returncode == 0, code.stdout + code.stderr

@@ -5,13 +5,18 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tollway.billing.config import BillingConfig
 from tollway.billing.pricing import (
     Cost,
     FeePolicy,
+    capped,
     compute_cost,
+    fee_micros,
     fee_policy,
+    largest_within,
     micros_to_usd,
     to_micros,
     usd_str,
@@ -93,3 +98,83 @@ def test_account_overrides_the_configured_fee() -> None:
     assert fee_policy(config) == FeePolicy(Decimal("0.05"), Decimal("0.001"))
     account = Account("a", "a", 0, 0, 0, 0, platform_fee_fraction="0.2", fixed_fee_micros=0)
     assert fee_policy(config, account) == FeePolicy(Decimal("0.2"), Decimal(0))
+
+
+# -- prompt caching and reasoning conventions (hand-computed) --------------------------
+
+SONNET = Prices(
+    input_per_mtok=Decimal("3"), cached_input_per_mtok=Decimal("0.30"),
+    cache_write_per_mtok=Decimal("3.75"), cache_write_1h_per_mtok=Decimal("6"),
+    output_per_mtok=Decimal("15"),
+)  # fmt: skip
+HALF_SET = Prices(input_per_mtok=Decimal("0.15"), cache_write_per_mtok=Decimal("0.1875"),
+                  output_per_mtok=Decimal("0.60"))  # fmt: skip
+
+# prompt (all input), reads, writes (both tiers), 1-hour writes, completion, reasoning,
+# convention, prices, base µ$
+CACHE_TABLE = [
+    # 31 × 3 + 12000 × 0.30 + 2000 × 3.75 + 1000 × 6 + 547 × 15
+    # = 93 + 3600 + 7500 + 6000 + 8205 (the Anthropic replay in test_usage_billing)
+    (15_031, 12_000, 3_000, 1_000, 547, 0, "included", SONNET, 25_398),
+    # 5-minute writes only: 10000 × 3.75
+    (10_000, 0, 10_000, 0, 0, 0, "included", SONNET, 37_500),
+    # 1-hour writes only: 10000 × 6
+    (10_000, 0, 10_000, 10_000, 0, 0, "included", SONNET, 60_000),
+    # reads and writes cannot exceed the prompt: 100 reads, the writes clamp to 0 → 100 × 0.30
+    (100, 100, 50, 50, 0, 0, "included", SONNET, 30),
+    # no cache prices: writes at the input price → 1000 × 0.15
+    (1_000, 0, 400, 100, 0, 0, "included", CHEAP, 150),
+    # a 5-minute price and no 1-hour one: the 1-hour tier costs the 5-minute price
+    # 1000 × 0.1875 = 187.5 → 188
+    (1_000, 0, 1_000, 1_000, 0, 0, "included", HALF_SET, 188),
+    # xAI: 9 completion + 94 reasoning reported outside it: 32 × 2.50 + 103 × 10 = 80 + 1030
+    (32, 0, 0, 0, 9, 94, "separate", GPT, 1_110),
+    # OpenAI: the same 103 output tokens with reasoning inside completion → the same cost
+    (32, 0, 0, 0, 103, 94, "included", GPT, 1_110),
+]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "reads", "writes", "writes_1h", "completion", "reasoning", "convention",
+     "prices", "base"),
+    CACHE_TABLE,
+)  # fmt: skip
+def test_cache_and_reasoning_table(
+    prompt: int, reads: int, writes: int, writes_1h: int, completion: int, reasoning: int,
+    convention: str, prices: Prices, base: int,
+) -> None:  # fmt: skip
+    usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=reads,
+                  reasoning_tokens=reasoning, cache_write_tokens=writes,
+                  cache_write_1h_tokens=writes_1h, reasoning=convention)  # type: ignore[arg-type]
+    cost = compute_cost(usage, prices, FeePolicy(Decimal("0.05")))
+    assert cost.base_micros == base
+    assert cost.fee_micros == to_micros(Decimal(base) * Decimal("0.05") / 1_000_000)
+
+
+def test_highest_input_price_is_what_a_prompt_token_may_cost() -> None:
+    assert SONNET.highest_input == Decimal("6")
+    assert CHEAP.highest_input == Decimal("0.15") and HALF_SET.highest_input == Decimal("0.1875")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    room=st.integers(0, 10**12),
+    fraction=st.decimals(0, 10, places=4),
+    fixed=st.integers(0, 10**6),
+    excess=st.integers(1, 10**9),
+)
+def test_capped_is_the_dearest_cost_within_the_reservation(
+    room: int, fraction: Decimal, fixed: int, excess: int
+) -> None:
+    policy = FeePolicy(fraction, Decimal(fixed) / 1_000_000)
+    limit = fee_micros(0, policy) + room  # a reservation always covers the fixed fee
+    within = largest_within(limit, policy)
+    assert within.total_micros <= limit
+    assert within.fee_micros == fee_micros(within.base_micros, policy)  # the rule holds
+    bigger = within.base_micros + 1
+    assert bigger + fee_micros(bigger, policy) > limit  # and nothing dearer fits
+    assert capped(within, limit, policy) == (within, None)
+    dear = Cost(within.base_micros + excess, fee_micros(within.base_micros + excess, policy))
+    billed, overage = capped(dear, limit, policy)
+    assert billed == within and overage is not None
+    assert billed.total_micros + overage.total_micros == dear.total_micros

@@ -55,7 +55,7 @@ async def test_orphan_of_a_dead_local_process_is_released(dsn: str) -> None:
         assert [i.id for i in await store.list_instances()] == [lease.id]
 
         # If the request does settle later (it was only slow), it is still debited once.
-        finish(ctx, completion=1)
+        await finish(ctx, completion=1)
         late = await Billing(store, CONFIG, "inst_dead", count_prompt_tokens=count_words).settle(
             ctx
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tollway.storage import connect_database, open_storage
+from tollway.storage.base import NewEntry
 from tollway.storage.database import dollar_params
 from tollway.storage.migrate import _sqlite_statements, migrations, upgrade
 
@@ -80,3 +81,48 @@ def test_sqlite_splitter_keeps_trigger_bodies_whole() -> None:
 
 def test_dollar_params() -> None:
     assert dollar_params("a = ? AND b = ?") == "a = $1 AND b = $2"
+
+
+async def test_money_migration_keeps_a_live_ledger(dsn: str) -> None:
+    """0010 on a database with entries: rows and ids kept, still append-only, new kind ok."""
+    from tollway.storage.migrate import _CREATE_TABLE, _run_script
+
+    dialect = "sqlite" if dsn.startswith("sqlite") else "postgres"
+    first = migrations(dialect)[0]
+    db = await connect_database(dsn)
+    try:
+        async with db.transaction() as tx:  # a database as 0001 left it, with entries
+            await _run_script(tx, dialect, first.sql)
+            await tx.execute(_CREATE_TABLE)
+            await tx.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", 1, first.name)
+            await tx.execute("INSERT INTO accounts (id, name, created_at, updated_at,"
+                             " balance_micros) VALUES ('a', 'a', 0, 0, 7)")  # fmt: skip
+            for amount in (10, -3):
+                await tx.execute(
+                    "INSERT INTO ledger_entries (account_id, kind, amount_micros, request_id,"
+                    " partial, created_at) VALUES ('a', ?, ?, ?, ?, 0)",
+                    "credit" if amount > 0 else "debit", amount, f"r{amount}", False,
+                )  # fmt: skip
+        before = await db.fetch("SELECT id, kind, amount_micros FROM ledger_entries ORDER BY id")
+    finally:
+        await db.close()
+    assert "0010_money" in await upgrade(dsn)
+    store = await open_storage(dsn)
+    try:
+        after = await store.db.fetch(
+            "SELECT id, kind, amount_micros FROM ledger_entries ORDER BY id"
+        )
+        assert after == before
+        with pytest.raises(Exception, match="append-only"):
+            await store.db.execute("UPDATE ledger_entries SET amount_micros = 6")
+        with pytest.raises(Exception, match="append-only"):
+            await store.db.execute("DELETE FROM ledger_entries")
+        overage = NewEntry("a", "provider_overage", 0, request_id="r-3", base_cost_micros=2,
+                           platform_fee_micros=0, total_cost_micros=2, output_tokens=9)  # fmt: skip
+        entry = await store.append(overage)
+        assert entry.id > before[-1]["id"]  # ids keep growing past the copied rows
+        assert (await store.entries("a"))[0].entry == overage
+        with pytest.raises(Exception, match="(?i)unique"):
+            await store.append(overage)  # one overage line per request
+    finally:
+        await store.close()

@@ -88,9 +88,14 @@ def reference_record(ctx: RequestContext, bodies: Any, finished: float) -> dict[
         "usage": None if usage is None else {
             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens, "cached_tokens": usage.cached_tokens,
-            "reasoning_tokens": usage.reasoning_tokens, "estimated": usage.estimated},
+            "reasoning_tokens": usage.reasoning_tokens, "estimated": usage.estimated,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+            "output_tokens": usage.output_tokens, "reasoning": usage.reasoning},
         "cost": None if usage is None or not usage.cost
-        else {k: str(v) for k, v in usage.cost.items() if v is not None},
+        else {k: str(v) for k, v in usage.cost.items() if v is not None}
+        | ({"provider_overage_usd": str(ctx.provider_overage["total_cost_usd"])}
+           if ctx.provider_overage else {}),
         "firewall_verdicts": list(ctx.firewall_verdicts),
         "tool_calls": [tool(c) for c in ctx.tool_calls],
         "bodies": bodies,

@@ -58,3 +58,61 @@ def test_check_config_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     path.write_text("server: {prot: 1}\n")
     assert main(["check-config", str(path)]) == 2
     assert "server.prot: unknown key" in capsys.readouterr().err
+
+
+def _one(deployment: dict, provider: str = "openai", **top: object) -> dict:
+    return {
+        "providers": {"up": {"type": provider, "base_url": "http://127.0.0.1:1/v1"}},
+        "models": {"m": {"deployments": [{"provider": "up", "model": "x", **deployment}]}},
+        **top,
+    }
+
+
+def test_billing_on_and_no_prices_is_an_error_naming_the_deployment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match=r"models\.m\.deployments\.0\.prices: missing"):
+        parse_settings(_one({}))
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers: {up: {type: openai, base_url: 'http://127.0.0.1:1/v1'}}\n"
+        "models:\n  m:\n    deployments:\n      - {provider: up, model: x, prices: free}\n"
+        "      - {provider: up, model: y}\n"
+    )
+    assert main(["check-config", str(path)]) == 2
+    assert "models.m.deployments.1.prices: missing" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="output_per_mtok: Field required"):
+        parse_settings(_one({"prices": {"input_per_mtok": 1}}))  # half a price list
+
+
+def test_free_must_be_said() -> None:
+    free = parse_settings(_one({"prices": "free"})).models["m"].deployments[0].prices
+    zeros = parse_settings(_one({"prices": {"input_per_mtok": 0, "output_per_mtok": 0}}))
+    assert free.is_free and zeros.models["m"].deployments[0].prices.is_free
+    off = parse_settings(_one({}, billing={"enabled": False}))  # no billing: no prices needed
+    assert off.models["m"].deployments[0].prices.is_free
+    with pytest.raises(ConfigError, match="prices"):
+        parse_settings(_one({"prices": "cheap"}))
+
+
+def test_anthropic_needs_its_cache_prices() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(_one({"prices": {"input_per_mtok": 3, "output_per_mtok": 15}},
+                            provider="anthropic"))  # fmt: skip
+    assert "set cached_input_per_mtok, cache_write_per_mtok, cache_write_1h_per_mtok" in str(
+        info.value
+    )
+    full = {"input_per_mtok": 3, "cached_input_per_mtok": 0.3, "cache_write_per_mtok": 3.75,
+            "cache_write_1h_per_mtok": 6, "output_per_mtok": 15}  # fmt: skip
+    assert parse_settings(_one({"prices": full}, provider="anthropic"))
+    assert parse_settings(_one({"prices": "free"}, provider="anthropic"))
+
+
+def test_usage_convention_and_price_bounds() -> None:
+    dep = parse_settings(_one({"prices": "free", "usage": {"reasoning": "separate"}}))
+    assert dep.models["m"].deployments[0].usage.reasoning == "separate"
+    with pytest.raises(ConfigError, match="usage.reasoning"):
+        parse_settings(_one({"prices": "free", "usage": {"reasoning": "sometimes"}}))
+    for bad in ("NaN", "-1", "1e400"):
+        with pytest.raises(ConfigError, match="input_per_mtok"):
+            parse_settings(_one({"prices": {"input_per_mtok": bad, "output_per_mtok": 1}}))

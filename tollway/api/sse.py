@@ -48,20 +48,34 @@ def dumps(obj: Any) -> bytes:
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
-    """OpenAI's usage object, plus tollway's cost figures and estimate flag."""
+    """OpenAI's usage object with the provider's own figures, plus tollway's cost and flags.
+
+    ``total_tokens`` is the provider's when it reported one (a provider that counts
+    reasoning outside ``completion_tokens`` reports a larger total). Cache writes,
+    when there are any, are shown beside cache reads in ``prompt_tokens_details``.
+    """
     out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
     }
     extra = usage.extra
     details = extra.get("prompt_tokens_details")
-    if details is not None or usage.cached_tokens:
-        out["prompt_tokens_details"] = {**(details or {}), "cached_tokens": usage.cached_tokens}
+    if details is not None or usage.cached_tokens or usage.cache_write_tokens:
+        out["prompt_tokens_details"] = {
+            **(details if isinstance(details, dict) else {}),
+            "cached_tokens": usage.cached_tokens,
+        }
+        if usage.cache_write_tokens:
+            out["prompt_tokens_details"]["cache_write_tokens"] = usage.cache_write_tokens
+            if usage.cache_write_1h_tokens:
+                out["prompt_tokens_details"]["cache_write_1h_tokens"] = (
+                    usage.cache_write_1h_tokens
+                )
     details = extra.get("completion_tokens_details")
     if details is not None or usage.reasoning_tokens:
         out["completion_tokens_details"] = {
-            **(details or {}),
+            **(details if isinstance(details, dict) else {}),
             "reasoning_tokens": usage.reasoning_tokens,
         }
     if usage.estimated:

@@ -9,7 +9,10 @@ Checked:
 - ``duplicate_debit``: no request debited twice;
 - ``missing_debit``: every settled request has its debit;
 - ``missing_unsettled``: every released (orphaned) request has its ``unsettled`` record;
-- ``debit_arithmetic``: each debit's amount is −total and total = base + fee.
+- ``debit_arithmetic``: each debit's amount is −total and total = base + fee;
+- ``debit_over_reservation``: no debit above its request's reservation (with extensions);
+- ``bad_overage``: each ``provider_overage`` line moves no money, its total = base + fee
+  and is positive, and its request has exactly one debit.
 """
 
 from __future__ import annotations
@@ -93,5 +96,18 @@ async def audit(
             f"entry {r['id']}: amount {r['amount_micros']}, base {r['base_cost_micros']}, "
             f"fee {r['platform_fee_micros']}, total {r['total_cost_micros']} (micro-USD) "
             "do not add up",
+        ))  # fmt: skip
+    for r in await store.debits_over_reservation():
+        out.append(Violation(
+            "debit_over_reservation", str(r["request_id"]),
+            f"entry {r['id']}: debit ${usd_str(int(r['debit_micros']))} is more than the "
+            f"${usd_str(int(r['reserved_micros']))} reserved for the request",
+        ))  # fmt: skip
+    for r in await store.bad_overage_entries():
+        out.append(Violation(
+            "bad_overage", str(r["request_id"]),
+            f"provider_overage entry {r['id']}: amount {r['amount_micros']}, base "
+            f"{r['base_cost_micros']}, fee {r['platform_fee_micros']}, total "
+            f"{r['total_cost_micros']} (micro-USD), {r['debits']} debit(s) for the request",
         ))  # fmt: skip
     return out

@@ -90,7 +90,7 @@ class BillingFeature:
         """Gateway pricer: the cost figures the final usage carries (= the debit)."""
         if self.billing is None or not isinstance(ctx.reservation, Hold):
             return None
-        return self.billing.cost_of(ctx, usage).usage_cost()
+        return self.billing.cost_of(ctx).usage_cost()
 
     async def settle(self, ctx: RequestContext) -> None:
         """Gateway settler."""

@@ -135,7 +135,7 @@ def entry_json(item: LedgerEntry) -> dict[str, Any]:
     }
     if e.request_id is not None:
         out["request_id"] = e.request_id
-    if e.kind == "debit":
+    if e.kind in ("debit", "provider_overage"):
         out.update(
             model=e.model,
             deployment=e.deployment,
@@ -143,8 +143,13 @@ def entry_json(item: LedgerEntry) -> dict[str, Any]:
             usage={
                 "prompt_tokens": e.prompt_tokens,
                 "cached_tokens": e.cached_tokens,
+                "cache_write_tokens": e.cache_write_tokens or 0,
+                "cache_write_1h_tokens": e.cache_write_1h_tokens or 0,
                 "completion_tokens": e.completion_tokens,
                 "reasoning_tokens": e.reasoning_tokens,
+                "output_tokens": e.output_tokens
+                if e.output_tokens is not None
+                else e.completion_tokens,
             },
             prices=json.loads(e.prices) if e.prices else None,
             base_cost_usd=usd_str(e.base_cost_micros or 0),

@@ -6,6 +6,10 @@ and the last one wins. If the upstream reported none, or the stream was cut
 short (client gone, upstream died), the completion is counted with the offline
 tokenizer and the usage is marked estimated. The meter swallows upstream
 ``Usage`` events and emits exactly one at the end, priced by ``pricer``.
+
+With billing on, the request's budget recorded every upstream call
+(``tollway.pipeline.budget``): the final usage is theirs, summed, so that what the
+client sees, what the ledger debits and what the trace shows are one figure.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from tollway import tokens
 from tollway.chunks import Event, Finish, StreamError, TextDelta, ToolCallDelta, Usage
 from tollway.context import RequestContext
+from tollway.pipeline.budget import estimated_usage
 from tollway.pipeline.compose import Stage
 
 __all__ = ["Pricer", "estimate_usage", "usage_meter"]
@@ -32,15 +37,7 @@ def estimate_usage(ctx: RequestContext, generated: list[str], reported: Usage | 
         if reported and reported.prompt_tokens
         else (tokens.count_prompt_tokens(request.messages, request.tools) if request else 0)
     )
-    completion = tokens.count_text("".join(generated))
-    if reported is not None and reported.completion_tokens > completion:
-        completion = reported.completion_tokens
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cached_tokens=reported.cached_tokens if reported else 0,
-        estimated=True,
-    )
+    return estimated_usage(prompt, tokens.count_text("".join(generated)), reported)
 
 
 def usage_meter(pricer: Pricer | None = None) -> Stage:
@@ -88,11 +85,14 @@ def _final(
     *,
     partial: bool,
 ) -> Usage:
-    usage = (
-        reported
-        if reported is not None and not partial
-        else estimate_usage(ctx, generated, reported)
-    )
+    budget = ctx.budget
+    usage = budget.usage() if budget is not None else None
+    if usage is None:
+        usage = (
+            reported
+            if reported is not None and not partial
+            else estimate_usage(ctx, generated, reported)
+        )
     if pricer is not None:
         cost = pricer(usage, ctx)
         if cost is not None:

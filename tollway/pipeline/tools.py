@@ -10,7 +10,15 @@ results are appended to the conversation, and the model is called again.
 Endings: no platform call → the round's own finish; platform and client calls
 in one turn → the platform calls run, the client's are returned with
 ``finish_reason: tool_calls``; more rounds than ``max_rounds`` → a note and
-``finish_reason: length``. Usage is summed over rounds into one final event.
+``finish_reason: length``; a round that itself ended with ``length`` (its output
+cap, or its budget) → that finish, its platform calls are not run. Usage is summed
+over rounds into one final event.
+
+Money (billing on, ``ctx.budget``): before the platform calls of a round run, the
+reservation is extended to cover their prices, and every further model round is
+covered by the budget guard before it starts (``tollway.pipeline.budget``). When
+the account cannot cover either, the loop ends with a note and
+``finish_reason: length``, billed for what ran.
 """
 
 from __future__ import annotations
@@ -19,24 +27,28 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
-from typing import Any
 
 from tollway import tokens
 from tollway.chunks import Event, Finish, Start, StreamError, TextDelta, ToolCallDelta, Usage
 from tollway.context import RequestContext
-from tollway.errors import GatewayError, InvalidRequest
+from tollway.errors import GatewayError, InvalidRequest, PaymentRequired
+from tollway.pipeline.budget import estimated_usage
 from tollway.providers.base import ChatRequest
 from tollway.tools.config import ToolsConfig
 from tollway.tools.execute import Outcome, ResultInspector, display_text, execute_call
 from tollway.tools.registry import Tool
 
-__all__ = ["CallModel", "add_usage", "run_with_tools"]
+__all__ = ["CallModel", "add_usage", "attach_platform_tools", "run_with_tools", "tool_prices"]
 
 CallModel = Callable[[ChatRequest], AsyncIterator[Event]]
 
 ROUND_LIMIT_NOTE = (
     "\n\n[tollway: stopped after {rounds} round(s) of platform tool calls; "
     "the model asked for more. Raise tools.max_rounds or simplify the request.]"
+)
+BALANCE_NOTE = (
+    "\n\n[tollway: stopped after {rounds} round(s) of platform tool calls; the account's "
+    "available balance cannot cover another round. Add credit and ask again.]"
 )
 
 
@@ -110,48 +122,36 @@ class _Round:
         generated = "".join(self.text) + "".join(
             (c.name or "") + "".join(c.arguments) for c in self.calls.values()
         )
-        return Usage(
-            prompt_tokens=tokens.count_prompt_tokens(request.messages, request.tools),
-            completion_tokens=tokens.count_text(generated),
-            estimated=True,
-        )
+        prompt = tokens.count_prompt_tokens(request.messages, request.tools)
+        return estimated_usage(prompt, tokens.count_text(generated), None)
 
 
-def _add_extra(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for key, value in b.items():
-        mine = out.get(key)
-        if isinstance(mine, dict) and isinstance(value, dict):
-            out[key] = _add_extra(mine, value)
-        elif isinstance(mine, int | float) and isinstance(value, int | float) and not (
-            isinstance(mine, bool) or isinstance(value, bool)
-        ):
-            out[key] = mine + value
-        else:
-            out[key] = value
-    return out
+def tool_prices(calls: list[tuple[str, Tool, str]]) -> Decimal:
+    """What platform calls cost if every one succeeds."""
+    return sum((tool.price_usd or Decimal(0) for _, tool, _ in calls), Decimal(0))
 
 
 def add_usage(a: Usage | None, b: Usage) -> Usage:
     """The sum of two rounds' usage (numbers in ``extra`` summed too)."""
-    if a is None:
-        return b
-    return Usage(
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-        completion_tokens=a.completion_tokens + b.completion_tokens,
-        cached_tokens=a.cached_tokens + b.cached_tokens,
-        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
-        estimated=a.estimated or b.estimated,
-        extra=_add_extra(a.extra, b.extra),
-    )
+    return b if a is None else a.plus(b)
 
 
-def _prepare(request: ChatRequest, tools: list[Tool]) -> dict[str, Tool]:
-    """Check the request can take platform tools and add their schemas to ``tools``."""
+_ATTACHED = "platform_tools_attached"
+
+
+def attach_platform_tools(request: ChatRequest, tools: list[Tool]) -> dict[str, Tool]:
+    """Check the request can take platform tools and add their schemas to ``tools``.
+
+    Done once per request (the tools feature does it before admission, so that the
+    reservation counts the schemas the upstream will read); later calls only map
+    function names to tools.
+    """
+    platform = {tool.function_name: tool for tool in tools}
+    if request.extensions.get(_ATTACHED):
+        return platform
     n = request.body.get("n")
     if isinstance(n, int) and n > 1:
         raise InvalidRequest("platform_tools cannot be combined with n > 1.", param="n")
-    platform = {tool.function_name: tool for tool in tools}
     client = {
         (entry.get("function") or {}).get("name")
         for entry in request.tools or []
@@ -164,6 +164,7 @@ def _prepare(request: ChatRequest, tools: list[Tool]) -> dict[str, Tool]:
         )
     request.tools = list(request.tools or []) + [tool.schema() for tool in tools]
     request.messages = list(request.messages)
+    request.extensions[_ATTACHED] = True
     return platform
 
 
@@ -205,7 +206,7 @@ async def run_with_tools(
     inspect: ResultInspector | None = None,
 ) -> AsyncIterator[Event]:
     """The model's events with platform tools executed inside the response."""
-    platform = _prepare(request, tools)
+    platform = attach_platform_tools(request, tools)
     total: Usage | None = None
     rounds_run = 0
     executed = 0
@@ -238,6 +239,14 @@ async def run_with_tools(
                     if kind is TextDelta and event.channel == "content":  # type: ignore[union-attr]
                         round_.text.append(event.text)  # type: ignore[union-attr]
                     yield event
+        except PaymentRequired:
+            if executed == 0:
+                raise  # before anything was sent: 402
+            yield TextDelta(BALANCE_NOTE.format(rounds=executed))
+            yield Finish("length")
+            if total is not None:
+                yield total
+            return
         except GatewayError as exc:
             if executed == 0:
                 raise  # before anything was sent: the router's error is the response
@@ -264,11 +273,23 @@ async def run_with_tools(
                 yield round_.finish
             yield total
             return
+        if round_.finish is not None and round_.finish.reason == "length":
+            yield round_.finish  # cut short (cap or budget): its calls may be incomplete
+            yield total
+            return
         if executed >= config.max_rounds:
             yield TextDelta(ROUND_LIMIT_NOTE.format(rounds=executed))
             yield Finish("length")
             yield total
             return
+        budget = ctx.budget
+        if budget is not None:
+            price = tool_prices(calls)
+            if price and not await budget.reserve_extra(price):
+                yield TextDelta(BALANCE_NOTE.format(rounds=executed))
+                yield Finish("length")
+                yield total
+                return
         outcomes = list(await asyncio.gather(*(
             execute_call(tool, call_id, arguments, ctx,
                          max_result_chars=config.max_result_chars, inspect=inspect)

@@ -16,8 +16,10 @@ Anthropic                          tollway event
                                    content_filter)
 usage (start + delta, cumulative)  one ``Usage`` after ``Finish``: prompt =
                                    input + cache read + cache creation,
-                                   cached = cache read, completion = output
-                                   (none if the upstream reported none)
+                                   cached = cache read, cache_write = creation
+                                   (1-hour tier apart), completion = output
+                                   (none if the upstream reported none); the
+                                   start's usage also rides on ``Start``
 ``error``                          ``UpstreamError`` (overloaded → retryable)
 ping, signature / unknown deltas   ignored
 =================================  ===========================================
@@ -181,7 +183,10 @@ class MessageTranslator:
         if kind == "message_start":
             message = obj.get("message") or {}
             self._usage.update(message.get("usage") or {})
-            return [Start(model=str(message.get("model") or ""))]
+            # the prompt side (with cache reads and writes) is known now: a call cut
+            # short is billed with it
+            start_usage = usage_from_anthropic(self._usage) if self._usage else None
+            return [Start(model=str(message.get("model") or ""), usage=start_usage)]
         if kind == "message_delta":
             self._usage.update(obj.get("usage") or {})
             reason = (obj.get("delta") or {}).get("stop_reason")
@@ -224,16 +229,40 @@ class MessageTranslator:
 
 
 def usage_from_anthropic(usage: dict[str, Any]) -> Usage:
-    """Anthropic usage (input excludes cache reads and writes) → tollway usage."""
-    cache_read = int(usage.get("cache_read_input_tokens") or 0)
-    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
-    details = usage.get("output_tokens_details") or {}
+    """Anthropic usage → tollway usage.
+
+    Anthropic's ``input_tokens`` exclude cache reads and writes; ours include them
+    (``prompt_tokens`` = input + cache read + cache write), with the parts kept:
+    reads in ``cached_tokens``, writes in ``cache_write_tokens`` and the 1-hour tier
+    of them (``cache_creation.ephemeral_1h_input_tokens``) in
+    ``cache_write_1h_tokens``. ``output_tokens`` include thinking (its
+    ``thinking_tokens`` are a part), as in OpenAI's convention.
+    """
+    cache_read = _count(usage.get("cache_read_input_tokens"))
+    cache_write = _count(usage.get("cache_creation_input_tokens"))
+    tiers = usage.get("cache_creation")
+    write_1h = 0
+    if isinstance(tiers, dict):
+        write_5m = _count(tiers.get("ephemeral_5m_input_tokens"))
+        write_1h = _count(tiers.get("ephemeral_1h_input_tokens"))
+        cache_write = max(cache_write, write_5m + write_1h)
+    details = usage.get("output_tokens_details")
+    thinking = _count(details.get("thinking_tokens")) if isinstance(details, dict) else 0
     return Usage(
-        prompt_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
-        completion_tokens=int(usage.get("output_tokens") or 0),
+        prompt_tokens=_count(usage.get("input_tokens")) + cache_read + cache_write,
+        completion_tokens=_count(usage.get("output_tokens")),
         cached_tokens=cache_read,
-        reasoning_tokens=int(details.get("thinking_tokens") or 0),
+        reasoning_tokens=thinking,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=min(write_1h, cache_write),
     )
+
+
+def _count(value: Any) -> int:
+    """A reported token count: a non-negative whole number, else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return 0
+    return int(min(max(value, 0), 1 << 53))
 
 
 def events_from_message(message: dict[str, Any]) -> list[Event]:

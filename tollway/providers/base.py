@@ -34,6 +34,14 @@ class ChatRequest:
     max_output_tokens: int | None = None
     extensions: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def choices(self) -> int:
+        """How many choices the upstream is asked for (the client's ``n``, default 1)."""
+        n = self.body.get("n")
+        if isinstance(n, int | float) and n >= 1:
+            return int(n)
+        return 1
+
 
 class Provider(Protocol):
     """An adapter: translates a ChatRequest to one upstream and its answer to events.

@@ -14,7 +14,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tollway.chunks import Event, Finish, Start, TextDelta, ToolCallDelta, Usage
+from tollway.chunks import (
+    Event,
+    Finish,
+    ReasoningConvention,
+    Start,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.errors import UpstreamError
 from tollway.providers.base import ChatRequest
@@ -30,6 +38,7 @@ __all__ = [
 ]
 
 _USAGE_KNOWN = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+_MAX_COUNT = 1 << 53
 
 
 class OpenAIProvider:
@@ -71,6 +80,7 @@ class OpenAIProvider:
         return body
 
     def stream(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[Event]:
+        convention = deployment.usage.reasoning
         return upstream_events(
             self._session,
             self._url,
@@ -80,11 +90,13 @@ class OpenAIProvider:
             self.name,
             stream=request.stream,
             error_from=error_from_body,
-            read_stream=self._read_stream,
-            read_whole=events_from_completion,
+            read_stream=lambda resp: self._read_stream(resp, convention),
+            read_whole=lambda obj: events_from_completion(obj, convention),
         )
 
-    async def _read_stream(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, convention: str = "auto"
+    ) -> AsyncIterator[Event]:
         decoder = SSEDecoder()
         loads = orjson.loads
         started = False
@@ -102,19 +114,21 @@ class OpenAIProvider:
                         system_fingerprint=obj.get("system_fingerprint"),
                         service_tier=obj.get("service_tier"),
                     )
-                for event in events_from_chunk(obj, self.name):
+                for event in events_from_chunk(obj, self.name, convention):
                     yield event
         for _event, payload in decoder.flush():
             if payload != "[DONE]":
-                for event in events_from_chunk(loads(payload), self.name):
+                for event in events_from_chunk(loads(payload), self.name, convention):
                     yield event
 
     async def aclose(self) -> None:
         return None
 
 
-def events_from_chunk(obj: dict[str, Any], provider: str = "upstream") -> list[Event]:
-    """Translate one ``chat.completion.chunk`` object."""
+def events_from_chunk(
+    obj: dict[str, Any], provider: str = "upstream", convention: str = "auto"
+) -> list[Event]:
+    """Translate one ``chat.completion.chunk`` object (``convention``: see usage_from_openai)."""
     if "error" in obj:
         raise error_from_event(obj, provider)
     out: list[Event] = []
@@ -151,11 +165,11 @@ def events_from_chunk(obj: dict[str, Any], provider: str = "upstream") -> list[E
             out.append(Finish(reason, index))
     usage = obj.get("usage")
     if usage:
-        out.append(usage_from_openai(usage))
+        out.append(usage_from_openai(usage, convention))
     return out
 
 
-def events_from_completion(obj: dict[str, Any]) -> list[Event]:
+def events_from_completion(obj: dict[str, Any], convention: str = "auto") -> list[Event]:
     """Translate a non-streaming ``chat.completion`` into the same events."""
     out: list[Event] = [
         Start(
@@ -181,23 +195,56 @@ def events_from_completion(obj: dict[str, Any]) -> list[Event]:
             )
         out.append(Finish(choice.get("finish_reason") or "stop", index))
     if obj.get("usage"):
-        out.append(usage_from_openai(obj["usage"]))
+        out.append(usage_from_openai(obj["usage"], convention))
     return out
 
 
-def usage_from_openai(usage: dict[str, Any]) -> Usage:
-    """OpenAI usage (and DeepSeek's cache fields) to our Usage."""
+def usage_from_openai(usage: dict[str, Any], reasoning: str = "auto") -> Usage:
+    """OpenAI-style usage (and DeepSeek's cache fields) to our Usage, with its convention.
+
+    OpenAI counts reasoning inside ``completion_tokens``; some providers (xAI) report
+    it on top, with a ``total_tokens`` that says so. ``reasoning`` is the deployment's
+    statement (``included`` / ``separate``); ``auto`` reads it from the numbers:
+    separate when total = prompt + completion + reasoning ≠ prompt + completion, or,
+    with no total, when the reasoning alone exceeds the completion.
+    """
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
-    cached = prompt_details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    reasoning_tokens = _count(completion_details.get("reasoning_tokens"))
+    reported_total = usage.get("total_tokens")
+    total = None if reported_total is None else _count(reported_total)
+    convention: ReasoningConvention = "included"
+    if reasoning == "separate":
+        convention = "separate"
+    elif reasoning == "auto" and reasoning_tokens:
+        if total is not None:
+            plain = prompt + completion
+            if total != plain and total == plain + reasoning_tokens:
+                convention = "separate"
+        elif reasoning_tokens > completion:
+            convention = "separate"
+    cached = _count(prompt_details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens"))
     extra = {k: v for k, v in usage.items() if k not in _USAGE_KNOWN}
     return Usage(
-        prompt_tokens=usage.get("prompt_tokens") or 0,
-        completion_tokens=usage.get("completion_tokens") or 0,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
         cached_tokens=cached,
-        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+        reasoning_tokens=reasoning_tokens,
         extra=extra,
+        reasoning=convention,
+        provider_total=total,
     )
+
+
+def _count(value: Any) -> int:
+    """A token count as reported: non-negative whole numbers only (anything else is 0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if value != value or value < 0:  # NaN, negative
+        return 0
+    return int(min(value, _MAX_COUNT))  # absurd counts are clamped (billing caps the cost)
 
 
 def error_from_event(obj: dict[str, Any], provider: str) -> UpstreamError:

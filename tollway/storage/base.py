@@ -7,6 +7,7 @@ Unix epoch seconds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -29,7 +30,7 @@ __all__ = [
     "Storage",
 ]
 
-EntryKind = Literal["credit", "adjustment", "debit", "unsettled"]
+EntryKind = Literal["credit", "adjustment", "debit", "unsettled", "provider_overage"]
 
 
 class Conflict(Exception):
@@ -90,6 +91,9 @@ class NewEntry:
     total_cost_micros: int | None = None
     partial: bool = False
     note: str | None = None
+    cache_write_tokens: int | None = None  # part of prompt_tokens
+    cache_write_1h_tokens: int | None = None  # part of cache_write_tokens
+    output_tokens: int | None = None  # billed at the output price (completion + separate reasoning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +188,11 @@ class ReservationStore(Protocol):
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int
     ) -> ReserveOutcome: ...
 
-    async def settle(self, reservation_id: str | None, debit: NewEntry) -> LedgerEntry | None: ...
+    async def extend(self, reservation_id: str, amount_micros: int) -> ReserveOutcome: ...
+
+    async def settle(
+        self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = ()
+    ) -> LedgerEntry | None: ...
 
     async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None: ...
 
@@ -213,6 +221,10 @@ class AuditStore(Protocol):
     async def released_without_record(self) -> list[dict[str, Any]]: ...
 
     async def bad_debit_arithmetic(self) -> list[dict[str, Any]]: ...
+
+    async def debits_over_reservation(self) -> list[dict[str, Any]]: ...
+
+    async def bad_overage_entries(self) -> list[dict[str, Any]]: ...
 
 
 class Storage(

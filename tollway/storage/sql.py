@@ -1,37 +1,21 @@
 """The one SQL implementation of every storage protocol, for both dialects.
 
-Each money movement (credit, reservation, settlement, orphan release) is one
-transaction that appends to ``ledger_entries`` and adjusts the cached
-``accounts.balance_micros`` / ``reserved_micros`` together, so
-``balance == sum(entries)`` and ``reserved == sum(open reservations)`` hold after
-every commit (``tollway audit`` checks both).
+Accounts, keys and instances are here; money movements (ledger, reservations) are
+in ``sql_money`` and the audit's queries in ``sql_audit``, mixed into ``SqlStorage``.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
-from typing import Any, Literal
+from typing import Any
 
-from tollway.storage.base import (
-    Account,
-    ApiKey,
-    Conflict,
-    InstanceRecord,
-    LedgerEntry,
-    NewEntry,
-    Reservation,
-    ReserveOutcome,
-)
-from tollway.storage.database import Database, Tx
+from tollway.storage.base import Account, ApiKey, Conflict, InstanceRecord
+from tollway.storage.database import Database
+from tollway.storage.sql_audit import AuditQueries
+from tollway.storage.sql_money import MoneyQueries, new_id
 
 __all__ = ["SqlStorage"]
 
-_ENTRY_COLUMNS = (
-    "account_id, kind, amount_micros, request_id, model, deployment, prompt_tokens,"
-    " cached_tokens, completion_tokens, reasoning_tokens, prices, base_cost_micros,"
-    " platform_fee_micros, total_cost_micros, partial, note, created_at"
-)
 _KEY_COLUMNS = (
     "k.id, k.account_id, k.key_hash, k.prefix, k.name, k.created_at, k.updated_at,"
     " k.expires_at, k.revoked_at"
@@ -42,10 +26,6 @@ _ACCOUNT_COLUMNS = (
     " a.platform_fee_fraction AS a_platform_fee_fraction,"
     " a.fixed_fee_micros AS a_fixed_fee_micros, a.disabled AS a_disabled"
 )
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
 
 
 def _account(row: dict[str, Any], p: str = "") -> Account:
@@ -76,66 +56,7 @@ def _key(row: dict[str, Any]) -> ApiKey:
     )
 
 
-def _entry(row: dict[str, Any]) -> LedgerEntry:
-    fields = {k: row[k] for k in _ENTRY_COLUMNS.replace(" ", "").split(",") if k != "created_at"}
-    fields["partial"] = bool(fields["partial"])
-    return LedgerEntry(id=int(row["id"]), created_at=row["created_at"], entry=NewEntry(**fields))
-
-
-def _reservation(row: dict[str, Any]) -> Reservation:
-    return Reservation(
-        id=row["id"],
-        request_id=row["request_id"],
-        account_id=row["account_id"],
-        instance_id=row["instance_id"],
-        amount_micros=int(row["amount_micros"]),
-        state=row["state"],
-        created_at=row["created_at"],
-        closed_at=row["closed_at"],
-    )
-
-
-async def _append(tx: Tx, e: NewEntry) -> LedgerEntry:
-    """Insert one entry and move the account's cached balance by its amount."""
-    now = time.time()
-    row = await tx.fetchrow(
-        f"INSERT INTO ledger_entries ({_ENTRY_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        e.account_id, e.kind, e.amount_micros, e.request_id, e.model, e.deployment,
-        e.prompt_tokens, e.cached_tokens, e.completion_tokens, e.reasoning_tokens, e.prices,
-        e.base_cost_micros, e.platform_fee_micros, e.total_cost_micros, e.partial, e.note, now,
-    )  # fmt: skip
-    assert row is not None
-    if e.amount_micros:
-        await tx.execute(
-            "UPDATE accounts SET balance_micros = balance_micros + ? WHERE id = ?",
-            e.amount_micros,
-            e.account_id,
-        )
-    return LedgerEntry(id=int(row["id"]), created_at=now, entry=e)
-
-
-async def _close_reservation(
-    tx: Tx, reservation_id: str, state: Literal["settled", "released"]
-) -> dict[str, Any] | None:
-    """Mark an open reservation closed and give its amount back; None if not open."""
-    row = await tx.fetchrow(
-        "UPDATE reservations SET state = ?, closed_at = ? WHERE id = ? AND state = 'open'"
-        " RETURNING account_id, request_id, amount_micros",
-        state,
-        time.time(),
-        reservation_id,
-    )
-    if row is not None:
-        await tx.execute(
-            "UPDATE accounts SET reserved_micros = reserved_micros - ? WHERE id = ?",
-            int(row["amount_micros"]),
-            row["account_id"],
-        )
-    return row
-
-
-class SqlStorage:
+class SqlStorage(MoneyQueries, AuditQueries):
     """Accounts, keys, ledger, reservations, instances and audit queries over a Database."""
 
     def __init__(self, db: Database) -> None:
@@ -155,7 +76,7 @@ class SqlStorage:
         fixed_fee_micros: int | None = None,
     ) -> Account:
         now = time.time()
-        account_id = _new_id("acct")
+        account_id = new_id("acct")
         async with self.db.transaction() as tx:
             if await tx.fetchrow("SELECT id FROM accounts WHERE name = ?", name):
                 raise Conflict(f"an account named {name!r} already exists")
@@ -190,7 +111,7 @@ class SqlStorage:
         expires_at: float | None,
     ) -> ApiKey:
         now = time.time()
-        key = ApiKey(_new_id("key"), account_id, key_hash, prefix, name, now, now, expires_at)
+        key = ApiKey(new_id("key"), account_id, key_hash, prefix, name, now, now, expires_at)
         await self.db.execute(
             "INSERT INTO api_keys (id, account_id, key_hash, prefix, name, created_at, updated_at,"
             " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -239,103 +160,6 @@ class SqlStorage:
         )
         return await self.get_key(key_id)
 
-    # -- ledger -----------------------------------------------------------------
-
-    async def append(self, entry: NewEntry) -> LedgerEntry:
-        async with self.db.transaction() as tx:
-            return await _append(tx, entry)
-
-    async def entries(
-        self, account_id: str, *, before: int | None = None, limit: int = 100
-    ) -> list[LedgerEntry]:
-        """Newest first; pass the last id seen as ``before`` for the next page."""
-        if before is None:
-            rows = await self.db.fetch(
-                "SELECT * FROM ledger_entries WHERE account_id = ? ORDER BY id DESC LIMIT ?",
-                account_id,
-                limit,
-            )
-        else:
-            rows = await self.db.fetch(
-                "SELECT * FROM ledger_entries WHERE account_id = ? AND id < ?"
-                " ORDER BY id DESC LIMIT ?",
-                account_id,
-                before,
-                limit,
-            )
-        return [_entry(r) for r in rows]
-
-    # -- reservations -----------------------------------------------------------
-
-    async def reserve(
-        self, account_id: str, request_id: str, instance_id: str, amount_micros: int
-    ) -> ReserveOutcome:
-        now = time.time()
-        async with self.db.transaction() as tx:
-            row = await tx.fetchrow(
-                "UPDATE accounts SET reserved_micros = reserved_micros + ?"
-                " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
-                " RETURNING balance_micros, reserved_micros",
-                amount_micros,
-                account_id,
-                amount_micros,
-            )
-            if row is None:
-                row = await tx.fetchrow(
-                    "SELECT balance_micros, reserved_micros FROM accounts WHERE id = ?", account_id
-                )
-                bal, res = (
-                    (int(row["balance_micros"]), int(row["reserved_micros"])) if row else (0, 0)
-                )
-                return ReserveOutcome(None, bal, res)
-            reservation = Reservation(
-                _new_id("res"), request_id, account_id, instance_id, amount_micros, "open", now
-            )
-            await tx.execute(
-                "INSERT INTO reservations (id, request_id, account_id, instance_id, amount_micros,"
-                " state, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
-                reservation.id, request_id, account_id, instance_id, amount_micros, now,
-            )  # fmt: skip
-            return ReserveOutcome(
-                reservation, int(row["balance_micros"]), int(row["reserved_micros"])
-            )
-
-    async def settle(self, reservation_id: str | None, debit: NewEntry) -> LedgerEntry | None:
-        """Close the reservation and append the debit atomically; None if already debited."""
-        async with self.db.transaction() as tx:
-            if reservation_id is not None:
-                await _close_reservation(tx, reservation_id, "settled")
-            if await tx.fetchrow(
-                "SELECT id FROM ledger_entries WHERE request_id = ? AND kind = 'debit'",
-                debit.request_id,
-            ):
-                return None
-            return await _append(tx, debit)
-
-    async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None:
-        """Release a reservation nobody will settle and record it as ``unsettled``."""
-        async with self.db.transaction() as tx:
-            row = await _close_reservation(tx, reservation_id, "released")
-            if row is None:
-                return None
-            held = int(row["amount_micros"])
-            return await _append(
-                tx,
-                NewEntry(
-                    account_id=row["account_id"],
-                    kind="unsettled",
-                    amount_micros=0,
-                    request_id=row["request_id"],
-                    note=f"{note}; {held} micro-USD were reserved",
-                ),
-            )
-
-    async def open_reservations(self) -> list[Reservation]:
-        rows = await self.db.fetch(
-            "SELECT * FROM reservations WHERE state = 'open' ORDER BY created_at"
-        )
-        return [_reservation(r) for r in rows]
-
     # -- instances --------------------------------------------------------------
 
     async def register_instance(self, record: InstanceRecord) -> None:
@@ -358,51 +182,3 @@ class SqlStorage:
     async def list_instances(self) -> list[InstanceRecord]:
         rows = await self.db.fetch("SELECT * FROM instances")
         return [InstanceRecord(**r) for r in rows]
-
-    # -- audit queries ----------------------------------------------------------
-
-    async def balance_mismatches(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT a.id AS account_id, a.balance_micros,"
-            " CAST(COALESCE(SUM(e.amount_micros), 0) AS BIGINT) AS ledger_sum"
-            " FROM accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id"
-            " GROUP BY a.id, a.balance_micros"
-            " HAVING a.balance_micros <> COALESCE(SUM(e.amount_micros), 0)"
-        )
-
-    async def reserved_mismatches(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT a.id AS account_id, a.reserved_micros,"
-            " CAST(COALESCE(SUM(r.amount_micros), 0) AS BIGINT) AS open_sum"
-            " FROM accounts a LEFT JOIN reservations r ON r.account_id = a.id AND r.state = 'open'"
-            " GROUP BY a.id, a.reserved_micros"
-            " HAVING a.reserved_micros <> COALESCE(SUM(r.amount_micros), 0)"
-        )
-
-    async def duplicate_debits(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT request_id, COUNT(*) AS debits FROM ledger_entries"
-            " WHERE kind = 'debit' GROUP BY request_id HAVING COUNT(*) > 1"
-        )
-
-    async def settled_without_debit(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT r.id AS reservation_id, r.request_id, r.account_id FROM reservations r"
-            " WHERE r.state = 'settled' AND NOT EXISTS (SELECT 1 FROM ledger_entries e"
-            " WHERE e.request_id = r.request_id AND e.kind = 'debit')"
-        )
-
-    async def released_without_record(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT r.id AS reservation_id, r.request_id, r.account_id FROM reservations r"
-            " WHERE r.state = 'released' AND NOT EXISTS (SELECT 1 FROM ledger_entries e"
-            " WHERE e.request_id = r.request_id AND e.kind IN ('unsettled', 'debit'))"
-        )
-
-    async def bad_debit_arithmetic(self) -> list[dict[str, Any]]:
-        return await self.db.fetch(
-            "SELECT id, request_id, amount_micros, base_cost_micros, platform_fee_micros,"
-            " total_cost_micros FROM ledger_entries WHERE kind = 'debit' AND ("
-            " total_cost_micros IS NULL OR amount_micros <> -total_cost_micros"
-            " OR total_cost_micros <> base_cost_micros + platform_fee_micros)"
-        )

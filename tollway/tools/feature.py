@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from tollway.chunks import Event
 from tollway.context import RequestContext
 from tollway.errors import InvalidRequest
-from tollway.pipeline.tools import CallModel, run_with_tools
+from tollway.pipeline.tools import CallModel, attach_platform_tools, run_with_tools
 from tollway.providers.base import ChatRequest
 from tollway.tools.config import ToolsConfig
 from tollway.tools.execute import ResultInspector
@@ -76,8 +76,12 @@ class PlatformTools:
         return resolve_tools(names, self.registry)
 
     async def attach(self, ctx: RequestContext) -> None:
-        """A ``Gateway.request_hooks`` entry: resolve the request's tools before admission."""
-        ctx.platform_tools = self.tools_for(ctx)
+        """A ``Gateway.request_hooks`` entry: resolve the request's tools before admission,
+        and add their schemas to the request, so the reservation counts what the upstream
+        will read."""
+        ctx.platform_tools = tools = self.tools_for(ctx)
+        if tools and ctx.request is not None:
+            attach_platform_tools(ctx.request, tools)
 
     def wrap(
         self, request: ChatRequest, ctx: RequestContext, call_model: CallModel

@@ -91,7 +91,8 @@ def _tool_call(call: dict[str, Any], with_result: bool) -> dict[str, Any]:
  S_DELIVERED) = range(26)
 # S_ATTEMPTS: ((deployment, outcome, status, error, latency_ms, misconfigured), ...)
 # S_MARKS: (admitted, upstream_connected, first_token, last_token), seconds or None
-# S_USAGE: None or (prompt, completion, total, cached, reasoning, estimated, cost pairs or None)
+# S_USAGE: None or (prompt, completion, total, cached, reasoning, estimated, cost pairs or None,
+#          cache writes, 1-hour cache writes, output billed, reasoning convention)
 
 Snapshot = tuple[Any, ...]
 
@@ -132,7 +133,9 @@ def snapshot(
         None if usage is None else (
             usage.prompt_tokens, usage.completion_tokens, usage.total_tokens,
             usage.cached_tokens, usage.reasoning_tokens, usage.estimated,
-            tuple(usage.cost.items()) if usage.cost else None,
+            _cost_pairs(usage.cost, ctx.provider_overage),
+            usage.cache_write_tokens, usage.cache_write_1h_tokens, usage.output_tokens,
+            usage.reasoning,
         ),
         ctx.firewall_verdicts or None,  # not copied: nothing changes them after settlement
         ctx.tool_calls or None,
@@ -142,6 +145,18 @@ def snapshot(
         ctx.error_type,
         ctx.delivered,
     )
+
+
+def _cost_pairs(
+    cost: dict[str, Any] | None, overage: dict[str, Any] | None
+) -> tuple[tuple[str, Any], ...] | None:
+    """The cost figures (what was billed) and any provider overage beyond the reservation."""
+    if not cost:
+        return None
+    pairs = tuple(cost.items())
+    if overage:
+        pairs += (("provider_overage_usd", overage.get("total_cost_usd")),)
+    return pairs
 
 
 def _timings(marks: tuple[Any, ...], finished: float, usage: tuple[Any, ...] | None,
@@ -221,6 +236,10 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
             "cached_tokens": usage[3],
             "reasoning_tokens": usage[4],
             "estimated": usage[5],
+            "cache_write_tokens": usage[7],
+            "cache_write_1h_tokens": usage[8],
+            "output_tokens": usage[9],
+            "reasoning": usage[10],
         },
         "cost": cost,
         "firewall_verdicts": list(verdicts) if verdicts else [],

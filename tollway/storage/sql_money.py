@@ -1,0 +1,243 @@
+"""Money movements in SQL: the ledger and reservations, for both dialects.
+
+Each movement (credit, reservation, extension, settlement, orphan release) is one
+transaction that appends to ``ledger_entries`` and adjusts the cached
+``accounts.balance_micros`` / ``reserved_micros`` together, so
+``balance == sum(entries)`` and ``reserved == sum(open reservations)`` hold after
+every commit (``tollway audit`` checks both). Reserving and extending are one
+conditional ``UPDATE`` (``balance − reserved ≥ amount``): a row lock on PostgreSQL,
+the write lock of ``BEGIN IMMEDIATE`` on SQLite, so no two requests can both take
+the last of a balance.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from tollway.storage.base import LedgerEntry, NewEntry, Reservation, ReserveOutcome
+from tollway.storage.database import Database, Tx
+
+__all__ = ["ENTRY_COLUMNS", "MoneyQueries", "new_id"]
+
+ENTRY_COLUMNS = (
+    "account_id, kind, amount_micros, request_id, model, deployment, prompt_tokens,"
+    " cached_tokens, completion_tokens, reasoning_tokens, prices, base_cost_micros,"
+    " platform_fee_micros, total_cost_micros, partial, note, cache_write_tokens,"
+    " cache_write_1h_tokens, output_tokens, created_at"
+)
+_ENTRY_FIELDS = [c for c in ENTRY_COLUMNS.replace(" ", "").split(",") if c != "created_at"]
+_PLACEHOLDERS = ", ".join("?" for _ in ENTRY_COLUMNS.split(","))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def _entry(row: dict[str, Any]) -> LedgerEntry:
+    fields = {k: row[k] for k in _ENTRY_FIELDS}
+    fields["partial"] = bool(fields["partial"])
+    return LedgerEntry(id=int(row["id"]), created_at=row["created_at"], entry=NewEntry(**fields))
+
+
+def _reservation(row: dict[str, Any]) -> Reservation:
+    return Reservation(
+        id=row["id"],
+        request_id=row["request_id"],
+        account_id=row["account_id"],
+        instance_id=row["instance_id"],
+        amount_micros=int(row["amount_micros"]),
+        state=row["state"],
+        created_at=row["created_at"],
+        closed_at=row["closed_at"],
+    )
+
+
+async def _append(tx: Tx, e: NewEntry) -> LedgerEntry:
+    """Insert one entry and move the account's cached balance by its amount."""
+    now = time.time()
+    row = await tx.fetchrow(
+        f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({_PLACEHOLDERS}) RETURNING id",
+        *(getattr(e, name) for name in _ENTRY_FIELDS), now,
+    )  # fmt: skip
+    assert row is not None
+    if e.amount_micros:
+        await tx.execute(
+            "UPDATE accounts SET balance_micros = balance_micros + ? WHERE id = ?",
+            e.amount_micros,
+            e.account_id,
+        )
+    return LedgerEntry(id=int(row["id"]), created_at=now, entry=e)
+
+
+async def _close_reservation(
+    tx: Tx, reservation_id: str, state: Literal["settled", "released"]
+) -> dict[str, Any] | None:
+    """Mark an open reservation closed and give its amount back; None if not open."""
+    row = await tx.fetchrow(
+        "UPDATE reservations SET state = ?, closed_at = ? WHERE id = ? AND state = 'open'"
+        " RETURNING account_id, request_id, amount_micros",
+        state,
+        time.time(),
+        reservation_id,
+    )
+    if row is not None:
+        await tx.execute(
+            "UPDATE accounts SET reserved_micros = reserved_micros - ? WHERE id = ?",
+            int(row["amount_micros"]),
+            row["account_id"],
+        )
+    return row
+
+
+async def _balance(tx: Tx, account_id: str) -> tuple[int, int]:
+    row = await tx.fetchrow(
+        "SELECT balance_micros, reserved_micros FROM accounts WHERE id = ?", account_id
+    )
+    return (int(row["balance_micros"]), int(row["reserved_micros"])) if row else (0, 0)
+
+
+class _Refused(Exception):
+    """Rolls an extension back (the account could not cover it)."""
+
+
+class MoneyQueries:
+    """The ledger and reservations (mixed into ``SqlStorage``)."""
+
+    db: Database
+
+    # -- ledger -----------------------------------------------------------------
+
+    async def append(self, entry: NewEntry) -> LedgerEntry:
+        async with self.db.transaction() as tx:
+            return await _append(tx, entry)
+
+    async def entries(
+        self, account_id: str, *, before: int | None = None, limit: int = 100
+    ) -> list[LedgerEntry]:
+        """Newest first; pass the last id seen as ``before`` for the next page."""
+        if before is None:
+            rows = await self.db.fetch(
+                "SELECT * FROM ledger_entries WHERE account_id = ? ORDER BY id DESC LIMIT ?",
+                account_id,
+                limit,
+            )
+        else:
+            rows = await self.db.fetch(
+                "SELECT * FROM ledger_entries WHERE account_id = ? AND id < ?"
+                " ORDER BY id DESC LIMIT ?",
+                account_id,
+                before,
+                limit,
+            )
+        return [_entry(r) for r in rows]
+
+    # -- reservations -----------------------------------------------------------
+
+    async def reserve(
+        self, account_id: str, request_id: str, instance_id: str, amount_micros: int
+    ) -> ReserveOutcome:
+        now = time.time()
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE accounts SET reserved_micros = reserved_micros + ?"
+                " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
+                " RETURNING balance_micros, reserved_micros",
+                amount_micros,
+                account_id,
+                amount_micros,
+            )
+            if row is None:
+                return ReserveOutcome(None, *await _balance(tx, account_id))
+            reservation = Reservation(
+                new_id("res"), request_id, account_id, instance_id, amount_micros, "open", now
+            )
+            await tx.execute(
+                "INSERT INTO reservations (id, request_id, account_id, instance_id, amount_micros,"
+                " state, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
+                reservation.id, request_id, account_id, instance_id, amount_micros, now,
+            )  # fmt: skip
+            return ReserveOutcome(
+                reservation, int(row["balance_micros"]), int(row["reserved_micros"])
+            )
+
+    async def extend(self, reservation_id: str, amount_micros: int) -> ReserveOutcome:
+        """Grow an open reservation by ``amount_micros`` if the account can cover it.
+
+        One conditional update, like ``reserve``; on refusal (or a reservation no
+        longer open) nothing changes and ``reservation`` is None.
+        """
+        try:
+            async with self.db.transaction() as tx:
+                res = await tx.fetchrow(
+                    "UPDATE reservations SET amount_micros = amount_micros + ?"
+                    " WHERE id = ? AND state = 'open' RETURNING *",
+                    amount_micros,
+                    reservation_id,
+                )
+                if res is None:
+                    raise _Refused(None)
+                row = await tx.fetchrow(
+                    "UPDATE accounts SET reserved_micros = reserved_micros + ?"
+                    " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
+                    " RETURNING balance_micros, reserved_micros",
+                    amount_micros,
+                    res["account_id"],
+                    amount_micros,
+                )
+                if row is None:
+                    raise _Refused(res["account_id"])
+                return ReserveOutcome(
+                    _reservation(res), int(row["balance_micros"]), int(row["reserved_micros"])
+                )
+        except _Refused as refused:
+            account_id = refused.args[0]
+            if account_id is None:
+                return ReserveOutcome(None, 0, 0)
+            async with self.db.transaction() as tx:
+                balance, reserved = await _balance(tx, account_id)
+            return ReserveOutcome(None, balance, reserved)
+
+    async def settle(
+        self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = ()
+    ) -> LedgerEntry | None:
+        """Close the reservation and append the debit (and ``extra`` entries, e.g. a
+        ``provider_overage`` line) atomically; None if the request is already debited."""
+        async with self.db.transaction() as tx:
+            if reservation_id is not None:
+                await _close_reservation(tx, reservation_id, "settled")
+            if await tx.fetchrow(
+                "SELECT id FROM ledger_entries WHERE request_id = ? AND kind = 'debit'",
+                debit.request_id,
+            ):
+                return None
+            entry = await _append(tx, debit)
+            for other in extra:
+                await _append(tx, other)
+            return entry
+
+    async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None:
+        """Release a reservation nobody will settle and record it as ``unsettled``."""
+        async with self.db.transaction() as tx:
+            row = await _close_reservation(tx, reservation_id, "released")
+            if row is None:
+                return None
+            held = int(row["amount_micros"])
+            return await _append(
+                tx,
+                NewEntry(
+                    account_id=row["account_id"],
+                    kind="unsettled",
+                    amount_micros=0,
+                    request_id=row["request_id"],
+                    note=f"{note}; {held} micro-USD were reserved",
+                ),
+            )
+
+    async def open_reservations(self) -> list[Reservation]:
+        rows = await self.db.fetch(
+            "SELECT * FROM reservations WHERE state = 'open' ORDER BY created_at"
+        )
+        return [_reservation(r) for r in rows]
