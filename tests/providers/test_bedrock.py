@@ -207,6 +207,7 @@ def test_cache_read_and_write_usage() -> None:
     u = usage_from_bedrock({"inputTokens": 10, "outputTokens": 5, "cacheReadInputTokens": 100,
                             "cacheWriteInputTokens": 40, "totalTokens": 155})
     assert (u.prompt_tokens, u.cached_tokens, u.completion_tokens) == (150, 100, 5)
+    assert (u.cache_write_tokens, u.total_tokens) == (40, 155)
     # a provider whose input already counts the cached tokens is not counted twice
     u = usage_from_bedrock({"inputTokens": 150, "outputTokens": 5, "cacheReadInputTokens": 100,
                             "cacheWriteInputTokens": 40, "totalTokens": 155})

@@ -303,3 +303,37 @@ def test_credentials_echoed_by_an_upstream_are_redacted() -> None:
                 "model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 400 and "Bad request signed with" in r.text
     assert secret not in r.text and secret[:20] not in r.text
+
+
+def test_bedrock_cache_reads_and_writes_billed_at_their_prices(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path}/t.db"
+    usage = {"inputTokens": 20, "outputTokens": 7, "cacheReadInputTokens": 1000,
+             "cacheWriteInputTokens": 400, "totalTokens": 1427}
+    wire = b"".join([
+        bedrock_event_frame("messageStart", {"role": "assistant"}),
+        bedrock_event_frame("contentBlockDelta", {"contentBlockIndex": 0,
+                                                  "delta": {"text": "Cached hello"}}),
+        bedrock_event_frame("contentBlockStop", {"contentBlockIndex": 0}),
+        bedrock_event_frame("messageStop", {"stopReason": "end_turn"}),
+        bedrock_event_frame("metadata", {"usage": usage, "metrics": {"latencyMs": 5}})])
+
+    async def handler(request: web.Request, upstream: Upstream) -> web.StreamResponse:
+        return await reply(request, wire, "application/vnd.amazon.eventstream")
+
+    prices = {"input_per_mtok": "3", "cached_input_per_mtok": "0.30",
+              "cache_write_per_mtok": "3.75", "cache_write_1h_per_mtok": "6",
+              "output_per_mtok": "15"}
+    models = {"claude": {"deployments": [
+        {"provider": "br", "model": "anthropic.claude-sonnet-4-20250514-v1:0",
+         "prices": prices}]}}
+    _, key = setup_account(dsn, "1.00")
+    with gateway(handler, models, database=dsn, billing={"enabled": True}) as (url, _):
+        chunks = list(client(url, key).chat.completions.create(
+            model="claude", stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "hi"}]))
+    got = chunks[-1].usage
+    assert got is not None and (got.prompt_tokens, got.completion_tokens) == (1420, 7)
+    assert got.prompt_tokens_details.cached_tokens == 1000 and got.total_tokens == 1427
+    base = (Decimal(20) * 3 + Decimal(1000) * Decimal("0.30") + Decimal(400) * Decimal("3.75")
+            + Decimal(7) * 15) / 1_000_000
+    assert Decimal(str(got.model_dump()["base_cost_usd"])) == Decimal(usd_micros(base)) / 10**6

@@ -143,6 +143,7 @@ def test_implicit_cache_hit_is_priced_as_cached() -> None:
     assert (usage.prompt_tokens, usage.cached_tokens) == (3797, 3055)
     assert usage.completion_tokens == 656 + 1549 and usage.reasoning_tokens == 1549
     assert usage.total_tokens == body["usageMetadata"]["totalTokenCount"]
+    assert usage.provider_total == 6002 and usage.output_tokens == 656 + 1549
 
 
 async def _json(obj: Any, status: int = 200) -> web.Response:

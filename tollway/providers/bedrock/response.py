@@ -21,8 +21,10 @@ reasoning signatures, unknown events   ignored
 
 Usage: Bedrock reports ``inputTokens`` without the cache reads and writes
 (``cacheReadInputTokens``, ``cacheWriteInputTokens``) and ``totalTokens`` with
-them, like Anthropic; ``prompt_tokens`` = input + cache read + cache write and
-``cached_tokens`` = cache read. When ``totalTokens`` shows that ``inputTokens``
+them, like Anthropic; ``prompt_tokens`` = input + cache read + cache write,
+``cached_tokens`` = cache read and ``cache_write_tokens`` = cache write (priced at
+the deployment's cache-write price; Bedrock's Converse usage does not split the
+write tiers, so all are 5-minute writes), ``provider_total`` = ``totalTokens``. When ``totalTokens`` shows that ``inputTokens``
 already included them, they are not added twice.
 """
 
@@ -149,7 +151,9 @@ def usage_from_bedrock(usage: dict[str, Any]) -> Usage:
     total = usage.get("totalTokens")
     included = isinstance(total, int) and (read or write) and total == given + output
     prompt = given if included else given + read + write
-    return Usage(prompt_tokens=prompt, completion_tokens=output, cached_tokens=read)
+    return Usage(prompt_tokens=prompt, completion_tokens=output, cached_tokens=read,
+                 cache_write_tokens=write,
+                 provider_total=total if isinstance(total, int) else None)
 
 
 def events_from_converse(obj: Any, model: str) -> list[Event]:

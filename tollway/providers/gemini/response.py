@@ -24,9 +24,10 @@ first response object             ``Start(model=modelVersion)``
 Usage: ``prompt_tokens`` = promptTokenCount + toolUsePromptTokenCount;
 ``cached_tokens`` = cachedContentTokenCount (priced at the cached price);
 ``reasoning_tokens`` = thoughtsTokenCount. Gemini reports thinking *outside*
-``candidatesTokenCount``; tollway uses OpenAI's convention, so
-``completion_tokens`` = candidatesTokenCount + thoughtsTokenCount and thinking is
-billed at the output price once. The totals equal Gemini's ``totalTokenCount``.
+``candidatesTokenCount``; tollway uses OpenAI's convention (``reasoning="included"``),
+so ``completion_tokens`` = candidatesTokenCount + thoughtsTokenCount and thinking is
+billed at the output price once; ``provider_total`` keeps Gemini's
+``totalTokenCount`` (which equals prompt + completion).
 """
 
 from __future__ import annotations
@@ -178,12 +179,15 @@ class CandidateTranslator:
 def usage_from_gemini(meta: dict[str, Any]) -> Usage:
     """``usageMetadata`` → tollway usage (OpenAI's convention: thinking inside completion)."""
     thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    total = meta.get("totalTokenCount")
     return Usage(
         prompt_tokens=int(meta.get("promptTokenCount") or 0)
         + int(meta.get("toolUsePromptTokenCount") or 0),
         completion_tokens=int(meta.get("candidatesTokenCount") or 0) + thoughts,
         cached_tokens=int(meta.get("cachedContentTokenCount") or 0),
         reasoning_tokens=thoughts,
+        reasoning="included",
+        provider_total=int(total) if total is not None else None,
     )
 
 
