@@ -10,7 +10,12 @@ import pytest
 
 from tollway.cli import main
 from tollway.config import ConfigError, Prices, parse_settings
-from tollway.providers.catalogue import PRICE_FIELDS, catalogue, lookup, parse_catalogue
+from tollway.providers.catalogue import (
+    catalogue,
+    catalogue_prices,
+    lookup,
+    parse_catalogue,
+)
 from tollway.providers.registry import known_types
 
 PROVIDERS = {
@@ -79,14 +84,20 @@ def test_unknown_models_are_config_errors(dep: dict[str, Any], message: str) -> 
 
 
 def test_a_catalogue_price_without_a_config_field_is_refused_not_dropped() -> None:
-    supported = set(Prices.model_fields)
-    needs = {PRICE_FIELDS[k] for k in lookup("anthropic", "claude-haiku-4-5").prices}
-    if needs <= supported:
-        pytest.skip("this tollway prices every catalogue field")
-    with pytest.raises(ConfigError, match="has no price field"):
-        parse_settings({"providers": {"a": {"type": "anthropic", "api_key": "k"}},
-                        "models": {"m": {"deployments": [
-                            {"provider": "a", "model": "claude-haiku-4-5", "prices": "catalog"}]}}})
+    with pytest.raises(ValueError, match="has no price field"):
+        catalogue_prices("anthropic", "claude-haiku-4-5", {"input_per_mtok", "output_per_mtok"})
+
+
+def test_anthropic_catalogue_prices_include_both_cache_write_tiers() -> None:
+    settings = parse_settings({
+        "providers": {"a": {"type": "anthropic", "api_key": "k"}},
+        "billing": {"enabled": True},
+        "models": {"m": {"deployments": [
+            {"provider": "a", "model": "claude-haiku-4-5", "prices": "catalog"}]}}})
+    prices = settings.models["m"].deployments[0].prices
+    assert (prices.input_per_mtok, prices.cached_input_per_mtok, prices.cache_write_per_mtok,
+            prices.cache_write_1h_per_mtok, prices.output_per_mtok) == (
+        Decimal("1"), Decimal("0.10"), Decimal("1.25"), Decimal("2"), Decimal("5"))
 
 
 def test_cli_lists_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
