@@ -24,8 +24,9 @@ Usage: Bedrock reports ``inputTokens`` without the cache reads and writes
 them, like Anthropic; ``prompt_tokens`` = input + cache read + cache write,
 ``cached_tokens`` = cache read and ``cache_write_tokens`` = cache write (priced at
 the deployment's cache-write price; Bedrock's Converse usage does not split the
-write tiers, so all are 5-minute writes), ``provider_total`` = ``totalTokens``. When ``totalTokens`` shows that ``inputTokens``
-already included them, they are not added twice.
+write tiers, so all are 5-minute writes), ``provider_total`` = ``totalTokens``.
+When ``totalTokens`` shows that ``inputTokens`` already included them, they are not
+added twice.
 """
 
 from __future__ import annotations
