@@ -142,7 +142,7 @@ class Timeouts(_Strict):
 class ProviderConfig(_Strict):
     """An upstream provider account: its type and how to reach it."""
 
-    type: Literal["openai", "anthropic", "simulated"] = Field(description="adapter to use")
+    type: str = Field(description="adapter to use: a registered provider type")
     base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1")
     api_key: str | None = Field(None, description="sent upstream; use ${ENV_VAR}")
     headers: dict[str, str] = Field(default_factory=dict, description="extra upstream headers")
@@ -150,10 +150,21 @@ class ProviderConfig(_Strict):
         default_factory=dict, description="adapter-specific settings (see README)"
     )
 
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from tollway.providers.registry import provider_factory  # adapters register there
+
+        provider_factory(value)  # ValueError listing the known types
+        return value
+
     @model_validator(mode="after")
-    def _needs_url(self) -> ProviderConfig:
+    def _adapter_check(self) -> ProviderConfig:
+        from tollway.providers.registry import check_provider_config
+
         if self.type == "openai" and not self.base_url:
             raise ValueError("an 'openai' provider needs base_url")
+        check_provider_config(self)  # the adapter's own requirements
         return self
 
 
@@ -264,6 +275,41 @@ class Settings(_Strict):
                     return value
         return getattr(self.defaults, field)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _catalogue_prices(cls, data: Any) -> Any:
+        """``prices: catalog`` (or ``{catalog: true, …}``) → the model catalogue's prices."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+            return data
+        from tollway.providers.catalogue import catalogue_prices
+
+        raw = data.get("providers")
+        providers: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        models = dict(data["models"])
+        for alias, model in models.items():
+            if not isinstance(model, dict) or not isinstance(model.get("deployments"), list):
+                continue
+            deployments = list(model["deployments"])
+            for i, dep in enumerate(deployments):
+                prices = dep.get("prices") if isinstance(dep, dict) else None
+                explicit: dict[str, Any] = {}
+                if isinstance(prices, dict) and prices.get("catalog") is True:
+                    explicit = {k: v for k, v in prices.items() if k != "catalog"}
+                elif prices != "catalog":
+                    continue
+                where = f"models.{alias}.deployments.{i}.prices"
+                provider = providers.get(dep.get("provider"))
+                ptype = provider.get("type") if isinstance(provider, dict) else None
+                if not isinstance(ptype, str):
+                    raise ValueError(f"{where}: 'catalog' needs a known provider")
+                try:
+                    found = catalogue_prices(ptype, str(dep.get("model")), set(Prices.model_fields))
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}") from None
+                deployments[i] = {**dep, "prices": {**found, **explicit}}
+            models[alias] = {**model, "deployments": deployments}
+        return {**data, "models": models}
+
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
         for alias, model in self.models.items():
@@ -336,7 +382,8 @@ def _format_validation_error(exc: ValidationError) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{loc}: {msg}" if loc else msg.removeprefix("Value error, "))
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

@@ -83,7 +83,8 @@ def prepare_demo(settings: Settings) -> str | None:
 
 def register_cli(subparsers: Any) -> None:
     """Add the feature commands to the ``tollway`` CLI."""
-    from tollway import cli_billing, cli_traces
+    from tollway import cli_billing, cli_models, cli_traces
 
     cli_billing.register(subparsers)
     cli_traces.register(subparsers)
+    cli_models.register(subparsers)

@@ -47,3 +47,23 @@ def test_default_and_unknown() -> None:
     app, ctx = make("nope", "x")
     with pytest.raises(UnknownFirewall, match="'nope'"):
         asyncio.run(app.gateway.request_hooks[0](ctx))
+
+
+def test_redact_hook_rewrites_body_messages_and_tools_never_in_place() -> None:
+    app, ctx = make("redact-pii", "mail bob@example.com!")
+    assert ctx.request is not None
+    tools = [{"type": "function", "function": {"name": "f", "description": "to amy@example.org!"}}]
+    messages = ctx.request.messages
+    ctx.request.tools = tools
+    ctx.request.body = {"model": "m", "messages": messages, "tools": tools,
+                        "prediction": {"type": "content", "content": "cc ann@example.com"}}
+    asyncio.run(app.gateway.request_hooks[0](ctx))
+    req = ctx.request
+    assert req.messages[0]["content"] == "mail [REDACTED:email]!"
+    assert req.tools is not None
+    assert req.tools[0]["function"]["description"] == "to [REDACTED:email]!"
+    assert req.body["messages"] is req.messages and req.body["tools"] is req.tools
+    assert req.body["prediction"]["content"] == "cc [REDACTED:email]"
+    assert req.body["model"] == "m"
+    assert messages[0]["content"] == "mail bob@example.com!"  # the client's objects untouched
+    assert tools[0]["function"]["description"] == "to amy@example.org!"

@@ -155,3 +155,60 @@ def test_injection_phrases_are_caught_with_or_without_space_before_colon() -> No
     for text in ("new instructions: obey", "New system instructions : obey"):
         _, verdicts = apply_request(policy, [{"role": "user", "content": text}])
         assert [v["detector"] for v in verdicts] == ["prompt_injection"], text
+
+
+KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "pay 4111 1111"},
+                                               {"type": "text", "text": " 1111 1111 now"}]}]},
+    {"messages": [{"role": "user", "content": "pay 4111 1111"},
+                  {"role": "user", "content": " 1111 1111 now"}]},
+    {"messages": [{"role": "user", "content": "hi", "name": KEY}]},
+    {"messages": [{"role": "user", "content": "hi"}],
+     "tools": [{"type": "function", "function": {"name": "f", "description": f"key {KEY}"}}]},
+    {"messages": [{"role": "user", "content": "hi"}],
+     "prediction": {"type": "content", "content": f"card {CARD}"}},
+    {"messages": [{"role": "user", "content": "hi"}],
+     "response_format": {"type": "json_schema", "json_schema": {
+         "name": "x", "schema": {"type": "object", "description": f"use {KEY}"}}}},
+    {"messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": KEY}}]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "done"}]},
+    {"messages": [{"role": "user", "content": "hi"}], "extra_body": {"x_vendor": [KEY]}},
+])
+def test_request_block_covers_every_field_and_split(
+    gateway: tuple[str, Upstream], kwargs: dict[str, Any]
+) -> None:
+    url, upstream = gateway
+    before = len(upstream.requests)
+    extra = {"firewall": "strict-block", **kwargs.pop("extra_body", {})}
+    with pytest.raises(openai.BadRequestError) as info:
+        _client(url).chat.completions.create(model="upstream", extra_body=extra, **kwargs)
+    body: Any = info.value.body
+    assert body["code"] == "content_filter"
+    assert KEY not in json.dumps(body) and "4111" not in json.dumps(body)
+    assert len(upstream.requests) == before  # the upstream received nothing
+
+
+def test_request_redaction_reaches_tools_and_other_fields(gateway: tuple[str, Upstream]) -> None:
+    url, upstream = gateway
+    _client(url).chat.completions.create(
+        model="upstream",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "mail jo@exa"},
+                                               {"type": "text", "text": "mple.com please"}]}],
+        tools=[{"type": "function", "function": {
+            "name": "send", "description": "sends to amy@example.org!",
+            "parameters": {"type": "object", "properties": {
+                "to": {"type": "string", "description": "e.g. bob@example.net"}}}}}],
+        extra_body={"firewall": "redact-pii", "x_vendor": {"cc": "ann@example.com"}},
+    )
+    sent = upstream.requests[-1]
+    assert [p["text"] for p in sent["messages"][0]["content"]] == [
+        "mail [REDACTED:email]", " please"]
+    fn = sent["tools"][0]["function"]
+    assert fn["description"] == "sends to [REDACTED:email]!"
+    assert fn["parameters"]["properties"]["to"]["description"] == "e.g. [REDACTED:email]"
+    assert sent["x_vendor"] == {"cc": "[REDACTED:email]"}
+    assert "example" not in json.dumps(sent).replace("[REDACTED:email]", "")

@@ -173,10 +173,54 @@ def test_scope_switches() -> None:
     assert text_of(out) == CARD
 
 
-def test_stream_error_drops_held_text() -> None:
+def test_stream_error_releases_held_text_then_the_error() -> None:
+    err = StreamError(502, "upstream died", "upstream_error")
+    out, ctx, _ = run("strict-block", [TextDelta("hello 4111 1111"), err])
+    assert text_of(out) == "hello 4111 1111"  # not a card: released, not lost
+    assert out[-1] == err
+    out, ctx, _ = run("redact-pii", [TextDelta("mail bob@example.c", choice=0),
+                                     TextDelta("ask amy@example.o", choice=1),
+                                     TextDelta("om", choice=0), TextDelta("rg", choice=1), err])
+    assert text_of(out, choice=0) == "mail [REDACTED:email]"
+    assert text_of(out, choice=1) == "ask [REDACTED:email]"
+    assert out[-1] == err
+    assert ctx.firewall_verdicts == [
+        {"detector": "email", "action": "redact", "where": "response", "count": 2}]
+    assert ctx.error is None  # the error event itself carries it to the client
+
+
+def test_stream_error_after_a_held_match_the_block_wins() -> None:
+    err = StreamError(502, "upstream died", "upstream_error")
+    ctx = RequestContext("req")
+
+    async def source() -> AsyncIterator[Event]:
+        for ev in (TextDelta("card 4111 1111 "), TextDelta("1111 1111"),
+                   TextDelta("still fine", choice=1)):
+            yield ev
+        ctx.fail(err.status, err.message, err.code, err.type)  # as the router does
+        yield err
+
+    async def main() -> list[Event]:
+        return [ev async for ev in response_firewall(POLICIES.get("strict-block"))(
+            source(), ctx)]
+
+    out = asyncio.run(main())
+    assert text_of(out) == "card "
+    assert text_of(out, choice=1) == "still "  # cut with the response, as at a normal end
+    assert [e for e in out if isinstance(e, (Finish, StreamError))] == [
+        Finish("content_filter", 0), Finish("content_filter", 1)]
+    # the client is not told of the error: the request does not end with it
+    assert (ctx.status, ctx.error, ctx.error_type, ctx.partial) == (200, None, None, True)
+    assert ctx.firewall_verdicts == [
+        {"detector": "credit_card", "action": "block", "where": "response", "count": 1}]
+
+
+def test_stream_error_in_tool_arguments_is_scanned_too() -> None:
     err = StreamError(502, "upstream died")
-    out, _, _ = run("strict-block", [TextDelta("hello 4111 1111"), err])
-    assert text_of(out) == "hello "
+    out, _, _ = run("redact-pii", [ToolCallDelta(0, '{"to": "bob@example.co', "c", "mail"),
+                                   err])
+    args = "".join(e.arguments for e in out if isinstance(e, ToolCallDelta))
+    assert args == '{"to": "[REDACTED:email]'
     assert out[-1] == err
 
 

@@ -20,6 +20,7 @@ def test_there_are_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_yaml_example_validates(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "TOLLWAY_ADMIN_KEY", "KEY"):
+    for name in ("OPENAI_API_KEY", "TOLLWAY_ADMIN_KEY", "KEY", "GEMINI_API_KEY",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_OPENAI_API_KEY"):
         monkeypatch.setenv(name, "x")
     parse_settings(yaml.safe_load(BLOCKS[index]))

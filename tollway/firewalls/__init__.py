@@ -4,7 +4,7 @@ Wiring (done by the app)::
 
     firewalls = FirewallSet.from_config(settings.firewalls)   # once, at start-up
     policy = firewalls.get(name)                               # 400 if unknown
-    messages, verdicts = apply_request(policy, messages)       # may raise FirewallBlocked
+    verdicts = apply_chat_request(policy, ctx.request)         # may raise FirewallBlocked
     stages.append(response_firewall(policy))                   # tollway.pipeline.firewall
 """
 
@@ -18,7 +18,12 @@ from tollway.firewalls.config import (
 from tollway.firewalls.detector import Detector, DetectorSpec, Match
 from tollway.firewalls.policy import CompiledPolicy, FirewallSet, UnknownFirewall, compile_policy
 from tollway.firewalls.registry import DETECTORS, GROUPS
-from tollway.firewalls.request import FirewallBlocked, apply_request
+from tollway.firewalls.request import (
+    FirewallBlocked,
+    apply_body,
+    apply_chat_request,
+    apply_request,
+)
 from tollway.firewalls.scanner import Rule, Scanner, ScanResult, StreamFilter
 
 __all__ = [
@@ -40,6 +45,8 @@ __all__ = [
     "Scanner",
     "StreamFilter",
     "UnknownFirewall",
+    "apply_body",
+    "apply_chat_request",
     "apply_request",
     "compile_policy",
 ]

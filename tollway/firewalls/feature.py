@@ -2,8 +2,9 @@
 
 ``install(app)`` compiles every policy once; per request it reads the policy
 name from the ``firewall`` extension field (or ``default_policy(ctx)``, e.g. an
-API key's or account's default), applies the request side before admission,
-and adds the response stage. An unknown name is a 400 naming it.
+API key's or account's default), applies the request side to everything the
+upstream will receive before admission, and adds the response stage. An unknown
+name is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from tollway.context import RequestContext
 from tollway.firewalls.policy import CompiledPolicy, FirewallSet
-from tollway.firewalls.request import FirewallBlocked, apply_request, merge_verdicts
+from tollway.firewalls.request import FirewallBlocked, apply_chat_request, merge_verdicts
 from tollway.pipeline.compose import Stage
 from tollway.pipeline.firewall import response_firewall
 
@@ -45,12 +46,11 @@ def install(app: Any, default_policy: DefaultPolicy | None = None) -> FirewallSe
             return
         ctx.request.extensions["firewall"] = policy.name  # reported in the response
         try:
-            messages, verdicts = apply_request(policy, ctx.request.messages)
+            verdicts = apply_chat_request(policy, ctx.request)
         except FirewallBlocked as exc:
             merge_verdicts(ctx.firewall_verdicts, exc.verdicts)
             raise
         merge_verdicts(ctx.firewall_verdicts, verdicts)
-        ctx.request.messages = messages
 
     def response_side(ctx: RequestContext) -> Stage | None:
         policy = policy_for(firewalls, ctx, default_policy)

@@ -37,7 +37,7 @@ from typing import Any
 
 import regex  # type: ignore[import-untyped]
 
-__all__ = ["open_tail"]
+__all__ = ["ascii_class", "open_tail"]
 
 _P: Any = re._parser  # type: ignore[attr-defined]
 _C: Any = re._constants  # type: ignore[attr-defined]
@@ -97,6 +97,16 @@ def _ascii(item: str, flags: int) -> frozenset[str]:
     on = "".join(c for f, c in ((re.IGNORECASE, "i"), (re.DOTALL, "s")) if flags & f)
     rx = regex.compile(f"(?{on}:{item})" if on else item)
     return frozenset(c for c in _ASCII if rx.fullmatch(c))
+
+
+def ascii_class(op: Any, av: Any, flags: int) -> frozenset[str] | None:
+    """The ASCII characters the parsed one-character item ``(op, av)`` matches under
+    ``flags``; None if it is not a one-character item this module models."""
+    try:
+        item = _render(op, av)
+    except _Unknown:
+        return None
+    return None if item is None else _ascii(item, flags & _FLAGS)
 
 
 def _class(chars: frozenset[str] | set[str]) -> str:

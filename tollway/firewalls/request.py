@@ -1,31 +1,55 @@
-"""The request side: scan every text of a chat request before it goes upstream.
+"""The request side: scan every string the upstream will read before it goes upstream.
 
-Inspected: string content and ``text`` parts of every message (tool results
-included), ``reasoning_content``, ``refusal`` and tool call arguments. ``block``
-raises ``FirewallBlocked`` (400, ``content_filter``) naming the detectors, never
-the text; ``redact`` returns copies with ``[REDACTED:<type>]``; the input list
-is never mutated.
+What is read (``segments.py``): every string of the outgoing body, fields
+tollway does not know included, minus exact enum words, field-name keys and
+base64 payloads. Text fields are read in order as one text, so a secret split over
+text parts, messages or fields is found as if it were one string (``joined.py``);
+identifiers (ids, names, URLs, keys) are scanned one by one. Adapters may move
+``system``/``developer`` messages together (Anthropic's ``system``), so their texts
+are also read in that order.
+
+``block`` raises ``FirewallBlocked`` (400, ``content_filter``) naming the
+detectors and the field, never the text; ``redact`` returns a copy where every
+finding reads ``[REDACTED:<type>]`` (a finding over several fields: the tag in the
+first, the rest removed); the input is never mutated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from bisect import bisect_right
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from tollway.errors import ContentBlocked
+from tollway.firewalls.joined import Finding, TooFragmented, find
 from tollway.firewalls.policy import CompiledPolicy
 from tollway.firewalls.scanner import Scanner
+from tollway.firewalls.segments import Segment, param_of, rebuild, segments
 
-__all__ = ["FirewallBlocked", "Verdict", "apply_request", "merge_verdicts", "verdicts_for"]
+if TYPE_CHECKING:
+    from tollway.providers.base import ChatRequest
+
+__all__ = [
+    "FirewallBlocked",
+    "Verdict",
+    "apply_body",
+    "apply_chat_request",
+    "apply_request",
+    "merge_verdicts",
+    "verdicts_for",
+]
 
 Verdict = dict[str, Any]
+_Piece = tuple[int, int, int]  # segment index, start, end within its text
+_FRAGMENTED: Verdict = {"detector": "too_fragmented", "action": "block", "where": "request",
+                        "count": 1}
 
 
 class FirewallBlocked(ContentBlocked):
     """Blocked by a firewall policy; ``verdicts`` says which detectors, never the text."""
 
-    def __init__(self, message: str, verdicts: list[Verdict]) -> None:
-        super().__init__(message, param="messages")
+    def __init__(self, message: str, verdicts: list[Verdict], param: str = "messages") -> None:
+        super().__init__(message, param=param)
         self.verdicts = verdicts
 
 
@@ -53,59 +77,204 @@ def merge_verdicts(into: list[Verdict], new: list[Verdict]) -> None:
             into.append(dict(v))
 
 
-def _scan_message(msg: dict[str, Any], fix: Callable[[str], str]) -> dict[str, Any]:
-    new = dict(msg)
-    content = msg.get("content")
-    if isinstance(content, str):
-        new["content"] = fix(content)
-    elif isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(
-                part.get("text"), str
-            ):
-                part = {**part, "text": fix(part["text"])}
-            parts.append(part)
-        new["content"] = parts
-    for key in ("reasoning_content", "refusal"):
-        if isinstance(msg.get(key), str):
-            new[key] = fix(msg[key])
-    calls = msg.get("tool_calls")
-    if isinstance(calls, list):
-        new_calls = []
-        for call in calls:
-            fn = call.get("function") if isinstance(call, dict) else None
-            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                call = {**call, "function": {**fn, "arguments": fix(fn["arguments"])}}
-            new_calls.append(call)
-        new["tool_calls"] = new_calls
+class _Findings:
+    """Findings of several readings, as pieces of segments, with per-rule counts."""
+
+    def __init__(self, scanner: Scanner) -> None:
+        self.scanner = scanner
+        self.found: list[tuple[int, int, tuple[_Piece, ...]]] = []  # rule, cuts, pieces
+        self.counts: dict[str, int] = {}
+
+    def read(self, order: list[int], segs: list[Segment], keep: list[int] | None = None) -> None:
+        """Scan the segments ``order`` as one text. With ``keep`` (offsets in that text),
+        only findings across one of those offsets are taken."""
+        texts = [segs[i].text for i in order]
+        hits = find(self.scanner, texts)
+        if not hits:
+            return
+        starts = []
+        at = 0
+        for t in texts:
+            starts.append(at)
+            at += len(t)
+        if keep is not None:
+            hits = [h for h in hits if any(h[0] < k < h[1] for k in keep)]
+        self._count(hits)
+        for s, e, rule, left, right in hits:
+            cuts = (left >= 0) + (right >= 0)
+            k = bisect_right(starts, s) - 1
+            pieces: list[_Piece] = []
+            while k < len(order) and starts[k] < e:
+                lo = max(s - starts[k], 0)
+                hi = min(e - starts[k], len(texts[k]))
+                if hi > lo:
+                    pieces.append((order[k], lo, hi))
+                k += 1
+            self.found.append((rule, cuts, tuple(pieces)))
+
+    def _count(self, hits: list[Finding]) -> None:
+        """One count per rule and group of overlapping findings of that rule."""
+        rules = self.scanner.rules
+        ends: dict[int, int] = {}
+        for s, e, rule, _left, _right in hits:  # sorted by start
+            if s >= ends.get(rule, -1):
+                name = rules[rule].detector.name
+                self.counts[name] = self.counts.get(name, 0) + 1
+            ends[rule] = max(ends.get(rule, -1), e)
+
+
+def _system_order(segs: list[Segment], body: dict[str, Any], text: list[int]) -> list[int]:
+    """Text segments of system and developer messages, in order."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return []
+    out = []
+    for i in text:
+        path = segs[i].path
+        if len(path) >= 2 and path[0] == "messages" and isinstance(path[1], int):
+            msg = messages[path[1]]
+            if isinstance(msg, dict) and msg.get("role") in ("system", "developer"):
+                out.append(i)
+    return out
+
+
+def _scan(scanner: Scanner, body: dict[str, Any], segs: list[Segment]) -> _Findings:
+    found = _Findings(scanner)
+    text = [i for i, s in enumerate(segs) if not s.word]
+    found.read(text, segs)
+    system = _system_order(segs, body, text)
+    if len(system) > 1:  # read together by adapters that gather them: junctions only
+        position = {seg: n for n, seg in enumerate(text)}
+        junctions, at = [], 0
+        for before, after in zip(system, system[1:], strict=False):
+            at += len(segs[before].text)
+            if position[after] != position[before] + 1:
+                junctions.append(at)
+        if junctions:
+            found.read(system, segs, keep=junctions)
+    for i, one in enumerate(segs):
+        if one.word:
+            found.read([i], segs)
+    return found
+
+
+def _redacted(scanner: Scanner, segs: list[Segment], found: _Findings) -> dict[int, str]:
+    """New texts of the segments a redaction touches. Overlapping redact findings form one
+    region; it reads as one tag where it starts (named by its finding with the fewest
+    cuts, then the first, then by rule priority) and the rest of it is removed."""
+    redact = [r.action == "redact" for r in scanner.rules]
+    items = [f for f in found.found if redact[f[0]]]
+    if not items:
+        return {}
+    parent = list(range(len(items)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_seg: dict[int, list[tuple[int, int, int]]] = {}
+    for n, (_rule, _cuts, pieces) in enumerate(items):
+        for seg, lo, hi in pieces:
+            by_seg.setdefault(seg, []).append((lo, hi, n))
+    for spans in by_seg.values():
+        spans.sort()
+        end, owner = -1, -1
+        for lo, hi, n in spans:
+            if lo < end:
+                parent[root(n)] = root(owner)
+            if hi > end:
+                end, owner = hi, n
+    label: dict[int, tuple[int, int, int, int]] = {}
+    start: dict[int, tuple[int, int]] = {}
+    for n, (rule, cuts, pieces) in enumerate(items):
+        r, first = root(n), pieces[0][:2]
+        key = (cuts, *first, rule)
+        if r not in label or key < label[r]:
+            label[r] = key
+        if r not in start or first < start[r]:
+            start[r] = first
+    tags = [f"[REDACTED:{rule.detector.name}]" for rule in scanner.rules]
+    new: dict[int, str] = {}
+    for seg, spans in by_seg.items():
+        text = segs[seg].text
+        out, at, k = [], 0, 0
+        while k < len(spans):
+            lo, hi, n = spans[k]
+            k += 1
+            while k < len(spans) and spans[k][0] < hi:
+                hi = max(hi, spans[k][1])
+                k += 1
+            out.append(text[at:lo])
+            r = root(n)
+            if start[r] == (seg, lo):
+                out.append(tags[label[r][3]])
+            at = hi
+        out.append(text[at:])
+        new[seg] = "".join(out)
     return new
+
+
+def apply_body(
+    policy: CompiledPolicy, body: dict[str, Any], skip: Iterable[str] = ()
+) -> tuple[dict[str, Any], list[Verdict]]:
+    """Scan every string of ``body`` (top-level fields in ``skip`` aside); return the body
+    to send (``body`` itself when nothing changed) and the verdicts. Raises
+    ``FirewallBlocked`` if a block rule matched."""
+    if not policy.on_request:
+        return body, []
+    scanner = policy.scanner
+    segs = segments(body, skip)
+    if not segs:
+        return body, []
+    try:
+        found = _scan(scanner, body, segs)
+    except TooFragmented:
+        if not policy.monitor_only:  # what cannot be read in full does not go upstream
+            raise FirewallBlocked(
+                f"request blocked by firewall {policy.name!r}: its text is split into too "
+                "many fields to inspect", [dict(_FRAGMENTED)],
+            ) from None
+        found = _Findings(scanner)  # monitoring only: each field on its own
+        for i in range(len(segs)):
+            found.read([i], segs)
+    verdicts = verdicts_for(scanner, found.counts, "request")
+    blocked = [(rule, pieces) for rule, _c, pieces in found.found
+               if scanner.rules[rule].action == "block"]
+    if blocked:
+        names = list(dict.fromkeys(
+            r.detector.name for i, r in enumerate(scanner.rules) if any(b[0] == i for b in blocked)
+        ))
+        first = min(blocked, key=lambda b: b[1][0][0])
+        raise FirewallBlocked(
+            f"request blocked by firewall {policy.name!r}: {', '.join(names)}", verdicts,
+            param_of(segs[first[1][0][0]]),
+        )
+    new = _redacted(scanner, segs, found)
+    return (rebuild(body, segs, new) if new else body), verdicts
 
 
 def apply_request(
     policy: CompiledPolicy, messages: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[Verdict]]:
-    """Scan and redact ``messages``; raise ``FirewallBlocked`` if a block rule matched."""
-    if not policy.on_request:
-        return messages, []
-    scanner = policy.scanner
-    counts: dict[str, int] = {}
-    blocked: list[str] = []
+    """``apply_body`` for a list of messages alone (e.g. a tool result)."""
+    body, verdicts = apply_body(policy, {"messages": messages})
+    return body["messages"], verdicts
 
-    def fix(text: str) -> str:
-        if not text:
-            return text
-        result = scanner.scan(text)
-        for name, n in result.counts.items():
-            counts[name] = counts.get(name, 0) + n
-        if result.blocked is not None and result.blocked not in blocked:
-            blocked.append(result.blocked)
-        return result.text
 
-    new = [_scan_message(m, fix) if isinstance(m, dict) else m for m in messages]
-    verdicts = verdicts_for(scanner, counts, "request")
-    if blocked:
-        raise FirewallBlocked(
-            f"request blocked by firewall {policy.name!r}: {', '.join(blocked)}", verdicts
-        )
-    return new, verdicts
+def apply_chat_request(policy: CompiledPolicy, request: ChatRequest) -> list[Verdict]:
+    """Scan what the upstream will receive for ``request``: its body with the messages and
+    tools the pipeline holds (``model`` aside: the deployment's replaces it). A redaction
+    replaces ``request.body``, ``messages`` and ``tools``; nothing is mutated in place."""
+    body = dict(request.body)
+    body["messages"] = request.messages
+    if request.tools is not None:
+        body["tools"] = request.tools
+    new, verdicts = apply_body(policy, body, skip=("model",))
+    if new is not body:
+        request.body = new
+        request.messages = new["messages"]
+        if request.tools is not None:
+            request.tools = new["tools"]
+    return verdicts

@@ -41,7 +41,7 @@ import regex  # type: ignore[import-untyped]
 
 from tollway.firewalls.detector import LOOKAROUND, Detector
 from tollway.firewalls.prefix import open_tail
-from tollway.firewalls.starts import first_chars, word_start
+from tollway.firewalls.starts import blind_before, first_chars, word_start
 
 __all__ = ["Action", "Rule", "ScanResult", "Scanner", "StreamFilter"]
 
@@ -77,8 +77,8 @@ class ScanResult:
 class Scanner:
     """Compiled rules: the combined pattern, its probe and the hold-back window."""
 
-    __slots__ = ("rules", "window", "_full", "_probe", "_tags", "_block", "_redact", "_gate",
-                 "_firsts", "_tails", "_probes", "_buckets", "_by_set")
+    __slots__ = ("rules", "window", "blind", "reach", "_full", "_probe", "_tags", "_block",
+                 "_redact", "_gate", "_firsts", "_tails", "_probes", "_buckets", "_by_set")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         if not rules:
@@ -100,6 +100,11 @@ class Scanner:
             for r, f in zip(self.rules, self._firsts, strict=True)
         )
         self._gate: Any = _GATE if gateable else None
+        blinds = [blind_before(r.detector.pattern) for r in self.rules]
+        self.blind = frozenset.intersection(*blinds)
+        """ASCII characters no rule tells, just before a position, from the text's start."""
+        self.reach = 1 if all(blinds) else LOOKAROUND
+        """How far back from a position any rule may look (1: the character before)."""
         self._buckets: dict[str, _Bucket | None] = {}
         self._by_set: dict[frozenset[int], _Bucket | None] = {}
 
@@ -116,6 +121,11 @@ class Scanner:
         if len(self._buckets) < 4096:
             self._buckets[ch] = self._by_set[idx]
         return self._by_set[idx]
+
+    def can_start(self, ch: str) -> bool:
+        """Might a rule match starting with the character ``ch``?"""
+        got = self._buckets.get(ch, _MISSING)
+        return (self._bucket(ch) if got is _MISSING else got) is not None
 
     def _compile(self, order: list[int]) -> _Bucket:
         """The ``_Bucket`` of the rules ``order`` (in priority order)."""
@@ -135,28 +145,66 @@ class Scanner:
         ``eof``), or ``(p, m)`` for the leftmost complete candidate ``m`` starting at ``p``.
 
         At a candidate start, a rule's exact (dear) partial probe runs only when the
-        cheap ``open_tail`` test says the rule could still be open at the end.
+        cheap ``open_tail`` test says the rule could still be open at the end, and only
+        within ``window`` of the end: a match there, look-ahead included, is decided by
+        the text already read. (``regex`` reports a partial match after a lazy repeat
+        wherever the text ends, however far: without the bound a private key header
+        would hold back everything after it.)
         """
         gate = self._gate
         if gate is None:
             q = len(buf)
-            if not eof and (u := self._probe.search(buf, scan, partial=True)) is not None:
-                q = u.start()
+            if not eof:
+                near = max(scan, len(buf) - self.window + 1)
+                if (u := self._probe.search(buf, near, partial=True)) is not None:
+                    q = u.start()
             m = self._full.search(buf, scan)
             return (m.start(), m) if m is not None and m.start() < q else (q, None)
         buckets, search, ascii = self._buckets, gate.search, buf.isascii()
+        settled = len(buf) - self.window  # positions up to here are decided
         while (g := search(buf, scan)) is not None:
             p = g.start()
             got = buckets.get(buf[p], _MISSING)
             b = self._bucket(buf[p]) if got is _MISSING else cast(_Bucket | None, got)
             if b is not None:
-                if not eof and _open(b, buf, p, ascii):
+                if not eof and p > settled and _open(b, buf, p, ascii):
                     return p, None
                 m = b[4].match(buf, p)
                 if m is not None:
                     return p, m
             scan = p + 1
         return len(buf), None
+
+    def _next_before(self, buf: str, scan: int, stop: int, eof: bool) -> tuple[int, Any]:
+        """``_next`` for candidate starts before ``stop`` only: ``(p, m)`` or ``(p, None)``
+        as there, else ``(max(scan, min(stop, len(buf))), None)``. Kept apart so that the
+        streaming path pays nothing for the bound."""
+        end = min(stop, len(buf))
+        if scan >= end:
+            return max(scan, end), None
+        gate = self._gate
+        if gate is None:
+            q = end
+            if not eof:
+                near = max(scan, len(buf) - self.window + 1)
+                if (u := self._probe.search(buf, near, partial=True)) is not None:
+                    q = min(q, u.start())
+            m = self._full.search(buf, scan)
+            return (m.start(), m) if m is not None and m.start() < q else (q, None)
+        buckets, search, ascii = self._buckets, gate.search, buf.isascii()
+        settled = len(buf) - self.window
+        while (g := search(buf, scan, end)) is not None:
+            p = g.start()
+            got = buckets.get(buf[p], _MISSING)
+            b = self._bucket(buf[p]) if got is _MISSING else cast(_Bucket | None, got)
+            if b is not None:
+                if not eof and p > settled and _open(b, buf, p, ascii):
+                    return p, None
+                m = b[4].match(buf, p)
+                if m is not None:
+                    return p, m
+            scan = p + 1
+        return end, None
 
     def stream(self) -> StreamFilter:
         """A fresh incremental filter for one stream of text."""

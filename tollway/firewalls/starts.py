@@ -5,7 +5,9 @@ pattern is *gateable* when every match starts either where the previous
 character is not ASCII alphanumeric (a leading negative lookbehind covering
 ``[A-Za-z0-9]``) or on a character that is neither alphanumeric nor whitespace.
 ``first_chars`` over-approximates the set of ASCII characters a match can begin
-with; ``None`` means "any character". Both are conservative by construction.
+with; ``None`` means "any character". ``blind_before`` under-approximates the
+characters a pattern cannot tell, just before a position, from the start of the
+text. All are conservative by construction.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 import string
 from typing import Any
 
-__all__ = ["ALNUM", "first_chars", "word_start"]
+__all__ = ["ALNUM", "blind_before", "first_chars", "word_start"]
 
 _P: Any = re._parser  # type: ignore[attr-defined]
 _C: Any = re._constants  # type: ignore[attr-defined]
@@ -120,3 +122,54 @@ def _word_start(seq: Any, ic: bool) -> bool:
 def word_start(pattern: str) -> bool:
     """True if every match starts after a non-alphanumeric or on a non-alnum, non-space char."""
     return _word_start(_P.parse(pattern), False)
+
+
+def _blind(seq: Any, flags: int, leading: bool, out: set[str]) -> bool:
+    """Remove from ``out`` what a leading look-behind of ``seq`` rejects; False if ``seq``
+    looks back in any other way (a look-behind elsewhere, an anchor, ``\\b``…)."""
+    from tollway.firewalls.prefix import ascii_class
+
+    for n, (op, av) in enumerate(seq):
+        first = leading and n == 0
+        if op is _C.ASSERT_NOT and av[0] == -1:
+            if not first or len(av[1]) != 1 or av[1].getwidth() != (1, 1):
+                return False
+            iop, iav = av[1][0]
+            chars = ascii_class(iop, iav, flags)
+            if chars is None:
+                return False
+            out -= chars
+        elif op is _C.ASSERT:
+            if av[0] == -1 or not _blind(av[1], flags, False, out):
+                return False
+        elif op is _C.ASSERT_NOT or op is _C.AT:
+            if op is _C.AT or not _blind(av[1], flags, False, out):
+                return False
+        elif op in (_C.MAX_REPEAT, _C.MIN_REPEAT, _C.POSSESSIVE_REPEAT):
+            if not _blind(av[2], flags, False, out):
+                return False
+        elif op is _C.SUBPATTERN:
+            sub_flags = (flags | av[1]) & ~av[2]
+            if not _blind(av[3], sub_flags, first, out):
+                return False
+        elif op is _C.ATOMIC_GROUP:
+            if not _blind(av, flags, first, out):
+                return False
+        elif op is _C.BRANCH:
+            if not all(_blind(alt, flags, first, out) for alt in av[1]):
+                return False
+        elif op in (_C.GROUPREF, _C.GROUPREF_EXISTS):
+            return False
+    return True
+
+
+def blind_before(pattern: str) -> frozenset[str]:
+    """ASCII characters that ``pattern`` cannot tell, just before a position, from the start
+    of the text: it looks back only through leading one-character negative look-behinds,
+    and these accept the character. Empty when the pattern looks back in any other way."""
+    try:
+        parsed = _P.parse(pattern)
+    except (re.error, RecursionError):
+        return frozenset()
+    out = set(_ASCII)
+    return frozenset(out) if _blind(list(parsed), parsed.state.flags, True, out) else frozenset()

@@ -5,7 +5,12 @@ holds back only what a detector might still match (see ``firewalls/scanner.py``)
 ``Finish`` of a choice flushes that choice's filters first; the end of the
 stream flushes the rest. On ``block`` the client gets the text before the match,
 then ``Finish(reason="content_filter")`` for every open choice, and the stage
-stops pulling: its ``finally`` closes the upstream iterator. Verdicts
+stops pulling: its ``finally`` closes the upstream iterator. An upstream error
+(``StreamError``) is an end too: held text is scanned and released first, then the
+error follows; if that text completes a blocked match, the block wins: the text
+before it, ``content_filter`` for every open choice and no error event (the request
+does not end with that error: the route attempt keeps it, and the response is marked
+partial). Verdicts
 (``{detector, action, where, count}``) are added to ``ctx.firewall_verdicts``
 even when the client disconnects. A monitor-only policy passes events through
 untouched and only counts. Log probabilities survive only on deltas the
@@ -81,6 +86,16 @@ async def _run(
         open_choices.setdefault(choice, None)
         return [Finish("content_filter", c) for c in open_choices]
 
+    def end() -> tuple[list[Event], bool]:
+        """Release what every open choice holds; on a block, cut them all (True)."""
+        out: list[Event] = []
+        for choice in list(open_choices):
+            released, blocked = flush_choice(choice)
+            out += released
+            if blocked:
+                return out + cut(choice), True
+        return out, False
+
     def opened(table: dict[Any, Any], key: tuple[int, Any]) -> Any:
         """A new filter for one text channel or tool call; its choice is now open."""
         f = table[key] = scanner.stream()
@@ -136,23 +151,34 @@ async def _run(
                 open_choices.pop(ev.choice, None)
                 yield ev
             elif kind is StreamError:
-                yield ev  # held text is dropped: it might be the start of a match
+                # nothing follows an error: what is held is decided as at a normal end
+                released, cut_off = end()
+                for e in released:
+                    yield e
+                if cut_off:  # the block wins: a blocked response, the error noted
+                    assert isinstance(ev, StreamError)
+                    _note_error(ctx, ev)
+                else:
+                    yield ev
                 return
             else:
                 yield ev
-        for choice in list(open_choices):
-            released, blocked = flush_choice(choice)
-            for e in released:
-                yield e
-            if blocked:
-                for e in cut(choice):
-                    yield e
-                return
+        released, _blocked = end()
+        for e in released:
+            yield e
     finally:
         _record(ctx, scanner, [*texts.values(), *tools.values()])
         aclose: Any = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _note_error(ctx: RequestContext, error: StreamError) -> None:
+    """The block won over an upstream error: the client is not told of it, so it is not
+    the error the request ends with (its attempt keeps it); the output was cut short."""
+    ctx.partial = True
+    if ctx.error == error.message and ctx.status == error.status:
+        ctx.status, ctx.error, ctx.error_code, ctx.error_type = 200, None, None, None
 
 
 def _record(ctx: RequestContext, scanner: Any, filters: list[StreamFilter]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from tollway.chunks import Event
 from tollway.config import DeploymentConfig
@@ -24,7 +25,7 @@ ErrorMapper = Callable[[int, bytes, Any, str], UpstreamError]
 
 async def upstream_events(
     session: aiohttp.ClientSession,
-    url: str,
+    url: str | URL,
     headers: Mapping[str, str],
     make_body: Callable[[], bytes],
     deployment: DeploymentConfig,

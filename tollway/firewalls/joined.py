@@ -1,0 +1,201 @@
+"""Findings in text fields read one after another as one text.
+
+An upstream reads a request's text fields in order, so a secret split over two
+fields (two text parts, two messages, a description and the next) is one secret
+to it. The fields are therefore scanned as one joined text by one incremental
+reading: its decisions depend on the text alone (see ``scanner.py``), so any
+split of a text over fields finds exactly what the unsplit text finds.
+
+Joining must not hide what a field holds on its own: ``"Hi"`` in the field before
+a card number would glue to it and fail the number's word-start test, and a digit
+in the field after would make it too long. So every field edge is also read as
+an edge of the text:
+
+- at a field's start a second reading begins there, with the text before it cut
+  off. It only decides the positions a look-behind could see the cut from
+  (``Scanner.reach``: the first one for the built-in detectors, at most
+  ``LOOKAROUND``); beyond them the joined reading sees the same. It is skipped when
+  no rule can tell the previous character from the start of the text
+  (``Scanner.blind``: a space, ``?``… for the built-in detectors);
+- at a field's end every open reading is also finished on a copy, as if the text
+  ended there: what it still held back is decided with nothing after it.
+
+Every finding of every reading is kept, so a split can only add findings to those
+of the unsplit text: the ones of readings that cut at the edges it creates (a field
+holding ``"2024-01-15 4"`` reads, alone, as ending in a phone number). None is
+dropped for another (dropping a field's own reading for a joined match across its
+edge would let the rest of that field's secret through), with one exception that
+leaves every character covered: a match running on across an edge gives way to
+findings of the same rule that cover it edge to edge (``"bob@x.net"`` then
+``"ann@y.com"`` are two addresses). Callers merge overlapping findings.
+
+Text cut into so many fields around open candidates that reading every edge would
+cost far more than one scan raises ``TooFragmented`` (``work_budget``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tollway.firewalls.detector import LOOKAROUND
+from tollway.firewalls.scanner import Scanner
+
+__all__ = ["Finding", "TooFragmented", "find", "work_budget"]
+
+Finding = tuple[int, int, int, int, int]
+"""``(start, end, rule, left, right)``: a span of the joined text, the index of the rule
+in ``Scanner.rules``, and the field edges the reading that found it read as the text's
+start and end (-1: none, the joined text went on)."""
+
+
+class TooFragmented(Exception):
+    """Reading every field edge would cost more than the work budget allows."""
+
+
+def work_budget(texts: Sequence[str]) -> tuple[int, int]:
+    """What ``find`` may spend on ``texts`` beyond one scan of their characters: extra
+    decisions (edge readings, readings finished at a field end) and characters those
+    and the joined reading look at again. A few per field and per character: ordinary
+    requests stay far below; text cut into thousands of tiny fields around long open
+    candidates does not, and is refused in time proportional to its size."""
+    return 4 * len(texts) + 4096, 4 * sum(map(len, texts)) + 131072
+
+
+class _Reading:
+    """Leftmost, non-overlapping decisions over the joined text from ``base`` on.
+
+    ``buf`` holds the text from ``base`` to what has been read; ``pos`` is the first
+    undecided position in it. A reading with a ``stop`` decides positions before
+    ``stop`` (absolute) only; ``cut`` is the field start it reads as the text's start
+    (-1: none).
+    """
+
+    __slots__ = ("base", "buf", "cut", "pos", "stop")
+
+    def __init__(self, base: int, stop: int | None, cut: int) -> None:
+        self.base = base
+        self.buf = ""
+        self.pos = 0
+        self.stop = stop
+        self.cut = cut
+
+    def copy(self) -> _Reading:
+        other = _Reading(self.base, self.stop, self.cut)
+        other.buf, other.pos = self.buf, self.pos
+        return other
+
+
+def _decide(sc: Scanner, r: _Reading, eof: bool, end: int, out: list[Finding]) -> bool:
+    """Decide what ``r`` can decide now (``end``: the field end it is finished at, or -1),
+    adding findings to ``out``; True when it has nothing left to decide."""
+    buf, base, scan, cut = r.buf, r.base, r.pos, r.cut
+    stop = None if r.stop is None else r.stop - base
+    while True:
+        if stop is None:
+            p, m = sc._next(buf, scan, eof)
+        else:
+            p, m = sc._next_before(buf, scan, stop, eof)
+        if m is None:
+            break
+        hit = sc._resolve(buf, m)
+        if hit is None:
+            scan = p + 1
+            continue
+        i, e = hit
+        out.append((base + p, base + e, i, cut, end))
+        scan = e
+    keep = p - LOOKAROUND if p > LOOKAROUND else 0
+    r.buf, r.base, r.pos = buf[keep:], base + keep, p - keep
+    return stop is not None and p >= stop
+
+
+def find(
+    scanner: Scanner, texts: Sequence[str], budget: tuple[int, int] | None = None
+) -> list[Finding]:
+    """Every finding in ``texts`` read in order as one text; positions are offsets into
+    ``"".join(texts)``, sorted, each once (a span found by several readings: with the
+    fewest cuts). Raises ``TooFragmented`` past ``budget`` (see
+    ``work_budget``, the default)."""
+    out: list[Finding] = []
+    joined = _Reading(0, None, -1)
+    if len(texts) == 1:  # one field: one reading (non-overlapping, in order)
+        joined.buf = texts[0]
+        _decide(scanner, joined, True, -1, out)
+        return out
+    decisions, again = work_budget(texts) if budget is None else budget
+    edges: list[_Reading] = []
+    starts: set[int] = set()  # the field edges
+    at = 0
+    prev, blind, reach, can_start = "", scanner.blind, scanner.reach, scanner.can_start
+    last = max((k for k, t in enumerate(texts) if t), default=-1)  # read with the end
+    for k, text in enumerate(texts):
+        if not text:
+            continue
+        starts.add(at)
+        if at and prev not in blind and can_start(text[0]):  # else the joined reading
+            edges.append(_Reading(at, at + reach, at))  # sees what a cut one would
+        prev = text[-1]
+        at += len(text)
+        eof = k == last
+        again -= len(joined.buf) - joined.pos
+        joined.buf += text
+        _decide(scanner, joined, eof, -1, out)
+        live = []
+        for r in edges:
+            again -= len(r.buf) - r.pos
+            r.buf += text
+            if not _decide(scanner, r, eof, -1, out):
+                live.append(r)
+        decisions -= len(edges)
+        edges = live
+        if eof:
+            break
+        for r in (joined, *edges):  # the field ends here: also read it as the end
+            if r.pos < len(r.buf):
+                decisions -= 1
+                again -= len(r.buf) - r.pos
+                _decide(scanner, r.copy(), True, at, out)
+        if decisions < 0 or again < 0:
+            raise TooFragmented
+    return _once(out, starts)
+
+
+def _once(out: list[Finding], edges: set[int]) -> list[Finding]:
+    """Each span and rule once, from the reading with the fewest cuts; sorted. A finding
+    across field edges that findings of the same rule cover, one after another from
+    edge to edge, gives way to them (``"bob@x.net"`` then ``"ann@y.com"``: two
+    addresses, not ``"bob@x.netann"``); what it covered stays covered."""
+    best: dict[tuple[int, int, int], Finding] = {}
+    for f in out:
+        key = f[:3]
+        old = best.get(key)
+        if old is None or (f[3] >= 0) + (f[4] >= 0) < (old[3] >= 0) + (old[4] >= 0):
+            best[key] = f
+    if len(best) > 1:
+        ends: dict[tuple[int, int], list[int]] = {}  # (rule, start) -> ends
+        for s, e, i in best:
+            ends.setdefault((i, s), []).append(e)
+        for s, e, i in list(best):
+            if _tiled(s, e, i, ends, edges):
+                del best[(s, e, i)]
+    return sorted(best.values())
+
+
+def _tiled(
+    s: int, e: int, rule: int, ends: dict[tuple[int, int], list[int]], edges: set[int]
+) -> bool:
+    """Do other findings of ``rule`` cover ``[s, e)`` from ``s`` on, one after another,
+    meeting at field edges? (Each of them is covered in turn, or stays: the characters
+    stay covered.)"""
+    stack, seen = [s], {s}
+    while stack:
+        at = stack.pop()
+        for x in ends.get((rule, at), ()):
+            if (at, x) == (s, e):
+                continue
+            if x >= e:
+                return at > s
+            if x in edges and x not in seen:
+                seen.add(x)
+                stack.append(x)
+    return False
