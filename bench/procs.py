@@ -118,7 +118,9 @@ def write_config(path: Path, port: int, upstream_port: int, workers: int, db: Pa
     """
     prices = {"input_per_mtok": 1, "output_per_mtok": 2}
     config: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": port, "workers": workers},
+        # every load-generator connection comes from 127.0.0.1: no per-address cap
+        "server": {"host": "127.0.0.1", "port": port, "workers": workers,
+                   "max_connections_per_ip": None},
         "database": f"sqlite:///{db}",
         "providers": {"up": {"type": "openai", "api_key": "x",
                              "base_url": f"http://127.0.0.1:{upstream_port}/v1"}},

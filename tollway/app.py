@@ -30,7 +30,8 @@ from tollway.api.chat import (
     id_headers,
     new_request_id,
 )
-from tollway.api.http import Receive, Scope, Send, read_body, send_error, send_json
+from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
+from tollway.api.protocol import ConnectionLimits
 from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
 from tollway.gateway import Gateway
@@ -62,8 +63,19 @@ class TollwayApp:
         )
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
+        self._patterns: list[tuple[str, str, Access]] = []  # as registered, for the docs
+        self._openapi_document: dict[str, Any] | None = None
         self._session: aiohttp.ClientSession | None = None
+        server = settings.server
+        # read by TollwayHttpProtocol (the server's HTTP parser) for this app's connections
+        self.connection_limits = ConnectionLimits(
+            header_timeout=server.header_timeout,
+            body_timeout=server.body_timeout,
+            max_header_bytes=server.max_header_bytes,
+            max_connections_per_ip=server.max_connections_per_ip,
+        )
         self.add_route("GET", "/health", self._health, "public")
+        self.add_route("GET", "/openapi.json", self._openapi, "public")
         self.add_route("GET", "/v1/models", self._models, "key")
         self.add_route("GET", "/v1/models/{model}", self._model, "key")
 
@@ -72,12 +84,18 @@ class TollwayApp:
         """Mount a JSON handler; ``{name}`` segments become ``path_params``."""
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         self._routes.append((method, regex, handler, access))
+        self._patterns.append((method, pattern, access))
 
     def add_raw_route(
         self, method: str, path: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
     ) -> None:
         """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``)."""
         self._raw[(method, path)] = handler
+        self._patterns.append((method, path, "raw"))
+
+    def route_table(self) -> list[tuple[str, str, str]]:
+        """Every mounted endpoint as ``(method, path pattern, access)``, chat included."""
+        return [("POST", "/v1/chat/completions", "key"), *self._patterns]
 
     # -- ASGI ---------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,23 +165,38 @@ class TollwayApp:
         method, path = scope["method"], scope["path"]
         try:
             for route_method, regex, handler, access in self._routes:
+                if route_method != method:
+                    continue
                 match = regex.match(path)
                 if match is None:
-                    continue
-                if route_method != method:
                     continue
                 request = await self._request(scope, receive, match.groupdict(), access)
                 status, body = await handler(request)
                 await send_json(send, status, body, headers)
                 return
+            allowed = self._allowed_methods(path)
+            if allowed:
+                raise InvalidRequest(
+                    f"Method {method} is not allowed on {path}.", status=405,
+                    code="method_not_allowed", headers={"allow": ", ".join(allowed)},
+                )  # fmt: skip
             raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
         except GatewayError as exc:
             await send_error(send, exc, headers)
+        except ClientGone:
+            return  # nobody is left to answer
         except Exception:
             log.exception("unhandled error on %s %s", method, path)
             await send_error(
                 send, GatewayError("The server had an error processing your request."), headers
             )
+
+    def _allowed_methods(self, path: str) -> list[str]:
+        methods = {m for m, regex, _h, _a in self._routes if regex.match(path)}
+        methods |= {m for m, raw_path in self._raw if raw_path == path}
+        if path == "/v1/chat/completions":
+            methods.add("POST")
+        return sorted(methods)
 
     async def _request(
         self, scope: Scope, receive: Receive, params: dict[str, str], access: Access
@@ -180,18 +213,21 @@ class TollwayApp:
                 raise AuthenticationError("A valid admin key is required.")
         elif access == "key" and self.gateway.authenticate is not None:
             auth = await self.gateway.authenticate(authorization)
-        body = await read_body(receive, self.settings.server.max_body_bytes)
+        body = await read_body(receive, self.settings.server.max_body_bytes, scope)
         parsed = None
         if body:
             try:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError:
                 raise InvalidRequest("The request body must be valid JSON.") from None
+            if parsed is None:  # a body of JSON null is not "no body"
+                raise InvalidRequest("The request body must be a JSON object, not null.")
+        query = scope.get("query_string", b"").decode("utf-8", "replace")
         return {
             "method": scope["method"],
             "path": scope["path"],
-            "path_params": params,
-            "query": dict(parse_qsl(scope.get("query_string", b"").decode())),
+            "path_params": _clean(params),
+            "query": _clean(dict(parse_qsl(query, keep_blank_values=True))),
             "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
             "json": parsed,
             "auth": auth,
@@ -201,6 +237,13 @@ class TollwayApp:
     # -- built-in endpoints ---------------------------------------------------------
     async def _health(self, request: dict[str, Any]) -> tuple[int, Any]:
         return 200, {"status": "ok"}
+
+    async def _openapi(self, request: dict[str, Any]) -> tuple[int, Any]:
+        if self._openapi_document is None:  # routes are fixed once the app is built
+            from tollway.api.openapi import openapi_document
+
+            self._openapi_document = openapi_document(self)
+        return 200, self._openapi_document
 
     def _model_json(self, alias: str) -> dict[str, Any]:
         return {
@@ -221,6 +264,15 @@ class TollwayApp:
 
 
 _STARTED = int(time.time())
+
+
+def _clean(values: dict[str, str]) -> dict[str, str]:
+    """Path or query parameters, refusing NUL characters (no database can store them)."""
+    for name, value in values.items():
+        if "\x00" in value or "\x00" in name:
+            raise InvalidRequest(f"'{name.replace(chr(0), '')}' must not contain NUL characters.",
+                                 param=name.replace("\x00", ""), code="invalid_value")  # fmt: skip
+    return values
 
 
 def create_app(settings: Settings) -> TollwayApp:

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import time
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tollway.billing.config import BillingConfig
+from tollway.bounds import MAX_EXPIRY_SECONDS
 from tollway.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from tollway.storage.base import Account, ApiKey, KeyStore
 
@@ -41,6 +43,7 @@ __all__ = [
     "AuthResult",
     "KeyAuthenticator",
     "NewKey",
+    "epoch_seconds",
     "generate_key",
     "hash_key",
     "key_json",
@@ -65,30 +68,41 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_DURATION = re.compile(r"^(\d{1,12})([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_expiry(text: str | int | float, now: float | None = None) -> float:
-    """``30d``/``12h``/``90m`` from now, an ISO date/time (UTC if naive) or epoch seconds."""
+def _bad_expiry(message: str) -> InvalidRequest:
+    return InvalidRequest(f"expires: {message}", param="expires", code="invalid_value")
+
+
+def parse_expiry(text: Any, now: float | None = None) -> float:
+    """``30d``/``12h``/``90m`` from now, an ISO date/time (UTC if naive) or epoch seconds.
+
+    It must lie in the future and at most ``MAX_EXPIRY_SECONDS`` (100 years) ahead;
+    anything else (another type, NaN, a huge number) is a 400 naming ``expires``.
+    """
     now = time.time() if now is None else now
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise _bad_expiry("must be a duration (30d, 12h), an ISO date/time or epoch seconds")
     if isinstance(text, int | float):
         at = float(text)
     elif m := _DURATION.match(text.strip()):
         at = now + int(m.group(1)) * _UNIT[m.group(2)]
     else:
         try:
-            parsed = datetime.fromisoformat(text.strip())
-        except ValueError:
-            raise InvalidRequest(
-                f"expires: {text!r} is neither a duration (30d, 12h) nor an ISO date/time",
-                param="expires",
+            parsed = datetime.fromisoformat(text.strip()[:64])
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            at = parsed.timestamp()
+        except (ValueError, OverflowError):
+            raise _bad_expiry(
+                f"{text[:64]!r} is neither a duration (30d, 12h) nor an ISO date/time"
             ) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        at = parsed.timestamp()
-    if at <= now:
-        raise InvalidRequest("expires: the expiry must be in the future", param="expires")
+    if not math.isfinite(at) or at <= now:
+        raise _bad_expiry("the expiry must be in the future")
+    if at > now + MAX_EXPIRY_SECONDS:
+        raise _bad_expiry("the expiry may lie at most 100 years ahead")
     return at
 
 
@@ -100,6 +114,16 @@ class NewKey:
     secret: str
 
 
+def epoch_seconds(value: float | None) -> int | float | None:
+    """A stored time as whole seconds; one no writer of ours could store (NaN, ±inf,
+    beyond 2^53) stays a float, so listing never fails on it."""
+    if value is None:
+        return None
+    if math.isfinite(value) and abs(value) < 2**53:
+        return int(value)
+    return float(value)
+
+
 def key_json(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
     """An API key as shown by the CLI and the admin API (the secret only at creation)."""
     out: dict[str, Any] = {
@@ -108,9 +132,9 @@ def key_json(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
         "account_id": key.account_id,
         "prefix": key.prefix,
         "name": key.name,
-        "created_at": int(key.created_at),
-        "expires_at": int(key.expires_at) if key.expires_at is not None else None,
-        "revoked_at": int(key.revoked_at) if key.revoked_at is not None else None,
+        "created_at": epoch_seconds(key.created_at),
+        "expires_at": epoch_seconds(key.expires_at),
+        "revoked_at": epoch_seconds(key.revoked_at),
     }
     if secret is not None:
         out["key"] = secret

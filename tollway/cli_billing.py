@@ -14,14 +14,15 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
 
-from tollway.auth import KeyAuthenticator, key_json, parse_expiry
+from tollway.auth import KeyAuthenticator, epoch_seconds, key_json, parse_expiry
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
+from tollway.billing.inputs import check_decimal
 from tollway.billing.ledger import (
     account_json,
     create_account,
@@ -30,6 +31,7 @@ from tollway.billing.ledger import (
     require_account,
 )
 from tollway.billing.pricing import usd_str
+from tollway.bounds import INT64_MAX, MAX_FEE_FRACTION, MAX_MONEY_USD
 from tollway.demo import zero_config_database
 from tollway.errors import GatewayError
 from tollway.storage import open_storage
@@ -56,11 +58,42 @@ def resolve_database(args: argparse.Namespace) -> tuple[str, BillingConfig]:
     return dsn or zero_config_database(), billing
 
 
-def _usd(text: str) -> Decimal:
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount of USD: {text!r}") from None
+def _checked(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a check that raises ValueError("must ...")."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text[:64]!r} {exc}") from None
+
+    convert.__name__ = check.__name__  # argparse names the type in its messages
+    return convert
+
+
+def usd(text: str) -> Decimal:
+    return check_decimal(text, low=-MAX_MONEY_USD, high=MAX_MONEY_USD, what="an amount of USD")
+
+
+def usd_fee(text: str) -> Decimal:
+    return check_decimal(text, low=Decimal(0), high=MAX_MONEY_USD, what="an amount of USD")
+
+
+def fraction(text: str) -> Decimal:
+    return check_decimal(text, low=Decimal(0), high=MAX_FEE_FRACTION,
+                         what="a fraction such as 0.05")  # fmt: skip
+
+
+def entry_id(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= INT64_MAX:
+        raise ValueError(f"must be a ledger entry id (1 to {INT64_MAX})")
+    return int(text)
+
+
+def page_size(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise ValueError("must be a whole number from 1 to 10000")
+    return int(text)
 
 
 def _run(command: Command) -> Callable[[argparse.Namespace], int]:
@@ -119,7 +152,7 @@ async def _keys_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> 
     keys = await s.list_keys(account.id)
     lines = [
         f"{k.id}  {k.prefix}…  {'revoked' if k.revoked_at else 'active'}"
-        + (f"  expires {int(k.expires_at)}" if k.expires_at else "")
+        + (f"  expires {epoch_seconds(k.expires_at)}" if k.expires_at else "")
         for k in keys
     ]
     return {"object": "list", "data": [key_json(k) for k in keys]}, "\n".join(lines)
@@ -190,9 +223,11 @@ def register(subparsers: Any) -> None:
     acc = accounts.add_subparsers(dest="accounts_command", required=True)
     p = _common(acc.add_parser("create", help="create an account"))
     p.add_argument("name")
-    p.add_argument("--credit", type=_usd, help="opening credit in USD")
-    p.add_argument("--fee-fraction", type=_usd, help="platform fee override, e.g. 0.05")
-    p.add_argument("--fixed-fee", type=_usd, help="fixed fee per request override, USD")
+    p.add_argument("--credit", type=_checked(usd_fee), help="opening credit in USD")
+    p.add_argument("--fee-fraction", type=_checked(fraction),
+                   help="platform fee override, 0 to 10, e.g. 0.05")
+    p.add_argument("--fixed-fee", type=_checked(usd_fee),
+                   help="fixed fee per request override, USD")
     p.set_defaults(func=_run(_accounts_create))
     _common(acc.add_parser("list", help="list accounts with balances")).set_defaults(
         func=_run(_accounts_list)
@@ -214,14 +249,14 @@ def register(subparsers: Any) -> None:
 
     p = _common(subparsers.add_parser("credit", help="add (or, if negative, adjust) credit"))
     p.add_argument("account")
-    p.add_argument("amount", type=_usd, metavar="USD")
+    p.add_argument("amount", type=_checked(usd), metavar="USD", help="|USD| ≤ 1e9")
     p.add_argument("--note")
     p.set_defaults(func=_run(_credit))
 
     p = _common(subparsers.add_parser("ledger", help="an account's ledger, newest first"))
     p.add_argument("account")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--before", type=int, help="entries older than this entry id")
+    p.add_argument("--limit", type=_checked(page_size), default=50)
+    p.add_argument("--before", type=_checked(entry_id), help="entries older than this entry id")
     p.set_defaults(func=_run(_ledger))
 
     p = _common(subparsers.add_parser("audit", help="check the ledger invariants; 1 on violation"))

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from tollway.billing.config import BillingConfig
+from tollway.bounds import MAX_PRICE_PER_MTOK, MAX_TOKENS
 from tollway.firewalls.config import PolicyConfig
 from tollway.routing.config import RoutingConfig
 from tollway.tools.config import ToolsConfig
@@ -53,7 +54,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_MAX_PRICE = Decimal(1_000_000)  # USD per 1M tokens: a dollar a token
+_MAX_PRICE = MAX_PRICE_PER_MTOK  # USD per 1M tokens: a dollar a token
 
 
 class Prices(_Strict):
@@ -179,7 +180,7 @@ class DeploymentConfig(_Strict):
     )
     usage: UsageConvention = Field(default_factory=UsageConvention)
     max_output_tokens: int | None = Field(
-        None, gt=0, description="default output cap when the client sets none"
+        None, gt=0, le=MAX_TOKENS, description="default output cap when the client sets none"
     )
     max_in_flight: int | None = Field(None, gt=0, description="concurrent requests allowed")
     timeouts: Timeouts = Field(default_factory=Timeouts)
@@ -204,7 +205,22 @@ class ServerConfig(_Strict):
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, description="worker processes sharing the port")
-    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, description="larger bodies get 413")
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, le=1 << 30, description="larger bodies get 413"
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, le=3600, description="seconds to receive a request's headers, else 408"
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, le=3600, description="seconds to receive a request's body, else 408"
+    )
+    max_header_bytes: int = Field(
+        65536, ge=1024, le=1 << 24, description="request line and headers; larger get 431"
+    )
+    max_connections_per_ip: int | None = Field(
+        1024, gt=0, description="open connections per client address (per worker); "
+        "more get 429; null = no cap (e.g. behind a reverse proxy that limits)",
+    )
     usage_on_final_chunk: bool = Field(
         True,
         description="attach usage to the finish chunk when the client did not ask for "

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from tollway.api.protocol import TollwayHttpProtocol
 from tollway.app import TollwayApp, create_app
 from tollway.config import Settings, load_settings
 
@@ -108,7 +109,7 @@ def run(
         host=server.host,
         port=sock.getsockname()[1],
         loop="uvloop",
-        http="httptools",
+        http=TollwayHttpProtocol,  # httptools plus header/body timeouts and connection caps
         lifespan="on",
         access_log=False,
         log_level=server.log_level,

@@ -2,13 +2,15 @@
 
 Runs ``tests/adversarial`` repeatedly with ``TOLLWAY_ADVERSARIAL_SCALE`` examples per
 CI example and a fresh hypothesis seed per round, until the time is spent or a round
-fails. Prints one line per round and a summary; exits 1 on the first failure.
+fails. Prints one line per round (seed, tests, hypothesis examples, seconds) and a
+summary; exits 1 on the first failure, naming the seed that replays it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -17,6 +19,23 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+_EXAMPLES = re.compile(r"(\d+) passing\b")
+_PASSED = re.compile(r"(\d+) passed")
+
+
+def _run_round(seed: int, env: dict[str, str], extra: list[str]) -> tuple[int, int, int]:
+    """One pytest run; (exit code, tests passed, hypothesis examples that passed)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "--hypothesis-show-statistics", f"--hypothesis-seed={seed}", str(HERE), *extra],
+        cwd=ROOT, env=env, check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        sys.stdout.write(output[-20000:])
+    examples = sum(int(n) for n in _EXAMPLES.findall(output))
+    passed = _PASSED.findall(output)
+    return result.returncode, int(passed[-1]) if passed else 0, examples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,25 +46,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.minutes * 60
     env = {**os.environ, "TOLLWAY_ADVERSARIAL_SCALE": str(args.scale)}
-    rounds = 0
+    rounds = tests = examples = 0
     started = time.monotonic()
     while time.monotonic() < deadline:
         rounds += 1
         seed = secrets.randbelow(2**32)
         t0 = time.monotonic()
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             f"--hypothesis-seed={seed}", str(HERE), *args.pytest_args],
-            cwd=ROOT, env=env, check=False,
-        )
-        print(f"[adversarial] round {rounds}: seed {seed}, exit {result.returncode}, "  # noqa: T201
-              f"{time.monotonic() - t0:.0f} s", flush=True)
-        if result.returncode != 0:
+        code, passed, ran = _run_round(seed, env, args.pytest_args)
+        tests += passed
+        examples += ran
+        print(f"[adversarial] round {rounds}: seed {seed}, exit {code}, {passed} tests, "  # noqa: T201
+              f"{ran} examples, {time.monotonic() - t0:.0f} s", flush=True)
+        if code != 0:
             print(f"[adversarial] FAILED in round {rounds}; rerun with "  # noqa: T201
                   f"TOLLWAY_ADVERSARIAL_SCALE={args.scale} pytest --hypothesis-seed={seed} "
                   f"tests/adversarial", flush=True)
             return 1
-    print(f"[adversarial] {rounds} round(s) passed in "  # noqa: T201
+    print(f"[adversarial] {rounds} round(s), {tests} tests, {examples} examples passed in "  # noqa: T201
           f"{(time.monotonic() - started) / 60:.1f} min at scale {args.scale}", flush=True)
     return 0
 

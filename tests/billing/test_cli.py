@@ -51,3 +51,32 @@ def test_cli_audit_fails_on_violation(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "VIOLATION balance" in capsys.readouterr().out
     assert main(["ledger", "nobody", "--database", dsn]) == 1
     assert "no account 'nobody'" in capsys.readouterr().err
+
+
+def test_cli_refuses_out_of_range_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad amounts, fees and paging values: a usage error naming the argument, no traceback."""
+    dsn = f"sqlite:///{tmp_path / 'x.db'}"
+    assert main(["accounts", "create", "a", "--credit", "1", "--database", dsn]) == 0
+    capsys.readouterr()
+    for argv in (
+        ["credit", "a", "NaN"], ["credit", "a", "1e308"], ["credit", "a", "--", "-Infinity"],
+        ["credit", "a", "9223372036854.775807"], ["credit", "a", "abc"],
+        ["accounts", "create", "b", "--credit", "1e20"],
+        ["accounts", "create", "b", "--fee-fraction", "-1"],
+        ["accounts", "create", "b", "--fixed-fee", "NaN"],
+        ["ledger", "a", "--before", "99999999999999999999"],
+        ["ledger", "a", "--limit", "0"],
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv[:2], "--database", dsn, *argv[2:]])
+        assert exit_.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "must be" in err, err
+    # values the parser accepts but the balance cannot take: exit 1 with a sentence
+    assert main(["credit", "a", "999999999.5", "--database", dsn]) == 1
+    assert "may not exceed" in capsys.readouterr().err
+    assert main(["credit", "a", "--database", dsn, "--", "-2"]) == 1
+    assert main(["keys", "create", "a", "--expires", "99999999999d", "--database", dsn]) == 1
+    assert main(["audit", "--database", dsn]) == 0

@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 from aiohttp import web
 
+from tollway.api.protocol import TollwayHttpProtocol
 from tollway.app import create_app
 from tollway.config import Settings, parse_settings
 
@@ -46,10 +47,14 @@ def run_tollway(config: dict[str, Any] | Settings) -> Iterator[str]:
 
 @contextmanager
 def serve_app(app: Any) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn (uvloop, httptools) in a thread; yields its base URL."""
+    """Serve an ASGI app with uvicorn (uvloop, httptools) in a thread; yields its base URL.
+
+    The HTTP protocol is tollway's (as ``tollway serve`` runs it): it applies a
+    ``TollwayApp``'s connection limits and behaves as uvicorn's for any other app.
+    """
     port = free_port()
     server = _ThreadServer(uvicorn.Config(
-        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+        app, host="127.0.0.1", port=port, loop="uvloop", http=TollwayHttpProtocol,
         lifespan="on", log_level="warning", access_log=False,
     ))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from tollway.auth import AuthResult
 from tollway.billing.ledger import account_json, entry_json, require_account
+from tollway.bounds import INT64_MAX
 from tollway.errors import AuthenticationError, InvalidRequest
 from tollway.storage.base import AccountStore, LedgerStore
 
@@ -22,15 +23,23 @@ class _Store(AccountStore, LedgerStore, Protocol):
     """Accounts plus ledger (structural)."""
 
 
+def _whole(
+    query: dict[str, str], name: str, default: int | None, low: int, high: int
+) -> int | None:
+    """A query parameter as a whole number in [low, high] (ASCII digits only), or a 400."""
+    text = query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and low <= int(text) <= high):
+        raise InvalidRequest(f"'{name}' must be a whole number from {low} to {high}.",
+                             param=name, code="invalid_value")  # fmt: skip
+    return int(text)
+
+
 def _page_args(query: dict[str, str]) -> tuple[int | None, int]:
-    try:
-        limit = int(query.get("limit", "20"))
-        after = int(query["after"]) if query.get("after") else None
-    except ValueError:
-        raise InvalidRequest("limit and after must be integers", param="limit") from None
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", param="limit")
-    return after, limit
+    limit = _whole(query, "limit", 20, 1, MAX_PAGE)
+    assert limit is not None
+    return _whole(query, "after", None, 1, INT64_MAX), limit
 
 
 async def ledger_page(store: LedgerStore, account_id: str, query: dict[str, str]) -> dict[str, Any]:

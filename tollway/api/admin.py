@@ -8,10 +8,10 @@ handler checks ``request["is_admin"]`` again. Handlers are
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, Literal
 
 from tollway.api.account import ledger_page
+from tollway.api.admin_bodies import CreateAccountBody, CreateKeyBody, CreditBody, parse_body
 from tollway.auth import KeyAuthenticator, key_json, parse_expiry
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
@@ -37,26 +37,9 @@ ADMIN_ROUTES: list[tuple[str, str, str]] = [
 ]
 
 
-def _body(request: dict[str, Any]) -> dict[str, Any]:
+def _admin(request: dict[str, Any]) -> None:
     if not request.get("is_admin"):
         raise PermissionDenied("A valid admin key is required.")
-    body = request.get("json")
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body
-
-
-def _decimal(value: Any, param: str) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        value = repr(value)
-    try:
-        return Decimal(str(value))
-    except ArithmeticError:
-        raise InvalidRequest(f"{param} must be a decimal number", param=param) from None
 
 
 class AdminAPI:
@@ -68,23 +51,18 @@ class AdminAPI:
         self._config = config
 
     async def list_accounts(self, request: dict[str, Any]) -> Reply:
-        _body(request)
+        _admin(request)
         accounts = await self._store.list_accounts()
         return 200, {"object": "list", "data": [account_json(a) for a in accounts]}
 
     async def create_account(self, request: dict[str, Any]) -> Reply:
-        body = _body(request)
-        name = body.get("name")
-        if not isinstance(name, str):
-            raise InvalidRequest("name is required", param="name")
+        _admin(request)
+        body = parse_body(CreateAccountBody, request.get("json"))
         try:
             account = await create_account(
-                self._store, name,
-                credit_usd=_decimal(body.get("credit_usd"), "credit_usd"),
-                platform_fee_fraction=_decimal(
-                    body.get("platform_fee_fraction"), "platform_fee_fraction"
-                ),
-                fixed_fee_usd=_decimal(body.get("fixed_fee_usd"), "fixed_fee_usd"),
+                self._store, body.name, credit_usd=body.credit_usd,
+                platform_fee_fraction=body.platform_fee_fraction,
+                fixed_fee_usd=body.fixed_fee_usd,
             )  # fmt: skip
         except Conflict as exc:
             raise InvalidRequest(
@@ -93,54 +71,51 @@ class AdminAPI:
         return 201, account_json(account)
 
     async def get_account(self, request: dict[str, Any]) -> Reply:
-        _body(request)
+        _admin(request)
         return 200, account_json(
             await require_account(self._store, request["path_params"]["account"])
         )
 
     async def list_keys(self, request: dict[str, Any]) -> Reply:
-        _body(request)
+        _admin(request)
         account = await require_account(self._store, request["path_params"]["account"])
         keys = await self._store.list_keys(account.id)
         return 200, {"object": "list", "data": [key_json(k) for k in keys]}
 
     async def create_key(self, request: dict[str, Any]) -> Reply:
-        body = _body(request)
+        _admin(request)
+        body = parse_body(CreateKeyBody, request.get("json"))
+        expires = body.expires_at if body.expires_at is not None else body.expires
+        expires_at = parse_expiry(expires) if expires is not None else None
         account = await require_account(self._store, request["path_params"]["account"])
-        expires = body.get("expires_at", body.get("expires"))
-        new = await self._keys.create_key(
-            account.id,
-            name=body.get("name"),
-            expires_at=parse_expiry(expires) if expires is not None else None,
-        )
+        new = await self._keys.create_key(account.id, name=body.name, expires_at=expires_at)
         return 201, key_json(new.key, new.secret)
 
     async def revoke_key(self, request: dict[str, Any]) -> Reply:
-        _body(request)
+        _admin(request)
         key = await self._keys.revoke(request["path_params"]["key"])
         if key is None:
             raise NotFound(f"no key {request['path_params']['key']!r}")
         return 200, key_json(key)
 
     async def credit(self, request: dict[str, Any]) -> Reply:
-        body = _body(request)
+        _admin(request)
+        body = parse_body(CreditBody, request.get("json"))
         account = await require_account(self._store, request["path_params"]["account"])
-        amount = _decimal(body.get("amount_usd"), "amount_usd")
-        if amount is None:
-            raise InvalidRequest("amount_usd is required", param="amount_usd")
+        amount = body.amount_usd
         kind: Literal["credit", "adjustment"] = (
-            "adjustment" if amount < 0 or body.get("kind") == "adjustment" else "credit"
+            "adjustment" if amount < 0 or body.kind == "adjustment" else "credit"
         )
-        entry = await credit(self._store, account.id, amount, note=body.get("note"), kind=kind)
+        entry = await credit(self._store, account.id, amount, note=body.note, kind=kind)
         after = await require_account(self._store, account.id)
         return 201, {"entry": entry_json(entry), "account": account_json(after)}
 
     async def ledger(self, request: dict[str, Any]) -> Reply:
-        _body(request)
+        _admin(request)
         account = await require_account(self._store, request["path_params"]["account"])
         return 200, await ledger_page(self._store, account.id, request.get("query") or {})
 
     async def audit(self, request: dict[str, Any]) -> Reply:
-        _body(request)
+        _admin(request)
         violations = await audit(self._store, self._config)
         return 200, {"ok": not violations, "violations": [v.as_dict() for v in violations]}

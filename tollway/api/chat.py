@@ -141,7 +141,7 @@ async def _serve(
         ctx.account_id = auth.account_id
         ctx.key_id = auth.key_id
         ctx.account = auth
-    raw = await read_body(receive, server.max_body_bytes)
+    raw = await read_body(receive, server.max_body_bytes, scope)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -149,7 +149,7 @@ async def _serve(
             "We could not parse the JSON body of your request. The body must be valid JSON.",
             code="invalid_json",
         ) from None
-    parsed = validate_chat_request(body)
+    parsed = validate_chat_request(body, raw)
     alias = parsed.model
     ctx.requested_model = alias
     if alias not in gw.settings.models:

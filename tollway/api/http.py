@@ -7,7 +7,7 @@ from typing import Any
 
 from tollway.errors import BodyTooLarge, GatewayError
 
-__all__ = ["Receive", "Scope", "Send", "read_body", "send_error", "send_json"]
+__all__ = ["ClientGone", "Receive", "Scope", "Send", "read_body", "send_error", "send_json"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -18,8 +18,25 @@ class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body; ``BodyTooLarge`` (413) past ``limit`` bytes."""
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None  # the HTTP parser checked it
+    return None
+
+
+async def read_body(receive: Receive, limit: int, scope: Scope | None = None) -> bytes:
+    """The whole request body; ``BodyTooLarge`` (413) past ``limit`` bytes.
+
+    With ``scope``, a declared ``Content-Length`` above ``limit`` is refused before
+    any of the body is read (and the connection closes after the 413).
+    """
+    if scope is not None:
+        declared = _declared_length(scope)
+        if declared is not None and declared > limit:
+            error = _too_large(limit)
+            error.headers["connection"] = "close"
+            raise error
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body", False):

@@ -15,12 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from tollway.bounds import INT64_MAX
 from tollway.errors import (
     AuthenticationError,
     GatewayError,
@@ -30,7 +32,14 @@ from tollway.errors import (
 )
 from tollway.tracing.store import TraceQuery, TraceStore
 
-__all__ = ["TraceAPI", "build_query", "decode_cursor", "encode_cursor", "parse_time"]
+__all__ = [
+    "STATUS_PATTERN",
+    "TraceAPI",
+    "build_query",
+    "decode_cursor",
+    "encode_cursor",
+    "parse_time",
+]
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
@@ -49,7 +58,10 @@ def parse_time(value: str, param: str) -> float:
             ) from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return when.timestamp()
+        try:
+            return when.timestamp()
+        except OverflowError:  # a zone offset that moves year 1 or 9999 out of range
+            raise InvalidRequest(f"'{param}' is out of range.", param=param) from None
     if not math.isfinite(ts):
         raise InvalidRequest(f"'{param}' must be a finite number.", param=param)
     return ts
@@ -65,15 +77,25 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         ts, seq = orjson.loads(raw)
-        if isinstance(ts, int | float) and type(seq) is int:
+        if isinstance(ts, int | float) and type(seq) is int and 0 <= seq <= INT64_MAX:
             return float(ts), seq
     except (binascii.Error, ValueError, TypeError):
         pass
     raise InvalidRequest("'cursor' is not a cursor this API returned.", param="cursor")
 
 
+# what ``status`` accepts (empty = no filter); the OpenAPI document states the same pattern
+STATUS_PATTERN = "(|[1-5][0-9][0-9]|[1-5][xX][xX]|[oO][kK]|[eE][rR][rR][oO][rR])"
+_STATUS = re.compile(STATUS_PATTERN)
+
+
 def _status_range(value: str) -> tuple[int | None, int | None]:
-    v = value.strip().lower()
+    if _STATUS.fullmatch(value) is None:
+        raise InvalidRequest(
+            "'status' must be an HTTP status (200), a class (4xx), 'ok' or 'error'.",
+            param="status",
+        )
+    v = value.lower()
     if v == "ok":
         return None, 399
     if v == "error":
@@ -81,20 +103,13 @@ def _status_range(value: str) -> tuple[int | None, int | None]:
     if len(v) == 3 and v[0] in "12345" and v[1:] == "xx":
         base = int(v[0]) * 100
         return base, base + 99
-    if v.isdigit() and 100 <= int(v) <= 599:
-        return int(v), int(v)
-    raise InvalidRequest(
-        "'status' must be an HTTP status (200), a class (4xx), 'ok' or 'error'.", param="status"
-    )
+    return int(v), int(v)
 
 
 def _limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
+    n = int(value) if value.isascii() and value.isdigit() and len(value) <= 3 else 0
     if not 1 <= n <= MAX_LIMIT:
         raise InvalidRequest(f"'limit' must be an integer from 1 to {MAX_LIMIT}.", param="limit")
     return n

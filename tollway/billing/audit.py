@@ -2,6 +2,8 @@
 
 Checked:
 
+- ``bad_value``: every stored money value is an integer within ±``MAX_MONEY_MICROS``
+  (a REAL, TEXT, NULL or huge value left by another writer is reported, never a crash);
 - ``balance``: every account's balance equals the sum of its ledger entries;
 - ``reserved``: every account's reserved amount equals its open reservations;
 - ``negative_balance``: no balance below zero;
@@ -23,7 +25,9 @@ from typing import Any, Protocol
 
 from tollway.billing.config import BillingConfig
 from tollway.billing.pricing import usd_str
-from tollway.storage.base import AccountStore, AuditStore, ReservationStore
+from tollway.bounds import MAX_MONEY_MICROS
+from tollway.storage.base import AuditStore
+from tollway.storage.sql_audit import stored_int
 
 __all__ = ["Violation", "audit"]
 
@@ -40,8 +44,16 @@ class Violation:
         return asdict(self)
 
 
-class _Store(AccountStore, AuditStore, ReservationStore, Protocol):
-    """Accounts, reservations and the audit queries."""
+class _Store(AuditStore, Protocol):
+    """The audit queries."""
+
+
+def _usd(value: Any) -> str:
+    """A stored amount for a message: ``$1.500000`` for an integer, else the raw value."""
+    number = stored_int(value)
+    if number is None and isinstance(value, str) and value.lstrip("-").isdigit():
+        number = int(value)
+    return f"${usd_str(number)}" if number is not None else repr(value)
 
 
 async def audit(
@@ -50,32 +62,37 @@ async def audit(
     """Check every invariant; an empty list means the books balance."""
     now = time.time() if now is None else now
     out: list[Violation] = []
+    for r in await store.bad_values():
+        out.append(Violation(
+            "bad_value", f"{r['tbl']}:{r['row_id']}",
+            f"{r['tbl']}.{r['col']} of row {r['row_id']} is {r['value']!r} ({r['kind']}); "
+            f"money must be an integer number of micro-USD within ±{MAX_MONEY_MICROS}",
+        ))  # fmt: skip
     for r in await store.balance_mismatches():
         out.append(Violation(
             "balance", r["account_id"],
-            f"balance ${usd_str(int(r['balance_micros']))} differs from the sum of its "
-            f"entries ${usd_str(int(r['ledger_sum']))}",
+            f"balance {_usd(r['balance_micros'])} differs from the sum of its "
+            f"entries {_usd(r['ledger_sum'])}",
         ))  # fmt: skip
     for r in await store.reserved_mismatches():
         out.append(Violation(
             "reserved", r["account_id"],
-            f"reserved ${usd_str(int(r['reserved_micros']))} differs from its open "
-            f"reservations ${usd_str(int(r['open_sum']))}",
+            f"reserved {_usd(r['reserved_micros'])} differs from its open "
+            f"reservations {_usd(r['open_sum'])}",
         ))  # fmt: skip
-    for account in await store.list_accounts():
-        if account.balance_micros < 0:
-            out.append(Violation(
-                "negative_balance", account.id,
-                f"balance is ${usd_str(account.balance_micros)} (below zero)",
-            ))  # fmt: skip
-    for res in await store.open_reservations():
-        age = now - res.created_at
-        if age > config.reservation_max_age_seconds:
-            out.append(Violation(
-                "stale_reservation", res.request_id,
-                f"reservation {res.id} has been open {age:.0f}s, longer than the longest "
-                f"allowed request ({config.reservation_max_age_seconds:.0f}s)",
-            ))  # fmt: skip
+    for r in await store.negative_balances():
+        out.append(Violation(
+            "negative_balance", r["account_id"],
+            f"balance is {_usd(r['balance_micros'])} (below zero)",
+        ))  # fmt: skip
+    for r in await store.stale_reservations(now - config.reservation_max_age_seconds):
+        created = r["created_at"]
+        age = f"{now - created:.0f}s" if isinstance(created, int | float) else "an unknown time"
+        out.append(Violation(
+            "stale_reservation", r["request_id"],
+            f"reservation {r['id']} has been open {age}, longer than the longest "
+            f"allowed request ({config.reservation_max_age_seconds:.0f}s)",
+        ))  # fmt: skip
     for r in await store.duplicate_debits():
         out.append(Violation(
             "duplicate_debit", r["request_id"], f"request debited {r['debits']} times"
@@ -100,8 +117,8 @@ async def audit(
     for r in await store.debits_over_reservation():
         out.append(Violation(
             "debit_over_reservation", str(r["request_id"]),
-            f"entry {r['id']}: debit ${usd_str(int(r['debit_micros']))} is more than the "
-            f"${usd_str(int(r['reserved_micros']))} reserved for the request",
+            f"entry {r['id']}: debit {_usd(r['debit_micros'])} is more than the "
+            f"{_usd(r['reserved_micros'])} reserved for the request",
         ))  # fmt: skip
     for r in await store.bad_overage_entries():
         out.append(Violation(

@@ -9,6 +9,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tollway.bounds import MAX_FEE_FRACTION, MAX_MONEY_USD, MAX_TOKENS
+
 __all__ = ["BillingConfig"]
 
 
@@ -21,15 +23,18 @@ class BillingConfig(BaseModel):
     platform_fee_fraction: Decimal = Field(
         default=Decimal(0),
         ge=0,
-        le=10,
+        le=MAX_FEE_FRACTION,
+        allow_inf_nan=False,
         description="fee as a fraction of the base cost (0.05 = 5%)",
     )
     fixed_fee_usd: Decimal = Field(
-        default=Decimal(0), ge=0, description="fee added to every request"
-    )
+        default=Decimal(0), ge=0, le=MAX_MONEY_USD, allow_inf_nan=False,
+        description="fee added to every request",
+    )  # fmt: skip
     default_max_output_tokens: int = Field(
         default=4096,
         gt=0,
+        le=MAX_TOKENS,
         description="output cap when neither the client nor the deployment sets one; "
         "sent upstream so the cost cannot exceed the reservation",
     )
@@ -37,12 +42,14 @@ class BillingConfig(BaseModel):
         default=Decimal("0.1"),
         ge=0,
         le=10,
+        allow_inf_nan=False,
         description="extra share of counted prompt tokens reserved, for upstream tokenizers "
         "that count differently from tollway's offline one",
     )
     demo_credit_usd: Decimal = Field(
-        default=Decimal("1.00"), ge=0, description="credit of the demo account"
-    )
+        default=Decimal("1.00"), ge=0, le=MAX_MONEY_USD, allow_inf_nan=False,
+        description="credit of the demo account",
+    )  # fmt: skip
     reservation_max_age_seconds: float = Field(
         default=1800.0,
         gt=0,

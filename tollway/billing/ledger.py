@@ -13,9 +13,18 @@ from typing import Any, Literal, Protocol
 
 from tollway.auth import KeyAuthenticator, NewKey
 from tollway.billing.config import BillingConfig
+from tollway.billing.inputs import parse_fee_fraction, parse_text, parse_usd
 from tollway.billing.pricing import to_micros, usd_str
+from tollway.bounds import MAX_MONEY_USD
 from tollway.errors import InvalidRequest, NotFound
-from tollway.storage.base import Account, AccountStore, LedgerEntry, LedgerStore, NewEntry
+from tollway.storage.base import (
+    Account,
+    AccountStore,
+    BalanceOutOfRange,
+    LedgerEntry,
+    LedgerStore,
+    NewEntry,
+)
 
 __all__ = [
     "DEMO_ACCOUNT",
@@ -34,18 +43,18 @@ class _Store(AccountStore, LedgerStore, Protocol):
     """Accounts plus ledger."""
 
 
-def _positive_or_signed_usd(usd: Decimal | str | int, *, allow_negative: bool) -> int:
-    try:
-        amount = Decimal(str(usd))
-    except ArithmeticError:
-        raise InvalidRequest(f"not an amount of USD: {usd!r}", param="amount_usd") from None
-    if not amount.is_finite() or (amount <= 0 and not allow_negative) or amount == 0:
+def _credit_micros(usd: Any, param: str, *, allow_negative: bool) -> int:
+    """A credit (above zero) or an adjustment (either sign) as micro-USD; never zero."""
+    amount = parse_usd(usd, param, low=-MAX_MONEY_USD if allow_negative else Decimal(0))
+    micros = to_micros(amount)
+    if micros == 0:
         raise InvalidRequest(
-            "amount_usd must be a non-zero number"
-            + ("" if allow_negative else " above zero (use an adjustment to remove credit)"),
-            param="amount_usd",
+            f"'{param}' must be a non-zero amount of at least 0.000001 USD"
+            + ("" if allow_negative else " (use an adjustment to remove credit)"),
+            param=param,
+            code="invalid_value",
         )
-    return to_micros(amount)
+    return micros
 
 
 async def require_account(store: AccountStore, id_or_name: str) -> Account:
@@ -59,36 +68,60 @@ async def require_account(store: AccountStore, id_or_name: str) -> Account:
 async def credit(
     store: _Store,
     account_id: str,
-    amount_usd: Decimal | str | int,
+    amount_usd: Any,
     *,
-    note: str | None = None,
+    note: Any = None,
     kind: Literal["credit", "adjustment"] = "credit",
 ) -> LedgerEntry:
-    """Append a top-up (positive) or an adjustment (either sign) to an account."""
-    micros = _positive_or_signed_usd(amount_usd, allow_negative=kind == "adjustment")
-    return await store.append(NewEntry(account_id, kind, micros, note=note))
+    """Append a top-up (positive) or an adjustment (either sign) to an account.
+
+    Refused (400, nothing written) when the balance would pass ``MAX_MONEY_MICROS``
+    or an adjustment would take the available balance (balance − reserved) below zero.
+    """
+    micros = _credit_micros(amount_usd, "amount_usd", allow_negative=kind == "adjustment")
+    note = parse_text(note, "note")
+    try:
+        return await store.append(NewEntry(account_id, kind, micros, note=note))
+    except BalanceOutOfRange as exc:
+        raise InvalidRequest(str(exc), param="amount_usd", code="balance_out_of_range") from None
 
 
 async def create_account(
     store: _Store,
     name: str,
     *,
-    credit_usd: Decimal | str | None = None,
-    platform_fee_fraction: Decimal | None = None,
-    fixed_fee_usd: Decimal | None = None,
+    credit_usd: Any = None,
+    platform_fee_fraction: Any = None,
+    fixed_fee_usd: Any = None,
 ) -> Account:
-    """Create an account, optionally with an opening credit."""
-    if not name or len(name) > 200:
-        raise InvalidRequest("account name must be 1–200 characters", param="name")
-    account = await store.create_account(
-        name,
-        platform_fee_fraction=str(platform_fee_fraction)
+    """Create an account, optionally with an opening credit and fee overrides.
+
+    Every value is checked before anything is written (a bad one is a 400 naming it).
+    """
+    checked = parse_text(name, "name", max_chars=200, required=True)
+    assert checked is not None
+    fraction = (
+        parse_fee_fraction(platform_fee_fraction, "platform_fee_fraction")
         if platform_fee_fraction is not None
-        else None,
-        fixed_fee_micros=to_micros(fixed_fee_usd) if fixed_fee_usd is not None else None,
+        else None
     )
-    if credit_usd is not None and Decimal(str(credit_usd)) != 0:
-        await credit(store, account.id, credit_usd, note="opening credit")
+    fixed = (
+        to_micros(parse_usd(fixed_fee_usd, "fixed_fee_usd", low=Decimal(0)))
+        if fixed_fee_usd is not None
+        else None
+    )
+    opening = (
+        parse_usd(credit_usd, "credit_usd", low=Decimal(0)) if credit_usd is not None else None
+    )
+    if opening is not None and opening != 0:
+        _credit_micros(opening, "credit_usd", allow_negative=False)
+    account = await store.create_account(
+        checked,
+        platform_fee_fraction=str(fraction) if fraction is not None else None,
+        fixed_fee_micros=fixed,
+    )
+    if opening is not None and opening != 0:
+        await credit(store, account.id, opening, note="opening credit")
         account = await require_account(store, account.id)
     return account
 

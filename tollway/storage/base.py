@@ -16,6 +16,7 @@ __all__ = [
     "AccountStore",
     "ApiKey",
     "AuditStore",
+    "BalanceOutOfRange",
     "Conflict",
     "EntryKind",
     "InstanceRecord",
@@ -35,6 +36,10 @@ EntryKind = Literal["credit", "adjustment", "debit", "unsettled", "provider_over
 
 class Conflict(Exception):
     """A uniqueness rule was broken (e.g. an account name already taken)."""
+
+
+class BalanceOutOfRange(Exception):
+    """A credit or adjustment would move a balance out of its allowed range (nothing written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +215,14 @@ class InstanceStore(Protocol):
 
 
 class AuditStore(Protocol):
+    """The audit's queries; each returns the offending rows (robust to any stored value)."""
+
+    async def bad_values(self) -> list[dict[str, Any]]: ...
+
+    async def negative_balances(self) -> list[dict[str, Any]]: ...
+
+    async def stale_reservations(self, before: float) -> list[dict[str, Any]]: ...
+
     async def balance_mismatches(self) -> list[dict[str, Any]]: ...
 
     async def reserved_mismatches(self) -> list[dict[str, Any]]: ...

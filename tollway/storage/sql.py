@@ -11,7 +11,7 @@ from typing import Any
 
 from tollway.storage.base import Account, ApiKey, Conflict, InstanceRecord
 from tollway.storage.database import Database
-from tollway.storage.sql_audit import AuditQueries
+from tollway.storage.sql_audit import AuditQueries, read_micros
 from tollway.storage.sql_money import MoneyQueries, new_id
 
 __all__ = ["SqlStorage"]
@@ -34,10 +34,11 @@ def _account(row: dict[str, Any], p: str = "") -> Account:
         name=row[p + "name"],
         created_at=row[p + "created_at"],
         updated_at=row[p + "updated_at"],
-        balance_micros=int(row[p + "balance_micros"]),
-        reserved_micros=int(row[p + "reserved_micros"]),
+        balance_micros=read_micros(row[p + "balance_micros"]),
+        reserved_micros=read_micros(row[p + "reserved_micros"]),
         platform_fee_fraction=row[p + "platform_fee_fraction"],
-        fixed_fee_micros=row[p + "fixed_fee_micros"],
+        fixed_fee_micros=None if row[p + "fixed_fee_micros"] is None
+        else read_micros(row[p + "fixed_fee_micros"]),
         disabled=bool(row[p + "disabled"]),
     )
 

@@ -17,8 +17,16 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from tollway.storage.base import LedgerEntry, NewEntry, Reservation, ReserveOutcome
+from tollway.bounds import MAX_MONEY_MICROS
+from tollway.storage.base import (
+    BalanceOutOfRange,
+    LedgerEntry,
+    NewEntry,
+    Reservation,
+    ReserveOutcome,
+)
 from tollway.storage.database import Database, Tx
+from tollway.storage.sql_audit import read_micros
 
 __all__ = ["ENTRY_COLUMNS", "MoneyQueries", "new_id"]
 
@@ -48,22 +56,22 @@ def _reservation(row: dict[str, Any]) -> Reservation:
         request_id=row["request_id"],
         account_id=row["account_id"],
         instance_id=row["instance_id"],
-        amount_micros=int(row["amount_micros"]),
+        amount_micros=read_micros(row["amount_micros"]),
         state=row["state"],
         created_at=row["created_at"],
         closed_at=row["closed_at"],
     )
 
 
-async def _append(tx: Tx, e: NewEntry) -> LedgerEntry:
-    """Insert one entry and move the account's cached balance by its amount."""
+async def _append(tx: Tx, e: NewEntry, *, move_balance: bool = True) -> LedgerEntry:
+    """Insert one entry and (unless already done) move the account's cached balance."""
     now = time.time()
     row = await tx.fetchrow(
         f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({_PLACEHOLDERS}) RETURNING id",
         *(getattr(e, name) for name in _ENTRY_FIELDS), now,
     )  # fmt: skip
     assert row is not None
-    if e.amount_micros:
+    if e.amount_micros and move_balance:
         await tx.execute(
             "UPDATE accounts SET balance_micros = balance_micros + ? WHERE id = ?",
             e.amount_micros,
@@ -96,7 +104,9 @@ async def _balance(tx: Tx, account_id: str) -> tuple[int, int]:
     row = await tx.fetchrow(
         "SELECT balance_micros, reserved_micros FROM accounts WHERE id = ?", account_id
     )
-    return (int(row["balance_micros"]), int(row["reserved_micros"])) if row else (0, 0)
+    if row is None:
+        return 0, 0
+    return read_micros(row["balance_micros"]), read_micros(row["reserved_micros"])
 
 
 class _Refused(Exception):
@@ -111,8 +121,37 @@ class MoneyQueries:
     # -- ledger -----------------------------------------------------------------
 
     async def append(self, entry: NewEntry) -> LedgerEntry:
+        """Append an entry; a credit or adjustment only within the balance's range.
+
+        The balance may not pass ``MAX_MONEY_MICROS``, and a negative adjustment may
+        not take ``balance - reserved`` below zero (the open reservations could then
+        settle into an overdraft). Out of range: ``BalanceOutOfRange``, nothing written.
+        The bounds are compared without SQL arithmetic on the stored value, so even a
+        corrupt balance cannot overflow here.
+        """
+        amount = entry.amount_micros
         async with self.db.transaction() as tx:
-            return await _append(tx, entry)
+            if entry.kind not in ("credit", "adjustment") or not amount:
+                return await _append(tx, entry)
+            if amount > 0:
+                condition, bound = "balance_micros <= ?", MAX_MONEY_MICROS - amount
+            else:
+                condition, bound = "balance_micros - reserved_micros >= ?", -amount
+            moved = await tx.fetchrow(
+                "UPDATE accounts SET balance_micros = balance_micros + ?"
+                f" WHERE id = ? AND {condition} RETURNING id",
+                amount,
+                entry.account_id,
+                bound,
+            )
+            if moved is None:
+                raise BalanceOutOfRange(
+                    f"a balance may not exceed {MAX_MONEY_MICROS // 1_000_000} USD"
+                    if amount > 0
+                    else "an adjustment may not take the available balance (balance minus "
+                    "what requests in flight have reserved) below zero"
+                )
+            return await _append(tx, entry, move_balance=False)
 
     async def entries(
         self, account_id: str, *, before: int | None = None, limit: int = 100

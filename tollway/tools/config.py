@@ -23,9 +23,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tollway.bounds import MAX_TOOL_PRICE_USD
+
+ToolPrice = Annotated[Decimal, Field(ge=0, le=MAX_TOOL_PRICE_USD, allow_inf_nan=False)]
 
 __all__ = [
     "CalculatorConfig",
@@ -49,7 +53,8 @@ class _Strict(BaseModel):
 class _ToolOptions(_Strict):
     """Options every tool has: a price per call and a timeout."""
 
-    price_usd: Decimal = Field(Decimal(0), ge=0, description="USD added per successful call")
+    price_usd: Decimal = Field(Decimal(0), ge=0, le=MAX_TOOL_PRICE_USD, allow_inf_nan=False,
+                               description="USD added per successful call")  # fmt: skip
     timeout: float | None = Field(
         None, gt=0, description="seconds per call (default: tools.timeout)"
     )
@@ -100,8 +105,10 @@ class McpServerConfig(_Strict):
     url: str | None = Field(None, description="streamable-HTTP endpoint")
     headers: dict[str, str] = Field(default_factory=dict, description="sent with HTTP requests")
     include: list[str] | None = Field(None, description="expose only these tools (default: all)")
-    price_usd: Decimal = Field(Decimal(0), ge=0, description="USD per successful call, any tool")
-    prices: dict[str, Decimal] = Field(default_factory=dict, description="per-tool USD per call")
+    price_usd: Decimal = Field(Decimal(0), ge=0, le=MAX_TOOL_PRICE_USD, allow_inf_nan=False,
+                               description="USD per successful call, any tool")  # fmt: skip
+    prices: dict[str, ToolPrice] = Field(default_factory=dict,
+                                         description="per-tool USD per call")  # fmt: skip
     timeout: float | None = Field(
         None, gt=0, description="seconds per call (default: tools.timeout)"
     )

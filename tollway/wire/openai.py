@@ -11,9 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from tollway.bounds import INT64_MAX, MAX_JSON_DEPTH, MAX_TOKENS
 from tollway.errors import InvalidRequest
 
-__all__ = ["ChatCompletionRequest", "validate_chat_request"]
+__all__ = ["ChatCompletionRequest", "deep_path", "validate_chat_request"]
+
+TokenCount = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+LogitBias = Annotated[int, Field(ge=-100, le=100)]
 
 
 class _Open(BaseModel):
@@ -165,7 +169,7 @@ class ChatCompletionRequest(_Open):
     modalities: list[str] | None = None
     verbosity: Literal["low", "medium", "high"] | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: TokenCount | None = None
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     web_search_options: dict[str, Any] | None = None
@@ -175,12 +179,12 @@ class ChatCompletionRequest(_Open):
     store: bool | None = None
     stream: bool | None = None
     stop: str | list[str] | None = None
-    logit_bias: dict[str, int] | None = None
+    logit_bias: dict[str, LogitBias] | None = None
     logprobs: bool | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: TokenCount | None = None
     n: int | None = Field(None, ge=1, le=128)
     prediction: dict[str, Any] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-INT64_MAX - 1, le=INT64_MAX)
     stream_options: StreamOptions | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
@@ -226,10 +230,87 @@ def _param(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-def validate_chat_request(body: Any) -> ChatCompletionRequest:
-    """Validate a decoded JSON body; raise ``InvalidRequest`` naming the bad field."""
+def deep_path(node: Any, limit: int = MAX_JSON_DEPTH) -> list[int | str] | None:
+    """The path to the first array/object nested deeper than ``limit`` levels, else None.
+
+    ``node`` itself is level 1 (a bare ``{}`` has depth 1).
+    """
+    if limit <= 0:
+        return []
+    if isinstance(node, dict):
+        items: Any = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return None
+    for key, value in items:
+        if isinstance(value, dict | list):
+            below = deep_path(value, limit - 1)
+            if below is not None:
+                return [key, *below]
+    return None
+
+
+def _field_names(model: type[BaseModel], visited: set[type[BaseModel]]) -> set[str]:
+    """Every field name declared by ``model`` and the models inside it."""
+    visited.add(model)
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        for inner in _models_in(field.annotation):
+            if inner not in visited:
+                names |= _field_names(inner, visited)
+    return names
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
+
+
+def _field_path(path: list[int | str]) -> str:
+    """The request field a deep path lies in: the path up to the first key no model declares."""
+    parts: list[str] = []
+    for item in path[:8]:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            continue
+        if item not in _FIELDS:
+            if not parts:  # a field tollway does not model: name it
+                parts.append(item)
+            break
+        parts.append(item)
+    return ".".join(parts)
+
+
+_FIELDS = _field_names(ChatCompletionRequest, set())
+
+
+def _check_depth(body: dict[str, Any], raw: bytes | None) -> None:
+    # a body with fewer brackets than the limit cannot nest that deep (a C-speed count);
+    # otherwise walk it. Every later encoder (upstream body, token count, trace) stays
+    # far below the JSON encoder's own depth limit.
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    path = deep_path(body, MAX_JSON_DEPTH)
+    if path is not None:
+        param = _field_path(path)
+        raise InvalidRequest(
+            f"Invalid value for '{param}': JSON nested deeper than {MAX_JSON_DEPTH} levels.",
+            param=param,
+            code="invalid_value",
+        )
+
+
+def validate_chat_request(body: Any, raw: bytes | None = None) -> ChatCompletionRequest:
+    """Validate a decoded JSON body; raise ``InvalidRequest`` naming the bad field.
+
+    ``raw`` (the body's bytes) lets the nesting-depth check skip its walk for the
+    usual shallow body.
+    """
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    _check_depth(body, raw)
     try:
         return _adapter.validate_python(body)
     except ValidationError as exc:
