@@ -122,10 +122,11 @@ class Bench:
             if res.errors:
                 raise RuntimeError(f"warm-up through tollway failed: {res.error_samples}")
 
-    async def run(self, sc: Scenario, target: Target, profile: bool = False) -> dict[str, Any]:
-        _log(f"{sc.name} ({sc.title}) → {target.name}")
+    async def run(self, sc: Scenario, target: Target, profile: bool = False,
+                  label: str = "") -> dict[str, Any]:
+        _log(f"{label}{sc.name} ({sc.title}) → {target.name}")
         if profile and self.profiler and target.pid:
-            self.profiler.start(f"{sc.name}-{target.name}", target.pid)
+            self.profiler.start(f"{label}{sc.name}-{target.name}", target.pid)
         try:
             out = await run_scenario(sc, target, self.direct.pid or 0)
         finally:
@@ -190,7 +191,8 @@ class Bench:
         entry["tollway"] = {}
         async with self.tollway("e", extra_config=config, extra_request=request) as target:
             for name in names:
-                entry["tollway"][name] = await self.run(self.table[name], target)
+                entry["tollway"][name] = await self.run(
+                    self.table[name], target, profile=name in ("b", "c50"), label="e:")
         entry["tollway"]["c_marginal"] = self.marginal(entry["tollway"]["c50"],
                                                        entry["tollway"]["c10"])
         if need_direct:  # e was asked for without a–c: measure the floor too
