@@ -15,7 +15,7 @@ from tests.conftest import SIM_MODELS, sim_config
 from tests.support.servers import run_tollway
 from tollway.api.openapi import openapi_document
 from tollway.api.openapi_spec import OPERATIONS
-from tollway.app import create_app
+from tollway.assembly import create_app
 from tollway.config import parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
