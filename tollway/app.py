@@ -1,9 +1,9 @@
 """``TollwayApp``: the ASGI application over a ``Gateway`` and the plugins' routes.
 
-Assembled by ``tollway.assembly.create_app``. A raw ASGI app (no framework): one dict lookup routes the hot endpoint; other
-endpoints are JSON handlers ``async (request) -> (status, body)`` registered by
-path pattern, where ``request`` is a dict with method, path, path_params, query,
-headers, json, auth and is_admin.
+Assembled by ``tollway.assembly.create_app``. A raw ASGI app (no framework): one
+dict lookup routes the hot endpoint; other endpoints are JSON handlers
+``async (request) -> (status, body)`` registered by path pattern, where ``request``
+is a dict with method, path, path_params, query, headers, json, auth and is_admin.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from tollway.api.chat import (
     id_headers,
     new_request_id,
 )
+from tollway.api.docs import Operation
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
+from tollway.api.openapi_spec import OPERATIONS
 from tollway.api.protocol import ConnectionLimits
 from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
@@ -63,6 +65,9 @@ class TollwayApp:
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], RawHandler] = {}
         self._patterns: list[tuple[str, str, Access]] = []  # as registered, for the docs
+        self._docs: dict[tuple[str, str], Operation] = {
+            ("POST", "/v1/chat/completions"): OPERATIONS[("POST", "/v1/chat/completions")]
+        }
         self._openapi_document: dict[str, Any] | None = None
         self._session: aiohttp.ClientSession | None = None
         server = settings.server
@@ -73,26 +78,42 @@ class TollwayApp:
             max_header_bytes=server.max_header_bytes,
             max_connections_per_ip=server.max_connections_per_ip,
         )
-        self.add_route("GET", "/health", self._health, "public")
-        self.add_route("GET", "/openapi.json", self._openapi, "public")
-        self.add_route("GET", "/v1/models", self._models, "key")
-        self.add_route("GET", "/v1/models/{model}", self._model, "key")
+        for method, pattern, handler, access in (
+            ("GET", "/health", self._health, "public"),
+            ("GET", "/openapi.json", self._openapi, "public"),
+            ("GET", "/v1/models", self._models, "key"),
+            ("GET", "/v1/models/{model}", self._model, "key"),
+        ):
+            self.add_route(method, pattern, handler, access, OPERATIONS[(method, pattern)])
         for route in hooks.routes:
-            self.add_route(route.method, route.pattern, route.handler, route.access)
+            self.add_route(route.method, route.pattern, route.handler, route.access, route.doc)
         for raw in hooks.raw_routes:
-            self.add_raw_route(raw.method, raw.path, raw.handler)
+            self.add_raw_route(raw.method, raw.path, raw.handler, raw.doc)
 
     # -- registration -------------------------------------------------------------
-    def add_route(self, method: str, pattern: str, handler: JsonHandler, access: Access) -> None:
+    def add_route(
+        self, method: str, pattern: str, handler: JsonHandler, access: Access,
+        doc: Operation | None = None,
+    ) -> None:  # fmt: skip
         """Mount a JSON handler; ``{name}`` segments become ``path_params``."""
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         self._routes.append((method, regex, handler, access))
         self._patterns.append((method, pattern, access))
+        if doc is not None:
+            self._docs[(method, pattern)] = doc
 
-    def add_raw_route(self, method: str, path: str, handler: RawHandler) -> None:
+    def add_raw_route(
+        self, method: str, path: str, handler: RawHandler, doc: Operation | None = None
+    ) -> None:
         """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``)."""
         self._raw[(method, path)] = handler
         self._patterns.append((method, path, "raw"))
+        if doc is not None:
+            self._docs[(method, path)] = doc
+
+    def route_docs(self) -> dict[tuple[str, str], Operation]:
+        """What each mounted endpoint takes and returns (for ``/openapi.json``)."""
+        return dict(self._docs)
 
     def route_table(self) -> list[tuple[str, str, str]]:
         """Every mounted endpoint as ``(method, path pattern, access)``, chat included."""

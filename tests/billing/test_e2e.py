@@ -19,10 +19,10 @@ import pytest
 
 from tests.support.servers import Upstream, serve_app
 from tollway.assembly import create_app
-from tollway.billing.plugin import BillingPlugin
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import create_account
+from tollway.billing.plugin import BillingPlugin
 from tollway.config import parse_settings
 from tollway.storage import open_storage
 

@@ -23,7 +23,7 @@ MODULES = ["config", "registry", "calculator", "clock", "http_fetch", "mcp_clien
 
 
 @pytest.mark.parametrize("module", [f"tollway.tools.{m}" for m in MODULES] + [
-    "tollway.pipeline.tools"])
+    "tollway.tools.loop"])
 def test_exports_exist(module: str) -> None:
     loaded = importlib.import_module(module)
     assert loaded.__all__ and all(hasattr(loaded, name) for name in loaded.__all__)

@@ -1,9 +1,11 @@
 """The billing plugin: auth, admission, pricer, settler (``Phase.MONEY``), routes, CLI.
 
 ``BillingPlugin().register(host)`` adds nothing unless ``settings.billing`` is
-enabled (or a ``BillingConfig`` is passed explicitly). The store opens at startup: migrations are applied, the
-instance registers and orphaned reservations are released before the first
-request; the key refresher and heartbeat run in the background.
+enabled (or a ``BillingConfig`` is passed explicitly). The store opens at startup:
+migrations are applied, the instance registers and orphaned reservations are
+released before the first request; the key refresher and heartbeat run in the
+background. The key authenticator itself is core (``tollway.auth``): billing owns
+the keys' store, so it is what registers it.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from tollway.admission import Billing, Hold, effective_output_cap
-from tollway.api.account import AccountAPI
-from tollway.api.admin import ADMIN_ROUTES, AdminAPI
+from tollway import tokens
 from tollway.auth import AuthResult, KeyAuthenticator
+from tollway.billing.account_api import AccountAPI
+from tollway.billing.admin_api import ADMIN_ROUTES, AdminAPI
+from tollway.billing.admission import Billing, Hold, effective_output_cap
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import ensure_demo_account
 from tollway.billing.recovery import InstanceLease
-from tollway import tokens
 from tollway.chunks import Usage
 from tollway.context import RequestContext
 from tollway.plugins.contract import Host, Phase, Route
@@ -131,14 +133,19 @@ class BillingPlugin:
 
             return call
 
-        host.route(Route("GET", "/v1/account", bound("account_api", "get_account"), "key"))
-        host.route(Route("GET", "/v1/ledger", bound("account_api", "get_ledger"), "key"))
-        for method, pattern, name in ADMIN_ROUTES:
-            host.route(Route(method, pattern, bound("admin_api", name), "admin"))
+        from tollway.billing.openapi import OPERATIONS as DOCS
+
+        for method, pattern, api, name, access in (
+            ("GET", "/v1/account", "account_api", "get_account", "key"),
+            ("GET", "/v1/ledger", "account_api", "get_ledger", "key"),
+            *((m, p, "admin_api", n, "admin") for m, p, n in ADMIN_ROUTES),
+        ):
+            handler = bound(api, name)
+            host.route(Route(method, pattern, handler, access, DOCS[(method, pattern)]))
 
     def cli(self, subparsers: argparse._SubParsersAction[Any]) -> None:
         """``accounts``, ``keys``, ``credit``, ``ledger``, ``audit``, ``db``."""
-        from tollway import cli_billing
+        from tollway.billing import cli as cli_billing
 
         cli_billing.register(subparsers)
 

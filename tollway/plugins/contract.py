@@ -37,6 +37,7 @@ from tollway.pipeline.compose import Stage
 from tollway.providers.base import ChatRequest
 
 if TYPE_CHECKING:
+    from tollway.api.docs import Operation
     from tollway.api.http import Receive, Scope, Send
     from tollway.config import Settings
 
@@ -117,6 +118,7 @@ class Route:
     pattern: str
     handler: JsonHandler
     access: Access
+    doc: Operation | None = None  # for GET /openapi.json (undocumented: marked so)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,7 @@ class RawRoute:
     method: str
     path: str
     handler: RawHandler
+    doc: Operation | None = None
 
 
 class Host(Protocol):

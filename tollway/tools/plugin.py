@@ -20,11 +20,11 @@ from typing import Any
 from tollway.chunks import Event
 from tollway.context import RequestContext
 from tollway.errors import InvalidRequest
-from tollway.pipeline.tools import CallModel, attach_platform_tools, run_with_tools
 from tollway.plugins.contract import Host, Phase
 from tollway.providers.base import ChatRequest
 from tollway.tools.config import ToolsConfig
 from tollway.tools.execute import ResultInspector
+from tollway.tools.loop import CallModel, attach_platform_tools, run_with_tools
 from tollway.tools.registry import Tool, ToolRegistry, open_registry, resolve_tools
 
 __all__ = ["DefaultTools", "PlatformTools", "ToolsPlugin"]

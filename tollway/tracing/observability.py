@@ -66,7 +66,7 @@ class Observability:
         span_processor: Any = None,
         configure_logging: bool = True,
     ) -> None:
-        from tollway.api.traces import TraceAPI
+        from tollway.tracing.api import TraceAPI
 
         self.config = config or TracingConfig()
         self.database = self.config.database or database

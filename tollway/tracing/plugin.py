@@ -47,13 +47,16 @@ class TracingPlugin:
         host.stage(obs.count_stream, Phase.OBSERVE)
         host.on_start(obs.start)
         host.on_stop(obs.stop)
+        from tollway.tracing.openapi import OPERATIONS as DOCS
+
         for method, pattern, handler, access in obs.api.routes():
-            host.route(Route(method, pattern, handler, access))
+            host.route(Route(method, pattern, handler, access, DOCS[(method, pattern)]))
         if config.metrics.enabled:
-            host.route(RawRoute("GET", "/metrics", obs.metrics_endpoint))
+            doc = DOCS[("GET", "/metrics")]
+            host.route(RawRoute("GET", "/metrics", obs.metrics_endpoint, doc))
 
     def cli(self, subparsers: argparse._SubParsersAction[Any]) -> None:
         """``traces``."""
-        from tollway import cli_traces
+        from tollway.tracing import cli as cli_traces
 
         cli_traces.register(subparsers)
