@@ -2,7 +2,9 @@
 that names the built-in features.
 
 ``DEFAULT_PLUGINS`` lists the built-ins in plugin order (billing, firewalls, tools,
-tracing: what starts first); the hooks' ``Phase`` fixes the order that matters (money before trace).
+tracing: what starts first); the hooks' ``Phase`` fixes the order that matters (money
+before trace). Plugins of installed packages (entry-point group ``tollway.plugins``)
+come after them, sorted by entry-point name.
 """
 
 from __future__ import annotations
@@ -13,13 +15,23 @@ from typing import Any
 from tollway.app import TollwayApp
 from tollway.billing.plugin import BillingPlugin
 from tollway.config import Settings
+from tollway.entrypoints import entry_points, load
 from tollway.firewalls.plugin import FirewallsPlugin
 from tollway.plugins.contract import Plugin
 from tollway.plugins.hooks import Hooks
 from tollway.tools.plugin import ToolsPlugin
 from tollway.tracing.plugin import TracingPlugin
 
-__all__ = ["DEFAULT_PLUGINS", "create_app", "default_plugins", "prepare_demo"]
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "create_app",
+    "default_plugins",
+    "installed_plugins",
+    "prepare_demo",
+    "register_cli",
+]
+
+GROUP = "tollway.plugins"
 
 DEFAULT_PLUGINS: tuple[Callable[[], Plugin], ...] = (
     BillingPlugin,
@@ -29,9 +41,22 @@ DEFAULT_PLUGINS: tuple[Callable[[], Plugin], ...] = (
 )
 
 
+def installed_plugins() -> list[Plugin]:
+    """The plugins installed packages register (an object, or a callable making one)."""
+    out: list[Plugin] = []
+    for _name, entry in sorted(entry_points(GROUP).items()):
+        loaded = load(entry)
+        plugin = loaded if hasattr(loaded, "register") else loaded()
+        if not callable(getattr(plugin, "register", None)):
+            raise RuntimeError(f"entry point {GROUP}:{entry.name} is not a plugin (no register)")
+        out.append(plugin)
+    return out
+
+
 def default_plugins() -> list[Plugin]:
-    """A fresh instance of every built-in plugin (plugins keep per-app state)."""
-    return [make() for make in DEFAULT_PLUGINS]
+    """Fresh instances of the built-in plugins, then the installed ones (plugins keep
+    per-app state)."""
+    return [*(make() for make in DEFAULT_PLUGINS), *installed_plugins()]
 
 
 def create_app(settings: Settings, plugins: Sequence[Plugin] | None = None) -> TollwayApp:

@@ -16,7 +16,7 @@ from tollway.config import DeploymentConfig
 from tollway.providers.base import ChatRequest
 
 if TYPE_CHECKING:
-    from tollway.pipeline.budget import Budget
+    from tollway.calls import Budget
 
 __all__ = ["Attempt", "RequestContext"]
 

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tollway import tokens
+from tollway.calls import estimated_usage
 from tollway.chunks import Event, Finish, StreamError, TextDelta, ToolCallDelta, Usage
 from tollway.context import RequestContext
-from tollway.pipeline.budget import estimated_usage
 from tollway.pipeline.compose import Stage
 
 __all__ = ["Pricer", "estimate_usage", "usage_meter"]

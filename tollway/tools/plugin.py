@@ -25,7 +25,8 @@ from tollway.providers.base import ChatRequest
 from tollway.tools.config import ToolsConfig
 from tollway.tools.execute import ResultInspector
 from tollway.tools.loop import CallModel, attach_platform_tools, run_with_tools
-from tollway.tools.registry import Tool, ToolRegistry, open_registry, resolve_tools
+from tollway.tools.registry import Tool, ToolRegistry, resolve_tools
+from tollway.tools.sources import open_registry
 
 __all__ = ["DefaultTools", "PlatformTools", "ToolsPlugin"]
 
