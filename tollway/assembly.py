@@ -46,7 +46,7 @@ def installed_plugins() -> list[Plugin]:
     out: list[Plugin] = []
     for _name, entry in sorted(entry_points(GROUP).items()):
         loaded = load(entry)
-        plugin = loaded if hasattr(loaded, "register") else loaded()
+        plugin = loaded() if isinstance(loaded, type) or not hasattr(loaded, "register") else loaded
         if not callable(getattr(plugin, "register", None)):
             raise RuntimeError(f"entry point {GROUP}:{entry.name} is not a plugin (no register)")
         out.append(plugin)
