@@ -64,7 +64,7 @@ class TollwayApp:
         )
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], RawHandler] = {}
-        self._patterns: list[tuple[str, str, Access]] = []  # as registered, for the docs
+        self._patterns: list[tuple[str, str, str]] = []  # as registered, for the docs
         self._docs: dict[tuple[str, str], Operation] = {
             ("POST", "/v1/chat/completions"): OPERATIONS[("POST", "/v1/chat/completions")]
         }
@@ -78,12 +78,13 @@ class TollwayApp:
             max_header_bytes=server.max_header_bytes,
             max_connections_per_ip=server.max_connections_per_ip,
         )
-        for method, pattern, handler, access in (
+        builtins: list[tuple[str, str, JsonHandler, Access]] = [
             ("GET", "/health", self._health, "public"),
             ("GET", "/openapi.json", self._openapi, "public"),
             ("GET", "/v1/models", self._models, "key"),
             ("GET", "/v1/models/{model}", self._model, "key"),
-        ):
+        ]
+        for method, pattern, handler, access in builtins:
             self.add_route(method, pattern, handler, access, OPERATIONS[(method, pattern)])
         for route in hooks.routes:
             self.add_route(route.method, route.pattern, route.handler, route.access, route.doc)

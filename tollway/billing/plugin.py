@@ -24,7 +24,7 @@ from tollway.billing.ledger import ensure_demo_account
 from tollway.billing.recovery import InstanceLease
 from tollway.chunks import Usage
 from tollway.context import RequestContext
-from tollway.plugins.contract import Host, Phase, Route
+from tollway.plugins.contract import Access, Host, Phase, Route
 from tollway.storage import open_storage
 from tollway.storage.sql import SqlStorage
 
@@ -135,11 +135,12 @@ class BillingPlugin:
 
         from tollway.billing.openapi import OPERATIONS as DOCS
 
-        for method, pattern, api, name, access in (
+        routes: list[tuple[str, str, str, str, Access]] = [
             ("GET", "/v1/account", "account_api", "get_account", "key"),
             ("GET", "/v1/ledger", "account_api", "get_ledger", "key"),
             *((m, p, "admin_api", n, "admin") for m, p, n in ADMIN_ROUTES),
-        ):
+        ]
+        for method, pattern, api, name, access in routes:
             handler = bound(api, name)
             host.route(Route(method, pattern, handler, access, DOCS[(method, pattern)]))
 

@@ -32,7 +32,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from tollway.chunks import Event, Usage
-from tollway.context import RequestContext
+from tollway.context import Caller, RequestContext
 from tollway.pipeline.compose import Stage
 from tollway.providers.base import ChatRequest
 
@@ -72,13 +72,6 @@ class Phase(IntEnum):
     EXTEND = 20  # add to the request (platform tools); the default
     MONEY = 30  # reserve, hold to and settle the money (billing)
     OBSERVE = 40  # record what happened, as settled and filtered (tracing)
-
-
-class Caller(Protocol):
-    """Who sent the request, as an authenticator establishes it."""
-
-    account_id: str
-    key_id: str
 
 
 Authenticator = Callable[[str | None], Awaitable[Caller]]

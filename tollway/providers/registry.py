@@ -40,7 +40,8 @@ Factory = Callable[[str, Any, Any], Any]  # (name, ProviderConfig, session) -> P
 
 
 class _Typed(Protocol):
-    type: str
+    @property
+    def type(self) -> str: ...
 
 
 BUILTINS: dict[str, str] = {

@@ -30,6 +30,7 @@ from tollway.errors import (
     NotFound,
     PermissionDenied,
 )
+from tollway.plugins.contract import Access
 from tollway.tracing.store import TraceQuery, TraceStore
 
 __all__ = [
@@ -147,7 +148,7 @@ class TraceAPI:
                                code="traces_unavailable")
         return self.store
 
-    def routes(self) -> list[tuple[str, str, Any, str]]:
+    def routes(self) -> list[tuple[str, str, Any, Access]]:
         """``(method, pattern, handler, access)`` for ``TollwayApp.add_route``."""
         return [
             ("GET", "/v1/traces", self.list_traces, "key"),
