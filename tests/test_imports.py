@@ -147,3 +147,50 @@ def test_the_graph_sees_the_imports() -> None:  # the rules above are not vacuou
     assert ("tollway.assembly", "tollway.billing.plugin") in PAIRS
     assert ("tollway.gateway", "tollway.plugins.hooks") in PAIRS
     assert len(PAIRS) > 200
+
+
+# Layers, bottom up: a module imports only its own layer and lower ones. Features sit above
+# the core (they import it), the assembly above everything.
+LAYERS: list[tuple[str, ...]] = [
+    ("asgi", "bounds", "errors", "tokens", "chunks", "entrypoints", "providers.registry",
+     "providers.catalogue"),
+    ("storage", "wire"),
+    ("config",),
+    ("providers", "calls", "auth", "demo", "cli_models"),
+    ("context", "routing"),
+    ("pipeline",),
+    ("plugins",),
+    ("gateway",),
+    ("api",),
+    ("app",),
+    FEATURES,
+    ("assembly", "server", "cli", "__main__"),
+]
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")[1:]
+    for depth in (2, 1):
+        key = ".".join(parts[:depth])
+        for level, names in enumerate(LAYERS):
+            if key in names:
+                return level
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+KNOWN_UP: set[tuple[str, str]] = {
+    ("tollway.pipeline.collect", "tollway.api.sse"),  # usage/tool JSON: goes with one encoder
+}
+
+
+def test_no_import_runs_up_a_layer() -> None:
+    up = sorted(
+        (source, target)
+        for source, target in PAIRS
+        if _layer(target) > _layer(source)
+        # the settings aggregate each feature's (and routing's) config section
+        and not (_top(source) == "config" and target.endswith(".config"))
+        and (source, target) not in KNOWN_UP
+    )
+    assert up == [], f"imports from a lower layer to a higher one: {up}"
+    assert KNOWN_UP <= PAIRS  # an exception that is gone leaves this list

@@ -27,7 +27,6 @@ from tollway.api.chat import (
     id_headers,
     new_request_id,
 )
-from tollway.api.docs import Operation
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
 from tollway.api.openapi_spec import OPERATIONS
 from tollway.api.protocol import ConnectionLimits
@@ -35,6 +34,7 @@ from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
 from tollway.gateway import Gateway
 from tollway.plugins.contract import Access, JsonHandler, RawHandler
+from tollway.plugins.docs import Operation
 from tollway.plugins.hooks import Hooks
 from tollway.providers.base import Provider
 from tollway.providers.registry import create_provider

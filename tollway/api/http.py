@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from tollway.asgi import Receive, Scope, Send
 from tollway.errors import BodyTooLarge, GatewayError
 
 __all__ = ["ClientGone", "Receive", "Scope", "Send", "read_body", "send_error", "send_json"]
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class ClientGone(Exception):

@@ -13,8 +13,8 @@ import re
 from importlib import metadata
 from typing import Any, Protocol
 
-from tollway.api.docs import Operation, ref
 from tollway.api.openapi_spec import SCHEMAS
+from tollway.plugins.docs import Operation, ref
 from tollway.wire.openai import ChatCompletionRequest
 
 __all__ = ["openapi_document", "operations"]

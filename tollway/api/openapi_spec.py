@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.api.docs import INT, NSTR, STR, Operation, obj, ref
+from tollway.plugins.docs import INT, NSTR, STR, Operation, obj, ref
 
 __all__ = ["OPERATIONS", "SCHEMAS"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.api.docs import INT, LIMIT, NSTR, STR, USD, Operation, obj, query, ref
 from tollway.billing.admin_bodies import ADMIN_BODIES
 from tollway.bounds import INT64_MAX
+from tollway.plugins.docs import INT, LIMIT, NSTR, STR, USD, Operation, obj, query, ref
 
 __all__ = ["OPERATIONS"]
 

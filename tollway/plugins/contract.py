@@ -37,9 +37,9 @@ from tollway.pipeline.compose import Stage
 from tollway.providers.base import ChatRequest
 
 if TYPE_CHECKING:
-    from tollway.api.docs import Operation
-    from tollway.api.http import Receive, Scope, Send
+    from tollway.asgi import Receive, Scope, Send
     from tollway.config import Settings
+    from tollway.plugins.docs import Operation
 
 __all__ = [
     "Access",

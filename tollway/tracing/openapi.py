@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.api.docs import INT, LIMIT, NSTR, STR, Operation, obj, query, ref
+from tollway.plugins.docs import INT, LIMIT, NSTR, STR, Operation, obj, query, ref
 from tollway.tracing.api import STATUS_PATTERN
 
 __all__ = ["OPERATIONS"]
