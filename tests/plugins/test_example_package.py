@@ -1,4 +1,5 @@
-"""The example extension package (``examples/tollway-shout``), installed as a package is.
+"""The example extension package (``examples/tollway-shout``), installed as a package is:
+a provider type, a platform tool source and a plugin, each through its entry point.
 
 Its dist-info (METADATA, entry_points.txt from its ``pyproject.toml``) and its code go
 into a temporary directory put on ``sys.path``, which is what ``pip install --target``
@@ -78,6 +79,7 @@ def test_installed_it_serves_a_request_through_its_provider_and_tool(installed: 
         )  # fmt: skip
         content = reply.choices[0].message.content or ""
         assert content.endswith("4 WORDS!!")  # the tool's answer, shouted by the provider
+        assert reply.model_extra == {"shouted": True}  # its plugin's response field
         stream = client.chat.completions.create(
             model="loud", messages=[{"role": "user", "content": "hi there"}], stream=True,
             extra_body={"platform_tools": ["word_count"]},
