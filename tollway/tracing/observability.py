@@ -265,7 +265,7 @@ class Observability:
     def inflight_stage(self, ctx: RequestContext) -> Any:
         """A stage that keeps the in-flight gauge (one extra hop per event).
 
-        ``install_tracing`` uses the cheaper ``count_stream`` instead.
+        the tracing plugin uses the cheaper ``count_stream`` instead.
         """
         if ctx.request is None or not ctx.request.stream:
             return None
