@@ -263,13 +263,15 @@ def test_citations_and_filter_results_kept_in_both_modes(gateway: dict[str, Any]
     assert whole["prompt_filter_results"][0]["content_filter_results"] == FILTERS
 
 
-def test_streamed_delta_fields_are_joined_when_collected(gateway: dict[str, Any]) -> None:
-    """A non-streaming request to a streaming answer: what ``collect`` keeps."""
+def test_the_openai_sdk_reads_provider_fields(gateway: dict[str, Any]) -> None:
     sdk = openai.OpenAI(base_url=gateway["url"] + "/v1", api_key=gateway["key"], max_retries=0)
-    text = "".join(c.choices[0].delta.content or "" for c in sdk.chat.completions.create(
-        model="sonar", stream=True, messages=[{"role": "user", "content": "hi"}])
-        if c.choices)
-    assert text == "See [1] and [2]."
+    chunks = [c for c in sdk.chat.completions.create(
+        model="sonar", stream=True, messages=[{"role": "user", "content": "hi"}]) if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "See [1] and [2]."
+    assert chunks[0].model_extra and chunks[0].model_extra["citations"] == CITATIONS
+    whole = sdk.chat.completions.create(model="sonar",
+                                        messages=[{"role": "user", "content": "hi"}])
+    assert whole.model_extra and whole.model_extra["citations"] == CITATIONS
 
 
 def test_a_rewriting_firewall_drops_choice_and_delta_fields(gateway: dict[str, Any]) -> None:

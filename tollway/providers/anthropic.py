@@ -305,11 +305,17 @@ def _digest(text: str) -> str:
 
 
 def _server_tool_block(block: dict[str, Any], arguments: str) -> ProviderBlock:
-    """A ``server_tool_use`` block for the trace: its name and id, a digest of its input
-    (like platform tool calls, never the input itself)."""
+    """A ``server_tool_use`` block for the trace: its name and id, the SHA-256 of its
+    input's canonical JSON (sorted keys, compact); like platform tool calls, never the
+    input itself."""
+    try:  # the same digest streamed or not: of the input's canonical JSON
+        arguments = orjson.dumps(orjson.loads(arguments or "{}"),
+                                 option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONDecodeError:
+        pass
     return ProviderBlock("server_tool_use", {
         "id": block.get("id"), "name": block.get("name"),
-        "input_sha256": _digest(arguments or "{}")})
+        "input_sha256": _digest(arguments)})
 
 
 def _annotations(
