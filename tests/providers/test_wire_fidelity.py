@@ -66,7 +66,8 @@ def perplexity(text: list[str]) -> list[dict[str, Any]]:
                               "finish_reason": None, "x_choice_note": "c"}],
                    citations=CITATIONS, usage=None) for part in text] + [
         _chunk("sonar", [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-               citations=CITATIONS,
+               citations=CITATIONS),
+        _chunk("sonar", [], citations=CITATIONS, search_results=[{"url": CITATIONS[0]}],
                usage={"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9})]
 
 
@@ -250,6 +251,14 @@ def test_citations_and_filter_results_kept_in_both_modes(gateway: dict[str, Any]
     assert all(c["citations"] == CITATIONS for c in text)
     assert all(c["choices"][0]["x_choice_note"] == "c" for c in text)
     assert all(c["choices"][0]["delta"]["x_delta_note"] == "d" for c in text)
+    # the usage chunk's own fields join the finish chunk, which still carries the usage
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"]["total_tokens"] == 9
+    assert chunks[-1]["search_results"] == [{"url": CITATIONS[0]}]
+    _rid, with_usage = _stream(gateway, {"model": "sonar",
+                                         "stream_options": {"include_usage": True}})
+    assert with_usage[-1]["choices"] == [] and with_usage[-1]["usage"]["total_tokens"] == 9
+    assert any(c.get("search_results") for c in with_usage)
     whole = _post(gateway, {"model": "sonar"}).json()
     assert whole["citations"] == CITATIONS
     assert whole["choices"][0]["x_choice_note"] == "c"

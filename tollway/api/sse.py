@@ -187,7 +187,7 @@ async def sse_stream(
     field_keys = {ch: b',"delta":{"' + f.encode() + b'":' for ch, f in _CHANNEL_FIELD.items()}
 
     async for event in events:
-        if pending_finish is not None and not isinstance(event, Usage):
+        if pending_finish is not None and not isinstance(event, Usage | ProviderFields):
             yield b"data: " + dumps(pending_finish) + b"\n\n"
             pending_finish = None
         if isinstance(event, TextDelta):
@@ -230,7 +230,9 @@ async def sse_stream(
             delta = {"platform_tool": platform_tool_json(event)}
             yield b"data: " + dumps(chunk(event.choice, delta)) + b"\n\n"
         elif isinstance(event, ProviderFields):
-            if event.choice is None:  # a chunk's own fields, no choice: a chunk of its own
+            if event.choice is None and pending_finish is not None:  # e.g. the usage chunk's
+                pending_finish = {**(event.chunk or {}), **pending_finish}
+            elif event.choice is None:  # a chunk's own fields, no choice: a chunk of its own
                 body = {**(event.chunk or {}), **head, "choices": []}
                 if usage_null:
                     body["usage"] = None

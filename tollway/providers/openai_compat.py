@@ -159,7 +159,7 @@ def output_cap_field(
     ``max_tokens_field``, else the provider's ``options.max_tokens_field``, else
     ``max_tokens`` (what most OpenAI-compatible servers take).
     """
-    for field in CAP_FIELDS:
+    for field in ("max_completion_tokens", "max_tokens"):  # both: the one tollway reads
         if body.get(field) is not None:
             return field
     if openai_host:
