@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -36,12 +37,13 @@ from tollway.providers.sse_decoder import SSEDecoder
 from tollway.providers.transport import upstream_events
 
 __all__ = [
+    "CAP_FIELDS",
     "ChunkReader",
     "OpenAIProvider",
-    "output_cap_field",
     "error_from_body",
     "events_from_chunk",
     "events_from_completion",
+    "output_cap_field",
     "usage_from_openai",
 ]
 
@@ -169,8 +171,6 @@ def output_cap_field(
 
 def _is_openai(base_url: str | None) -> bool:
     """Whether ``base_url`` is OpenAI's own API."""
-    from urllib.parse import urlsplit
-
     try:
         host = urlsplit(base_url or "").hostname or ""
     except ValueError:
