@@ -139,7 +139,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 "reasoner": dep("reasoner", max_tokens_field="max_completion_tokens"),
                 "reasoner-default": dep("reasoner"),
                 "legacy": dep("legacy", max_tokens_field="max_completion_tokens"),
-                "azure": dep("azure"), "late": dep("late"), "groq": dep("groq"),
+                "azure": dep("azure"), "late-alias": dep("late"), "groq": dep("groq"),
                 "sonar": dep("sonar"),
             },
         }
@@ -221,8 +221,9 @@ def test_served_model_from_the_first_chunk_that_names_one(gateway: dict[str, Any
 
 
 def test_a_model_named_late_relabels_the_rest(gateway: dict[str, Any]) -> None:
-    request_id, chunks = _stream(gateway, {"model": "late"})
-    assert chunks[-1]["model"] == SERVED
+    request_id, chunks = _stream(gateway, {"model": "late-alias"})
+    # before a chunk names one: the deployment's model (as the ledger would record it)
+    assert chunks[0]["model"] == "late" and chunks[-1]["model"] == SERVED
     assert _debit_model(gateway, request_id) == SERVED
     assert admin_trace(gateway["url"], request_id)["served_model"] == SERVED
 
