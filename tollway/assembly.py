@@ -15,6 +15,7 @@ from typing import Any
 from tollway.app import TollwayApp
 from tollway.billing.plugin import BillingPlugin
 from tollway.config import Settings
+from tollway.embeddings import EmbeddingsPlugin
 from tollway.entrypoints import entry_points, load
 from tollway.firewalls.plugin import FirewallsPlugin
 from tollway.plugins.contract import Plugin
@@ -38,6 +39,7 @@ DEFAULT_PLUGINS: tuple[Callable[[], Plugin], ...] = (
     FirewallsPlugin,
     ToolsPlugin,
     TracingPlugin,
+    EmbeddingsPlugin,
 )
 
 

@@ -81,6 +81,9 @@ class RequestContext:
     provider_overage: dict[str, Any] | None = None  # cost beyond the reservation, not charged
     platform_tools: list[Any] | None = None  # the tools the request attaches (tools.Tool)
     trace_bodies: Any = None  # tracing's request/response bodies, for accounts that opt in
+    # the API served when not chat completions: {"endpoint": ..., "mode": "pass-through" |
+    # "translated"} (the trace records it)
+    api: dict[str, str] | None = None
 
     def fail(
         self, status: int, message: str, code: str | int | None = None, type: str | None = None

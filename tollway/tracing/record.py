@@ -88,7 +88,7 @@ def _tool_call(call: dict[str, Any], with_result: bool) -> dict[str, Any]:
 (S_ID, S_RECEIVED_AT, S_ACCOUNT, S_KEY, S_MODEL, S_SERVED, S_DEPLOYMENT, S_PROVIDER, S_STREAM,
  S_STATUS, S_ERROR, S_ERROR_CODE, S_REASONS, S_DISCONNECTED, S_PARTIAL, S_ATTEMPTS, S_MARKS,
  S_FINISHED, S_USAGE, S_VERDICTS, S_TOOLS, S_BODIES, S_ENDED_AT, S_CLIENT_ID, S_ERROR_TYPE,
- S_DELIVERED, S_PROVIDER_BLOCKS) = range(27)
+ S_DELIVERED, S_PROVIDER_BLOCKS, S_API) = range(28)
 # S_ATTEMPTS: ((deployment, outcome, status, error, latency_ms, misconfigured), ...)
 # S_MARKS: (admitted, upstream_connected, first_token, last_token), seconds or None
 # S_USAGE: None or (prompt, completion, total, cached, reasoning, estimated, cost pairs or None,
@@ -145,6 +145,7 @@ def snapshot(
         ctx.error_type,
         ctx.delivered,
         tuple(ctx.provider_blocks) if ctx.provider_blocks else (),
+        ctx.api,
     )
 
 
@@ -185,7 +186,7 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
     (request_id, received_at, account_id, key_id, model, served_model, deployment, provider,
      stream, status, error, error_code, reasons, disconnected, partial, attempts, marks,
      finished, usage, verdicts, tools, bodies, _ended_at, client_id, error_type, delivered,
-     provider_blocks) = snap
+     provider_blocks, api) = snap
     if len(reasons) == 1:
         finish_reason = reasons[0][1]
         finish_reasons = {str(reasons[0][0]): finish_reason}
@@ -247,6 +248,7 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
         "firewall_verdicts": list(verdicts) if verdicts else [],
         "tool_calls": [_tool_call(c, bodies is not None) for c in tools] if tools else [],
         "provider_blocks": list(provider_blocks),
+        "api": api,  # None: chat completions; else {"endpoint", "mode"}
         "bodies": bodies,
     }
 
