@@ -130,6 +130,7 @@ class TollwayApp:
                 return
             raw = self._raw.get((scope["method"], scope["path"]))
             if raw is not None:
+                scope["tollway.gateway"] = self.gateway  # for raw endpoints serving models
                 await raw(scope, receive, send)
                 return
             await self._json_route(scope, receive, send)

@@ -20,6 +20,7 @@ from tollway.entrypoints import entry_points, load
 from tollway.firewalls.plugin import FirewallsPlugin
 from tollway.plugins.contract import Plugin
 from tollway.plugins.hooks import Hooks
+from tollway.responses import ResponsesPlugin
 from tollway.tools.plugin import ToolsPlugin
 from tollway.tracing.plugin import TracingPlugin
 
@@ -40,6 +41,7 @@ DEFAULT_PLUGINS: tuple[Callable[[], Plugin], ...] = (
     ToolsPlugin,
     TracingPlugin,
     EmbeddingsPlugin,
+    ResponsesPlugin,
 )
 
 

@@ -1,0 +1,176 @@
+"""The Responses API plugin: ``POST /v1/responses`` translated onto the chat pipeline.
+
+A request is translated to a chat-completions body (``translate.chat_body``), then
+runs exactly the steps of a chat completion (authentication, request hooks: the
+request firewall; admission: billing's reservation; routing and fallback; response
+stages: the response firewall, platform tools, the usage meter; settlement: ledger,
+then trace) and its typed events become Responses events (``build.ResponseBuilder``).
+The trace records ``api: {"endpoint": "responses", "mode": "translated"}``.
+Errors before the first event are the HTTP status with OpenAI's error envelope;
+after it (streaming), ``response.failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from tollway.api.chat import build_request, client_request_id, header_value, id_headers
+from tollway.api.chat import new_request_id
+from tollway.api.http import ClientGone, read_body, send_error, send_json
+from tollway.api.sse import dumps
+from tollway.api.watch import ClientWatch
+from tollway.context import RequestContext
+from tollway.errors import GatewayError, InvalidRequest, ModelNotFound
+from tollway.pipeline.compose import compose
+from tollway.plugins.contract import Host, RawRoute
+from tollway.plugins.docs import STR, Operation, obj
+from tollway.responses.build import ResponseBuilder
+from tollway.responses.translate import chat_body
+from tollway.wire.openai import validate_chat_request
+
+__all__ = ["ResponsesPlugin"]
+
+log = logging.getLogger("tollway")
+
+_SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no")]  # fmt: skip
+_DOC = Operation(
+    summary="Create a model response (OpenAI Responses API), translated onto chat completions",
+    tag="Responses",
+    ok={200: obj(["id", "object", "status", "output"], {"id": STR, "object": {"const": "response"},
+                                                         "status": STR,
+                                                         "output": {"type": "array"}})},
+    errors=(400, 401, 402, 404, 429, 502, 503),
+    body="CreateResponse",
+    body_required=True,
+    schemas={"CreateResponse": obj(["model", "input"], {"model": STR, "input": {}})},
+)
+
+
+class ResponsesPlugin:
+    """Serves ``POST /v1/responses``."""
+
+    name = "responses"
+
+    def register(self, host: Host) -> None:
+        host.route(RawRoute("POST", "/v1/responses", self.handle, _DOC))
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        gw = scope["tollway.gateway"]
+        ctx = RequestContext(request_id=new_request_id(), client_request_id=client_request_id(scope))
+        ctx.api = {"endpoint": "responses", "mode": "translated"}
+        headers = id_headers(ctx.request_id, ctx.client_request_id)
+        watch = ClientWatch()
+        try:
+            try:
+                await self._serve(gw, ctx, scope, receive, send, headers, watch)
+            except GatewayError as exc:
+                ctx.fail(exc.status, exc.message, exc.code, exc.type)
+                watch.stop()
+                await send_error(send, exc, headers)
+            except ClientGone:
+                _gone(ctx)
+            except Exception:
+                log.exception("unhandled error in request %s", ctx.request_id)
+                ctx.fail(500, "internal error")
+                watch.stop()
+                await send_error(send, GatewayError(
+                    "The server had an error processing your request."), headers)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+            _gone(ctx)
+        finally:
+            watch.stop()
+            await gw.settle(ctx)
+
+    async def _serve(self, gw: Any, ctx: RequestContext, scope: Any, receive: Any, send: Any,
+                     headers: list[tuple[bytes, bytes]], watch: ClientWatch) -> None:
+        if gw.has_auth:
+            caller = await gw.authenticate(header_value(scope, b"authorization"))
+            ctx.account_id, ctx.key_id, ctx.account = caller.account_id, caller.key_id, caller
+        raw = await read_body(receive, gw.settings.server.max_body_bytes, scope)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("We could not parse the JSON body of your request. The body "
+                                 "must be valid JSON.", code="invalid_json") from None
+        chat = chat_body(body)
+        stream = body.get("stream") is True
+        if stream:
+            chat["stream"] = True
+            chat["stream_options"] = {"include_usage": True}
+        validate_chat_request(chat, orjson.dumps(chat))
+        alias = chat["model"]
+        ctx.requested_model = alias
+        if alias not in gw.settings.models:
+            raise ModelNotFound(
+                f"The model `{alias}` does not exist or you do not have access to it.",
+                param="model")  # fmt: skip
+        ctx.request = build_request(chat, stream, stream)
+        await gw.prepare(ctx)
+        watch.start(receive)
+        watch.defer()
+        await gw.admit(ctx)
+        watch.resume()
+        ctx.mark("admitted")
+        builder = ResponseBuilder(body, "resp_" + ctx.request_id.removeprefix("req_"), alias)
+        events = compose(gw.source(ctx), gw.stages(ctx), ctx)
+        try:
+            if not stream:
+                async for event in events:
+                    builder.feed(event)
+                if builder.error is not None:
+                    status = ctx.status if ctx.status >= 400 else 502
+                    raise GatewayError(builder.error["message"], status=status,
+                                       code=builder.error["code"])  # fmt: skip
+                final = builder.finish()[-1]["response"]
+                watch.stop()
+                await send_json(send, 200, final, headers)
+                ctx.delivered = "all"
+                ctx.mark("finished")
+                return
+            try:
+                first = await events.__anext__()  # the commit point: errors before it raise
+            except StopAsyncIteration:
+                first = None
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE + headers})
+            out = builder.start()
+            if first is not None:
+                out += builder.feed(first)
+            await _write(send, out)
+            ctx.delivered = "partial"
+            async for event in events:
+                out = builder.feed(event)
+                if out:
+                    await _write(send, out)
+            watch.stop()
+            await _write(send, builder.finish())
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if ctx.error is None:
+                ctx.delivered = "all"
+            ctx.mark("finished")
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+
+
+async def _write(send: Any, events: list[dict[str, Any]]) -> None:
+    body = b"".join(b"event: " + e["type"].encode() + b"\ndata: " + dumps(e) + b"\n\n"
+                    for e in events)  # fmt: skip
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+def _gone(ctx: RequestContext) -> None:
+    ctx.client_disconnected = True
+    ctx.status = 499
+    if ctx.error is None:
+        ctx.error_code = "client_disconnected"
