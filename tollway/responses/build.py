@@ -57,6 +57,8 @@ class ResponseBuilder:
         self.usage: Usage | None = None
         self.reason: str | None = None
         self.error: dict[str, Any] | None = None
+        self.store = request.get("store") is not False
+        self.previous_response_id = request.get("previous_response_id")
 
     # -- events -----------------------------------------------------------------------
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -225,9 +227,9 @@ class ResponseBuilder:
             "model": self.model,
             "output": [_copy(i) for i in self.output] if done else [],
             "parallel_tool_calls": request.get("parallel_tool_calls", True),
-            "previous_response_id": None,
+            "previous_response_id": self.previous_response_id,
             "reasoning": request.get("reasoning") or {"effort": None, "summary": None},
-            "store": False,
+            "store": self.store,
             "temperature": request.get("temperature", 1.0),
             "text": request.get("text") or {"format": {"type": "text"}},
             "tool_choice": request.get("tool_choice", "auto"),

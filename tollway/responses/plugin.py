@@ -24,12 +24,13 @@ from tollway.api.http import ClientGone, read_body, send_error, send_json
 from tollway.api.sse import dumps
 from tollway.api.watch import ClientWatch
 from tollway.context import RequestContext
-from tollway.errors import GatewayError, InvalidRequest, ModelNotFound
+from tollway.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
 from tollway.pipeline.compose import compose
-from tollway.plugins.contract import Host, RawRoute
+from tollway.plugins.contract import Host, RawRoute, Route
 from tollway.plugins.docs import STR, Operation, obj
 from tollway.responses.build import ResponseBuilder
-from tollway.responses.translate import chat_body
+from tollway.responses.store import ResponseStore
+from tollway.responses.translate import chat_body, input_items
 from tollway.wire.openai import validate_chat_request
 
 __all__ = ["ResponsesPlugin"]
@@ -56,8 +57,56 @@ class ResponsesPlugin:
 
     name = "responses"
 
+    def __init__(self) -> None:
+        self.store: ResponseStore | None = None
+
     def register(self, host: Host) -> None:
+        self._dsn = host.settings.database
         host.route(RawRoute("POST", "/v1/responses", self.handle, _DOC))
+        item = "/v1/responses/{response_id}"
+        host.route(Route("GET", item, self.get, "key", _doc("Retrieve a stored response")))
+        host.route(Route("DELETE", item, self.delete, "key", _doc("Delete a stored response")))
+        host.route(Route("GET", item + "/input_items", self.input_items, "key",
+                         _doc("List a stored response's input items")))  # fmt: skip
+        host.on_start(self._start)
+        host.on_stop(self._stop)
+
+    async def _start(self) -> None:
+        self.store = await ResponseStore.open(self._dsn)
+
+    async def _stop(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+
+    # -- stored responses -------------------------------------------------------------
+    async def _stored(self, request: dict[str, Any]) -> tuple[str, Any]:
+        assert self.store is not None
+        response_id = request["path_params"]["response_id"]
+        found = await self.store.get(_account(request.get("auth")), response_id)
+        if found is None:
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        return response_id, found
+
+    async def get(self, request: dict[str, Any]) -> tuple[int, Any]:
+        """``GET /v1/responses/{id}``: the caller's stored response."""
+        return 200, (await self._stored(request))[1][2]
+
+    async def delete(self, request: dict[str, Any]) -> tuple[int, Any]:
+        """``DELETE /v1/responses/{id}``."""
+        response_id, _ = await self._stored(request)
+        assert self.store is not None
+        await self.store.delete(_account(request.get("auth")), response_id)
+        return 200, {"id": response_id, "object": "response", "deleted": True}
+
+    async def input_items(self, request: dict[str, Any]) -> tuple[int, Any]:
+        """``GET /v1/responses/{id}/input_items``: its input, newest first unless
+        ``order=asc`` (all of them: no pagination yet)."""
+        _, (_, items, _) = await self._stored(request)
+        if request["query"].get("order", "desc") != "asc":
+            items = list(reversed(items))
+        return 200, {"object": "list", "data": items, "has_more": False,
+                     "first_id": items[0]["id"] if items else None,
+                     "last_id": items[-1]["id"] if items else None}  # fmt: skip
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
         gw = scope["tollway.gateway"]
@@ -71,15 +120,15 @@ class ResponsesPlugin:
             except GatewayError as exc:
                 ctx.fail(exc.status, exc.message, exc.code, exc.type)
                 watch.stop()
-                await send_error(send, exc, headers)
+                await _answer_error(send, exc, headers, ctx)
             except ClientGone:
                 _gone(ctx)
             except Exception:
                 log.exception("unhandled error in request %s", ctx.request_id)
                 ctx.fail(500, "internal error")
                 watch.stop()
-                await send_error(send, GatewayError(
-                    "The server had an error processing your request."), headers)
+                await _answer_error(send, GatewayError(
+                    "The server had an error processing your request."), headers, ctx)
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
@@ -102,7 +151,13 @@ class ResponsesPlugin:
         except orjson.JSONDecodeError:
             raise InvalidRequest("We could not parse the JSON body of your request. The body "
                                  "must be valid JSON.", code="invalid_json") from None
-        chat = chat_body(body)
+        items = [{"id": _item_id(i), **i} if isinstance(i, dict) and "id" not in i else i
+                 for i in input_items(body)]  # fmt: skip
+        context = await self._context(body, ctx.account_id or "")
+        chat = chat_body(body, context + items)
+        store = body.get("store", True)
+        if not isinstance(store, bool):
+            raise InvalidRequest("'store' must be a boolean.", param="store")
         stream = body.get("stream") is True
         if stream:
             chat["stream"] = True
@@ -132,6 +187,7 @@ class ResponsesPlugin:
                     raise GatewayError(builder.error["message"], status=status,
                                        code=builder.error["code"])  # fmt: skip
                 final = builder.finish()[-1]["response"]
+                await self._save(ctx, final, context, items)
                 watch.stop()
                 await send_json(send, 200, final, headers)
                 ctx.delivered = "all"
@@ -142,6 +198,7 @@ class ResponsesPlugin:
             except StopAsyncIteration:
                 first = None
             await send({"type": "http.response.start", "status": 200, "headers": _SSE + headers})
+            ctx.delivered = "partial"  # from here an error is an event, not a status
             out = builder.start()
             if first is not None:
                 out += builder.feed(first)
@@ -152,7 +209,9 @@ class ResponsesPlugin:
                 if out:
                     await _write(send, out)
             watch.stop()
-            await _write(send, builder.finish())
+            last = builder.finish()
+            await self._save(ctx, last[-1]["response"], context, items)
+            await _write(send, last)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             if ctx.error is None:
                 ctx.delivered = "all"
@@ -161,6 +220,57 @@ class ResponsesPlugin:
             close = getattr(events, "aclose", None)
             if close is not None:
                 await close()
+
+    async def _context(self, body: dict[str, Any], account: str) -> list[dict[str, Any]]:
+        """The items before this request: the previous response's context, input, output."""
+        previous = body.get("previous_response_id")
+        if previous is None:
+            return []
+        if not isinstance(previous, str) or not previous:
+            raise InvalidRequest("'previous_response_id' must be a string.",
+                                 param="previous_response_id")  # fmt: skip
+        assert self.store is not None
+        found = await self.store.get(account, previous)
+        if found is None:
+            raise NotFound(f"Previous response with id '{previous}' not found.",
+                           param="previous_response_id", code="previous_response_not_found")
+        context, items, response = found
+        return [*context, *items, *response.get("output", [])]
+
+    async def _save(self, ctx: RequestContext, response: dict[str, Any],
+                    context: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:  # fmt: skip
+        if response.get("store") and response["status"] in ("completed", "incomplete"):
+            assert self.store is not None
+            await self.store.save(ctx.account_id or "", response, context, items)
+
+
+async def _answer_error(send: Any, exc: GatewayError, headers: list[tuple[bytes, bytes]],
+                        ctx: RequestContext) -> None:  # fmt: skip
+    """The error as a status before the stream began, else as its last event."""
+    if ctx.delivered == "none":
+        await send_error(send, exc, headers)
+        return
+    event = {"type": "error", "sequence_number": None, "code": exc.code,
+             "message": exc.message, "param": None}  # fmt: skip
+    await send({"type": "http.response.body", "more_body": False,
+                "body": b"event: error\ndata: " + dumps(event) + b"\n\n"})
+
+
+def _account(caller: Any) -> str:
+    return caller.account_id if caller is not None else ""
+
+
+def _item_id(item: dict[str, Any]) -> str:
+    import os
+
+    prefix = {"function_call": "fc_", "function_call_output": "fco_"}.get(
+        str(item.get("type")), "msg_")
+    return prefix + os.urandom(12).hex()
+
+
+def _doc(summary: str) -> Operation:
+    return Operation(summary=summary, tag="Responses", ok={200: {"type": "object"}},
+                     errors=(401, 404))  # fmt: skip
 
 
 async def _write(send: Any, events: list[dict[str, Any]]) -> None:

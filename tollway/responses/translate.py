@@ -15,7 +15,7 @@ from typing import Any
 
 from tollway.errors import InvalidRequest
 
-__all__ = ["chat_body"]
+__all__ = ["chat_body", "input_items"]
 
 _PASSED = ("temperature", "top_p", "user", "parallel_tool_calls", "service_tier",
            "top_logprobs", "safety_identifier", "prompt_cache_key")  # fmt: skip
@@ -26,25 +26,35 @@ def _bad(message: str, param: str, code: str = "invalid_value") -> InvalidReques
     return InvalidRequest(message, param=param, code=code)
 
 
-def chat_body(body: Any) -> dict[str, Any]:
-    """The chat-completions body for a Responses request (raises ``InvalidRequest``)."""
+def input_items(body: Any) -> list[dict[str, Any]]:
+    """The request's ``input`` as a list of items (a string is one user message)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    value = body.get("input")
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        raise _bad("'input' is required: a string or a non-empty array of input items.",
+                   "input", "missing_required_parameter" if value is None else "invalid_value")
+    return value
+
+
+def chat_body(body: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chat-completions body for a Responses request whose conversation is ``items``
+    (earlier responses' items, then its input); raises ``InvalidRequest``."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("'model' is required and must be a string.", "model",
                    "missing_required_parameter")  # fmt: skip
-    if body.get("previous_response_id") is not None:
-        raise _bad("'previous_response_id' is not supported by tollway yet for this model "
-                   "(no response store); send the whole conversation in 'input'.",
-                   "previous_response_id", "unsupported_parameter")  # fmt: skip
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
             raise _bad("'instructions' must be a string.", "instructions")
         messages.append({"role": "system", "content": instructions})
-    messages.extend(_messages(body.get("input")))
+    messages.extend(_messages(items))
     out: dict[str, Any] = {"model": model, "messages": messages}
     tools = body.get("tools")
     if tools is not None:
@@ -75,12 +85,7 @@ def chat_body(body: Any) -> dict[str, Any]:
     return out
 
 
-def _messages(value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}]
-    if not isinstance(value, list) or not value:
-        raise _bad("'input' is required: a string or a non-empty array of input items.",
-                   "input", "missing_required_parameter" if value is None else "invalid_value")
+def _messages(value: list[Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i, item in enumerate(value):
         param = f"input[{i}]"
