@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace as dataclass_replace
 from typing import Any
 
+import aiohttp
 import orjson
 
 from tollway.api.chat import build_request, client_request_id, header_value, id_headers
@@ -28,7 +30,9 @@ from tollway.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
 from tollway.pipeline.compose import compose
 from tollway.plugins.contract import Host, RawRoute, Route
 from tollway.plugins.docs import STR, Operation, obj
-from tollway.responses.build import ResponseBuilder
+from tollway.responses.build import ResponseBuilder, usage_of
+from tollway.responses.passthrough import open_upstream, relay, usage_from_responses
+from tollway.routing.apis import speaks
 from tollway.responses.store import ResponseStore
 from tollway.responses.translate import chat_body, input_items
 from tollway.wire.openai import validate_chat_request
@@ -59,6 +63,7 @@ class ResponsesPlugin:
 
     def __init__(self) -> None:
         self.store: ResponseStore | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     def register(self, host: Host) -> None:
         self._dsn = host.settings.database
@@ -73,8 +78,11 @@ class ResponsesPlugin:
 
     async def _start(self) -> None:
         self.store = await ResponseStore.open(self._dsn)
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def _stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
         if self.store is not None:
             await self.store.close()
 
@@ -153,6 +161,11 @@ class ResponsesPlugin:
                                  "must be valid JSON.", code="invalid_json") from None
         items = [{"id": _item_id(i), **i} if isinstance(i, dict) and "id" not in i else i
                  for i in input_items(body)]  # fmt: skip
+        native = self._native(gw, body.get("model"))
+        if native:
+            await self._pass_through(gw, ctx, body, items, native, receive, send, headers,
+                                     watch)  # fmt: skip
+            return
         context = await self._context(body, ctx.account_id or "")
         chat = chat_body(body, context + items)
         store = body.get("store", True)
@@ -221,6 +234,117 @@ class ResponsesPlugin:
             if close is not None:
                 await close()
 
+    def _native(self, gw: Any, alias: Any) -> list[Any]:
+        """The deployments to pass the request through to, when the router's first
+        choice speaks the Responses API (else [] and the request is translated)."""
+        if not isinstance(alias, str) or alias not in gw.settings.models:
+            return []
+        providers = gw.settings.providers
+        deps = gw.router.plan(alias).deployments
+        if not deps or not speaks(deps[0], providers, "responses"):
+            return []
+        return [d for d in deps if speaks(d, providers, "responses")
+                and providers[d.provider].type == "openai"]  # fmt: skip
+
+    async def _pass_through(self, gw: Any, ctx: RequestContext, body: dict[str, Any],
+                            items: list[dict[str, Any]], native: list[Any], receive: Any,
+                            send: Any, headers: list[tuple[bytes, bytes]], watch: ClientWatch) -> None:
+        """Relay the request and its answer; meter from the upstream's final usage."""
+        assert self._session is not None and self.store is not None
+        ctx.api = {"endpoint": "responses", "mode": "pass-through"}
+        alias = body["model"]
+        ctx.requested_model = alias
+        account = ctx.account_id or ""
+        previous = body.get("previous_response_id")
+        if previous is not None and (not isinstance(previous, str) or
+                                     await self.store.get(account, previous) is None):
+            raise NotFound(f"Previous response with id '{previous}' not found.",
+                           param="previous_response_id", code="previous_response_not_found")
+        stream = body.get("stream") is True
+        cap = body.get("max_output_tokens")
+        prompt = orjson.dumps({k: body.get(k) for k in ("instructions", "input", "tools")})
+        ctx.request = build_request({"model": alias, "messages": [
+            {"role": "user", "content": prompt.decode()}],
+            **({"max_completion_tokens": cap} if type(cap) is int and cap > 0 else {})},
+            stream, stream)  # fmt: skip
+        await gw.prepare(ctx)
+        watch.start(receive)
+        watch.defer()
+        await gw.admit(ctx)
+        watch.resume()
+        ctx.mark("admitted")
+        tab = ctx.budget
+        call = await tab.open_call(ctx.request) if tab is not None else None
+        redact = gw.redactor.error if gw.redactor else (lambda e: e)
+        dep, resp = await open_upstream(self._session, gw.settings.providers, native, body,
+                                        ctx, gw.router, redact)  # fmt: skip
+        ctx.deployment, ctx.served_model = dep, dep.model
+        if call is not None:
+            call.deployment = dep
+        final: dict[str, Any] = {}
+
+        def on_final(obj: dict[str, Any]) -> dict[str, Any]:
+            response = obj.get("response", obj)
+            usage = usage_from_responses(response.get("usage"))
+            if usage is not None:
+                if call is not None:
+                    call.reported, call.state = usage, "done"
+                price = gw.hooks.price
+                ctx.usage = dataclass_replace(usage, cost=price(usage, ctx) if price else None)
+                response["usage"] = {**response["usage"], **(ctx.usage.cost or {})}
+            if response.get("status") == "failed":
+                err = response.get("error") or {}
+                ctx.fail(502, str(err.get("message") or "the upstream response failed"),
+                         err.get("code"))  # fmt: skip
+            final["response"] = response
+            return obj
+
+        def on_delta(text: str) -> None:
+            if call is not None:
+                call.pieces.append(text)
+
+        try:
+            if not stream:
+                raw = await resp.read()
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    raise GatewayError("The upstream answered with invalid JSON.",
+                                       status=502) from None  # fmt: skip
+                if not isinstance(obj, dict):
+                    raise GatewayError("The upstream answered with invalid JSON.", status=502)
+                on_final(obj)
+                await self._save_native(account, final, items)
+                watch.stop()
+                await send_json(send, 200, obj, headers)
+                ctx.delivered = "all"
+                ctx.mark("finished")
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE + headers})
+            ctx.delivered = "partial"
+            async for chunk in relay(resp, on_final, on_delta):
+                if final and "saved" not in final:
+                    final["saved"] = True
+                    await self._save_native(account, final, items)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            watch.stop()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if ctx.error is None:
+                ctx.delivered = "all"
+            ctx.mark("finished")
+        finally:
+            if call is not None and call.state == "open":
+                call.state = "partial"
+            resp.release()
+
+    async def _save_native(self, account: str, final: dict[str, Any],
+                           items: list[dict[str, Any]]) -> None:  # fmt: skip
+        response = final.get("response")
+        if (self.store is not None and isinstance(response, dict) and response.get("store")
+                and isinstance(response.get("id"), str)
+                and response.get("status") in ("completed", "incomplete")):  # fmt: skip
+            await self.store.save(account, response, [_UPSTREAM], items)
+
     async def _context(self, body: dict[str, Any], account: str) -> list[dict[str, Any]]:
         """The items before this request: the previous response's context, input, output."""
         previous = body.get("previous_response_id")
@@ -235,6 +359,11 @@ class ResponsesPlugin:
             raise NotFound(f"Previous response with id '{previous}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
         context, items, response = found
+        if _UPSTREAM in context:
+            raise InvalidRequest(
+                f"Response '{previous}' was made by an upstream that keeps its own state; "
+                "continue it with a model served by that upstream.",
+                param="previous_response_id")  # fmt: skip
         return [*context, *items, *response.get("output", [])]
 
     async def _save(self, ctx: RequestContext, response: dict[str, Any],
@@ -254,6 +383,9 @@ async def _answer_error(send: Any, exc: GatewayError, headers: list[tuple[bytes,
              "message": exc.message, "param": None}  # fmt: skip
     await send({"type": "http.response.body", "more_body": False,
                 "body": b"event: error\ndata: " + dumps(event) + b"\n\n"})
+
+
+_UPSTREAM = {"type": "tollway.upstream_state"}  # context marker: the upstream holds the state
 
 
 def _account(caller: Any) -> str:
