@@ -248,5 +248,6 @@ def _after_firewall(
         raise InvalidRequest("The request firewall changed the input in a way embeddings "
                              "cannot follow.", param="input")  # fmt: skip
     rewritten = iter(seen)
-    return [next(rewritten) if isinstance(i, str) else i for i in parsed.inputs]  # type: ignore[misc]
+    return [next(rewritten) if isinstance(i, str) else i
+            for i in parsed.inputs]  # type: ignore[misc]
 

@@ -20,21 +20,26 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tollway.api.chat import build_request, client_request_id, header_value, id_headers
-from tollway.api.chat import new_request_id
+from tollway.api.chat import (
+    build_request,
+    client_request_id,
+    header_value,
+    id_headers,
+    new_request_id,
+)
 from tollway.api.http import ClientGone, read_body, send_error, send_json
 from tollway.api.sse import dumps
 from tollway.api.watch import ClientWatch
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
 from tollway.pipeline.compose import compose
-from tollway.plugins.contract import Host, RawRoute, Route
+from tollway.plugins.contract import Host, RawRoute
 from tollway.plugins.docs import STR, Operation, obj
-from tollway.responses.build import ResponseBuilder, usage_of
+from tollway.responses.build import ResponseBuilder
 from tollway.responses.passthrough import open_upstream, relay, usage_from_responses
-from tollway.routing.apis import speaks
-from tollway.responses.store import ResponseStore
+from tollway.responses.store import ResponseStore, stored_routes
 from tollway.responses.translate import chat_body, input_items
+from tollway.routing.apis import speaks
 from tollway.wire.openai import validate_chat_request
 
 __all__ = ["ResponsesPlugin"]
@@ -68,11 +73,8 @@ class ResponsesPlugin:
     def register(self, host: Host) -> None:
         self._dsn = host.settings.database
         host.route(RawRoute("POST", "/v1/responses", self.handle, _DOC))
-        item = "/v1/responses/{response_id}"
-        host.route(Route("GET", item, self.get, "key", _doc("Retrieve a stored response")))
-        host.route(Route("DELETE", item, self.delete, "key", _doc("Delete a stored response")))
-        host.route(Route("GET", item + "/input_items", self.input_items, "key",
-                         _doc("List a stored response's input items")))  # fmt: skip
+        for route in stored_routes(lambda: self.store):
+            host.route(route)
         host.on_start(self._start)
         host.on_stop(self._stop)
 
@@ -86,39 +88,10 @@ class ResponsesPlugin:
         if self.store is not None:
             await self.store.close()
 
-    # -- stored responses -------------------------------------------------------------
-    async def _stored(self, request: dict[str, Any]) -> tuple[str, Any]:
-        assert self.store is not None
-        response_id = request["path_params"]["response_id"]
-        found = await self.store.get(_account(request.get("auth")), response_id)
-        if found is None:
-            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
-        return response_id, found
-
-    async def get(self, request: dict[str, Any]) -> tuple[int, Any]:
-        """``GET /v1/responses/{id}``: the caller's stored response."""
-        return 200, (await self._stored(request))[1][2]
-
-    async def delete(self, request: dict[str, Any]) -> tuple[int, Any]:
-        """``DELETE /v1/responses/{id}``."""
-        response_id, _ = await self._stored(request)
-        assert self.store is not None
-        await self.store.delete(_account(request.get("auth")), response_id)
-        return 200, {"id": response_id, "object": "response", "deleted": True}
-
-    async def input_items(self, request: dict[str, Any]) -> tuple[int, Any]:
-        """``GET /v1/responses/{id}/input_items``: its input, newest first unless
-        ``order=asc`` (all of them: no pagination yet)."""
-        _, (_, items, _) = await self._stored(request)
-        if request["query"].get("order", "desc") != "asc":
-            items = list(reversed(items))
-        return 200, {"object": "list", "data": items, "has_more": False,
-                     "first_id": items[0]["id"] if items else None,
-                     "last_id": items[-1]["id"] if items else None}  # fmt: skip
-
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
         gw = scope["tollway.gateway"]
-        ctx = RequestContext(request_id=new_request_id(), client_request_id=client_request_id(scope))
+        ctx = RequestContext(request_id=new_request_id(),
+                             client_request_id=client_request_id(scope))
         ctx.api = {"endpoint": "responses", "mode": "translated"}
         headers = id_headers(ctx.request_id, ctx.client_request_id)
         watch = ClientWatch()
@@ -248,7 +221,8 @@ class ResponsesPlugin:
 
     async def _pass_through(self, gw: Any, ctx: RequestContext, body: dict[str, Any],
                             items: list[dict[str, Any]], native: list[Any], receive: Any,
-                            send: Any, headers: list[tuple[bytes, bytes]], watch: ClientWatch) -> None:
+                            send: Any, headers: list[tuple[bytes, bytes]],
+                            watch: ClientWatch) -> None:
         """Relay the request and its answer; meter from the upstream's final usage."""
         assert self._session is not None and self.store is not None
         ctx.api = {"endpoint": "responses", "mode": "pass-through"}
@@ -367,7 +341,8 @@ class ResponsesPlugin:
         return [*context, *items, *response.get("output", [])]
 
     async def _save(self, ctx: RequestContext, response: dict[str, Any],
-                    context: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:  # fmt: skip
+                    context: list[dict[str, Any]],
+                    items: list[dict[str, Any]]) -> None:  # fmt: skip
         if response.get("store") and response["status"] in ("completed", "incomplete"):
             assert self.store is not None
             await self.store.save(ctx.account_id or "", response, context, items)
@@ -388,21 +363,12 @@ async def _answer_error(send: Any, exc: GatewayError, headers: list[tuple[bytes,
 _UPSTREAM = {"type": "tollway.upstream_state"}  # context marker: the upstream holds the state
 
 
-def _account(caller: Any) -> str:
-    return caller.account_id if caller is not None else ""
-
-
 def _item_id(item: dict[str, Any]) -> str:
     import os
 
     prefix = {"function_call": "fc_", "function_call_output": "fco_"}.get(
         str(item.get("type")), "msg_")
     return prefix + os.urandom(12).hex()
-
-
-def _doc(summary: str) -> Operation:
-    return Operation(summary=summary, tag="Responses", ok={200: {"type": "object"}},
-                     errors=(401, 404))  # fmt: skip
 
 
 async def _write(send: Any, events: list[dict[str, Any]]) -> None:

@@ -7,16 +7,20 @@ account (requests without authentication share the account ``''``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from tollway.api.sse import dumps
+from tollway.errors import NotFound
+from tollway.plugins.contract import Route
+from tollway.plugins.docs import Operation
 from tollway.storage import connect_database
 from tollway.storage.database import Database
 from tollway.storage.migrate import upgrade_database
 
-__all__ = ["ResponseStore", "StoredResponse"]
+__all__ = ["ResponseStore", "StoredResponse", "stored_routes"]
 
 StoredResponse = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]
 """(context items, input items, the response object)"""
@@ -65,3 +69,49 @@ class ResponseStore:
             "DELETE FROM responses WHERE id = ? AND account_id = ?", response_id, account
         )
         return count > 0
+
+
+def stored_routes(store_of: Callable[[], ResponseStore | None]) -> list[Route]:
+    """``GET``/``DELETE /v1/responses/{id}`` and ``GET .../input_items`` (the caller's only)."""
+
+    async def stored(request: dict[str, Any]) -> tuple[str, str, StoredResponse]:
+        store = store_of()
+        assert store is not None
+        caller = request.get("auth")
+        account = caller.account_id if caller is not None else ""
+        response_id = request["path_params"]["response_id"]
+        found = await store.get(account, response_id)
+        if found is None:
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        return account, response_id, found
+
+    async def get(request: dict[str, Any]) -> tuple[int, Any]:
+        return 200, (await stored(request))[2][2]
+
+    async def delete(request: dict[str, Any]) -> tuple[int, Any]:
+        account, response_id, _ = await stored(request)
+        store = store_of()
+        assert store is not None
+        await store.delete(account, response_id)
+        return 200, {"id": response_id, "object": "response", "deleted": True}
+
+    async def input_items(request: dict[str, Any]) -> tuple[int, Any]:
+        """Newest first unless ``order=asc``; all of them (no pagination yet)."""
+        items = (await stored(request))[2][1]
+        if request["query"].get("order", "desc") != "asc":
+            items = list(reversed(items))
+        return 200, {"object": "list", "data": items, "has_more": False,
+                     "first_id": items[0]["id"] if items else None,
+                     "last_id": items[-1]["id"] if items else None}  # fmt: skip
+
+    def doc(summary: str) -> Operation:
+        return Operation(summary=summary, tag="Responses", ok={200: {"type": "object"}},
+                         errors=(401, 404))  # fmt: skip
+
+    item = "/v1/responses/{response_id}"
+    return [
+        Route("GET", item, get, "key", doc("Retrieve a stored response")),
+        Route("DELETE", item, delete, "key", doc("Delete a stored response")),
+        Route("GET", item + "/input_items", input_items, "key",
+              doc("List a stored response's input items")),
+    ]  # fmt: skip

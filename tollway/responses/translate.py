@@ -145,7 +145,9 @@ def _content(value: Any, param: str) -> str | list[dict[str, Any]]:
             if not isinstance(text, str):
                 raise _bad(f"'{where}.text' must be a string.", f"{where}.text")
             parts.append({"type": "text", "text": text})
-        elif kind == "input_image" and isinstance(part.get("image_url"), str):  # type: ignore[union-attr]
+        elif kind == "input_image" and isinstance(
+            part.get("image_url"), str  # type: ignore[union-attr]
+        ):
             image: dict[str, Any] = {"url": part["image_url"]}  # type: ignore[index]
             if part.get("detail") in ("low", "high", "auto"):  # type: ignore[union-attr]
                 image["detail"] = part["detail"]  # type: ignore[index]
