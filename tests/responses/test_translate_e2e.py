@@ -154,3 +154,18 @@ def test_fuzz_no_5xx(body: Any, url: str) -> None:
         body["model"] = "sim-echo"
     r = httpx.post(url + "/v1/responses", json=body)
     assert r.status_code < 500, (body, r.text)
+
+
+def test_firewall_redacts_request_and_response_and_blocks(url: str) -> None:
+    c = client(url)
+    r = c.responses.create(model="sim-echo", input="mail bob@example.com please",
+                           extra_body={"firewall": "redact-pii"})  # fmt: skip
+    assert "bob@example.com" not in r.output_text and "[REDACTED:email]" in r.output_text
+    with c.responses.stream(model="sim-echo", input="mail bob@example.com please",
+                            extra_body={"firewall": "redact-pii"}) as s:  # fmt: skip
+        text = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+    assert "bob@example.com" not in text and "[REDACTED:email]" in text
+    with pytest.raises(openai.BadRequestError) as err:
+        c.responses.create(model="sim-echo", input="key sk-proj-" + "a1B2" * 12,
+                           extra_body={"firewall": "strict-block"})  # fmt: skip
+    assert err.value.body["code"] == "content_filter"  # type: ignore[index]

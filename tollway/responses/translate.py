@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from tollway.errors import InvalidRequest
+from tollway.providers.base import EXTENSION_FIELDS
 
 __all__ = ["chat_body", "input_items"]
 
@@ -77,7 +78,7 @@ def chat_body(body: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
             raise _bad("'reasoning' must be an object.", "reasoning")
         if reasoning.get("effort") is not None:
             out["reasoning_effort"] = reasoning["effort"]
-    for name in _PASSED:
+    for name in (*_PASSED, *EXTENSION_FIELDS):  # tollway's own (firewall, …) as for chat
         if body.get(name) is not None:
             out[name] = body[name]
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
