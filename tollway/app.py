@@ -63,6 +63,7 @@ class TollwayApp:
             hooks=hooks,
             redactor=SecretRedactor.for_settings(settings, self.admin_key),
         )
+        hooks.attach(self.gateway)
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], RawHandler] = {}
         self._patterns: list[tuple[str, str, str]] = []  # as registered, for the docs

@@ -65,3 +65,23 @@ def test_no_registration_after_sealing() -> None:
     hooks = _hooks().seal()
     with pytest.raises(RuntimeError):
         hooks.settler(_named(1), Phase.MONEY)
+
+
+def test_the_pipeline_is_the_apps_gateway_once_assembled() -> None:
+    from tests.conftest import sim_config
+    from tollway.assembly import create_app
+    from tollway.config import parse_settings
+
+    hooks = _hooks()
+    with pytest.raises(RuntimeError):
+        _ = hooks.pipeline
+    seen: list[Any] = []
+
+    class Peek:
+        name = "peek"
+
+        def register(self, host: Any) -> None:
+            seen.append(host)
+
+    app = create_app(parse_settings(sim_config()), [Peek()])
+    assert seen[0].pipeline is app.gateway

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from tollway.api.batching import ReadyBatches
+from tollway.api.encode import collect
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
 from tollway.api.sse import encode_error_event, sse_stream
 from tollway.api.watch import ClientWatch
@@ -18,7 +19,6 @@ from tollway.chunks import StreamError
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound
 from tollway.gateway import Gateway
-from tollway.pipeline.collect import collect
 from tollway.pipeline.compose import compose
 from tollway.providers.base import EXTENSION_FIELDS, ChatRequest
 from tollway.wire.openai import validate_chat_request

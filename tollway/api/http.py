@@ -66,7 +66,7 @@ async def send_json(
     send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     """A complete JSON response."""
-    from tollway.api.sse import dumps
+    from tollway.api.encode import dumps
 
     payload = dumps(body)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]

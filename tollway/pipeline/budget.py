@@ -80,7 +80,7 @@ async def metered_call(
                 if len(finished) < request.choices and output > _limit(call, budget, ctx):
                     check_at = CUT
             elif kind is Finish:
-                finished.add(event.choice)  # type: ignore[union-attr]
+                finished.add(event.choice)  # type: ignore[union-attr,arg-type]
             elif kind is StreamError:
                 call.state = "failed"
             yield event

@@ -16,6 +16,7 @@ from tollway.plugins.contract import (
     Authenticator,
     Lifecycle,
     Phase,
+    Pipeline,
     Pricer,
     RawRoute,
     RequestHook,
@@ -68,10 +69,21 @@ class Hooks:
         self.raw_routes: list[RawRoute] = []
         self.starts: list[Lifecycle] = []
         self.stops: list[Lifecycle] = []
+        self._pipeline: Pipeline | None = None  # the gateway, set by the app
 
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            raise RuntimeError("the pipeline exists once the app is assembled")
+        return self._pipeline
+
+    def attach(self, pipeline: Pipeline) -> None:
+        """Called by the app with its gateway."""
+        self._pipeline = pipeline
 
     # -- Host: registration ---------------------------------------------------------
     def authenticator(self, hook: Authenticator) -> None:
