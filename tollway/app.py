@@ -3,8 +3,8 @@
 Assembled by ``tollway.assembly.create_app``. A raw ASGI app (no framework): one
 dict lookup routes the hot endpoint; other endpoints are JSON handlers
 ``async (request) -> (status, body)`` registered by path pattern, where ``request``
-is a dict with method, path, path_params, query, headers, json, auth, is_admin, the
-gateway (for endpoints that serve models) and the request ids of the answer's headers.
+is a dict with method, path, path_params, query, headers, json, auth, is_admin and the
+request ids of the answer's headers (request_id, client_request_id).
 """
 
 from __future__ import annotations
@@ -131,7 +131,6 @@ class TollwayApp:
                 return
             raw = self._raw.get((scope["method"], scope["path"]))
             if raw is not None:
-                scope["tollway.gateway"] = self.gateway  # for raw endpoints serving models
                 await raw(scope, receive, send)
                 return
             await self._json_route(scope, receive, send)
@@ -253,7 +252,6 @@ class TollwayApp:
             "json": parsed,
             "auth": auth,
             "is_admin": access == "admin",
-            "gateway": self.gateway,  # for plugin endpoints that serve models (embeddings)
         }
 
     # -- built-in endpoints ---------------------------------------------------------

@@ -77,7 +77,7 @@ class EmbeddingsPlugin:
         self._session: aiohttp.ClientSession | None = None
 
     def register(self, host: Host) -> None:
-        self.settings = host.settings
+        self._host = host  # its pipeline (the gateway) exists once the app is assembled
         host.route(Route("POST", "/v1/embeddings", self.handle, "key", _DOC))
         host.on_start(self._start)
         host.on_stop(self._stop)
@@ -91,7 +91,7 @@ class EmbeddingsPlugin:
 
     async def handle(self, request: dict[str, Any]) -> tuple[int, Any]:
         """Serve one request; settled and traced whatever its outcome."""
-        gw = request["gateway"]
+        gw: Any = self._host.pipeline  # the Gateway: also its router, settings, hooks
         ctx = RequestContext(request_id=request.get("request_id") or new_request_id(),
                              client_request_id=request.get("client_request_id"))
         ctx.api = {"endpoint": "embeddings", "mode": "pass-through"}

@@ -72,6 +72,7 @@ class ResponsesPlugin:
 
     def register(self, host: Host) -> None:
         self._dsn = host.settings.database
+        self._host = host  # its pipeline (the gateway) exists once the app is assembled
         host.route(RawRoute("POST", "/v1/responses", self.handle, _DOC))
         for route in stored_routes(lambda: self.store):
             host.route(route)
@@ -89,7 +90,7 @@ class ResponsesPlugin:
             await self.store.close()
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        gw = scope["tollway.gateway"]
+        gw: Any = self._host.pipeline  # the Gateway: also its router, settings, hooks
         ctx = RequestContext(request_id=new_request_id(),
                              client_request_id=client_request_id(scope))
         ctx.api = {"endpoint": "responses", "mode": "translated"}
