@@ -135,3 +135,21 @@ def _billed(cfg: dict[str, Any]) -> Iterator[str]:
                      [BillingPlugin(BILLING), TracingPlugin(), ResponsesPlugin()])  # fmt: skip
     with serve_app(app) as url:
         yield url
+
+
+def test_cancel_relayed_for_passed_through_background_response_only() -> None:
+    queued = {"id": "resp_bg1", "object": "response", "status": "queued", "store": True,
+              "background": True, "output": [], "usage": None, "model": "gpt-4o"}
+
+    async def handler(request: web.Request, upstream: Upstream) -> Any:
+        if request.path.endswith("/cancel"):
+            return web.json_response({**queued, "status": "cancelled"})
+        return web.json_response(queued)
+
+    with Upstream(handler) as up, run_tollway(config(up.base_url)) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        r = c.responses.create(model="gpt", input="long job", background=True)
+        assert r.status == "queued"
+        assert c.responses.cancel(r.id).status == "cancelled"
+        with pytest.raises(openai.NotFoundError):
+            c.responses.cancel("resp_unknown")

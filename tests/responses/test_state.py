@@ -112,5 +112,10 @@ def test_store_false_keeps_nothing(dsn: str) -> None:
     with gateway(dsn) as url:
         r = client(url).responses.create(model="sim-echo", input="forget me", store=False)
         assert r.store is False
+        kept = client(url).responses.create(model="sim-echo", input="keep me")
+        with pytest.raises(openai.BadRequestError):  # tollway runs no background responses
+            client(url).responses.cancel(kept.id)
+        with pytest.raises(openai.NotFoundError):
+            client(url, "sk-bob").responses.cancel(kept.id)
         with pytest.raises(openai.NotFoundError):
             client(url).responses.retrieve(r.id)

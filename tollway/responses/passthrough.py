@@ -28,7 +28,11 @@ from tollway.context import Attempt, RequestContext
 from tollway.errors import UpstreamError
 from tollway.providers.openai_compat import error_from_body
 
-__all__ = ["UpstreamResponse", "open_upstream", "relay", "usage_from_responses"]
+__all__ = ["KEPT", "UPSTREAM", "cancel_upstream", "open_upstream", "relay", "upstream_of",
+           "usage_from_responses"]
+
+UPSTREAM = {"type": "tollway.upstream_state"}  # stored context marker: the upstream has the state
+KEPT = ("completed", "incomplete", "queued", "in_progress")  # stored (background ones too)
 
 _FINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 _DELTAS = (b'"response.output_text.delta"', b'"response.function_call_arguments.delta"')
@@ -52,7 +56,29 @@ def usage_from_responses(usage: Any) -> Usage | None:
     )
 
 
-UpstreamResponse = aiohttp.ClientResponse
+def upstream_of(context: list[dict[str, Any]]) -> str | None:
+    """The provider holding a passed-through response's state (None: tollway's own)."""
+    for item in context[:1]:
+        if item.get("type") == UPSTREAM["type"]:
+            return str(item.get("provider"))
+    return None
+
+
+async def cancel_upstream(session: aiohttp.ClientSession, provider: ProviderConfig, name: str,
+                          response_id: str) -> Any:  # fmt: skip
+    """``POST {base_url}/responses/{id}/cancel`` at the upstream; its answer."""
+    headers = {"Content-Type": "application/json", **provider.headers}
+    if provider.api_key:
+        headers["Authorization"] = f"Bearer {provider.api_key}"
+    url = f"{(provider.base_url or '').rstrip('/')}/responses/{response_id}/cancel"
+    async with session.post(url, headers=headers) as resp:
+        raw = await resp.read()
+        if resp.status >= 400:
+            raise error_from_body(resp.status, raw, resp.headers, name)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"provider {name!r} answered with invalid JSON") from None
 
 
 async def open_upstream(

@@ -33,10 +33,18 @@ from tollway.api.watch import ClientWatch
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
 from tollway.pipeline.compose import compose
-from tollway.plugins.contract import Host, RawRoute
+from tollway.plugins.contract import Host, RawRoute, Route
 from tollway.plugins.docs import STR, Operation, obj
 from tollway.responses.build import ResponseBuilder
-from tollway.responses.passthrough import open_upstream, relay, usage_from_responses
+from tollway.responses.passthrough import (
+    KEPT,
+    UPSTREAM,
+    cancel_upstream,
+    open_upstream,
+    relay,
+    upstream_of,
+    usage_from_responses,
+)
 from tollway.responses.store import ResponseStore, stored_routes
 from tollway.responses.translate import chat_body, input_items
 from tollway.routing.apis import speaks
@@ -76,6 +84,10 @@ class ResponsesPlugin:
         host.route(RawRoute("POST", "/v1/responses", self.handle, _DOC))
         for route in stored_routes(lambda: self.store):
             host.route(route)
+        host.route(Route("POST", "/v1/responses/{response_id}/cancel", self.cancel, "key",
+                         Operation(summary="Cancel a background response (pass-through only)",
+                                   tag="Responses", ok={200: {"type": "object"}},
+                                   errors=(400, 401, 404, 502))))  # fmt: skip
         host.on_start(self._start)
         host.on_stop(self._stop)
 
@@ -88,6 +100,22 @@ class ResponsesPlugin:
             await self._session.close()
         if self.store is not None:
             await self.store.close()
+
+    async def cancel(self, request: dict[str, Any]) -> tuple[int, Any]:
+        """``POST /v1/responses/{id}/cancel``: relayed to the upstream that holds a
+        passed-through response; tollway's own responses are never background ones."""
+        assert self.store is not None and self._session is not None
+        caller = request.get("auth")
+        response_id = request["path_params"]["response_id"]
+        found = await self.store.get(caller.account_id if caller else "", response_id)
+        if found is None:
+            raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        name = upstream_of(found[0])
+        provider = self._host.settings.providers.get(name or "")
+        if provider is None:
+            raise InvalidRequest("Only background responses can be cancelled.",
+                                 param="response_id")  # fmt: skip
+        return 200, await cancel_upstream(self._session, provider, str(name), response_id)
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
         gw: Any = self._host.pipeline  # the Gateway: also its router, settings, hooks
@@ -289,7 +317,7 @@ class ResponsesPlugin:
                 if not isinstance(obj, dict):
                     raise GatewayError("The upstream answered with invalid JSON.", status=502)
                 on_final(obj)
-                await self._save_native(account, final, items)
+                await self._save_native(account, final, items, dep.provider)
                 watch.stop()
                 await send_json(send, 200, obj, headers)
                 ctx.delivered = "all"
@@ -300,7 +328,7 @@ class ResponsesPlugin:
             async for chunk in relay(resp, on_final, on_delta):
                 if final and "saved" not in final:
                     final["saved"] = True
-                    await self._save_native(account, final, items)
+                    await self._save_native(account, final, items, dep.provider)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             watch.stop()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -313,12 +341,13 @@ class ResponsesPlugin:
             resp.release()
 
     async def _save_native(self, account: str, final: dict[str, Any],
-                           items: list[dict[str, Any]]) -> None:  # fmt: skip
+                           items: list[dict[str, Any]], provider: str) -> None:  # fmt: skip
         response = final.get("response")
         if (self.store is not None and isinstance(response, dict) and response.get("store")
                 and isinstance(response.get("id"), str)
-                and response.get("status") in ("completed", "incomplete")):  # fmt: skip
-            await self.store.save(account, response, [_UPSTREAM], items)
+                and response.get("status") in KEPT):  # fmt: skip
+            await self.store.save(account, response, [{**UPSTREAM, "provider": provider}],
+                                  items)  # fmt: skip
 
     async def _context(self, body: dict[str, Any], account: str) -> list[dict[str, Any]]:
         """The items before this request: the previous response's context, input, output."""
@@ -334,7 +363,7 @@ class ResponsesPlugin:
             raise NotFound(f"Previous response with id '{previous}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
         context, items, response = found
-        if _UPSTREAM in context:
+        if upstream_of(context) is not None:
             raise InvalidRequest(
                 f"Response '{previous}' was made by an upstream that keeps its own state; "
                 "continue it with a model served by that upstream.",
@@ -361,7 +390,6 @@ async def _answer_error(send: Any, exc: GatewayError, headers: list[tuple[bytes,
                 "body": b"event: error\ndata: " + dumps(event) + b"\n\n"})
 
 
-_UPSTREAM = {"type": "tollway.upstream_state"}  # context marker: the upstream holds the state
 
 
 def _item_id(item: dict[str, Any]) -> str:
