@@ -219,3 +219,25 @@ def test_402_reaches_no_upstream(dsn: str) -> None:
         with pytest.raises(openai.APIStatusError) as err:
             client.embeddings.create(model="te3", input="hello " * 200)
         assert err.value.status_code == 402 and up.requests == []
+
+
+def test_firewall_redacts_inputs_and_its_field_stays_in_tollway() -> None:
+    async def echo(request: web.Request, upstream: Upstream) -> web.Response:
+        body = await request.json()
+        items = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return web.json_response({"object": "list", "model": "m", "data": [
+            {"object": "embedding", "index": i, "embedding": [0.0]} for i in range(len(items))],
+            "usage": {"prompt_tokens": 3, "total_tokens": 3}})  # fmt: skip
+
+    with Upstream(echo) as up, run_tollway(config(up.base_url)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        client.embeddings.create(model="te3", input=["mail bob@example.com now", "plain"],
+                                 extra_body={"firewall": "redact-pii"})  # fmt: skip
+        sent = up.requests[0]
+        assert "firewall" not in sent and sent["input"][1] == "plain"
+        assert "bob@example.com" not in sent["input"][0] and "[REDACTED" in sent["input"][0]
+        with pytest.raises(openai.BadRequestError) as err:
+            client.embeddings.create(model="te3", input="sk-proj-" + "a1B2" * 12,
+                                     extra_body={"firewall": "strict-block"})  # fmt: skip
+        assert err.value.body["code"] == "content_filter"  # type: ignore[index]
+        assert len(up.requests) == 1

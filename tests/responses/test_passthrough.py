@@ -153,3 +153,20 @@ def test_cancel_relayed_for_passed_through_background_response_only() -> None:
         assert c.responses.cancel(r.id).status == "cancelled"
         with pytest.raises(openai.NotFoundError):
             c.responses.cancel("resp_unknown")
+
+
+def test_firewall_on_pass_through_blocks_and_never_forwards_its_field() -> None:
+    raw = (CONF / "streams" / "responses" / "mirascope-gpt4o-text.sse").read_bytes()
+    with Upstream(replay(raw)) as up, run_tollway(config(up.base_url)) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as err:
+            c.responses.create(model="gpt", input="key sk-proj-" + "a1B2" * 12,
+                               extra_body={"firewall": "strict-block"})  # fmt: skip
+        assert err.value.body["code"] == "content_filter"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError):  # redaction cannot be passed through
+            c.responses.create(model="gpt", input="mail bob@example.com",
+                               extra_body={"firewall": "redact-pii"})  # fmt: skip
+        assert up.requests == []
+        c.responses.create(model="gpt", input="hello", stream=True,
+                           extra_body={"firewall": "monitor"}).close()  # fmt: skip
+        assert "firewall" not in up.requests[0] and up.requests[0]["input"] == "hello"

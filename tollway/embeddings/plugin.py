@@ -39,7 +39,7 @@ from tollway.errors import (
 )
 from tollway.plugins.contract import Host, Route
 from tollway.plugins.docs import INT, STR, Operation, obj
-from tollway.providers.base import ChatRequest
+from tollway.providers.base import EXTENSION_FIELDS, ChatRequest
 from tollway.routing.apis import speaks
 
 __all__ = ["EmbeddingsPlugin"]
@@ -136,7 +136,9 @@ class EmbeddingsPlugin:
             messages=[{"role": "user", "content": t} for t in texts] or
                      [{"role": "user", "content": _token_stand_in(parsed.inputs)}],
             max_output_tokens=1,  # embeddings have no output: reserve (almost) none
+            extensions={k: parsed.body[k] for k in EXTENSION_FIELDS if k in parsed.body},
         )  # fmt: skip
+        parsed.body = {k: v for k, v in parsed.body.items() if k not in EXTENSION_FIELDS}
         await gw.prepare(ctx)
         inputs = _after_firewall(parsed, ctx.request.messages, texts)
         if ctx.request.messages and not texts:  # token arrays only: admission's count

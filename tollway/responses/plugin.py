@@ -31,8 +31,9 @@ from tollway.api.http import ClientGone, read_body, send_error, send_json
 from tollway.api.sse import dumps
 from tollway.api.watch import ClientWatch
 from tollway.context import RequestContext
-from tollway.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
+from tollway.errors import ContentBlocked, GatewayError, InvalidRequest, ModelNotFound, NotFound
 from tollway.pipeline.compose import compose
+from tollway.providers.base import EXTENSION_FIELDS
 from tollway.plugins.contract import Host, RawRoute, Route
 from tollway.plugins.docs import STR, Operation, obj
 from tollway.responses.build import ResponseBuilder
@@ -266,11 +267,19 @@ class ResponsesPlugin:
         stream = body.get("stream") is True
         cap = body.get("max_output_tokens")
         prompt = orjson.dumps({k: body.get(k) for k in ("instructions", "input", "tools")})
+        text = prompt.decode()
         ctx.request = build_request({"model": alias, "messages": [
-            {"role": "user", "content": prompt.decode()}],
-            **({"max_completion_tokens": cap} if type(cap) is int and cap > 0 else {})},
+            {"role": "user", "content": text}],
+            **({"max_completion_tokens": cap} if type(cap) is int and cap > 0 else {}),
+            **{k: body[k] for k in EXTENSION_FIELDS if k in body}},
             stream, stream)  # fmt: skip
+        body = {k: v for k, v in body.items() if k not in EXTENSION_FIELDS}  # tollway's own
         await gw.prepare(ctx)
+        if ctx.request.messages[0].get("content") != text:
+            raise ContentBlocked(
+                "The request firewall would redact this request, which tollway cannot do on "
+                "the Responses pass-through; use a policy that blocks, or a translated model.",
+                param="input")  # fmt: skip
         watch.start(receive)
         watch.defer()
         await gw.admit(ctx)
