@@ -2,7 +2,7 @@
 that names the built-in features.
 
 ``DEFAULT_PLUGINS`` lists the built-ins in plugin order (billing, firewalls, tools,
-tracing: what starts first); the hooks' ``Phase`` fixes the order that matters (money
+tracing, embeddings, responses: what starts first); the hooks' ``Phase`` fixes the order that matters (money
 before trace). Plugins of installed packages (entry-point group ``tollway.plugins``)
 come after them, sorted by entry-point name.
 """
