@@ -77,13 +77,14 @@ class ResponsesPlugin:
 
     def __init__(self) -> None:
         self.store: ResponseStore | None = None
+        self._opening = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
     def register(self, host: Host) -> None:
         self._dsn = host.settings.database
         self._host = host  # its pipeline (the gateway) exists once the app is assembled
         host.route(RawRoute("POST", "/v1/responses", self.handle, _DOC))
-        for route in stored_routes(lambda: self.store):
+        for route in stored_routes(self._store):
             host.route(route)
         host.route(Route("POST", "/v1/responses/{response_id}/cancel", self.cancel, "key",
                          Operation(summary="Cancel a background response (pass-through only)",
@@ -92,8 +93,16 @@ class ResponsesPlugin:
         host.on_start(self._start)
         host.on_stop(self._stop)
 
+    async def _store(self) -> ResponseStore:
+        """The store, opened (and migrated) when first needed: an app whose clients never
+        use the Responses API needs no database for it."""
+        if self.store is None:
+            async with self._opening:
+                if self.store is None:
+                    self.store = await ResponseStore.open(self._dsn)
+        return self.store
+
     async def _start(self) -> None:
-        self.store = await ResponseStore.open(self._dsn)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def _stop(self) -> None:
@@ -105,10 +114,10 @@ class ResponsesPlugin:
     async def cancel(self, request: dict[str, Any]) -> tuple[int, Any]:
         """``POST /v1/responses/{id}/cancel``: relayed to the upstream that holds a
         passed-through response; tollway's own responses are never background ones."""
-        assert self.store is not None and self._session is not None
+        assert self._session is not None
         caller = request.get("auth")
         response_id = request["path_params"]["response_id"]
-        found = await self.store.get(caller.account_id if caller else "", response_id)
+        found = await (await self._store()).get(caller.account_id if caller else "", response_id)
         if found is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         name = upstream_of(found[0])
@@ -254,14 +263,15 @@ class ResponsesPlugin:
                             send: Any, headers: list[tuple[bytes, bytes]],
                             watch: ClientWatch) -> None:
         """Relay the request and its answer; meter from the upstream's final usage."""
-        assert self._session is not None and self.store is not None
+        assert self._session is not None
+        store = await self._store()
         ctx.api = {"endpoint": "responses", "mode": "pass-through"}
         alias = body["model"]
         ctx.requested_model = alias
         account = ctx.account_id or ""
         previous = body.get("previous_response_id")
         if previous is not None and (not isinstance(previous, str) or
-                                     await self.store.get(account, previous) is None):
+                                     await store.get(account, previous) is None):
             raise NotFound(f"Previous response with id '{previous}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
         stream = body.get("stream") is True
@@ -352,11 +362,11 @@ class ResponsesPlugin:
     async def _save_native(self, account: str, final: dict[str, Any],
                            items: list[dict[str, Any]], provider: str) -> None:  # fmt: skip
         response = final.get("response")
-        if (self.store is not None and isinstance(response, dict) and response.get("store")
+        if (isinstance(response, dict) and response.get("store")
                 and isinstance(response.get("id"), str)
                 and response.get("status") in KEPT):  # fmt: skip
-            await self.store.save(account, response, [{**UPSTREAM, "provider": provider}],
-                                  items)  # fmt: skip
+            context = [{**UPSTREAM, "provider": provider}]
+            await (await self._store()).save(account, response, context, items)
 
     async def _context(self, body: dict[str, Any], account: str) -> list[dict[str, Any]]:
         """The items before this request: the previous response's context, input, output."""
@@ -366,8 +376,7 @@ class ResponsesPlugin:
         if not isinstance(previous, str) or not previous:
             raise InvalidRequest("'previous_response_id' must be a string.",
                                  param="previous_response_id")  # fmt: skip
-        assert self.store is not None
-        found = await self.store.get(account, previous)
+        found = await (await self._store()).get(account, previous)
         if found is None:
             raise NotFound(f"Previous response with id '{previous}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
@@ -383,8 +392,7 @@ class ResponsesPlugin:
                     context: list[dict[str, Any]],
                     items: list[dict[str, Any]]) -> None:  # fmt: skip
         if response.get("store") and response["status"] in ("completed", "incomplete"):
-            assert self.store is not None
-            await self.store.save(ctx.account_id or "", response, context, items)
+            await (await self._store()).save(ctx.account_id or "", response, context, items)
 
 
 async def _answer_error(send: Any, exc: GatewayError, headers: list[tuple[bytes, bytes]],

@@ -7,7 +7,7 @@ account (requests without authentication share the account ``''``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -71,12 +71,11 @@ class ResponseStore:
         return count > 0
 
 
-def stored_routes(store_of: Callable[[], ResponseStore | None]) -> list[Route]:
+def stored_routes(store_of: Callable[[], Awaitable[ResponseStore]]) -> list[Route]:
     """``GET``/``DELETE /v1/responses/{id}`` and ``GET .../input_items`` (the caller's only)."""
 
     async def stored(request: dict[str, Any]) -> tuple[str, str, StoredResponse]:
-        store = store_of()
-        assert store is not None
+        store = await store_of()
         caller = request.get("auth")
         account = caller.account_id if caller is not None else ""
         response_id = request["path_params"]["response_id"]
@@ -90,9 +89,7 @@ def stored_routes(store_of: Callable[[], ResponseStore | None]) -> list[Route]:
 
     async def delete(request: dict[str, Any]) -> tuple[int, Any]:
         account, response_id, _ = await stored(request)
-        store = store_of()
-        assert store is not None
-        await store.delete(account, response_id)
+        await (await store_of()).delete(account, response_id)
         return 200, {"id": response_id, "object": "response", "deleted": True}
 
     async def input_items(request: dict[str, Any]) -> tuple[int, Any]:
