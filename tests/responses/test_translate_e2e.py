@@ -146,7 +146,7 @@ def test_json_schema_format_reaches_the_upstream_as_response_format() -> None:
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(
         ["model", "input", "instructions", "tools", "tool_choice", "text", "reasoning",
          "max_output_tokens", "type", "role", "content", "call_id", "name", "output",
-         "format", "stream"]), c, max_size=6),
+         "format", "stream", "store", "previous_response_id", "firewall"]), c, max_size=6),
     max_leaves=12,
 ))
 def test_fuzz_no_5xx(body: Any, url: str) -> None:
