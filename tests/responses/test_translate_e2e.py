@@ -169,3 +169,35 @@ def test_firewall_redacts_request_and_response_and_blocks(url: str) -> None:
         c.responses.create(model="sim-echo", input="key sk-proj-" + "a1B2" * 12,
                            extra_body={"firewall": "strict-block"})  # fmt: skip
     assert err.value.body["code"] == "content_filter"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("recording", ["docs-tool-use.sse", "docs-extended-thinking.sse"])
+def test_translated_onto_an_anthropic_deployment(recording: str) -> None:
+    raw = (STREAMS / "anthropic" / recording).read_bytes()
+
+    async def handler(request: web.Request, upstream: Upstream) -> Any:
+        return web.Response(body=raw, content_type="text/event-stream")
+
+    with Upstream(handler) as up, run_tollway({
+        "providers": {"a": {"type": "anthropic", "api_key": "sk-ant",
+                            "base_url": up.base_url.removesuffix("/v1")}},
+        "models": {"claude": {"deployments": [{"provider": "a", "model": "claude-x"}]}},
+    }) as base:  # fmt: skip
+        tools: Any = [{"type": "function", "name": "get_weather",
+                       "parameters": {"type": "object", "properties": {
+                           "location": {"type": "string"}}}}]  # fmt: skip
+        with client(base).responses.stream(model="claude", input="weather?", tools=tools,
+                                           instructions="be brief",
+                                           max_output_tokens=2000) as s:  # fmt: skip
+            seqs = [e.sequence_number for e in s]
+            final = s.get_final_response()
+        sent = up.requests[0]
+        assert sent["system"] in ("be brief", [{"type": "text", "text": "be brief"}])
+        assert sent["tools"][0]["name"] == "get_weather" and sent["max_tokens"] == 2000
+        assert seqs == list(range(len(seqs))) and final.status in ("completed", "incomplete")
+        assert final.usage is not None and final.usage.input_tokens > 0
+        kinds = [o.type for o in final.output]
+        if "tool-use" in recording:
+            assert "function_call" in kinds
+        else:
+            assert kinds[0] == "reasoning" and final.output_text
