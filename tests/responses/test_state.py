@@ -119,3 +119,20 @@ def test_store_false_keeps_nothing(dsn: str) -> None:
             client(url, "sk-bob").responses.cancel(kept.id)
         with pytest.raises(openai.NotFoundError):
             client(url).responses.retrieve(r.id)
+
+
+def test_input_items_pages(dsn: str) -> None:
+    with gateway(dsn) as url:
+        c = client(url)
+        r = c.responses.create(model="sim-echo", input=[
+            {"role": "user", "content": f"m{i}"} for i in range(5)])  # fmt: skip
+        first = c.responses.input_items.list(r.id, limit=2, order="asc")
+        assert [i.content[0].text if not isinstance(i.content, str) else i.content
+                for i in first.data] == ["m0", "m1"] and first.has_more
+        rest = c.responses.input_items.list(r.id, limit=10, order="asc", after=first.last_id)
+        assert len(rest.data) == 3 and not rest.has_more
+        newest = c.responses.input_items.list(r.id)
+        assert len(newest.data) == 5 and newest.data[0].id == rest.data[-1].id
+        bad = httpx.get(f"{url}/v1/responses/{r.id}/input_items?limit=0",
+                        headers={"Authorization": "Bearer sk-alice"})  # fmt: skip
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"

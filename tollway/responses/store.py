@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from tollway.api.sse import dumps
-from tollway.errors import NotFound
+from tollway.errors import InvalidRequest, NotFound
 from tollway.plugins.contract import Route
 from tollway.plugins.docs import Operation
 from tollway.storage import connect_database
@@ -93,13 +93,30 @@ def stored_routes(store_of: Callable[[], Awaitable[ResponseStore]]) -> list[Rout
         return 200, {"id": response_id, "object": "response", "deleted": True}
 
     async def input_items(request: dict[str, Any]) -> tuple[int, Any]:
-        """Newest first unless ``order=asc``; all of them (no pagination yet)."""
+        """Newest first unless ``order=asc``; ``limit`` (1-100, 20) items ``after`` an id."""
         items = (await stored(request))[2][1]
-        if request["query"].get("order", "desc") != "asc":
+        query = request["query"]
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("'order' must be asc or desc.", param="order")
+        try:
+            limit = int(query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            raise InvalidRequest("'limit' must be an integer from 1 to 100.", param="limit")
+        if order == "desc":
             items = list(reversed(items))
-        return 200, {"object": "list", "data": items, "has_more": False,
-                     "first_id": items[0]["id"] if items else None,
-                     "last_id": items[-1]["id"] if items else None}  # fmt: skip
+        after = query.get("after")
+        if after is not None:
+            ids = [i.get("id") for i in items]
+            if after not in ids:
+                raise InvalidRequest(f"No input item with id '{after}'.", param="after")
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        return 200, {"object": "list", "data": page, "has_more": len(items) > limit,
+                     "first_id": page[0]["id"] if page else None,
+                     "last_id": page[-1]["id"] if page else None}  # fmt: skip
 
     def doc(summary: str) -> Operation:
         return Operation(summary=summary, tag="Responses", ok={200: {"type": "object"}},
