@@ -161,6 +161,9 @@ def test_firewall_redacts_request_and_response_and_blocks(url: str) -> None:
     r = c.responses.create(model="sim-echo", input="mail bob@example.com please",
                            extra_body={"firewall": "redact-pii"})  # fmt: skip
     assert "bob@example.com" not in r.output_text and "[REDACTED:email]" in r.output_text
+    whole = httpx.post(url + "/v1/responses", json={"model": "sim-echo", "input": "bob@x.org",
+                                                    "firewall": "redact-pii"}).json()
+    assert whole["firewall"]  # the verdicts, as on a whole chat completion
     with c.responses.stream(model="sim-echo", input="mail bob@example.com please",
                             extra_body={"firewall": "redact-pii"}) as s:  # fmt: skip
         text = "".join(e.delta for e in s if e.type == "response.output_text.delta")

@@ -212,6 +212,7 @@ class ResponsesPlugin:
                     raise GatewayError(builder.error["message"], status=status,
                                        code=builder.error["code"])  # fmt: skip
                 final = builder.finish()[-1]["response"]
+                final.update(gw.response_fields(ctx))  # e.g. the firewall's verdicts
                 await self._save(ctx, final, context, items)
                 watch.stop()
                 await send_json(send, 200, final, headers)
