@@ -87,11 +87,16 @@ class TollwayApp:
         self._patterns.append((method, pattern, access))
 
     def add_raw_route(
-        self, method: str, path: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
+        self,
+        method: str,
+        path: str,
+        handler: Callable[[Scope, Receive, Send], Awaitable[None]],
+        access: Access = "raw",
     ) -> None:
-        """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``)."""
+        """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``); ``access``
+        documents who may call it (the handler checks it itself)."""
         self._raw[(method, path)] = handler
-        self._patterns.append((method, path, "raw"))
+        self._patterns.append((method, path, access))
 
     def route_table(self) -> list[tuple[str, str, str]]:
         """Every mounted endpoint as ``(method, path pattern, access)``, chat included."""
@@ -281,4 +286,7 @@ def create_app(settings: Settings) -> TollwayApp:
     from tollway.features import install_features
 
     install_features(app)
+    from tollway.messages import install as install_messages
+
+    install_messages(app)
     return app

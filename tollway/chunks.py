@@ -13,6 +13,8 @@ The union, in the order they usually appear::
     Finish       the finish reason of one choice
     Usage        token counts (cumulative; the last one wins)
     StreamError  an error after the commit point; always the last event
+    Raw          an upstream event in the client's own protocol (inbound
+                 ``/v1/messages`` to an Anthropic deployment), re-emitted as is
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "Finish",
     "FinishReason",
     "PlatformToolRecord",
+    "Raw",
     "ReasoningConvention",
     "Start",
     "StreamError",
@@ -208,4 +211,23 @@ class StreamError:
     param: str | None = None
 
 
-Event = Start | TextDelta | ToolCallDelta | PlatformToolRecord | Finish | Usage | StreamError
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """An upstream event already in the client's wire format, passed on unchanged.
+
+    An adapter yields it *before* the normalized events the same upstream event
+    implies, and only when the request came in the upstream's own protocol
+    (``ChatRequest.anthropic``). Billing, firewalls and traces read the normalized
+    events; the protocol's encoder re-emits ``data`` verbatim. A stage that changes
+    content (a redacting or blocking firewall) drops Raw events, and the encoder
+    then writes the stream from the normalized events. ``kind`` is the upstream
+    event type (``message_start``, ``content_block_delta``, … or ``message`` for a
+    whole answer), ``index`` its content-block index (-1 when it has none).
+    """
+
+    data: bytes
+    kind: str
+    index: int = -1
+
+
+Event = Start | TextDelta | ToolCallDelta | PlatformToolRecord | Finish | Usage | StreamError | Raw

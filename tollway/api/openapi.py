@@ -56,6 +56,10 @@ def _schemas(app: _App) -> dict[str, Any]:
             "description": "a model this gateway serves (GET /v1/models); others get 404",
         }  # fmt: skip
     schemas["ChatCompletionRequest"] = chat
+    if aliases:
+        for name in ("MessagesRequest", "CountTokensRequest"):
+            body = schemas[name] = {**schemas[name]}
+            body["properties"] = {**body["properties"], "model": chat["properties"]["model"]}
     for model in ADMIN_BODIES.values():
         schemas[model.__name__] = model.model_json_schema(ref_template=_REF)
     return schemas
@@ -80,7 +84,8 @@ def _operation(method: str, pattern: str, access: str, op: Operation | None) -> 
         out["parameters"] = [*params, *op.query]
     if op.body is not None:
         out["requestBody"] = {
-            "required": op.body in ("ChatCompletionRequest", "CreateAccountBody", "CreditBody"),
+            "required": op.body in ("ChatCompletionRequest", "CreateAccountBody", "CreditBody",
+                                    "MessagesRequest", "CountTokensRequest"),
             "content": {"application/json": {"schema": ref(op.body)}},
         }
     responses: dict[str, Any] = {}
@@ -95,7 +100,7 @@ def _operation(method: str, pattern: str, access: str, op: Operation | None) -> 
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _WHY.get(status, "Error"),
-            "content": {"application/json": {"schema": ref("Error")}},
+            "content": {"application/json": {"schema": ref(op.error_schema)}},
         }
     out["responses"] = responses
     return out

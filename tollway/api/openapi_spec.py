@@ -60,6 +60,38 @@ SCHEMAS: dict[str, Any] = {
              "contentSchema": {"anyOf": [ref("ChatCompletionChunk"), ref("Error")]}},
         ]},
     }, extra=False),
+    "AnthropicError": _obj(["type", "error"], {
+        "type": {"const": "error"},
+        "error": _obj(["type", "message"], {"type": _STR, "message": _STR}),
+    }, extra=False),
+    "MessagesRequest": _obj(["model", "max_tokens", "messages"], {
+        "model": _STR,
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+        "messages": {"type": "array", "items": _obj(["role", "content"], {
+            "role": {"enum": ["user", "assistant"]},
+            "content": {"anyOf": [_STR, {"type": "array", "items": _obj(["type"], {
+                "type": _STR})}]},
+        })},
+        "system": {"anyOf": [_STR, {"type": "array", "items": _obj(["type", "text"], {
+            "type": {"const": "text"}, "text": _STR})}]},
+        "stream": {"type": "boolean"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "top_k": {"type": "integer", "minimum": 0},
+        "stop_sequences": {"type": "array", "items": _STR},
+        "metadata": _obj([], {"user_id": _NSTR}),
+        "tools": {"type": "array", "items": _obj(["name"], {"name": _STR})},
+        "tool_choice": _obj(["type"], {"type": {"enum": ["auto", "any", "tool", "none"]}}),
+        "thinking": _obj(["type"], {"type": {"enum": ["enabled", "disabled", "adaptive"]}}),
+    }),
+    "CountTokensRequest": _obj(["model", "messages"], {
+        "model": _STR, "messages": {"type": "array", "items": {"type": "object"}}}),
+    "Message": _obj(["id", "type", "role", "model", "content", "stop_reason", "usage"], {
+        "id": _STR, "type": {"const": "message"}, "role": {"const": "assistant"},
+        "model": _STR, "content": {"type": "array", "items": {"type": "object"}},
+        "stop_reason": _NSTR, "usage": {"type": "object"},
+    }),
+    "MessageTokensCount": _obj(["input_tokens"], {"input_tokens": _INT}),
     "Account": _obj(["id", "object", "name", "balance_usd", "reserved_usd", "available_usd"], {
         "id": _STR, "object": {"const": "account"}, "name": _STR, "created_at": _INT,
         "balance_usd": _USD, "reserved_usd": _USD, "available_usd": _USD,
@@ -137,6 +169,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     query: list[dict[str, Any]] = field(default_factory=list)
     body: str | None = None  # a components schema name
+    error_schema: str = "Error"  # the error envelope (Anthropic's on /v1/messages)
 
 
 _ADMIN_404 = (404,)
@@ -150,6 +183,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: {"content": {"application/json": {"schema": ref("ChatCompletion")},
                            "text/event-stream": {"schema": ref("ChatCompletionEvent")}}}},
         errors=(402, 404, 502, 503, 504), body="ChatCompletionRequest"),
+    ("POST", "/v1/messages"): Operation(
+        "Create a message (Anthropic's Messages API; errors in Anthropic's envelope)", "messages",
+        {200: {"content": {"application/json": {"schema": ref("Message")},
+                           "text/event-stream": {"schema": _STR}}}},
+        errors=(402, 404, 502, 504, 529), body="MessagesRequest", error_schema="AnthropicError"),
+    ("POST", "/v1/messages/count_tokens"): Operation(
+        "Count a Messages request's input tokens", "messages", {200: ref("MessageTokensCount")},
+        errors=(404,), body="CountTokensRequest", error_schema="AnthropicError"),
     ("GET", "/v1/models"): Operation("List models", "models", {200: ref("ModelList")}),
     ("GET", "/v1/models/{model}"): Operation(
         "Retrieve a model", "models", {200: ref("Model")}, errors=(404,)),

@@ -10,7 +10,8 @@ stops pulling: its ``finally`` closes the upstream iterator. An upstream error
 error follows; if that text completes a blocked match, the block wins: the text
 before it, ``content_filter`` for every open choice and no error event (the request
 does not end with that error: the route attempt keeps it, and the response is marked
-partial). Verdicts
+partial). Upstream events passed on verbatim (``Raw``) are dropped unless the
+policy only monitors, so the client only ever sees text the firewall let through. Verdicts
 (``{detector, action, where, count}``) are added to ``ctx.firewall_verdicts``
 even when the client disconnects. A monitor-only policy passes events through
 untouched and only counts. Log probabilities survive only on deltas the
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tollway.chunks import Event, Finish, StreamError, TextDelta, ToolCallDelta
+from tollway.chunks import Event, Finish, Raw, StreamError, TextDelta, ToolCallDelta
 from tollway.context import RequestContext
 from tollway.firewalls.policy import CompiledPolicy
 from tollway.firewalls.request import merge_verdicts, verdicts_for
@@ -150,6 +151,9 @@ async def _run(
                     return
                 open_choices.pop(ev.choice, None)
                 yield ev
+            elif kind is Raw:
+                if passthrough:  # content may change: the encoder writes it from events
+                    yield ev
             elif kind is StreamError:
                 # nothing follows an error: what is held is decided as at a normal end
                 released, cut_off = end()

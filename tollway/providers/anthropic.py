@@ -23,6 +23,12 @@ usage (start + delta, cumulative)  one ``Usage`` after ``Finish``: prompt =
 ``error``                          ``UpstreamError`` (overloaded → retryable)
 ping, signature / unknown deltas   ignored
 =================================  ===========================================
+
+Inbound ``/v1/messages`` (``request.anthropic`` set): the client's own body is
+sent (the deployment's model, ``max_tokens`` = the request's cap, ``stream``),
+with its ``anthropic-version`` and ``anthropic-beta`` headers, and every upstream
+event (but ``error``, which the router reports) is yielded as ``Raw`` before the
+events above, so the client gets it unchanged.
 """
 
 from __future__ import annotations
@@ -35,10 +41,19 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tollway.chunks import Event, Finish, FinishReason, Start, TextDelta, ToolCallDelta, Usage
+from tollway.chunks import (
+    Event,
+    Finish,
+    FinishReason,
+    Raw,
+    Start,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.errors import UpstreamError
-from tollway.providers.base import ChatRequest
+from tollway.providers.base import AnthropicNative, ChatRequest
 from tollway.providers.sse_decoder import SSEDecoder
 from tollway.providers.transport import upstream_events
 from tollway.wire.anthropic import build_messages_request
@@ -95,6 +110,17 @@ class AnthropicProvider:
 
     def build_body(self, request: ChatRequest, deployment: DeploymentConfig) -> dict[str, Any]:
         """The upstream JSON for this request and deployment."""
+        native = request.anthropic
+        if native is not None:  # the client's own Messages body, as it sent it
+            body = dict(native.body)
+            body["model"] = deployment.model
+            if request.max_output_tokens:
+                body["max_tokens"] = request.max_output_tokens
+            if request.stream:
+                body["stream"] = True
+            else:
+                body.pop("stream", None)
+            return body
         return build_messages_request(
             request.body,
             request.messages,
@@ -105,19 +131,59 @@ class AnthropicProvider:
             request.stream,
         )
 
+    def headers_for(self, request: ChatRequest) -> dict[str, str]:
+        """Upstream headers: the client's ``anthropic-version`` and betas join ours."""
+        native = request.anthropic
+        if native is None or not native.headers:
+            return self._headers
+        headers = dict(self._headers)
+        version = native.headers.get("anthropic-version")
+        if version:
+            headers["anthropic-version"] = version
+        beta = native.headers.get("anthropic-beta")
+        if beta:
+            ours = headers.get("anthropic-beta")
+            headers["anthropic-beta"] = f"{ours},{beta}" if ours else beta
+        return headers
+
     def stream(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[Event]:
+        native = request.anthropic is not None
         return upstream_events(
             self._session,
             self._url,
-            self._headers,
+            self.headers_for(request),
             lambda: orjson.dumps(self.build_body(request, deployment)),
             deployment,
             self.name,
             stream=request.stream,
             error_from=error_from_response,
-            read_stream=self._read_stream,
-            read_whole=events_from_message,
+            read_stream=self._read_raw if native else self._read_stream,
+            read_whole=_whole_with_raw if native else events_from_message,
         )
+
+    async def count_tokens(
+        self, body: dict[str, Any], deployment: DeploymentConfig, headers: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """The upstream's ``/v1/messages/count_tokens`` answer for a Messages body; None
+        when it cannot be had (the caller counts itself); its 4xx is raised."""
+        request = ChatRequest({}, "", False, False, [], anthropic=AnthropicNative({}, headers))
+        timeout = aiohttp.ClientTimeout(total=deployment.timeouts.first_token,
+                                        connect=deployment.timeouts.connect)
+        try:
+            async with self._session.post(
+                self._url + "/count_tokens", data=orjson.dumps({**body, "model": deployment.model}),
+                headers=self.headers_for(request), timeout=timeout,
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    error = error_from_response(resp.status, raw, resp.headers, self.name)
+                    if error.retryable or error.misconfigured:
+                        return None
+                    raise error
+                parsed = orjson.loads(raw)
+        except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError):
+            return None
+        return parsed if isinstance(parsed, dict) else None
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
         decoder = SSEDecoder()
@@ -132,6 +198,38 @@ class AnthropicProvider:
         for _name, payload in decoder.flush():
             if payload:
                 for event in translate(loads(payload)):
+                    yield event
+        if not translator.done:
+            raise UpstreamError(f"provider {self.name!r} ended the stream early", status=502)
+
+    async def _read_raw(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+        """``_read_stream`` for a client speaking Messages: each upstream event as
+        ``Raw`` (verbatim), then what it means."""
+        decoder = SSEDecoder()
+        translator = MessageTranslator(self.name)
+        translate = translator.feed
+        loads = orjson.loads
+        pending = True
+        while pending:
+            data = await resp.content.readany()
+            if data:
+                messages = decoder.decode(data)
+            else:
+                pending = False
+                messages = decoder.flush()
+            for name, payload in messages:
+                if not payload:
+                    continue
+                obj = loads(payload)
+                kind = name or str(obj.get("type") or "")
+                if kind != "error" and isinstance(obj, dict):
+                    index = obj.get("index")
+                    yield Raw(
+                        b"event: " + kind.encode() + b"\ndata: " + payload.encode() + b"\n\n",
+                        kind,
+                        index if isinstance(index, int) else -1,
+                    )
+                for event in translate(obj):
                     yield event
         if not translator.done:
             raise UpstreamError(f"provider {self.name!r} ended the stream early", status=502)
@@ -286,6 +384,12 @@ def events_from_message(message: dict[str, Any]) -> list[Event]:
     if message.get("usage"):
         out.append(usage_from_anthropic(message["usage"]))
     return out
+
+
+def _whole_with_raw(message: dict[str, Any]) -> list[Event]:
+    """``events_from_message`` led by the whole answer as ``Raw`` (kind ``message``)."""
+    events = events_from_message(message)
+    return [Raw(orjson.dumps(message), "message"), *events]
 
 
 def error_from_type(err_type: str, message: str, retry_after: float | None = None) -> UpstreamError:
