@@ -45,6 +45,7 @@ __all__ = ["TollwayApp", "create_app"]
 log = logging.getLogger("tollway")
 
 JsonHandler = Callable[[dict[str, Any]], Awaitable[tuple[int, Any]]]
+ErrorSender = Callable[[Send, GatewayError, list[tuple[bytes, bytes]]], Awaitable[None]]
 Access = str  # "public" | "key" | "admin"
 
 
@@ -65,6 +66,8 @@ class TollwayApp:
         self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
         self._patterns: list[tuple[str, str, Access]] = []  # as registered, for the docs
         self._openapi_document: dict[str, Any] | None = None
+        # path prefix -> the error envelope of the protocol mounted there (else OpenAI's)
+        self.error_senders: dict[str, ErrorSender] = {}
         self._session: aiohttp.ClientSession | None = None
         server = settings.server
         # read by TollwayHttpProtocol (the server's HTTP parser) for this app's connections
@@ -187,6 +190,10 @@ class TollwayApp:
                 )  # fmt: skip
             raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
         except GatewayError as exc:
+            for prefix, sender in self.error_senders.items():
+                if path.startswith(prefix):
+                    await sender(send, exc, headers)
+                    return
             await send_error(send, exc, headers)
         except ClientGone:
             return  # nobody is left to answer

@@ -113,7 +113,8 @@ def test_every_endpoint_answers_without_5xx(case: Any, gateway: Gateway) -> None
     assert response.status_code < 500, (response.status_code, response.text[:500])
     if response.status_code >= 400 and path.startswith("/v1/messages"):
         body = response.json()  # Anthropic's envelope
-        assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, body
+        assert body.get("type") == "error", (response.status_code, body)
+        assert set(body["error"]) == {"type", "message"}, body
         assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     elif response.status_code >= 400:
         error = response.json()["error"]

@@ -72,17 +72,20 @@ SCHEMAS: dict[str, Any] = {
             "content": {"anyOf": [_STR, {"type": "array", "items": _obj(["type"], {
                 "type": _STR})}]},
         })},
-        "system": {"anyOf": [_STR, {"type": "array", "items": _obj(["type", "text"], {
+        # optional fields: null is the same as absent
+        "system": {"anyOf": [_NSTR, {"type": "array", "items": _obj(["type", "text"], {
             "type": {"const": "text"}, "text": _STR})}]},
-        "stream": {"type": "boolean"},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
-        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
-        "top_k": {"type": "integer", "minimum": 0},
-        "stop_sequences": {"type": "array", "items": _STR},
-        "metadata": _obj([], {"user_id": _NSTR}),
-        "tools": {"type": "array", "items": _obj(["name"], {"name": _STR})},
-        "tool_choice": _obj(["type"], {"type": {"enum": ["auto", "any", "tool", "none"]}}),
-        "thinking": _obj(["type"], {"type": {"enum": ["enabled", "disabled", "adaptive"]}}),
+        "stream": {"type": ["boolean", "null"]},
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "top_k": {"type": ["integer", "null"], "minimum": 0},
+        "stop_sequences": {"type": ["array", "null"], "items": _STR},
+        "metadata": {"anyOf": [{"type": "null"}, _obj([], {"user_id": _NSTR})]},
+        "tools": {"type": ["array", "null"], "items": _obj(["name"], {"name": _STR})},
+        "tool_choice": {"anyOf": [{"type": "null"}, _obj(["type"], {
+            "type": {"enum": ["auto", "any", "tool", "none"]}})]},
+        "thinking": {"anyOf": [{"type": "null"}, _obj(["type"], {
+            "type": {"enum": ["enabled", "disabled", "adaptive"]}})]},
     }),
     "CountTokensRequest": _obj(["model", "messages"], {
         "model": _STR, "messages": {"type": "array", "items": {"type": "object"}}}),

@@ -16,7 +16,11 @@ __all__ = ["install"]
 
 def install(app: Any) -> None:
     """Mount ``/v1/messages`` and ``/v1/messages/count_tokens`` on ``app`` (key access)."""
-    from tollway.messages.handler import handle_count_tokens, handle_messages
+    from tollway.messages.handler import (
+        handle_count_tokens,
+        handle_messages,
+        send_anthropic_error,
+    )
 
     gateway = app.gateway
 
@@ -26,5 +30,6 @@ def install(app: Any) -> None:
     async def count_tokens(scope: Any, receive: Any, send: Any) -> None:
         await handle_count_tokens(gateway, scope, receive, send)
 
+    app.error_senders["/v1/messages"] = send_anthropic_error  # e.g. 405 on another method
     app.add_raw_route("POST", "/v1/messages", messages, access="key")
     app.add_raw_route("POST", "/v1/messages/count_tokens", count_tokens, access="key")
