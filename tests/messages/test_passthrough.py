@@ -68,7 +68,8 @@ def test_the_sdk_sees_what_it_would_see_from_anthropic(
         except AttributeError as exc:  # a recording the SDK itself cannot take (no usage)
             finals.append(type(exc))
     assert finals[0] == finals[1]
-    whole = [_client(base).messages.create(**args).model_dump(warnings=False) for base in (direct_base, url)]
+    whole = [_client(base).messages.create(**args).model_dump(warnings=False)
+             for base in (direct_base, url)]
     assert whole[0] == whole[1]
 
 
