@@ -1,0 +1,151 @@
+"""/v1/messages to an OpenAI-compatible deployment: the request translated to chat, the
+chunk stream translated to Anthropic's events (the anthropic SDK as the client, a local
+upstream replaying every OpenAI recording in shared/conformance)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+from aiohttp import web
+
+from tests.messages.support import OPENAI_STREAMS, REQUESTS, sse_events
+from tests.providers.recordings import openai_expected, openai_whole, sse_data
+from tests.support.servers import Upstream, run_tollway, send_sse
+
+STREAMS = sorted(p.name for p in OPENAI_STREAMS.glob("*.sse") if "error" not in p.name)
+STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+        "content_filter": "refusal"}
+
+
+async def _replay(request: web.Request, upstream: Upstream) -> web.StreamResponse:
+    body = upstream.requests[-1]
+    raw = (OPENAI_STREAMS / f"{body['model']}.sse").read_bytes()
+    if not body.get("stream"):
+        return web.json_response(openai_whole(sse_data(raw)))
+    return await send_sse(request, raw, upstream)
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[tuple[str, Upstream]]:
+    if not OPENAI_STREAMS.is_dir():
+        pytest.skip(f"conformance recordings not found at {OPENAI_STREAMS}")
+    models = {p.stem: {"deployments": [{"provider": "oa", "model": p.stem}]}
+              for p in OPENAI_STREAMS.glob("*.sse")}
+    with Upstream(_replay) as up, run_tollway({
+        "providers": {"oa": {"type": "openai", "base_url": up.base_url, "api_key": "sk-x"}},
+        "models": models,
+    }) as url:
+        yield url, up
+
+
+def _client(url: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=url, api_key="tw-any", max_retries=0)
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_every_openai_recording_reaches_the_sdk(gateway: tuple[str, Upstream], name: str) -> None:
+    url, _up = gateway
+    chunks = sse_data((OPENAI_STREAMS / name).read_bytes())
+    exp = openai_expected(chunks, name)
+    refusal = "".join((c.get("delta") or {}).get("refusal") or ""
+                      for chunk in chunks for c in chunk.get("choices") or [])
+    args: dict[str, Any] = {"model": name.removesuffix(".sse"), "max_tokens": 1000,
+                            "messages": [{"role": "user", "content": "Hi"}]}
+    with _client(url).messages.stream(**args) as stream:
+        final = stream.get_final_message()
+    whole = _client(url).messages.create(**args)
+    for message in (final, whole):
+        assert message.model == exp.model
+        text = "".join(b.text for b in message.content if b.type == "text")
+        assert text == exp.text + refusal
+        thinking = "".join(b.thinking for b in message.content if b.type == "thinking")
+        assert thinking == exp.reasoning
+        tools = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
+        assert tools == exp.tools
+        assert message.stop_reason == STOP[exp.finish or "stop"]
+        if exp.usage is not None:
+            prompt, completion, cached, _reasoning = exp.usage
+            assert message.usage.output_tokens == completion
+            assert message.usage.cache_read_input_tokens == cached
+            assert message.usage.input_tokens == prompt - cached
+
+
+def test_block_indexes_and_event_order(gateway: tuple[str, Upstream]) -> None:
+    url, _up = gateway
+    body = {"model": "vercel-ai-deepseek-reasoner-reasoning-then-tool-call", "max_tokens": 100,
+            "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+    got = httpx.post(url + "/v1/messages", json=body, headers={"x-api-key": "k"})
+    events = [(name, json.loads(data)) for name, data in sse_events(got.content)]
+    names = [n for n, _ in events]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta",
+                                                                      "message_stop"]
+    assert events[0][1]["message"]["usage"]["output_tokens"] == 0
+    open_index = None
+    seen = []
+    for name, obj in events:
+        if name == "content_block_start":
+            assert open_index is None
+            open_index = obj["index"]
+            seen.append((obj["index"], obj["content_block"]["type"]))
+        elif name == "content_block_delta":
+            assert obj["index"] == open_index
+        elif name == "content_block_stop":
+            assert obj["index"] == open_index
+            open_index = None
+    assert seen == [(0, "thinking"), (1, "tool_use")]
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_the_request_is_translated_feature_by_feature(gateway: tuple[str, Upstream]) -> None:
+    url, up = gateway
+    sent = json.loads((REQUESTS / "mirascope-sdkpy-tools-tool_result-stream.request.json")
+                      .read_text())
+    body = {**sent, "model": "openai-python-text-basic", "system": [
+        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "stop_sequences": ["END"], "metadata": {"user_id": "u-1"}, "temperature": 0.5}
+    r = httpx.post(url + "/v1/messages", json=body, headers={"x-api-key": "k"})
+    assert r.status_code == 200, r.text
+    chat = up.requests[-1]
+    assert chat["messages"][0] == {"role": "system",
+                                   "content": [{"type": "text", "text": "Be brief."}]}
+    roles = [m["role"] for m in chat["messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "tool"]
+    calls = chat["messages"][2]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == ["secret_retrieval_tool"] * 2
+    assert json.loads(calls[0]["function"]["arguments"]) == {"password": "mellon"}
+    assert chat["messages"][3]["tool_call_id"] == calls[0]["id"]
+    assert chat["tools"][0]["function"]["name"] == "secret_retrieval_tool"
+    assert (chat["stop"], chat["user"], chat["temperature"]) == (["END"], "u-1", 0.5)
+    assert chat["max_tokens"] == sent["max_tokens"] and chat["stream"] is True
+
+    image = json.loads((REQUESTS / "mirascope-sdkpy-image-base64.request.json").read_text())
+    r = httpx.post(url + "/v1/messages", headers={"x-api-key": "k"},
+                   json={**image, "model": "openai-python-text-basic"})
+    assert r.status_code == 200, r.text
+    part = up.requests[-1]["messages"][0]["content"][1]
+    assert part["type"] == "image_url" and part["image_url"]["url"].startswith(
+        "data:image/png;base64,iVBOR")
+
+
+@pytest.mark.parametrize("extra", [
+    {"tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+    {"mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}]},
+    {"messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]}]},
+])
+def test_what_chat_cannot_express_is_a_400(gateway: tuple[str, Upstream],
+                                           extra: dict[str, Any]) -> None:
+    url, up = gateway
+    before = len(up.requests)
+    body = {"model": "openai-python-text-basic", "max_tokens": 10,
+            "messages": [{"role": "user", "content": "Hi"}], **extra}
+    r = httpx.post(url + "/v1/messages", json=body, headers={"x-api-key": "k"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert "no chat-completions equivalent" in r.json()["error"]["message"]
+    assert len(up.requests) == before
