@@ -149,3 +149,29 @@ def test_what_chat_cannot_express_is_a_400(gateway: tuple[str, Upstream],
     assert r.json()["error"]["type"] == "invalid_request_error"
     assert "no chat-completions equivalent" in r.json()["error"]["message"]
     assert len(up.requests) == before
+
+
+def test_platform_tools_run_inside_an_anthropic_stream() -> None:
+    config = {
+        "providers": {"sim": {"type": "simulated", "options": {"tokens_per_second": 0}}},
+        "models": {"calc": {"deployments": [{"provider": "sim", "model": "tool", "options": {
+            "tool_name": "calculator", "arguments": '{"expression": "6*7"}'}}]}},
+        "tools": {"calculator": {}},
+    }
+    with run_tollway(config) as url:
+        client = _client(url)
+        args: dict[str, Any] = {"model": "calc", "max_tokens": 200, "extra_body": {
+            "platform_tools": ["calculator"]}, "messages": [{"role": "user", "content": "6*7?"}]}
+        with client.messages.stream(**args) as stream:
+            final = stream.get_final_message()
+        whole = client.messages.create(**args)
+    for message in (final, whole):
+        kinds = [b.type for b in message.content]
+        at = kinds.index("server_tool_use")
+        assert kinds[at + 1] == "platform_tool_result", kinds
+        use, result = message.content[at], message.content[at + 1]
+        assert (use.name, use.input) == ("calculator", {"expression": "6*7"})
+        assert result.tool_use_id == use.id and not result.is_error
+        assert "42" in json.dumps(result.content)
+        assert "42" in "".join(b.text for b in message.content if b.type == "text")
+        assert message.stop_reason == "end_turn"
