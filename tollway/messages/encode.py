@@ -183,6 +183,15 @@ def _sse(name: str, obj: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + dumps(obj) + b"\n\n"
 
 
+def _delta_prefix(key: str, index: int) -> bytes:
+    """The bytes of a text or thinking delta event up to its text (byte-identical to
+    ``_sse`` of the same event)."""
+    field = "text" if key == "text" else "thinking"
+    return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+            + str(index).encode() + b',"delta":{"type":"' + field.encode() + b'_delta","'
+            + field.encode() + b'":')
+
+
 def _raw_json(raw: Raw) -> dict[str, Any]:
     data = raw.data
     at = data.find(b"data: ")
@@ -200,6 +209,8 @@ async def message_sse(
     held_stop: Raw | None = None
     open_raw: set[int] = set()
     usage: Usage | None = None
+    prefix_for: tuple[str, int] | None = None
+    prefix = b""
     async for event in events:
         kind = type(event)
         if kind is Raw:
@@ -237,6 +248,14 @@ async def message_sse(
             b.model = event.model or b.model
             b.start_usage = event.usage or b.start_usage
             continue
+        if kind is TextDelta and b.open is not None:  # the hot path: a delta of the open block
+            assert isinstance(event, TextDelta)
+            key, index = b.open
+            if key == _BLOCK_OF[event.channel]:
+                if prefix_for != b.open:
+                    prefix_for, prefix = b.open, _delta_prefix(key, index)
+                yield prefix + dumps(event.text) + b"}}\n\n"
+                continue
         out: list[tuple[str, dict[str, Any]]] = [] if b.started else b.head()
         if kind is TextDelta:
             out += b.text(event)  # type: ignore[arg-type]
