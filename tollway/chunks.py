@@ -222,12 +222,15 @@ class Raw:
     content (a redacting or blocking firewall) drops Raw events, and the encoder
     then writes the stream from the normalized events. ``kind`` is the upstream
     event type (``message_start``, ``content_block_delta``, … or ``message`` for a
-    whole answer), ``index`` its content-block index (-1 when it has none).
+    whole answer), ``index`` its content-block index (-1 when it has none),
+    ``detail`` the delta's type of a ``content_block_delta`` (e.g. ``signature_delta``:
+    a content-changing stage keeps those, they carry no text).
     """
 
     data: bytes
     kind: str
     index: int = -1
+    detail: str = ""
 
 
 Event = Start | TextDelta | ToolCallDelta | PlatformToolRecord | Finish | Usage | StreamError | Raw

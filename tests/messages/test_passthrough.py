@@ -31,7 +31,10 @@ PRICES = {"input_per_mtok": 3, "cached_input_per_mtok": "0.3", "cache_write_per_
 def gateway() -> Iterator[tuple[str, Upstream]]:
     if not ANTHROPIC_STREAMS.is_dir():
         pytest.skip(f"conformance recordings not found at {ANTHROPIC_STREAMS}")
-    with Upstream(replay) as upstream, run_tollway(anthropic_config(upstream.base_url)) as url:
+    firewalls = {"redact-cards": {"detectors": {"credit_card": "redact"}}}
+    with Upstream(replay) as upstream, run_tollway(
+        anthropic_config(upstream.base_url, firewalls=firewalls)
+    ) as url:
         yield url, upstream
 
 
@@ -130,6 +133,23 @@ def test_thinking_signatures_survive_a_tool_turn(gateway: tuple[str, Upstream]) 
                            thinking={"type": "enabled", "budget_tokens": 1024})
     back = up.requests[-1]["messages"][1]["content"][0]
     assert back["type"] == "thinking" and back["signature"] == thinking[0].signature
+
+
+def test_a_redacting_firewall_keeps_the_thinking_signature(
+    gateway: tuple[str, Upstream],
+) -> None:
+    url, up = gateway
+    args: dict[str, Any] = {"model": "sdkpy-fable-stream-a-refusal", "max_tokens": 2048,
+                            "messages": [{"role": "user", "content": "Hi"}]}
+    with _client(up.base_url.removesuffix("/v1")).messages.stream(**args) as s:
+        direct = s.get_final_message()
+    with _client(url).messages.stream(**args, extra_body={"firewall": "redact-cards"}) as s:
+        final = s.get_final_message()
+    want = [(b.type, getattr(b, "thinking", None), getattr(b, "signature", None),
+             getattr(b, "text", None)) for b in direct.content]
+    got = [(b.type, getattr(b, "thinking", None), getattr(b, "signature", None),
+            getattr(b, "text", None)) for b in final.content]
+    assert got == want and want[0][2]  # written by tollway, the signature kept
 
 
 def test_auth_by_x_api_key_or_bearer_and_anthropic_errors(tmp_path: Any) -> None:

@@ -12,7 +12,8 @@ Two modes, chosen by what arrives:
   ``ping``, then one content block per run of text (``text``), reasoning
   (``thinking``), tool call (``tool_use``, arguments as ``input_json_delta``) or
   platform tool (a ``server_tool_use`` block and a ``platform_tool_result`` block),
-  indexes from 0; ``message_delta`` with the stop reason (stop → end_turn,
+  indexes from 0 (an upstream thinking signature that a firewall kept ends the
+  thinking block it belongs to); ``message_delta`` with the stop reason (stop → end_turn,
   length → max_tokens, tool_calls → tool_use, content_filter → refusal) and the
   whole usage; ``message_stop``. An error after the commit point is one ``error``
   event and the end.
@@ -99,6 +100,7 @@ class _Builder:
         self.tools: dict[int, int] = {}  # tool call index -> block index
         self.stop: str | None = None
         self.platform = 0
+        self.signed: dict[str, Any] | None = None  # a thinking signature to place
 
     def head(self) -> list[tuple[str, dict[str, Any]]]:
         self.started = True
@@ -120,9 +122,15 @@ class _Builder:
     def close(self) -> list[tuple[str, dict[str, Any]]]:
         if self.open is None:
             return []
-        index = self.open[1]
+        key, index = self.open
         self.open = None
-        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+        out: list[tuple[str, dict[str, Any]]] = []
+        if key == "thinking" and self.signed is not None:
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                "delta": self.signed}))
+            self.signed = None
+        out.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        return out
 
     def text(self, event: TextDelta) -> list[tuple[str, dict[str, Any]]]:
         kind = _BLOCK_OF[event.channel]
@@ -171,6 +179,15 @@ class _Builder:
         out += self._open("platform", result)
         return out + self.close()
 
+    def signature(self, raw: Raw) -> list[tuple[str, dict[str, Any]]]:
+        """Keep an upstream ``signature_delta`` for the thinking block that closes next
+        (text a firewall held back may still be on its way)."""
+        if raw.detail == "signature_delta":
+            delta = _raw_json(raw).get("delta")
+            if isinstance(delta, dict):
+                self.signed = delta
+        return []
+
     def tail(self, usage: Usage | None) -> list[tuple[str, dict[str, Any]]]:
         out = self.close()
         delta = {"type": "message_delta",
@@ -215,6 +232,11 @@ async def message_sse(
         kind = type(event)
         if kind is Raw:
             assert isinstance(event, Raw)
+            if not verbatim and (b.started or event.kind != "message_start"):
+                # a stage rewrote the content and kept only what carries no text
+                for name, obj in b.signature(event):
+                    yield _sse(name, obj)
+                continue
             verbatim = True
             raw_kind = event.kind
             if raw_kind == "message_delta":

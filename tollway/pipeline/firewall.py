@@ -11,7 +11,8 @@ error follows; if that text completes a blocked match, the block wins: the text
 before it, ``content_filter`` for every open choice and no error event (the request
 does not end with that error: the route attempt keeps it, and the response is marked
 partial). Upstream events passed on verbatim (``Raw``) are dropped unless the
-policy only monitors, so the client only ever sees text the firewall let through. Verdicts
+policy only monitors (thinking signatures, which carry no text, are kept), so the
+client only ever sees text the firewall let through. Verdicts
 (``{detector, action, where, count}``) are added to ``ctx.firewall_verdicts``
 even when the client disconnects. A monitor-only policy passes events through
 untouched and only counts. Log probabilities survive only on deltas the
@@ -152,7 +153,9 @@ async def _run(
                 open_choices.pop(ev.choice, None)
                 yield ev
             elif kind is Raw:
-                if passthrough:  # content may change: the encoder writes it from events
+                # content may change: the encoder writes it from the events; a thinking
+                # signature carries no text and is kept
+                if passthrough or ev.detail == "signature_delta":  # type: ignore[union-attr]
                     yield ev
             elif kind is StreamError:
                 # nothing follows an error: what is held is decided as at a normal end

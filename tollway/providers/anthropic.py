@@ -224,10 +224,12 @@ class AnthropicProvider:
                 kind = name or str(obj.get("type") or "")
                 if kind != "error" and isinstance(obj, dict):
                     index = obj.get("index")
+                    delta = obj.get("delta")
                     yield Raw(
                         b"event: " + kind.encode() + b"\ndata: " + payload.encode() + b"\n\n",
                         kind,
                         index if isinstance(index, int) else -1,
+                        str(delta.get("type") or "") if isinstance(delta, dict) else "",
                     )
                 for event in translate(obj):
                     yield event
