@@ -45,7 +45,12 @@ async def replay(request: web.Request, upstream: Upstream) -> web.StreamResponse
     model = str(body.get("model"))
     if request.path.endswith("/count_tokens"):
         return web.json_response(json.loads((REQUESTS / f"{model}.response.json").read_text()))
-    raw = recording(model + ".sse")
+    if model == "start-then-overloaded":  # message_start, a ping, then overloaded
+        start = recording("docs-basic.sse").replace(b"\r\n", b"\n").split(b"\n\n")[0]
+        raw = (start + b'\n\nevent: ping\ndata: {"type": "ping"}\n\n'
+               + recording("docs-error-overloaded.sse"))
+    else:
+        raw = recording(model + ".sse")
     if body.get("stream"):
         return await send_sse(request, raw.replace(b"\r\n", b"\n"), upstream)
     events = [json.loads(data) for _name, data in sse_events(raw)]
@@ -58,6 +63,9 @@ def anthropic_config(base_url: str, **extra: Any) -> dict[str, Any]:
         p.stem: {"deployments": [{"provider": "anth", "model": p.stem}]}
         for p in ANTHROPIC_STREAMS.glob("*.sse")
     }
+    models["with-fallback"] = {"deployments": [
+        {"provider": "anth", "model": "start-then-overloaded"},
+        {"provider": "anth", "model": "docs-basic"}]}
     models["counted"] = {"deployments": [{"provider": "anth",
                                           "model": "pydantic-ai-count_tokens-minimal"}]}
     config: dict[str, Any] = {

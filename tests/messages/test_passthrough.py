@@ -87,6 +87,19 @@ def test_an_error_before_any_content_is_anthropics_overloaded(
     assert caught.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
 
 
+def test_an_upstream_failing_before_content_falls_back(gateway: tuple[str, Upstream]) -> None:
+    url, up = gateway
+    before = len(up.requests)
+    body = {"model": "with-fallback", "max_tokens": 64, "stream": True,
+            "messages": [{"role": "user", "content": "Hi"}]}
+    got = httpx.post(url + "/v1/messages", json=body, headers={"x-api-key": "tw-any"})
+    assert got.status_code == 200, got.text
+    assert [r["model"] for r in up.requests[before:]] == ["start-then-overloaded", "docs-basic"]
+    assert got.headers["x-tollway-fallback-from"] == "with-fallback/anth/start-then-overloaded"
+    # nothing of the failed attempt reaches the client: exactly the second upstream's events
+    assert sse_events(got.content) == sse_events(recording("docs-basic.sse"))
+
+
 REQUEST_FILES = sorted(p.name for p in REQUESTS.glob("*.request.json")) if REQUESTS.is_dir() else []
 
 
@@ -159,7 +172,8 @@ def test_auth_by_x_api_key_or_bearer_and_anthropic_errors(tmp_path: Any) -> None
     _account, key = new_account(dsn, "acme")
     config = anthropic_config("http://127.0.0.1:9/v1", database=dsn, billing={"enabled": True})
     for model in config["models"].values():
-        model["deployments"][0]["prices"] = PRICES
+        for deployment in model["deployments"]:
+            deployment["prices"] = PRICES
     with run_tollway(config) as url:
         bad = httpx.post(url + "/v1/messages", headers={"x-api-key": "tw-wrong"}, content=b"{")
         assert bad.status_code == 401
