@@ -175,3 +175,28 @@ def test_platform_tools_run_inside_an_anthropic_stream() -> None:
         assert "42" in json.dumps(result.content)
         assert "42" in "".join(b.text for b in message.content if b.type == "text")
         assert message.stop_reason == "end_turn"
+
+
+REQUEST_FILES = sorted(REQUESTS.glob("*.request.json")) if REQUESTS.is_dir() else []
+
+
+@pytest.mark.parametrize("path", REQUEST_FILES, ids=lambda p: p.name)
+def test_every_recorded_request_translates_or_is_refused_clearly(
+    gateway: tuple[str, Upstream], path: Any
+) -> None:
+    url, up = gateway
+    body = {**json.loads(path.read_text()), "model": "openai-python-text-basic"}
+    counting = "count_tokens" in path.name
+    before = len(up.requests)
+    r = httpx.post(url + ("/v1/messages/count_tokens" if counting else "/v1/messages"),
+                   json=body, headers={"x-api-key": "k"})
+    assert r.status_code == 200, r.text
+    if counting:  # counted by tollway (no Anthropic deployment), nothing sent upstream
+        assert r.json()["input_tokens"] > 0 and len(up.requests) == before
+        return
+    chat = up.requests[-1]
+    assert chat["model"] == "openai-python-text-basic" and chat["messages"]
+    assert all(m["role"] in ("system", "user", "assistant", "tool") for m in chat["messages"])
+    parts = [p for m in chat["messages"] if isinstance(m.get("content"), list)
+             for p in m["content"]]
+    assert {p["type"] for p in parts} <= {"text", "image_url", "file"}
