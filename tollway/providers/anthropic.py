@@ -221,8 +221,11 @@ class AnthropicProvider:
                 if not payload:
                     continue
                 obj = loads(payload)
+                if not isinstance(obj, dict):
+                    raise UpstreamError(f"provider {self.name!r} sent an event that is not "
+                                        "a JSON object", status=502)
                 kind = name or str(obj.get("type") or "")
-                if kind != "error" and isinstance(obj, dict):
+                if kind != "error":
                     index = obj.get("index")
                     delta = obj.get("delta")
                     yield Raw(
