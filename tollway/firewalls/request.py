@@ -298,4 +298,6 @@ def _apply_native(
         request.anthropic.body = new
         chat = to_chat(new, request.model)
         request.body, request.messages, request.tools = chat.body, chat.messages, chat.tools
+        request.anthropic.chat_messages = len(chat.messages)
+        request.anthropic.chat_tools = len(chat.tools or ())
     return verdicts

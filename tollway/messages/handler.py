@@ -112,7 +112,7 @@ def build_request(gw: Gateway, body: dict[str, Any], scope: Scope) -> tuple[Chat
         tools=chat.tools,
         max_output_tokens=body["max_tokens"],
         extensions=extensions,
-        anthropic=AnthropicNative(body, headers),
+        anthropic=AnthropicNative(body, headers, len(chat.messages), len(chat.tools or ())),
     )
     return request, chat.problems
 
@@ -163,10 +163,10 @@ async def _serve(
     ctx.request = request
     for hook in gw.request_hooks:
         await hook(ctx)
-    if problems and (request.anthropic is None or not _anthropic_only(gw, alias)):
+    if problems and not _anthropic_only(gw, alias):
         raise InvalidRequest(
             f"{problems[0]} (model {alias!r} may be served by a deployment that is not "
-            "Anthropic's, or platform tools are attached)"
+            "Anthropic's)"
         )
     watch.start(receive)
     watch.defer()

@@ -53,7 +53,8 @@ from tollway.chunks import (
 )
 from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.errors import UpstreamError
-from tollway.providers.base import AnthropicNative, ChatRequest
+from tollway.providers.anthropic_native import count_tokens, native_body, native_headers, read_raw
+from tollway.providers.base import ChatRequest
 from tollway.providers.sse_decoder import SSEDecoder
 from tollway.providers.transport import upstream_events
 from tollway.wire.anthropic import build_messages_request
@@ -110,17 +111,8 @@ class AnthropicProvider:
 
     def build_body(self, request: ChatRequest, deployment: DeploymentConfig) -> dict[str, Any]:
         """The upstream JSON for this request and deployment."""
-        native = request.anthropic
-        if native is not None:  # the client's own Messages body, as it sent it
-            body = dict(native.body)
-            body["model"] = deployment.model
-            if request.max_output_tokens:
-                body["max_tokens"] = request.max_output_tokens
-            if request.stream:
-                body["stream"] = True
-            else:
-                body.pop("stream", None)
-            return body
+        if request.anthropic is not None:  # the client's own Messages body, as it sent it
+            return native_body(request, request.anthropic, deployment)
         return build_messages_request(
             request.body,
             request.messages,
@@ -136,18 +128,11 @@ class AnthropicProvider:
         native = request.anthropic
         if native is None or not native.headers:
             return self._headers
-        headers = dict(self._headers)
-        version = native.headers.get("anthropic-version")
-        if version:
-            headers["anthropic-version"] = version
-        beta = native.headers.get("anthropic-beta")
-        if beta:
-            ours = headers.get("anthropic-beta")
-            headers["anthropic-beta"] = f"{ours},{beta}" if ours else beta
-        return headers
+        return native_headers(self._headers, native.headers)
 
     def stream(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[Event]:
         native = request.anthropic is not None
+        raw = native and request.anthropic.raw_events  # type: ignore[union-attr]
         return upstream_events(
             self._session,
             self._url,
@@ -157,8 +142,9 @@ class AnthropicProvider:
             self.name,
             stream=request.stream,
             error_from=error_from_response,
-            read_stream=self._read_raw if native else self._read_stream,
-            read_whole=_whole_with_raw if native else events_from_message,
+            read_stream=(self._read_raw if raw else self._read_signatures) if native
+            else self._read_stream,
+            read_whole=_whole_with_raw if raw else events_from_message,
         )
 
     async def count_tokens(
@@ -166,24 +152,10 @@ class AnthropicProvider:
     ) -> dict[str, Any] | None:
         """The upstream's ``/v1/messages/count_tokens`` answer for a Messages body; None
         when it cannot be had (the caller counts itself); its 4xx is raised."""
-        request = ChatRequest({}, "", False, False, [], anthropic=AnthropicNative({}, headers))
-        timeout = aiohttp.ClientTimeout(total=deployment.timeouts.first_token,
-                                        connect=deployment.timeouts.connect)
-        try:
-            async with self._session.post(
-                self._url + "/count_tokens", data=orjson.dumps({**body, "model": deployment.model}),
-                headers=self.headers_for(request), timeout=timeout,
-            ) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    error = error_from_response(resp.status, raw, resp.headers, self.name)
-                    if error.retryable or error.misconfigured:
-                        return None
-                    raise error
-                parsed = orjson.loads(raw)
-        except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError):
-            return None
-        return parsed if isinstance(parsed, dict) else None
+        return await count_tokens(
+            self._session, self._url + "/count_tokens", native_headers(self._headers, headers),
+            {**body, "model": deployment.model}, deployment, self.name, error_from_response,
+        )
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
         decoder = SSEDecoder()
@@ -202,42 +174,12 @@ class AnthropicProvider:
         if not translator.done:
             raise UpstreamError(f"provider {self.name!r} ended the stream early", status=502)
 
-    async def _read_raw(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-        """``_read_stream`` for a client speaking Messages: each upstream event as
-        ``Raw`` (verbatim), then what it means."""
-        decoder = SSEDecoder()
-        translator = MessageTranslator(self.name)
-        translate = translator.feed
-        loads = orjson.loads
-        pending = True
-        while pending:
-            data = await resp.content.readany()
-            if data:
-                messages = decoder.decode(data)
-            else:
-                pending = False
-                messages = decoder.flush()
-            for name, payload in messages:
-                if not payload:
-                    continue
-                obj = loads(payload)
-                if not isinstance(obj, dict):
-                    raise UpstreamError(f"provider {self.name!r} sent an event that is not "
-                                        "a JSON object", status=502)
-                kind = name or str(obj.get("type") or "")
-                if kind != "error":
-                    index = obj.get("index")
-                    delta = obj.get("delta")
-                    yield Raw(
-                        b"event: " + kind.encode() + b"\ndata: " + payload.encode() + b"\n\n",
-                        kind,
-                        index if isinstance(index, int) else -1,
-                        str(delta.get("type") or "") if isinstance(delta, dict) else "",
-                    )
-                for event in translate(obj):
-                    yield event
-        if not translator.done:
-            raise UpstreamError(f"provider {self.name!r} ended the stream early", status=502)
+    def _read_signatures(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+        """``_read_raw`` when tollway writes the stream: only thinking signatures as ``Raw``."""
+        return read_raw(resp, MessageTranslator(self.name), self.name, only="signature_delta")
+
+    def _read_raw(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+        return read_raw(resp, MessageTranslator(self.name), self.name)
 
     async def aclose(self) -> None:
         return None
@@ -393,8 +335,7 @@ def events_from_message(message: dict[str, Any]) -> list[Event]:
 
 def _whole_with_raw(message: dict[str, Any]) -> list[Event]:
     """``events_from_message`` led by the whole answer as ``Raw`` (kind ``message``)."""
-    events = events_from_message(message)
-    return [Raw(orjson.dumps(message), "message"), *events]
+    return [Raw(orjson.dumps(message), "message"), *events_from_message(message)]
 
 
 def error_from_type(err_type: str, message: str, retry_after: float | None = None) -> UpstreamError:

@@ -22,12 +22,16 @@ class AnthropicNative:
     An Anthropic deployment sends ``body`` as it is (the deployment's model, the
     output cap and ``stream`` set) with the client's ``anthropic-version`` /
     ``anthropic-beta`` in ``headers``; every other adapter uses the chat
-    translation in ``ChatRequest``. Dropped (set to None) by a stage that rewrites
-    the conversation (the platform-tool loop).
+    translation in ``ChatRequest``. Messages and tools the platform-tool loop appends
+    to the chat request (past ``chat_messages`` / ``chat_tools``) are translated and
+    appended to ``body`` by the Anthropic adapter.
     """
 
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    chat_messages: int = 0  # how many of ``ChatRequest.messages`` translate ``body``
+    chat_tools: int = 0  # and of its tools; what follows was added by tollway (tool loop)
+    raw_events: bool = True  # False: the tool loop writes the stream (no verbatim events)
 
 
 @dataclass(slots=True)
