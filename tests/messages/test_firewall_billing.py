@@ -212,3 +212,22 @@ def test_no_body_gets_a_5xx(scripted: tuple[str, Upstream, Scripted], body: Any)
         assert r.status_code < 500, (path, r.status_code, r.text)
         if r.status_code >= 400:
             assert r.json()["type"] == "error" and r.json()["error"]["message"]
+
+
+def test_a_balance_that_cannot_cover_the_request_is_anthropics_402(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path}/p.db"
+    account_id, key = new_account(dsn, "poor", credit="0.000010")
+    script = Scripted()
+    with Upstream(script) as up:
+        config = _config(up.base_url, database=dsn, billing={"enabled": True})
+        config["models"]["claude"]["deployments"][0]["prices"] = PRICES
+        with run_tollway(config) as url:
+            client = anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
+            with pytest.raises(anthropic.APIStatusError) as caught:
+                client.messages.create(model="claude", max_tokens=4000,
+                                       messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.status_code == 402
+    assert caught.value.body["error"]["type"] == "billing_error"  # type: ignore[index]
+    assert up.requests == []  # refused before any upstream call
+    _account, entries, violations = books(dsn, account_id)
+    assert violations == [] and [e.entry.kind for e in entries] == ["credit"]
