@@ -16,7 +16,10 @@ client only ever sees text the firewall let through. Verdicts
 (``{detector, action, where, count}``) are added to ``ctx.firewall_verdicts``
 even when the client disconnects. A monitor-only policy passes events through
 untouched and only counts. Log probabilities survive only on deltas the
-firewall did not re-cut (they could otherwise reveal redacted text).
+firewall did not re-cut (they could otherwise reveal redacted text). For the same
+reason a policy that may rewrite text drops the provider fields of choices and
+deltas (``ProviderFields.on_choice`` / ``on_delta``, e.g. annotations quoting the
+text); a chunk's top-level provider fields pass.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tollway.chunks import Event, Finish, Raw, StreamError, TextDelta, ToolCallDelta
+from tollway.chunks import (
+    Event,
+    Finish,
+    ProviderFields,
+    Raw,
+    StreamError,
+    TextDelta,
+    ToolCallDelta,
+)
 from tollway.context import RequestContext
 from tollway.firewalls.policy import CompiledPolicy
 from tollway.firewalls.request import merge_verdicts, verdicts_for
@@ -157,6 +168,13 @@ async def _run(
                 # signature carries no text and is kept
                 if passthrough or ev.detail == "signature_delta":  # type: ignore[union-attr]
                     yield ev
+            elif kind is ProviderFields and not passthrough:
+                assert isinstance(ev, ProviderFields)
+                if ev.on_choice or ev.on_delta:
+                    if ev.chunk:
+                        yield ProviderFields(ev.choice, ev.chunk)
+                    continue
+                yield ev
             elif kind is StreamError:
                 # nothing follows an error: what is held is decided as at a normal end
                 released, cut_off = end()
