@@ -293,7 +293,7 @@ def create_app(settings: Settings) -> TollwayApp:
     from tollway.features import install_features
 
     install_features(app)
-    from tollway.messages import install as install_messages
+    from tollway.api.messages import install as install_messages
 
     install_messages(app)
     return app

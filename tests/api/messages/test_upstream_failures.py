@@ -10,7 +10,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.messages.support import sse_events
+from tests.api.messages.support import sse_events
 from tests.support.servers import Upstream, run_tollway
 
 START = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":'

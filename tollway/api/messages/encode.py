@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from tollway.api.messages.errors import error_event
 from tollway.api.sse import dumps
 from tollway.chunks import (
     Event,
@@ -45,7 +46,6 @@ from tollway.chunks import (
     Usage,
 )
 from tollway.errors import UpstreamError
-from tollway.messages.errors import error_event
 
 __all__ = ["STOP_REASONS", "anthropic_usage", "collect_message", "message_sse"]
 

@@ -16,7 +16,7 @@ __all__ = ["install"]
 
 def install(app: Any) -> None:
     """Mount ``/v1/messages`` and ``/v1/messages/count_tokens`` on ``app`` (key access)."""
-    from tollway.messages.handler import (
+    from tollway.api.messages.handler import (
         handle_count_tokens,
         handle_messages,
         send_anthropic_error,

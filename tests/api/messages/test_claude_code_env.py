@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.messages.support import REQUESTS, anthropic_config, replay
+from tests.api.messages.support import REQUESTS, anthropic_config, replay
 from tests.support.books import books, new_account
 from tests.support.servers import Upstream, run_tollway
 

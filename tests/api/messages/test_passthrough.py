@@ -12,7 +12,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.messages.support import (
+from tests.api.messages.support import (
     ANTHROPIC_STREAMS,
     REQUESTS,
     STREAMS,

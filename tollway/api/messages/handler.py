@@ -27,14 +27,14 @@ from tollway.api.chat import (
     new_request_id,
 )
 from tollway.api.http import ClientGone, Receive, Scope, Send, header_list, read_body, send_json
+from tollway.api.messages.encode import collect_message, message_sse
+from tollway.api.messages.errors import anthropic_error, error_event
+from tollway.api.messages.validate import validate_messages
 from tollway.api.watch import ClientWatch
 from tollway.chunks import StreamError
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound
 from tollway.gateway import Gateway
-from tollway.messages.encode import collect_message, message_sse
-from tollway.messages.errors import anthropic_error, error_event
-from tollway.messages.validate import validate_messages
 from tollway.pipeline.compose import compose
 from tollway.providers.base import EXTENSION_FIELDS, AnthropicNative, ChatRequest
 from tollway.wire.anthropic_in import to_chat

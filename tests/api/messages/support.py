@@ -11,7 +11,7 @@ from aiohttp import web
 from tests.providers.recordings import anthropic_whole
 from tests.support.servers import Upstream, send_sse
 
-CONFORMANCE = Path(__file__).resolve().parents[3] / "shared/conformance"
+CONFORMANCE = Path(__file__).resolve().parents[4] / "shared/conformance"
 ANTHROPIC_STREAMS = CONFORMANCE / "streams/anthropic"
 OPENAI_STREAMS = CONFORMANCE / "streams/openai"
 REQUESTS = CONFORMANCE / "anthropic-requests"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.messages.support import OPENAI_STREAMS, REQUESTS, sse_events
+from tests.api.messages.support import OPENAI_STREAMS, REQUESTS, sse_events
 from tests.providers.recordings import openai_expected, openai_whole, sse_data
 from tests.support.servers import Upstream, run_tollway, send_sse
 

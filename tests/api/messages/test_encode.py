@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.adversarial import examples
-from tests.messages.support import sse_events
+from tests.api.messages.support import sse_events
+from tollway.api.messages.encode import collect_message, message_sse
 from tollway.chunks import Event, Finish, Start, TextDelta, ToolCallDelta, Usage
-from tollway.messages.encode import collect_message, message_sse
 
 PIECES = st.lists(st.one_of(
     st.tuples(st.sampled_from(["content", "reasoning", "refusal"]), st.text(min_size=1)),

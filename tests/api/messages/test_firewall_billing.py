@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.adversarial import examples
-from tests.messages.support import sse_events
+from tests.api.messages.support import sse_events
 from tests.support.books import books, new_account
 from tests.support.servers import Upstream, run_tollway
 
