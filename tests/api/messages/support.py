@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from tests.providers.recordings import anthropic_whole
+from tests.support.schemas import CONFORMANCE
 from tests.support.servers import Upstream, send_sse
 
-CONFORMANCE = Path(__file__).resolve().parents[4] / "shared/conformance"
 ANTHROPIC_STREAMS = CONFORMANCE / "streams/anthropic"
 OPENAI_STREAMS = CONFORMANCE / "streams/openai"
 REQUESTS = CONFORMANCE / "anthropic-requests"
