@@ -16,6 +16,7 @@ __all__ = ["install"]
 
 def install(app: Any) -> None:
     """Mount ``/v1/messages`` and ``/v1/messages/count_tokens`` on ``app`` (key access)."""
+    from tollway.api.messages.docs import COUNT_TOKENS, MESSAGES
     from tollway.api.messages.handler import (
         handle_count_tokens,
         handle_messages,
@@ -31,5 +32,6 @@ def install(app: Any) -> None:
         await handle_count_tokens(gateway, scope, receive, send)
 
     app.error_senders["/v1/messages"] = send_anthropic_error  # e.g. 405 on another method
-    app.add_raw_route("POST", "/v1/messages", messages, access="key")
-    app.add_raw_route("POST", "/v1/messages/count_tokens", count_tokens, access="key")
+    app.add_raw_route("POST", "/v1/messages", messages, MESSAGES, access="key")
+    app.add_raw_route("POST", "/v1/messages/count_tokens", count_tokens, COUNT_TOKENS,
+                      access="key")

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from tollway.api.messages.errors import error_event
-from tollway.api.sse import dumps
+from tollway.api.encode import dumps
 from tollway.chunks import (
     Event,
     Finish,

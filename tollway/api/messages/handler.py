@@ -67,9 +67,10 @@ def _authorization(scope: Scope) -> str | None:
 
 
 async def _authenticate(gw: Gateway, ctx: RequestContext, scope: Scope) -> None:
-    if gw.authenticate is not None:  # first: an unknown caller costs no body read
-        auth = await gw.authenticate(_authorization(scope))
-        ctx.account_id, ctx.key_id, ctx.account = auth.account_id, auth.key_id, auth
+    if gw.has_auth:  # first: an unknown caller costs no body read
+        caller = await gw.authenticate(_authorization(scope))
+        assert caller is not None
+        ctx.account_id, ctx.key_id, ctx.account = caller.account_id, caller.key_id, caller
 
 
 async def _read(gw: Gateway, scope: Scope, receive: Receive, count: bool) -> dict[str, Any]:
@@ -161,8 +162,7 @@ async def _serve(
     ctx.requested_model = alias
     request, problems = build_request(gw, body, scope)
     ctx.request = request
-    for hook in gw.request_hooks:
-        await hook(ctx)
+    await gw.prepare(ctx)
     if problems and not _anthropic_only(gw, alias):
         raise InvalidRequest(
             f"{problems[0]} (model {alias!r} may be served by a deployment that is not "
@@ -170,8 +170,7 @@ async def _serve(
         )
     watch.start(receive)
     watch.defer()
-    for admit in gw.admission:
-        await admit(ctx)
+    await gw.admit(ctx)
     watch.resume()
     ctx.mark("admitted")
 
