@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -29,13 +28,12 @@ from tollway.api.chat import (
     new_request_id,
 )
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
-from tollway.api.messages import install as install_messages
 from tollway.api.openapi_spec import OPERATIONS
 from tollway.api.protocol import ConnectionLimits
 from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
 from tollway.gateway import Gateway
-from tollway.plugins.contract import Access, JsonHandler, RawHandler
+from tollway.plugins.contract import Access, ErrorSender, JsonHandler, RawHandler
 from tollway.plugins.docs import Operation
 from tollway.plugins.hooks import Hooks
 from tollway.providers.base import Provider
@@ -46,8 +44,6 @@ from tollway.routing.select import Router
 __all__ = ["TollwayApp"]
 
 log = logging.getLogger("tollway")
-
-ErrorSender = Callable[[Send, GatewayError, list[tuple[bytes, bytes]]], Awaitable[None]]
 
 
 class TollwayApp:
@@ -73,7 +69,7 @@ class TollwayApp:
             ("POST", "/v1/chat/completions"): OPERATIONS[("POST", "/v1/chat/completions")]
         }
         self._openapi_document: dict[str, Any] | None = None
-        # path prefix -> the error envelope of the protocol mounted there (else OpenAI's)
+        # path -> the error envelope of the protocol mounted there (else OpenAI's)
         self.error_senders: dict[str, ErrorSender] = {}
         self._session: aiohttp.ClientSession | None = None
         server = settings.server
@@ -95,9 +91,10 @@ class TollwayApp:
         for route in hooks.routes:
             self.add_route(route.method, route.pattern, route.handler, route.access, route.doc)
         for raw in hooks.raw_routes:
-            self.add_raw_route(raw.method, raw.path, raw.handler, raw.doc)
-        install_messages(self)  # Anthropic's Messages API, an inbound protocol like chat
-
+            self.add_raw_route(raw.method, raw.path, raw.handler, raw.doc, access=raw.access)
+            if raw.errors is not None:
+                self.error_senders[raw.path] = raw.errors
+        hooks.attach(self.gateway)  # plugins serving another protocol run the same steps
     # -- registration -------------------------------------------------------------
     def add_route(
         self, method: str, pattern: str, handler: JsonHandler, access: Access,
@@ -207,10 +204,10 @@ class TollwayApp:
                 )  # fmt: skip
             raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
         except GatewayError as exc:
-            for prefix, sender in self.error_senders.items():
-                if path.startswith(prefix):
-                    await sender(send, exc, headers)
-                    return
+            sender = self.error_senders.get(path)
+            if sender is not None:
+                await sender(send, exc, headers)
+                return
             await send_error(send, exc, headers)
         except ClientGone:
             return  # nobody is left to answer

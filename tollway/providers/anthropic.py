@@ -325,7 +325,7 @@ class MessageTranslator:
         if btype != "tool_use":
             out = other_block(block)
             if out and type(out[0]) is Start:  # a relabel keeps the call's prompt usage
-                out[0] = Start(out[0].model, usage=self._start_usage)  # type: ignore[union-attr]
+                out[0] = Start(out[0].model, usage=self._start_usage)
             return out
         tool_index = self._tools
         self._tools += 1

@@ -133,7 +133,7 @@ async def open_stream(
         if type(event) is Start:
             if not event.model:  # the upstream named none (yet): the deployment's, everywhere
                 event = buffered[i] = replace(event, model=dep.model)
-            ctx.served_model = event.model  # type: ignore[union-attr]
+            ctx.served_model = event.model
 
     # Committed: from here on nothing is retried.
     ok = True

@@ -200,7 +200,7 @@ def _part(block: dict[str, Any], where: str, problems: list[str]) -> dict[str, A
     kind = block.get("type")
     if kind == "text":
         return {"type": "text", "text": block.get("text") or ""}
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    source: dict[str, Any] = block["source"] if isinstance(block.get("source"), dict) else {}
     stype = source.get("type")
     if kind == "image":
         if stype == "base64":

@@ -1,37 +1,43 @@
 """Inbound Anthropic Messages API: ``POST /v1/messages`` and ``/v1/messages/count_tokens``.
 
-``install(app)`` is the one entry point: it mounts both routes. The modules:
-``validate`` (the Messages body), ``errors`` (Anthropic's envelope and statuses),
-``handler`` (the request through the gateway's pipeline), ``encode`` (events →
-Anthropic SSE or a whole message); the request translation lives in
-``tollway.wire.anthropic_in`` (firewalls re-translate after a redaction).
+``MessagesPlugin`` is the one entry point: a built-in plugin whose two raw routes run the
+gateway's steps (``host.pipeline``, the same steps as ``api/chat.py``) with Anthropic's
+wire format at the edges. The modules: ``validate`` (the Messages body), ``errors``
+(Anthropic's envelope and statuses), ``handler`` (the request through the pipeline),
+``encode`` (events → Anthropic SSE or a whole message), ``docs`` (``/openapi.json``);
+the request translation lives in ``tollway.wire.anthropic_in`` (firewalls re-translate
+after a redaction).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["install"]
+from tollway.plugins.contract import Host, RawRoute
+
+__all__ = ["MessagesPlugin"]
 
 
-def install(app: Any) -> None:
-    """Mount ``/v1/messages`` and ``/v1/messages/count_tokens`` on ``app`` (key access)."""
-    from tollway.api.messages.docs import COUNT_TOKENS, MESSAGES
-    from tollway.api.messages.handler import (
-        handle_count_tokens,
-        handle_messages,
-        send_anthropic_error,
-    )
+class MessagesPlugin:
+    """Mounts ``/v1/messages`` and ``/v1/messages/count_tokens`` (API keys as on chat)."""
 
-    gateway = app.gateway
+    name = "messages"
 
-    async def messages(scope: Any, receive: Any, send: Any) -> None:
-        await handle_messages(gateway, scope, receive, send)
+    def register(self, host: Host) -> None:
+        from tollway.api.messages.docs import COUNT_TOKENS, MESSAGES
+        from tollway.api.messages.handler import (
+            handle_count_tokens,
+            handle_messages,
+            send_anthropic_error,
+        )
 
-    async def count_tokens(scope: Any, receive: Any, send: Any) -> None:
-        await handle_count_tokens(gateway, scope, receive, send)
+        async def messages(scope: Any, receive: Any, send: Any) -> None:
+            await handle_messages(host.pipeline, scope, receive, send)
 
-    app.error_senders["/v1/messages"] = send_anthropic_error  # e.g. 405 on another method
-    app.add_raw_route("POST", "/v1/messages", messages, MESSAGES, access="key")
-    app.add_raw_route("POST", "/v1/messages/count_tokens", count_tokens, COUNT_TOKENS,
-                      access="key")
+        async def count_tokens(scope: Any, receive: Any, send: Any) -> None:
+            await handle_count_tokens(host.pipeline, scope, receive, send)
+
+        for path, handler, doc in (("/v1/messages", messages, MESSAGES),
+                                   ("/v1/messages/count_tokens", count_tokens, COUNT_TOKENS)):
+            host.route(RawRoute("POST", path, handler, doc, access="key",
+                                errors=send_anthropic_error))

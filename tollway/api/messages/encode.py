@@ -32,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from tollway.api.messages.errors import error_event
 from tollway.api.encode import dumps
+from tollway.api.messages.errors import error_event
 from tollway.chunks import (
     Event,
     Finish,
@@ -105,8 +105,9 @@ class _Builder:
     def head(self) -> list[tuple[str, dict[str, Any]]]:
         self.started = True
         usage = anthropic_usage(self.start_usage, with_cost=False)
-        message = {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                   "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
+        message: dict[str, Any] = {
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
         return [("message_start", {"type": "message_start", "message": message}),
                 ("ping", {"type": "ping"})]
 
@@ -297,7 +298,8 @@ async def message_sse(
     if held_delta is not None and not open_raw:
         obj = _raw_json(held_delta)
         if usage is not None and usage.cost:
-            upstream_usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+            upstream_usage: dict[str, Any] = (
+                obj["usage"] if isinstance(obj.get("usage"), dict) else {})
             obj["usage"] = {**upstream_usage}
             _add_cost(obj["usage"], usage)
             yield _sse("message_delta", obj)

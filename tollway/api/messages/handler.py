@@ -34,8 +34,8 @@ from tollway.api.watch import ClientWatch
 from tollway.chunks import StreamError
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound
-from tollway.gateway import Gateway
 from tollway.pipeline.compose import compose
+from tollway.plugins.contract import Pipeline
 from tollway.providers.base import EXTENSION_FIELDS, AnthropicNative, ChatRequest
 from tollway.wire.anthropic_in import to_chat
 
@@ -66,14 +66,13 @@ def _authorization(scope: Scope) -> str | None:
     return header_value(scope, b"authorization")
 
 
-async def _authenticate(gw: Gateway, ctx: RequestContext, scope: Scope) -> None:
-    if gw.has_auth:  # first: an unknown caller costs no body read
-        caller = await gw.authenticate(_authorization(scope))
-        assert caller is not None
+async def _authenticate(gw: Pipeline, ctx: RequestContext, scope: Scope) -> None:
+    caller = await gw.authenticate(_authorization(scope))  # first: costs no body read
+    if caller is not None:  # None: no authenticator, every caller is anonymous
         ctx.account_id, ctx.key_id, ctx.account = caller.account_id, caller.key_id, caller
 
 
-async def _read(gw: Gateway, scope: Scope, receive: Receive, count: bool) -> dict[str, Any]:
+async def _read(gw: Pipeline, scope: Scope, receive: Receive, count: bool) -> dict[str, Any]:
     raw = await read_body(receive, gw.settings.server.max_body_bytes, scope)
     try:
         body = orjson.loads(raw)
@@ -85,7 +84,7 @@ async def _read(gw: Gateway, scope: Scope, receive: Receive, count: bool) -> dic
     return body  # type: ignore[no-any-return]
 
 
-def _anthropic_only(gw: Gateway, alias: str) -> bool:
+def _anthropic_only(gw: Pipeline, alias: str) -> bool:
     """Every deployment of ``alias`` is an Anthropic one (the client's body goes as is)."""
     providers = gw.settings.providers
     return all(
@@ -94,7 +93,9 @@ def _anthropic_only(gw: Gateway, alias: str) -> bool:
     )
 
 
-def build_request(gw: Gateway, body: dict[str, Any], scope: Scope) -> tuple[ChatRequest, list[str]]:
+def build_request(
+    gw: Pipeline, body: dict[str, Any], scope: Scope
+) -> tuple[ChatRequest, list[str]]:
     """The pipeline's request and what its chat translation cannot express."""
     extensions = {k: body.pop(k) for k in EXTENSION_FIELDS if k in body}
     alias = body["model"]
@@ -118,7 +119,7 @@ def build_request(gw: Gateway, body: dict[str, Any], scope: Scope) -> tuple[Chat
     return request, chat.problems
 
 
-async def handle_messages(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+async def handle_messages(gw: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one Messages request; settled and traced whatever happens (as chat is)."""
     ctx = RequestContext(request_id=new_request_id(), client_request_id=client_request_id(scope))
     headers = [*id_headers(ctx.request_id, ctx.client_request_id),
@@ -153,7 +154,7 @@ async def handle_messages(gw: Gateway, scope: Scope, receive: Receive, send: Sen
 
 
 async def _serve(
-    gw: Gateway, ctx: RequestContext, scope: Scope, receive: Receive, send: Send,
+    gw: Pipeline, ctx: RequestContext, scope: Scope, receive: Receive, send: Send,
     id_header: list[tuple[bytes, bytes]], watch: ClientWatch,
 ) -> None:
     await _authenticate(gw, ctx, scope)
@@ -226,7 +227,7 @@ async def _pump(
         await batches.aclose()
 
 
-async def handle_count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+async def handle_count_tokens(gw: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
     """``{"input_tokens": N}``: the upstream's own count when the model's first deployment
     is Anthropic's, else tollway's (o200k_base over the chat translation)."""
     headers = id_headers(new_request_id(), client_request_id(scope))
@@ -253,7 +254,7 @@ async def handle_count_tokens(gw: Gateway, scope: Scope, receive: Receive, send:
 
 
 async def _upstream_count(
-    gw: Gateway, body: dict[str, Any], scope: Scope
+    gw: Pipeline, body: dict[str, Any], scope: Scope
 ) -> dict[str, Any] | None:
     deployment = gw.settings.models[body["model"]].deployments[0]
     provider = gw.providers.get(deployment.provider)

@@ -168,7 +168,7 @@ def _thinking(thinking: Any, max_tokens: Any) -> None:
     if thinking["type"] != "enabled":
         return
     budget = thinking.get("budget_tokens")
-    if not _is_int(budget) or budget < 1024:
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
         raise _bad("thinking.budget_tokens", "must be an integer of at least 1024")
     if _is_int(max_tokens) and budget >= max_tokens:
         raise _bad("thinking.budget_tokens", "must be less than max_tokens")
