@@ -97,3 +97,16 @@ def test_installed_its_config_check_runs(installed: Path) -> None:
     unknown["tools"] = {"sources": {"word_cuont": {}}}
     with pytest.raises(ConfigError, match="unknown tool source 'word_cuont'.*word_count"):
         parse_settings(unknown)
+
+
+def test_installed_its_provider_passes_the_shared_conformance_suite(installed: Path) -> None:
+    """A separately packaged adapter runs the same suite as the built-in ones (#19 item 5)."""
+    from tests.providers.conformance import ProviderSuite, Recording, check_recording, running
+    from tests.providers.recordings import Expected
+
+    shouted = Expected(model="shout", text="REPLAY!!", finish="stop")
+    suite = ProviderSuite("shout", lambda url: {"type": "shout", "options": {"suffix": "!!"}},
+                          [Recording("shout", b"", b"", shouted)])
+    with running(suite) as url:
+        for rec in suite.recordings:
+            check_recording(url, rec)
