@@ -17,7 +17,16 @@ import os
 import time
 from typing import Any
 
-from tollway.chunks import Event, Finish, StreamError, TextDelta, ToolCallDelta, Usage
+from tollway.api.sse import dumps
+from tollway.chunks import (
+    Event,
+    Finish,
+    PlatformToolRecord,
+    StreamError,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 
 __all__ = ["ResponseBuilder", "usage_of"]
 
@@ -78,6 +87,8 @@ class ResponseBuilder:
             return self._text(event)  # type: ignore[arg-type]
         if kind is ToolCallDelta:
             return self._tool(event)  # type: ignore[arg-type]
+        if kind is PlatformToolRecord:
+            return self._platform_tool(event)  # type: ignore[arg-type]
         if kind is Finish:
             if event.choice == 0:  # type: ignore[union-attr]
                 self.reason = event.reason  # type: ignore[union-attr]
@@ -164,6 +175,28 @@ class ResponseBuilder:
             out.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
                                    output_index=self.output.index(item),
                                    delta=event.arguments))  # fmt: skip
+        return out
+
+    def _platform_tool(self, record: PlatformToolRecord) -> list[dict[str, Any]]:
+        """A platform tool tollway ran inside the response: an ``mcp_call`` item (a call the
+        server made, which a client never runs itself), added and done at once."""
+        if record.choice:
+            return []
+        out = self._close()
+        result = record.result
+        item = {"id": _id("mcp_"), "type": "mcp_call", "server_label": "tollway",
+                "name": record.name, "arguments": record.arguments, "output": None,
+                "error": None, "status": "in_progress"}  # fmt: skip
+        self.output.append(item)
+        index = len(self.output) - 1
+        out.append(self._event("response.output_item.added", output_index=index,
+                               item=dict(item)))  # fmt: skip
+        item["output"] = result if isinstance(result, str) or result is None else (
+            dumps(result).decode())
+        item["error"] = record.error
+        item["status"] = "failed" if record.error else "completed"
+        out.append(self._event("response.output_item.done", output_index=index,
+                               item=dict(item)))  # fmt: skip
         return out
 
     def _close(self) -> list[dict[str, Any]]:
