@@ -83,7 +83,7 @@ class ResponsesPlugin:
     def register(self, host: Host) -> None:
         self._dsn = host.settings.database
         self._host = host  # its pipeline (the gateway) exists once the app is assembled
-        host.route(RawRoute("POST", "/v1/responses", self.handle, _DOC))
+        host.route(RawRoute("POST", "/v1/responses", self.handle, _DOC, access="key"))
         for route in stored_routes(self._store):
             host.route(route)
         host.route(Route("POST", "/v1/responses/{response_id}/cancel", self.cancel, "key",
