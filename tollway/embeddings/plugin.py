@@ -249,7 +249,6 @@ def _after_firewall(
     if len(seen) != len(texts) or not all(isinstance(s, str) for s in seen):
         raise InvalidRequest("The request firewall changed the input in a way embeddings "
                              "cannot follow.", param="input")  # fmt: skip
-    rewritten = iter(seen)
-    return [next(rewritten) if isinstance(i, str) else i
-            for i in parsed.inputs]  # type: ignore[misc]
+    rewritten = iter([s for s in seen if isinstance(s, str)])
+    return [next(rewritten) if isinstance(i, str) else i for i in parsed.inputs]
 

@@ -46,6 +46,7 @@ async def call_embeddings(
         batch = inputs[start : start + size]
         whole = size >= len(inputs)  # one call: the client's input exactly as sent
         part = {**body, "model": deployment.model, "input": body["input"] if whole else batch}
+        used: int | None
         if provider.type == "simulated":
             items, used, served = _simulated(part, batch, deployment.model)
         else:

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any
 
-from tollway.api.sse import dumps
+from tollway.api.encode import dumps
 from tollway.chunks import (
     Event,
     Finish,

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tollway.api.sse import dumps
+from tollway.api.encode import dumps
 from tollway.chunks import Usage
 from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.context import Attempt, RequestContext

@@ -27,15 +27,15 @@ from tollway.api.chat import (
     id_headers,
     new_request_id,
 )
+from tollway.api.encode import dumps
 from tollway.api.http import ClientGone, read_body, send_error, send_json
-from tollway.api.sse import dumps
 from tollway.api.watch import ClientWatch
 from tollway.context import RequestContext
 from tollway.errors import ContentBlocked, GatewayError, InvalidRequest, ModelNotFound, NotFound
 from tollway.pipeline.compose import compose
-from tollway.providers.base import EXTENSION_FIELDS
 from tollway.plugins.contract import Host, RawRoute, Route
 from tollway.plugins.docs import STR, Operation, obj
+from tollway.providers.base import EXTENSION_FIELDS
 from tollway.responses.build import ResponseBuilder
 from tollway.responses.passthrough import (
     KEPT,

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tollway.api.sse import dumps
+from tollway.api.encode import dumps
 from tollway.errors import InvalidRequest, NotFound
 from tollway.plugins.contract import Route
 from tollway.plugins.docs import Operation

@@ -142,16 +142,14 @@ def _content(value: Any, param: str) -> str | list[dict[str, Any]]:
         where = f"{param}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("input_text", "output_text", "text", "refusal"):
-            text = part.get("text", part.get("refusal"))  # type: ignore[union-attr]
+            text = part.get("text", part.get("refusal"))
             if not isinstance(text, str):
                 raise _bad(f"'{where}.text' must be a string.", f"{where}.text")
             parts.append({"type": "text", "text": text})
-        elif kind == "input_image" and isinstance(
-            part.get("image_url"), str  # type: ignore[union-attr]
-        ):
-            image: dict[str, Any] = {"url": part["image_url"]}  # type: ignore[index]
-            if part.get("detail") in ("low", "high", "auto"):  # type: ignore[union-attr]
-                image["detail"] = part["detail"]  # type: ignore[index]
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            image: dict[str, Any] = {"url": part["image_url"]}
+            if part.get("detail") in ("low", "high", "auto"):
+                image["detail"] = part["detail"]
             parts.append({"type": "image_url", "image_url": image})
         else:
             raise _bad(f"'{where}': parts of type {kind!r} are not supported by tollway's "
