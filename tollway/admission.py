@@ -30,6 +30,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tollway.auth import AuthResult
 from tollway.billing.config import BillingConfig
@@ -128,9 +129,16 @@ class Billing:
                 "output-token limit for every choice) is more than any account may hold; "
                 "lower max_completion_tokens or n."
             )
-        outcome = await self._store.reserve(
-            ctx.account_id, ctx.request_id, self.instance_id, amount
-        )
+        if ctx.spend_caps:  # tollway.limits: the same reservation holds each spend cap
+            outcome = await self._store.reserve(
+                ctx.account_id, ctx.request_id, self.instance_id, amount, caps=ctx.spend_caps
+            )
+        else:
+            outcome = await self._store.reserve(
+                ctx.account_id, ctx.request_id, self.instance_id, amount
+            )
+        if outcome.refused_cap is not None:
+            raise budget_exceeded(outcome.refused_cap, amount)
         if outcome.reservation is None:
             available = outcome.balance_micros - outcome.reserved_micros
             raise PaymentRequired(
@@ -227,7 +235,18 @@ class Billing:
                     f"${usd_str(_hold_amount(tab, hold))} reserved; not charged to the account"
                 ),
             ))  # fmt: skip
+        if ctx.spend_caps:
+            return await self._store.settle(hold.reservation.id, debit, extra, capped=True)
         return await self._store.settle(hold.reservation.id, debit, extra)
+
+
+def budget_exceeded(cap: Any, amount_micros: int) -> PaymentRequired:
+    """The 402 for a spend cap that cannot take a reservation (names the cap and its reset)."""
+    return PaymentRequired(
+        f"Budget exceeded: this request needs ${usd_str(amount_micros)} reserved (prompt and "
+        f"up to the output-token limit), more than is left of {cap.describe()}.",
+        code="budget_exceeded",
+    )
 
 
 def _hold_amount(tab: Tab | None, hold: Hold) -> int:

@@ -66,6 +66,9 @@ class TollwayApp:
         self._patterns: list[tuple[str, str, Access]] = []  # as registered, for the docs
         self._openapi_document: dict[str, Any] | None = None
         self._session: aiohttp.ClientSession | None = None
+        # async (auth, aliases) -> the aliases the caller may use (tollway.limits)
+        self.models_filter: Callable[[Any, list[str]], Awaitable[list[str]]] | None = None
+        self.limits: Any = None  # the tenant controls feature, when installed
         server = settings.server
         # read by TollwayHttpProtocol (the server's HTTP parser) for this app's connections
         self.connection_limits = ConnectionLimits(
@@ -253,12 +256,18 @@ class TollwayApp:
             "owned_by": self.settings.models[alias].owned_by,
         }
 
+    async def _visible(self, request: dict[str, Any], aliases: list[str]) -> list[str]:
+        if self.models_filter is None:
+            return aliases
+        return await self.models_filter(request.get("auth"), aliases)
+
     async def _models(self, request: dict[str, Any]) -> tuple[int, Any]:
-        return 200, {"object": "list", "data": [self._model_json(m) for m in self.settings.models]}
+        aliases = await self._visible(request, list(self.settings.models))
+        return 200, {"object": "list", "data": [self._model_json(m) for m in aliases]}
 
     async def _model(self, request: dict[str, Any]) -> tuple[int, Any]:
         alias = request["path_params"]["model"]
-        if alias not in self.settings.models:
+        if alias not in self.settings.models or not await self._visible(request, [alias]):
             raise NotFound(f"The model `{alias}` does not exist.", code="model_not_found")
         return 200, self._model_json(alias)
 

@@ -20,7 +20,11 @@ def install_features(app: TollwayApp) -> None:
     """
     from tollway.billing import feature as billing
 
-    billing.install(app)
+    billing_feature = billing.install(app)
+
+    from tollway.limits.feature import install as install_limits
+
+    install_limits(app, billing_feature)  # its admission runs before billing's
 
     from tollway.firewalls.feature import install as install_firewalls
 

@@ -59,8 +59,9 @@ async def ledger_page(store: LedgerStore, account_id: str, query: dict[str, str]
 class AccountAPI:
     """The authenticated caller's own account and ledger."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, extras: list[Any] | None = None) -> None:
         self._store = store
+        self._extras = extras if extras is not None else []  # e.g. tollway.limits' budget
 
     @staticmethod
     def _caller(request: dict[str, Any]) -> AuthResult:
@@ -71,8 +72,14 @@ class AccountAPI:
 
     async def get_account(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """``GET /v1/account``."""
-        account = await require_account(self._store, self._caller(request).account_id)
-        return 200, account_json(account)
+        caller = self._caller(request)
+        account = await require_account(self._store, caller.account_id)
+        body = account_json(account)
+        for extra in self._extras:  # e.g. "spend_caps": what is left of each cap
+            value = await extra(caller)
+            if value is not None:
+                body[getattr(extra, "field_name", "spend_caps")] = value
+        return 200, body
 
     async def get_ledger(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """``GET /v1/ledger?limit=&after=``."""

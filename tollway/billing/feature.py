@@ -49,6 +49,8 @@ class BillingFeature:
         self.billing: Billing | None = None
         self.account_api: AccountAPI | None = None
         self.admin_api: AdminAPI | None = None
+        # extra fields of GET /v1/account: name -> async (auth) -> value or None
+        self.account_extras: list[Any] = []
 
     async def start(self) -> None:
         """Open storage (migrating), register this instance, recover orphans, start refreshers."""
@@ -58,7 +60,7 @@ class BillingFeature:
         await self.lease.start()
         self.billing = Billing(self.store, self.config, self.lease.id)
         self.keys.start()
-        self.account_api = AccountAPI(self.store)
+        self.account_api = AccountAPI(self.store, self.account_extras)
         self.admin_api = AdminAPI(self.store, self.keys, self.config)
 
     async def stop(self) -> None:

@@ -244,7 +244,15 @@ class Tab:
         if missing <= 0:
             return None
         if need_micros <= MAX_RESERVATION_MICROS:
-            outcome = await self._store.extend(self.reservation.id, missing)
+            caps = self._ctx.spend_caps
+            if caps:
+                outcome = await self._store.extend(self.reservation.id, missing, caps=caps)
+            else:
+                outcome = await self._store.extend(self.reservation.id, missing)
+            if outcome.refused_cap is not None:
+                from tollway.admission import budget_exceeded
+
+                return budget_exceeded(outcome.refused_cap, missing)
             if outcome.reservation is not None:
                 self.reserved_micros = outcome.reservation.amount_micros
                 self.extensions += 1

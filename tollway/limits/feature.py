@@ -1,0 +1,194 @@
+"""The one entry point: ``install(app, billing)`` plugs tenant controls into the gateway.
+
+Hooks: an admission step that runs *before* billing's (model access → 403, rate
+checks → 429, spend caps handed to billing's reservation via ``ctx.spend_caps``),
+a settler that releases concurrency slots and adds output tokens to tpm (it runs
+on every path: success, upstream failure, client disconnect, refusal), the
+``x-ratelimit-*`` headers via ``ctx.response_headers``, the ``/v1/models`` filter,
+the caller's remaining budget in ``GET /v1/account`` and the admin routes.
+Limits need billing (keys and accounts live in its database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from tollway.auth import AuthResult
+from tollway.limits.admin import LIMIT_ROUTES, LimitsAdmin
+from tollway.limits.caps import read_caps
+from tollway.limits.counters import Check, Counters, LocalCounters
+from tollway.limits.headers import model_not_allowed, rate_headers, rate_limited
+from tollway.limits.rules import Rules
+from tollway.limits.store import all_limits, changed_since
+
+if TYPE_CHECKING:
+    from tollway.app import TollwayApp
+    from tollway.billing.feature import BillingFeature
+
+__all__ = ["LimitsFeature", "install"]
+
+log = logging.getLogger("tollway.limits")
+
+_SKEW_OVERLAP = 5.0
+
+
+class LimitsFeature:
+    """Tenant controls' per-app state; its methods are what the gateway hooks call."""
+
+    def __init__(self, app: TollwayApp, billing: BillingFeature) -> None:
+        self.settings = app.settings
+        self.config = app.settings.limits
+        self.billing = billing
+        self.rules = Rules(self.config)
+        self.counters: Counters = LocalCounters()
+        self.hits: dict[tuple[str, str], int] = {}  # (scope, limit) -> count, for /metrics
+        self._task: asyncio.Task[None] | None = None
+        self._since = 0.0
+
+    @property
+    def _db(self) -> Any:
+        assert self.billing.store is not None, "billing not started"
+        return self.billing.store.db
+
+    async def start(self) -> None:
+        """Load the stored limits, connect the counter store, start the refresher."""
+        store = self.billing.store
+        assert store is not None
+
+        async def key_name(key_id: str) -> str | None:
+            key = await store.get_key(key_id)
+            return key.name if key is not None else None
+
+        self._since = time.time()
+        self.rules = Rules(self.config, await all_limits(self._db), key_name)
+        if self.settings.redis:
+            from tollway.limits.redis_counters import RedisCounters
+
+            self.counters = RedisCounters(
+                self.settings.redis, on_store_error=self.config.on_store_error,
+                lease_seconds=self.config.concurrency_lease_seconds,
+            )  # fmt: skip
+        self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.counters.close()
+
+    async def refresh(self) -> None:
+        """Pick up limits changed anywhere (CLI, admin API, another instance)."""
+        started = time.time()
+        changed = await changed_since(self._db, self._since - _SKEW_OVERLAP)
+        self._since = started
+        self.rules.apply_changes(changed)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh_interval_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # keep refreshing
+                log.exception("limits refresh failed")
+
+    def _hit(self, ctx: Any, scope: str, limit: str, **extra: Any) -> None:
+        ctx.limit_hit = {"scope": scope, "limit": limit, **extra}
+        self.hits[(scope, limit)] = self.hits.get((scope, limit), 0) + 1
+
+    async def admit(self, ctx: Any) -> None:
+        """Admission (before billing's): model access, rate checks, spend caps."""
+        auth = ctx.account
+        if not isinstance(auth, AuthResult):
+            return
+        plan = await self.rules.plan(auth.key_id, auth.account_id, auth.account_name)
+        if plan.empty:
+            return
+        alias = ctx.requested_model
+        if not plan.allows(alias):
+            self._hit(ctx, "model", "model_access", model=alias)
+            raise model_not_allowed(alias)
+        checks = plan.checks(alias)
+        if checks:
+            tokens = _prompt_tokens(ctx) if any(c.tpm for c in checks) else 0
+            decision = await self.counters.acquire(checks, tokens, ctx.request_id)
+            ctx.response_headers.extend(rate_headers(decision))
+            if decision.refused is not None:
+                check, limit = decision.refused
+                self._hit(ctx, check.scope, limit, retry_after=round(decision.retry_after, 3))
+                raise rate_limited(decision, alias, tokens)
+            ctx.limits = checks
+        caps = plan.caps(time.time())
+        if caps:
+            ctx.spend_caps = caps
+
+    async def settle(self, ctx: Any) -> None:
+        """Release concurrency slots; add the output tokens to tpm (every path, once)."""
+        if ctx.error_code == "budget_exceeded" and ctx.limit_hit is None:
+            self._hit(ctx, "spend_cap", "budget")
+        checks: tuple[Check, ...] | None = ctx.limits
+        if not checks:
+            return
+        ctx.limits = None
+        usage = ctx.usage
+        tokens = usage.output_tokens if usage is not None and any(c.tpm for c in checks) else 0
+        await self.counters.release(checks, ctx.request_id, tokens)
+
+    async def models_for(self, auth: Any, aliases: list[str]) -> list[str]:
+        if not isinstance(auth, AuthResult):
+            return aliases
+        plan = await self.rules.plan(auth.key_id, auth.account_id, auth.account_name)
+        return [a for a in aliases if plan.allows(a)]
+
+    async def budget(self, auth: AuthResult) -> dict[str, Any] | None:
+        """The caller's spend caps with what is left of each (for ``GET /v1/account``)."""
+        plan = await self.rules.plan(auth.key_id, auth.account_id, auth.account_name)
+        caps = plan.caps(time.time())
+        if not caps:
+            return None
+        from tollway.billing.pricing import usd_str
+
+        async with self._db.transaction() as tx:
+            states = await read_caps(tx, caps)
+        return {
+            s.cap.scope: {
+                "period": s.cap.period,
+                "cap_usd": usd_str(s.cap.cap_micros),
+                "spent_usd": usd_str(s.spent_micros),
+                "reserved_usd": usd_str(s.reserved_micros),
+                "remaining_usd": usd_str(s.remaining_micros),
+                "resets_at": int(s.cap.resets_at) if s.cap.resets_at is not None else None,
+            }
+            for s in states
+        }
+
+
+def _prompt_tokens(ctx: Any) -> int:
+    from tollway.tokens import count_prompt_tokens
+
+    request = ctx.request
+    return int(count_prompt_tokens(request.messages, request.tools))
+
+
+def install(app: TollwayApp, billing: BillingFeature | None) -> LimitsFeature | None:
+    """Wire tenant controls into ``app`` (no-op without billing: no keys to limit)."""
+    if billing is None:
+        return None
+    feature = LimitsFeature(app, billing)
+    gw = app.gateway
+    gw.admission.insert(0, feature.admit)  # before billing reserves anything
+    gw.settlers.append(feature.settle)
+    gw.on_start.append(feature.start)
+    gw.on_stop.append(feature.stop)
+    app.models_filter = feature.models_for
+    billing.account_extras.append(feature.budget)
+    admin = LimitsAdmin(billing, feature)
+    for method, pattern, name in LIMIT_ROUTES:
+        app.add_route(method, pattern, getattr(admin, name), "admin")
+    app.limits = feature
+    return feature

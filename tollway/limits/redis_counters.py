@@ -1,0 +1,195 @@
+"""Rate-limit counters in Redis, shared by every worker and instance.
+
+The same token-bucket algorithm as ``LocalCounters`` runs in one Lua script per
+step (``EVALSHA``: one round trip at admission, one at settlement), timed by the
+Redis server's clock so instances' clocks do not matter. Buckets are hashes
+(level, time) that expire once they would be full again; concurrency slots are a
+sorted set of request ids scored by a lease deadline, so the slots of an instance
+that died are freed after ``limits.concurrency_lease_seconds``.
+
+When Redis does not answer, ``on_store_error`` decides: ``allow`` (the default)
+counts in a local fallback limiter (exact per process only), ``deny`` refuses the
+request with a 503; either way a log line and ``tollway_limit_store_errors_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tollway.errors import GatewayError
+from tollway.limits.counters import (
+    CONCURRENCY,
+    RPM,
+    TPM,
+    Check,
+    Decision,
+    LocalCounters,
+    _decision,
+)
+
+__all__ = ["LimitStoreUnavailable", "RedisCounters"]
+
+log = logging.getLogger("tollway.limits")
+
+_PREFIX = "tollway:rl:"
+
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n, tokens, member, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local function level(key, cap)
+  local h = redis.call('HMGET', key, 'l', 't')
+  if not h[1] then return cap end
+  return math.min(cap, tonumber(h[1]) + math.max(now - tonumber(h[2]), 0) * cap / 60)
+end
+local levels, refused, kind, retry = {}, 0, 0, 0
+for i = 1, n do
+  local a, k = 4 + (i - 1) * 3, (i - 1) * 3
+  local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local rl, tl = -1, -1
+  if rpm > 0 then rl = level(KEYS[k + 1], rpm) end
+  if tpm > 0 then tl = level(KEYS[k + 2], tpm) end
+  if refused == 0 then
+    if rpm > 0 and rl < 1 then refused, kind, retry = i, 1, (1 - rl) * 60 / rpm
+    elseif tpm > 0 and tl < tokens then refused, kind, retry = i, 2, (tokens - tl) * 60 / tpm
+    elseif conc > 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', now)
+      if redis.call('ZCARD', KEYS[k + 3]) >= conc then refused, kind, retry = i, 3, 1 end
+    end
+  end
+  levels[i] = {rl, tl}
+end
+local out = {refused, kind, math.ceil(retry * 1000)}
+for i = 1, n do
+  local a, k = 4 + (i - 1) * 3, (i - 1) * 3
+  local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local rl, tl = levels[i][1], levels[i][2]
+  if refused == 0 then
+    if rpm > 0 then
+      rl = rl - 1
+      redis.call('HSET', KEYS[k + 1], 'l', rl, 't', now)
+      redis.call('PEXPIRE', KEYS[k + 1], math.ceil((rpm - rl) * 60000 / rpm) + 1000)
+    end
+    if tpm > 0 then
+      tl = tl - tokens
+      redis.call('HSET', KEYS[k + 2], 'l', tl, 't', now)
+      redis.call('PEXPIRE', KEYS[k + 2], math.ceil((tpm - tl) * 60000 / tpm) + 1000)
+    end
+    if conc > 0 then
+      redis.call('ZADD', KEYS[k + 3], now + lease, member)
+      redis.call('PEXPIRE', KEYS[k + 3], math.ceil(lease * 1000) + 1000)
+    end
+  end
+  out[#out + 1] = math.floor(rl * 1000)
+  out[#out + 1] = math.floor(tl * 1000)
+end
+return out
+"""
+
+RELEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n, tokens, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+for i = 1, n do
+  local tpm, conc = tonumber(ARGV[3 + (i - 1) * 2 + 1]), tonumber(ARGV[3 + (i - 1) * 2 + 2])
+  local tkey, ckey = KEYS[(i - 1) * 2 + 1], KEYS[(i - 1) * 2 + 2]
+  if tpm > 0 and tokens > 0 then
+    local h = redis.call('HMGET', tkey, 'l', 't')
+    local l = tpm
+    if h[1] then l = math.min(tpm, tonumber(h[1]) + math.max(now - tonumber(h[2]), 0) * tpm / 60) end
+    l = l - tokens
+    redis.call('HSET', tkey, 'l', l, 't', now)
+    redis.call('PEXPIRE', tkey, math.ceil((tpm - l) * 60000 / tpm) + 1000)
+  end
+  if conc > 0 then redis.call('ZREM', ckey, member) end
+end
+return n
+"""
+
+_KIND = {1: RPM, 2: TPM, 3: CONCURRENCY}
+
+
+class LimitStoreUnavailable(GatewayError):
+    """``on_store_error: deny`` and Redis did not answer."""
+
+    status = 503
+    type = "api_error"
+    code = "limit_store_unavailable"
+
+
+class RedisCounters:
+    """Counters in Redis (``redis: redis://…``), with a local fallback limiter."""
+
+    def __init__(
+        self, url: str, *, on_store_error: str = "allow", lease_seconds: float = 960.0,
+        timeout: float = 1.0, client: Any = None,
+    ) -> None:  # fmt: skip
+        import redis.asyncio as aioredis
+
+        self._client = client or aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._acquire = self._client.register_script(ACQUIRE)
+        self._release = self._client.register_script(RELEASE)
+        self._deny = on_store_error == "deny"
+        self._lease = lease_seconds
+        self.fallback = LocalCounters()
+        self.errors = 0  # store errors so far (the metric reads it)
+        self._fell_back: set[str] = set()  # members the fallback admitted
+        self._last_log = 0.0
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._last_log > 10:  # one line per 10 s, not one per request
+            self._last_log = now
+            log.warning("rate-limit store (Redis) failed on %s: %s; %s", what,
+                        type(exc).__name__, "denying" if self._deny else "local fallback limiter")
+
+    async def acquire(self, checks: Sequence[Check], tokens: int, member: str) -> Decision:
+        keys: list[str] = []
+        args: list[Any] = [len(checks), tokens, member, self._lease]
+        for c in checks:
+            keys += [_PREFIX + "r:" + c.bucket, _PREFIX + "t:" + c.bucket, _PREFIX + "c:" + c.bucket]
+            args += [c.rpm or 0, c.tpm or 0, c.concurrent or 0]
+        try:
+            out = await self._acquire(keys=keys, args=args)
+        except Exception as exc:  # noqa: BLE001 - any Redis/network failure: the documented choice
+            self._failed("admission", exc)
+            if self._deny:
+                raise LimitStoreUnavailable(
+                    "The rate-limit store is unavailable; try again shortly."
+                ) from None
+            self._fell_back.add(member)
+            return self.fallback.acquire_now(checks, tokens, member)
+        index, kind, retry_ms = int(out[0]), int(out[1]), int(out[2])
+        levels = [
+            (int(out[3 + 2 * i]) / 1000 if c.rpm else None,
+             int(out[4 + 2 * i]) / 1000 if c.tpm else None)
+            for i, c in enumerate(checks)
+        ]  # fmt: skip
+        refused = (checks[index - 1], _KIND[kind]) if index else None
+        return _decision(checks, levels, refused, retry_ms / 1000)
+
+    async def release(self, checks: Sequence[Check], member: str, tokens: int) -> None:
+        if member in self._fell_back:
+            self._fell_back.discard(member)
+            self.fallback.release_now(checks, member, tokens)
+            return
+        if not tokens and not any(c.concurrent for c in checks):
+            return
+        keys: list[str] = []
+        args: list[Any] = [len(checks), tokens, member]
+        for c in checks:
+            keys += [_PREFIX + "t:" + c.bucket, _PREFIX + "c:" + c.bucket]
+            args += [c.tpm or 0, c.concurrent or 0]
+        try:
+            await self._release(keys=keys, args=args)
+        except Exception as exc:  # noqa: BLE001 - the lease frees the slot later
+            self._failed("settlement", exc)
+
+    async def close(self) -> None:
+        await self._client.aclose()
