@@ -34,6 +34,7 @@ from tollway.billing.pricing import usd_str
 from tollway.bounds import INT64_MAX, MAX_FEE_FRACTION, MAX_MONEY_USD
 from tollway.demo import zero_config_database
 from tollway.errors import GatewayError
+from tollway.limits import cli as limit_cli
 from tollway.storage import open_storage
 from tollway.storage.base import Conflict
 from tollway.storage.migrate import upgrade
@@ -142,20 +143,51 @@ async def _accounts_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace)
 async def _keys_create(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
     account = await require_account(s, a.account)
     expires = parse_expiry(a.expires) if a.expires else None
+    limits = limit_cli.changes(a)  # checked before the key exists
     new = await KeyAuthenticator(s, b).create_key(account.id, name=a.name, expires_at=expires)
     text = f"{new.secret}\n(key {new.key.id} for {account.name}; shown once, store it now)"
-    return key_json(new.key, new.secret), text
+    out = key_json(new.key, new.secret)
+    if limits:
+        spec = await limit_cli.apply(s, "key", new.key.id, limits)
+        out["limits"] = limit_cli.spec_json(spec, set_only=True)
+    return out, text
+
+
+async def _keys_update(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
+    key = await s.get_key(a.key_id)
+    if key is None:
+        from tollway.errors import NotFound
+
+        raise NotFound(f"no key {a.key_id!r}")
+    limits = limit_cli.changes(a)
+    await limit_cli.apply(s, "key", key.id, limits)
+    shown, line = await limit_cli.describe(s, key.id, key.account_id)
+    return key_json(key) | shown, f"{key.id}  {line or 'no limits'}"
+
+
+async def _accounts_limits(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
+    account = await require_account(s, a.account)
+    spec = await limit_cli.apply(s, "account", account.id, limit_cli.changes(a))
+    shown = limit_cli.spec_json(spec, set_only=True)
+    text = " ".join(f"{k}={v}" for k, v in shown.items()) or "no limits"
+    return {"object": "limits", "scope": "account", "id": account.id, "limits": shown}, (
+        f"{account.id}  {text}"
+    )
 
 
 async def _keys_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
     account = await require_account(s, a.account)
     keys = await s.list_keys(account.id)
-    lines = [
-        f"{k.id}  {k.prefix}…  {'revoked' if k.revoked_at else 'active'}"
-        + (f"  expires {epoch_seconds(k.expires_at)}" if k.expires_at else "")
-        for k in keys
-    ]
-    return {"object": "list", "data": [key_json(k) for k in keys]}, "\n".join(lines)
+    data, lines = [], []
+    for k in keys:
+        shown, line = await limit_cli.describe(s, k.id, k.account_id)
+        data.append(key_json(k) | shown)
+        lines.append(
+            f"{k.id}  {k.prefix}…  {'revoked' if k.revoked_at else 'active'}"
+            + (f"  expires {epoch_seconds(k.expires_at)}" if k.expires_at else "")
+            + (f"  {line}" if line else "")
+        )
+    return {"object": "list", "data": data}, "\n".join(lines)
 
 
 async def _keys_revoke(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
@@ -232,6 +264,10 @@ def register(subparsers: Any) -> None:
     _common(acc.add_parser("list", help="list accounts with balances")).set_defaults(
         func=_run(_accounts_list)
     )
+    p = _common(acc.add_parser("limits", help="set an account's limits (rpm, tpm, caps, models)"))
+    p.add_argument("account")
+    limit_cli.add_flags(p)
+    p.set_defaults(func=_run(_accounts_limits))
 
     keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
     ks = keys.add_subparsers(dest="keys_command", required=True)
@@ -239,7 +275,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("account", help="account id or name")
     p.add_argument("--expires", help="ISO date/time, or a duration like 30d, 12h, 90m")
     p.add_argument("--name", help="a label for the key")
+    limit_cli.add_flags(p)
     p.set_defaults(func=_run(_keys_create))
+    p = _common(ks.add_parser("update", help="set a key's limits (rpm, tpm, caps, models)"))
+    p.add_argument("key_id")
+    limit_cli.add_flags(p)
+    p.set_defaults(func=_run(_keys_update))
     p = _common(ks.add_parser("list", help="list an account's keys (prefixes only)"))
     p.add_argument("account")
     p.set_defaults(func=_run(_keys_list))
