@@ -84,8 +84,9 @@ class LimitsConfig(_Strict):
         "allow", description="when Redis does not answer: allow (local fallback limiter) or deny"
     )
     concurrency_lease_seconds: float = Field(
-        960.0, gt=0, le=86400,
-        description="a concurrency slot an instance never released (it died) expires after this",
+        30.0, ge=1, le=86400,
+        description="Redis: a concurrency slot is renewed every third of this while its request "
+        "runs; the slots of an instance that died are free after it",
     )  # fmt: skip
     refresh_interval_seconds: float = Field(
         2.0, gt=0, le=3600, description="how often stored limits changed elsewhere are re-read"

@@ -23,7 +23,7 @@ from tollway.limits.caps import read_caps
 from tollway.limits.counters import Check, Counters, LocalCounters
 from tollway.limits.headers import model_not_allowed, rate_headers, rate_limited
 from tollway.limits.rules import Rules
-from tollway.limits.store import all_limits, changed_since
+from tollway.limits.store import all_limits, changed_since, limits_of
 
 if TYPE_CHECKING:
     from tollway.app import TollwayApp
@@ -64,14 +64,21 @@ class LimitsFeature:
             return key.name if key is not None else None
 
         self._since = time.time()
-        self.rules = Rules(self.config, await all_limits(self._db), key_name)
+        db = self._db
+
+        async def load(key_id: str, account_id: str) -> dict[tuple[str, str], Any]:
+            return await limits_of(db, key_id, account_id)
+
+        self.rules = Rules(self.config, await all_limits(db), key_name, load)
         if self.settings.redis:
             from tollway.limits.redis_counters import RedisCounters
 
-            self.counters = RedisCounters(
+            counters = RedisCounters(
                 self.settings.redis, on_store_error=self.config.on_store_error,
                 lease_seconds=self.config.concurrency_lease_seconds,
             )  # fmt: skip
+            counters.start()
+            self.counters = counters
         self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def stop(self) -> None:

@@ -4,8 +4,9 @@ The same token-bucket algorithm as ``LocalCounters`` runs in one Lua script per
 step (``EVALSHA``: one round trip at admission, one at settlement), timed by the
 Redis server's clock so instances' clocks do not matter. Buckets are hashes
 (level, time) that expire once they would be full again; concurrency slots are a
-sorted set of request ids scored by a lease deadline, so the slots of an instance
-that died are freed after ``limits.concurrency_lease_seconds``.
+sorted set of request ids scored by a lease deadline, which the owning instance renews
+every third of ``limits.concurrency_lease_seconds`` while the request runs: the
+slots of an instance that died are freed within one lease.
 
 When Redis does not answer, ``on_store_error`` decides: ``allow`` (the default)
 counts in a local fallback limiter (exact per process only), ``deny`` refuses the
@@ -14,6 +15,8 @@ request with a 503; either way a log line and ``tollway_limit_store_errors_total
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -124,7 +127,7 @@ class RedisCounters:
     """Counters in Redis (``redis: redis://…``), with a local fallback limiter."""
 
     def __init__(
-        self, url: str, *, on_store_error: str = "allow", lease_seconds: float = 960.0,
+        self, url: str, *, on_store_error: str = "allow", lease_seconds: float = 30.0,
         timeout: float = 1.0, client: Any = None,
     ) -> None:  # fmt: skip
         import redis.asyncio as aioredis
@@ -139,7 +142,35 @@ class RedisCounters:
         self.fallback = LocalCounters()
         self.errors = 0  # store errors so far (the metric reads it)
         self._fell_back: set[str] = set()  # members the fallback admitted
+        self._held: dict[str, list[str]] = {}  # member -> its concurrency keys, renewed
+        self._renewer: asyncio.Task[None] | None = None
         self._last_log = 0.0
+
+    def start(self) -> None:
+        """Start renewing the leases of this instance's concurrency slots."""
+        if self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                await self.renew()
+            except Exception as exc:  # noqa: BLE001 - retried on the next round
+                self._failed("lease renewal", exc)
+
+    async def renew(self) -> None:
+        """Push the deadline of every slot this instance holds one lease ahead."""
+        if not self._held:
+            return
+        t = await self._client.time()
+        deadline = t[0] + t[1] / 1e6 + self._lease
+        async with self._client.pipeline(transaction=False) as pipe:
+            for member, keys in list(self._held.items()):
+                for key in keys:
+                    pipe.zadd(key, {member: deadline}, xx=True)
+                    pipe.pexpire(key, int(self._lease * 1000) + 1000)
+            await pipe.execute()
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
@@ -166,6 +197,8 @@ class RedisCounters:
             self._fell_back.add(member)
             return self.fallback.acquire_now(checks, tokens, member)
         index, kind, retry_ms = int(out[0]), int(out[1]), int(out[2])
+        if not index and any(c.concurrent for c in checks):
+            self._held[member] = [_PREFIX + "c:" + c.bucket for c in checks if c.concurrent]
         levels = [
             (int(out[3 + 2 * i]) / 1000 if c.rpm else None,
              int(out[4 + 2 * i]) / 1000 if c.tpm else None)
@@ -179,6 +212,7 @@ class RedisCounters:
             self._fell_back.discard(member)
             self.fallback.release_now(checks, member, tokens)
             return
+        self._held.pop(member, None)
         if not tokens and not any(c.concurrent for c in checks):
             return
         keys: list[str] = []
@@ -192,4 +226,8 @@ class RedisCounters:
             self._failed("settlement", exc)
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         await self._client.aclose()

@@ -92,6 +92,7 @@ class Plan:
 
 
 KeyName = Callable[[str], Awaitable[str | None]]
+StoredLoader = Callable[[str, str], Awaitable[dict[tuple[str, str], LimitSpec]]]
 
 
 class Rules:
@@ -102,10 +103,12 @@ class Rules:
         config: LimitsConfig,
         stored: dict[tuple[str, str], LimitSpec] | None = None,
         key_name: KeyName | None = None,
+        load: StoredLoader | None = None,
     ) -> None:
         self.config = config
         self.stored = dict(stored or {})
         self._key_name = key_name
+        self._load = load  # a key seen first re-reads its and its account's stored limits
         self._plans: dict[str, Plan] = {}
         self.loaded_at = time.time()
 
@@ -118,6 +121,10 @@ class Rules:
         found = self._plans.get(key_id)
         if found is not None:
             return found
+        if self._load is not None:  # a key created a moment ago is limited from its first use
+            for subject in (("key", key_id), ("account", account_id)):
+                self.stored.pop(subject, None)
+            self.stored.update(await self._load(key_id, account_id))
         cfg = self.config
         key_spec = cfg.defaults
         named = cfg.keys.get(key_id)

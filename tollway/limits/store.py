@@ -15,7 +15,9 @@ from typing import Any, Literal
 from tollway.limits.config import LimitSpec
 from tollway.storage.database import Database
 
-__all__ = ["Scope", "all_limits", "changed_since", "get_limits", "update_limits"]
+__all__ = [
+    "Scope", "all_limits", "changed_since", "get_limits", "limits_of", "update_limits",
+]
 
 Scope = Literal["key", "account"]
 
@@ -63,6 +65,16 @@ async def update_limits(
                 text, now, scope, subject_id,
             )  # fmt: skip
     return spec
+
+
+async def limits_of(db: Database, key_id: str, account_id: str) -> dict[tuple[str, str], LimitSpec]:
+    """The stored limits of one key and its account."""
+    rows = await db.fetch(
+        "SELECT scope, subject_id, spec FROM tenant_limits WHERE (scope = 'key' AND subject_id = ?)"
+        " OR (scope = 'account' AND subject_id = ?)",
+        key_id, account_id,
+    )  # fmt: skip
+    return {(r["scope"], r["subject_id"]): _spec(r["spec"]) for r in rows}
 
 
 async def all_limits(db: Database) -> dict[tuple[str, str], LimitSpec]:
