@@ -138,7 +138,7 @@ class Billing:
                 ctx.account_id, ctx.request_id, self.instance_id, amount
             )
         if outcome.refused_cap is not None:
-            raise budget_exceeded(outcome.refused_cap, amount)
+            raise budget_exceeded(outcome.refused_cap, amount, ctx)
         if outcome.reservation is None:
             available = outcome.balance_micros - outcome.reserved_micros
             raise PaymentRequired(
@@ -240,8 +240,14 @@ class Billing:
         return await self._store.settle(hold.reservation.id, debit, extra)
 
 
-def budget_exceeded(cap: Any, amount_micros: int) -> PaymentRequired:
-    """The 402 for a spend cap that cannot take a reservation (names the cap and its reset)."""
+def budget_exceeded(
+    cap: Any, amount_micros: int, ctx: RequestContext | None = None
+) -> PaymentRequired:
+    """The 402 for a spend cap that cannot take a reservation (names the cap and its reset);
+    recorded in ``ctx.limit_hit`` for traces and metrics."""
+    if ctx is not None:
+        ctx.limit_hit = {"scope": cap.scope, "limit": "spend_cap", "period": cap.period,
+                         "resets_at": cap.resets_at}  # fmt: skip
     return PaymentRequired(
         f"Budget exceeded: this request needs ${usd_str(amount_micros)} reserved (prompt and "
         f"up to the output-token limit), more than is left of {cap.describe()}.",

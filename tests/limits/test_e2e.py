@@ -198,3 +198,36 @@ def test_config_limits_by_key_name_and_account_name(sqlite_dsn: str) -> None:
         assert chat(url, key).status_code == 200
         assert chat(url, key).status_code == 429
         assert chat(url, key, "slow").status_code == 403
+
+
+def test_limit_hits_in_traces_and_metrics(sqlite_dsn: str) -> None:
+    _, _, key = make_key(sqlite_dsn, key_limits={"rpm": 1})
+    admin = {"Authorization": "Bearer admin-secret"}
+    with run_tollway(gateway_config(sqlite_dsn, admin_key="admin-secret")) as url:
+        assert chat(url, key, max_tokens=1).status_code == 200
+        limited = chat(url, key)
+        assert limited.status_code == 429
+        deadline = time.time() + 10
+        while True:
+            metrics = httpx.get(f"{url}/metrics").text
+            if 'tollway_rate_limited_total{limit="rpm",scope="key"} 1.0' in metrics:
+                break
+            assert time.time() < deadline, metrics[-2000:]
+            time.sleep(0.1)
+        trace_id = limited.headers["x-tollway-request-id"]
+        while (t := httpx.get(f"{url}/admin/traces/{trace_id}", headers=admin)).status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        hit = t.json()["limit_hit"]
+        assert hit["scope"] == "key" and hit["limit"] == "rpm" and hit["retry_after"] > 0
+
+
+def test_spend_cap_hit_is_counted(sqlite_dsn: str) -> None:
+    _, _, key = make_key(sqlite_dsn, key_limits={"spend_cap_usd": "0.001"})
+    with run_tollway(gateway_config(sqlite_dsn)) as url:
+        assert chat(url, key).status_code == 402
+        deadline = time.time() + 10
+        want = 'tollway_rate_limited_total{limit="spend_cap",scope="key"} 1.0'
+        while want not in httpx.get(f"{url}/metrics").text:
+            assert time.time() < deadline
+            time.sleep(0.1)

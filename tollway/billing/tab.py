@@ -252,7 +252,7 @@ class Tab:
             if outcome.refused_cap is not None:
                 from tollway.admission import budget_exceeded
 
-                return budget_exceeded(outcome.refused_cap, missing)
+                return budget_exceeded(outcome.refused_cap, missing, self._ctx)
             if outcome.reservation is not None:
                 self.reserved_micros = outcome.reservation.amount_micros
                 self.extensions += 1

@@ -45,7 +45,6 @@ class LimitsFeature:
         self.billing = billing
         self.rules = Rules(self.config)
         self.counters: Counters = LocalCounters()
-        self.hits: dict[tuple[str, str], int] = {}  # (scope, limit) -> count, for /metrics
         self._task: asyncio.Task[None] | None = None
         self._since = 0.0
 
@@ -104,9 +103,10 @@ class LimitsFeature:
             except Exception:  # keep refreshing
                 log.exception("limits refresh failed")
 
-    def _hit(self, ctx: Any, scope: str, limit: str, **extra: Any) -> None:
+    @staticmethod
+    def _hit(ctx: Any, scope: str, limit: str, **extra: Any) -> None:
+        """Record the refusal for the trace and ``tollway_rate_limited_total``."""
         ctx.limit_hit = {"scope": scope, "limit": limit, **extra}
-        self.hits[(scope, limit)] = self.hits.get((scope, limit), 0) + 1
 
     async def admit(self, ctx: Any) -> None:
         """Admission (before billing's): model access, rate checks, spend caps."""
@@ -136,8 +136,6 @@ class LimitsFeature:
 
     async def settle(self, ctx: Any) -> None:
         """Release concurrency slots; add the output tokens to tpm (every path, once)."""
-        if ctx.error_code == "budget_exceeded" and ctx.limit_hit is None:
-            self._hit(ctx, "spend_cap", "budget")
         checks: tuple[Check, ...] | None = ctx.limits
         if not checks:
             return
