@@ -34,10 +34,10 @@ class Plan:
     _allowed: dict[str, bool] = field(default_factory=dict)
     _checks: dict[str, tuple[Check, ...]] = field(default_factory=dict)
     _caps: tuple[float, tuple[Cap, ...]] | None = None  # (valid until, caps)
+    empty: bool = False  # no limit at all: admission returns at once
 
-    @property
-    def empty(self) -> bool:
-        return self.key.is_empty() and self.account.is_empty()
+    def __post_init__(self) -> None:
+        self.empty = self.key.is_empty() and self.account.is_empty()
 
     def allows(self, alias: str) -> bool:
         """Whether both the key's and the account's model patterns (if any) match ``alias``."""
