@@ -4,7 +4,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY tollway ./tollway
-RUN pip install --no-cache-dir --prefix=/install ".[postgres,redis]"
+RUN pip install --no-cache-dir --prefix=/install ".[postgres]"
 
 FROM python:3.11-slim
 COPY --from=build /install /usr/local

@@ -1,7 +1,8 @@
 """Rate-limit counters in Redis, shared by every worker and instance.
 
 The same token-bucket algorithm as ``LocalCounters`` runs in one Lua script per
-step (``EVALSHA``: one round trip at admission, one at settlement), timed by the
+step (``EVALSHA`` over ``tollway.limits.resp``, whose commands of one event-loop
+iteration share one write: one round trip at admission, one at settlement), timed by the
 Redis server's clock so instances' clocks do not matter. Buckets are hashes
 (level, time) that expire once they would be full again; concurrency slots are a
 sorted set of request ids scored by a lease deadline, which the owning instance renews
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ from tollway.limits.counters import (
     LocalCounters,
     _decision,
 )
+from tollway.limits.resp import RedisError, RespClient
 
 __all__ = ["LimitStoreUnavailable", "RedisCounters"]
 
@@ -113,6 +116,8 @@ return n
 """
 
 _KIND = {1: RPM, 2: TPM, 3: CONCURRENCY}
+_ACQUIRE_SHA = hashlib.sha1(ACQUIRE.encode()).hexdigest()
+_RELEASE_SHA = hashlib.sha1(RELEASE.encode()).hexdigest()
 
 
 class LimitStoreUnavailable(GatewayError):
@@ -128,15 +133,9 @@ class RedisCounters:
 
     def __init__(
         self, url: str, *, on_store_error: str = "allow", lease_seconds: float = 30.0,
-        timeout: float = 1.0, client: Any = None,
+        timeout: float = 1.0,
     ) -> None:  # fmt: skip
-        import redis.asyncio as aioredis
-
-        self._client = client or aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
-        self._acquire = self._client.register_script(ACQUIRE)
-        self._release = self._client.register_script(RELEASE)
+        self._client = RespClient(url, timeout=timeout)
         self._deny = on_store_error == "deny"
         self._lease = lease_seconds
         self.fallback = LocalCounters()
@@ -145,6 +144,15 @@ class RedisCounters:
         self._held: dict[str, list[str]] = {}  # member -> its concurrency keys, renewed
         self._renewer: asyncio.Task[None] | None = None
         self._last_log = 0.0
+
+    async def _script(self, sha: str, body: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, or EVAL when the server does not have the script yet (it caches it)."""
+        try:
+            return await self._client.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except RedisError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self._client.execute("EVAL", body, len(keys), *keys, *args)
 
     def start(self) -> None:
         """Start renewing the leases of this instance's concurrency slots."""
@@ -163,14 +171,15 @@ class RedisCounters:
         """Push the deadline of every slot this instance holds one lease ahead."""
         if not self._held:
             return
-        t = await self._client.time()
-        deadline = t[0] + t[1] / 1e6 + self._lease
-        async with self._client.pipeline(transaction=False) as pipe:
-            for member, keys in list(self._held.items()):
-                for key in keys:
-                    pipe.zadd(key, {member: deadline}, xx=True)
-                    pipe.pexpire(key, int(self._lease * 1000) + 1000)
-            await pipe.execute()
+        t = await self._client.execute("TIME")
+        deadline = int(t[0]) + int(t[1]) / 1e6 + self._lease
+        ttl = int(self._lease * 1000) + 1000
+        calls = []
+        for member, keys in list(self._held.items()):
+            for key in keys:
+                calls.append(self._client.execute("ZADD", key, "XX", repr(deadline), member))
+                calls.append(self._client.execute("PEXPIRE", key, ttl))
+        await asyncio.gather(*calls)  # one write: commands of one loop iteration are pipelined
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
@@ -187,7 +196,7 @@ class RedisCounters:
             keys += [_PREFIX + "r:" + c.bucket, _PREFIX + "t:" + c.bucket, _PREFIX + "c:" + c.bucket]
             args += [c.rpm or 0, c.tpm or 0, c.concurrent or 0]
         try:
-            out = await self._acquire(keys=keys, args=args)
+            out = await self._script(_ACQUIRE_SHA, ACQUIRE, keys, args)
         except Exception as exc:  # noqa: BLE001 - any Redis/network failure: the documented choice
             self._failed("admission", exc)
             if self._deny:
@@ -221,7 +230,7 @@ class RedisCounters:
             keys += [_PREFIX + "t:" + c.bucket, _PREFIX + "c:" + c.bucket]
             args += [c.tpm or 0, c.concurrent or 0]
         try:
-            await self._release(keys=keys, args=args)
+            await self._script(_RELEASE_SHA, RELEASE, keys, args)
         except Exception as exc:  # noqa: BLE001 - the lease frees the slot later
             self._failed("settlement", exc)
 
@@ -230,4 +239,4 @@ class RedisCounters:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        await self._client.aclose()
+        await self._client.close()
