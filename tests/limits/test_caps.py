@@ -110,3 +110,28 @@ def test_period_bounds(now: float, period: str) -> None:
         assert begin.day == 1 and datetime.fromtimestamp(reset, UTC).day == 1
         assert 28 * DAY <= reset - start <= 31 * DAY
     assert period_bounds("total", now) == (0.0, None)
+
+
+async def test_audit_finds_a_cap_counter_out_of_step(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "acme", credit_usd="1000")
+        caps = caps_for("key_y", account.id, key_cap=10_000, account_cap=10_000)
+        out = await store.reserve(account.id, "req_1", "inst", 500, caps=caps)
+        assert out.reservation is not None and not await audit(store, BillingConfig())
+        await store.db.execute(
+            "UPDATE spend_counters SET reserved_micros = 7 WHERE scope = 'key'"
+        )
+        found = await audit(store, BillingConfig())
+        assert [(v.code, v.subject) for v in found] == [("spend_cap", "key:key_y")]
+        await store.db.execute(
+            "UPDATE spend_counters SET reserved_micros = 500 WHERE scope = 'key'"
+        )
+        await store.db.execute("UPDATE spend_holds SET amount_micros = 400 WHERE scope = 'key'")
+        await store.db.execute(
+            "UPDATE spend_counters SET reserved_micros = 400 WHERE scope = 'key'"
+        )
+        found = await audit(store, BillingConfig())
+        assert [(v.code, v.subject) for v in found] == [("spend_cap", out.reservation.id)]
+    finally:
+        await store.close()

@@ -72,7 +72,8 @@ def test_concurrency_never_exceeds_and_release_frees(store: object, limit: int, 
         counters = store()  # type: ignore[operator]
         check = fresh(concurrent=limit)
         try:
-            assert await _burst(counters, [check], limit + extra) == [True] * limit + [False] * extra
+            want = [True] * limit + [False] * extra
+            assert await _burst(counters, [check], limit + extra) == want
             for i in range(limit):
                 await counters.release([check], f"req_{i}", 0)
             assert await _burst(counters, [check], limit + 1) == [True] * limit + [False]

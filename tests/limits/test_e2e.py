@@ -46,7 +46,8 @@ def test_rpm_exact_with_openai_headers(sqlite_dsn: str) -> None:
 
 
 def test_account_and_model_scopes(sqlite_dsn: str) -> None:
-    _, _, key1 = make_key(sqlite_dsn, account_limits={"rpm": 100, "per_model": {"echo": {"rpm": 2}}})
+    limits = {"rpm": 100, "per_model": {"echo": {"rpm": 2}}}
+    _, _, key1 = make_key(sqlite_dsn, account_limits=limits)
     _, _, key2 = make_key(sqlite_dsn)  # same account: shares the account's counters
     with run_tollway(gateway_config(sqlite_dsn)) as url:
         assert chat(url, key1).status_code == 200

@@ -217,7 +217,8 @@ def test_killing_one_mid_stream_leaves_nothing_held(cluster: dict[str, Any]) -> 
     # and the dead instance's concurrency slots expire with their lease (3 s here)
     quick = {"model": "quick", "messages": MSG}
     deadline = time.monotonic() + 8
-    while (r := httpx.post(f"{b}/v1/chat/completions", headers=auth, json=quick)).status_code == 429:
+    chat_url = f"{b}/v1/chat/completions"
+    while (r := httpx.post(chat_url, headers=auth, json=quick)).status_code == 429:
         assert time.monotonic() < deadline, "the dead instance's slots were never freed"
         time.sleep(0.2)
     assert r.status_code == 200

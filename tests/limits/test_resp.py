@@ -118,4 +118,5 @@ def test_parser_round_trip_in_any_pieces(value: object, cut: int) -> None:
 
 
 def test_encode() -> None:
-    assert _encode(("SET", "k", 5, b"\x00")) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n5\r\n$1\r\n\x00\r\n"
+    wire = b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n5\r\n$1\r\n\x00\r\n"
+    assert _encode(("SET", "k", 5, b"\x00")) == wire

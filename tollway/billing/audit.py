@@ -127,4 +127,10 @@ async def audit(
             f"{r['base_cost_micros']}, fee {r['platform_fee_micros']}, total "
             f"{r['total_cost_micros']} (micro-USD), {r['debits']} debit(s) for the request",
         ))  # fmt: skip
+    db = getattr(store, "db", None)
+    if db is not None:  # spend caps (tollway.limits) are held with the reservations
+        from tollway.limits.caps import audit_caps
+
+        for subject, message in await audit_caps(db):
+            out.append(Violation("spend_cap", subject, message))
     return out

@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from tollway.limits.config import Period
 from tollway.storage.database import Tx
 
 __all__ = [
     "Cap",
+    "audit_caps",
     "CapState",
     "extend_caps",
     "hold_caps",
@@ -169,4 +171,32 @@ async def read_caps(tx: Tx, caps: Sequence[Cap]) -> list[CapState]:
         )  # fmt: skip
         spent, reserved = (int(row["spent_micros"]), int(row["reserved_micros"])) if row else (0, 0)
         out.append(CapState(cap, spent, reserved))
+    return out
+
+
+async def audit_caps(db: Any) -> list[tuple[str, str]]:
+    """(subject, message) for each spend-cap inconsistency: a counter's held amount that
+    differs from its open holds, or a hold that is not exactly its open reservation's."""
+    out: list[tuple[str, str]] = []
+    rows = await db.fetch(
+        "SELECT c.scope, c.subject_id, c.period, c.period_start, c.reserved_micros,"
+        " COALESCE(SUM(h.amount_micros), 0) AS held FROM spend_counters c"
+        " LEFT JOIN spend_holds h ON h.scope = c.scope AND h.subject_id = c.subject_id"
+        " AND h.period = c.period AND h.period_start = c.period_start"
+        " GROUP BY c.scope, c.subject_id, c.period, c.period_start, c.reserved_micros"
+        " HAVING c.reserved_micros <> COALESCE(SUM(h.amount_micros), 0)"
+    )
+    for r in rows:
+        out.append((f"{r['scope']}:{r['subject_id']}",
+                    f"{r['period']} spend cap counter holds {r['reserved_micros']} micro-USD but "
+                    f"its open holds sum to {r['held']}"))  # fmt: skip
+    rows = await db.fetch(
+        "SELECT h.reservation_id, h.scope, h.amount_micros, r.state, r.amount_micros AS reserved"
+        " FROM spend_holds h LEFT JOIN reservations r ON r.id = h.reservation_id"
+        " WHERE r.id IS NULL OR r.state <> 'open' OR r.amount_micros <> h.amount_micros"
+    )
+    for r in rows:
+        out.append((str(r["reservation_id"]),
+                    f"{r['scope']} spend-cap hold of {r['amount_micros']} micro-USD for a "
+                    f"reservation that is {r['state'] or 'missing'} ({r['reserved']} reserved)"))
     return out

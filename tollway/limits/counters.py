@@ -108,7 +108,7 @@ class LocalCounters:
                     refused, retry = (check, RPM), (1 - rl) * 60.0 / check.rpm
                 elif check.tpm and tl is not None and tl < tokens:
                     refused, retry = (check, TPM), (tokens - tl) * 60.0 / check.tpm
-                elif check.concurrent and len(self._slots.get(check.bucket, ())) >= check.concurrent:
+                elif check.concurrent and self.in_flight(check.bucket) >= check.concurrent:
                     refused, retry = (check, CONCURRENCY), 1.0
             levels.append((rl, tl))
         if refused is None:
@@ -157,10 +157,7 @@ def _decision(
     refused: tuple[Check, str] | None,
     retry: float,
 ) -> Decision:
-    requests = decide_window(
-        [(c.rpm, lv[0]) for c, lv in zip(checks, levels, strict=True) if c.rpm and lv[0] is not None]
-    )
-    tokens = decide_window(
-        [(c.tpm, lv[1]) for c, lv in zip(checks, levels, strict=True) if c.tpm and lv[1] is not None]
-    )
+    pairs = list(zip(checks, levels, strict=True))
+    requests = decide_window([(c.rpm, lv[0]) for c, lv in pairs if c.rpm and lv[0] is not None])
+    tokens = decide_window([(c.tpm, lv[1]) for c, lv in pairs if c.tpm and lv[1] is not None])
     return Decision(refused, retry, requests, tokens)

@@ -105,7 +105,9 @@ for i = 1, n do
   if tpm > 0 and tokens > 0 then
     local h = redis.call('HMGET', tkey, 'l', 't')
     local l = tpm
-    if h[1] then l = math.min(tpm, tonumber(h[1]) + math.max(now - tonumber(h[2]), 0) * tpm / 60) end
+    if h[1] then
+      l = math.min(tpm, tonumber(h[1]) + math.max(now - tonumber(h[2]), 0) * tpm / 60)
+    end
     l = l - tokens
     redis.call('HSET', tkey, 'l', l, 't', now)
     redis.call('PEXPIRE', tkey, math.ceil((tpm - l) * 60000 / tpm) + 1000)
@@ -193,7 +195,8 @@ class RedisCounters:
         keys: list[str] = []
         args: list[Any] = [len(checks), tokens, member, self._lease]
         for c in checks:
-            keys += [_PREFIX + "r:" + c.bucket, _PREFIX + "t:" + c.bucket, _PREFIX + "c:" + c.bucket]
+            name = c.bucket
+            keys += [_PREFIX + "r:" + name, _PREFIX + "t:" + name, _PREFIX + "c:" + name]
             args += [c.rpm or 0, c.tpm or 0, c.concurrent or 0]
         try:
             out = await self._script(_ACQUIRE_SHA, ACQUIRE, keys, args)

@@ -61,7 +61,8 @@ async def update_limits(
             )  # fmt: skip
         else:
             await tx.execute(
-                "UPDATE tenant_limits SET spec = ?, updated_at = ? WHERE scope = ? AND subject_id = ?",
+                "UPDATE tenant_limits SET spec = ?, updated_at = ?"
+                " WHERE scope = ? AND subject_id = ?",
                 text, now, scope, subject_id,
             )  # fmt: skip
     return spec
