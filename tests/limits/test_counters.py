@@ -173,3 +173,29 @@ def test_duration_examples() -> None:
     assert duration(6.51) == "6.6s"
     assert duration(360) == "6m0s"
     assert duration(3723) == "1h2m3s"
+
+
+@pytest.mark.redis
+def test_redis_scripts_reloaded_after_script_flush() -> None:
+    """EVALSHA answered NOSCRIPT (Redis restarted or flushed): EVAL, and the counts go on."""
+    import redis as redis_py
+
+    url = redis_url()
+
+    async def go() -> None:
+        counters = RedisCounters(url)
+        check = fresh(rpm=2, tpm=100, concurrent=1)
+        try:
+            assert (await counters.acquire([check], 5, "a")).refused is None
+            redis_py.Redis.from_url(url).script_flush()
+            await counters.release([check], "a", 10)
+            await asyncio.sleep(0.05)  # the release is queued, not awaited
+            redis_py.Redis.from_url(url).script_flush()
+            second = await counters.acquire([check], 5, "b")
+            assert second.refused is None  # the slot was released through EVAL
+            assert second.tokens is not None and second.tokens.remaining <= 100 - 5 - 10 - 5 + 1
+            assert (await counters.acquire([check], 5, "c")).refused[1] == "rpm"  # type: ignore[index]
+        finally:
+            await counters.close()
+
+    asyncio.run(go())

@@ -16,7 +16,7 @@ from tollway.limits.config import LimitSpec
 from tollway.limits.rules import Plan
 from tollway.limits.store import Scope, get_limits, update_limits
 
-__all__ = ["add_flags", "apply", "changes", "describe", "usage"]
+__all__ = ["add_flags", "apply", "changes", "describe", "spec_json", "usage"]
 
 _NONE = ("none", "off", "null")
 

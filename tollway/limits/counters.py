@@ -93,7 +93,9 @@ class LocalCounters:
 
     def _level(self, name: str, cap: int, now: float) -> float:
         state = self._buckets.get(name)
-        return refill(*(state or (None, None)), cap, now)
+        if state is None:
+            return float(cap)
+        return refill(state[0], state[1], cap, now)
 
     def acquire_now(self, checks: Sequence[Check], tokens: int, member: str) -> Decision:
         now = self._clock()

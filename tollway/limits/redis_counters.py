@@ -34,7 +34,7 @@ from tollway.limits.counters import (
     LocalCounters,
     _decision,
 )
-from tollway.limits.resp import RedisError, RespClient
+from tollway.limits.resp import RedisError, RespClient, encode_args
 
 __all__ = ["LimitStoreUnavailable", "RedisCounters"]
 
@@ -45,7 +45,8 @@ _PREFIX = "tollway:rl:"
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local n, tokens, member, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local n, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tokens, member = tonumber(ARGV[#ARGV - 1]), ARGV[#ARGV]
 local function level(key, cap)
   local h = redis.call('HMGET', key, 'l', 't')
   if not h[1] then return cap end
@@ -53,7 +54,7 @@ local function level(key, cap)
 end
 local levels, refused, kind, retry = {}, 0, 0, 0
 for i = 1, n do
-  local a, k = 4 + (i - 1) * 3, (i - 1) * 3
+  local a, k = 2 + (i - 1) * 3, (i - 1) * 3
   local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local rl, tl = -1, -1
   if rpm > 0 then rl = level(KEYS[k + 1], rpm) end
@@ -70,7 +71,7 @@ for i = 1, n do
 end
 local out = {refused, kind, math.ceil(retry * 1000)}
 for i = 1, n do
-  local a, k = 4 + (i - 1) * 3, (i - 1) * 3
+  local a, k = 2 + (i - 1) * 3, (i - 1) * 3
   local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local rl, tl = levels[i][1], levels[i][2]
   if refused == 0 then
@@ -98,9 +99,10 @@ return out
 RELEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local n, tokens, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local n = tonumber(ARGV[1])
+local tokens, member = tonumber(ARGV[#ARGV - 1]), ARGV[#ARGV]
 for i = 1, n do
-  local tpm, conc = tonumber(ARGV[3 + (i - 1) * 2 + 1]), tonumber(ARGV[3 + (i - 1) * 2 + 2])
+  local tpm, conc = tonumber(ARGV[1 + (i - 1) * 2 + 1]), tonumber(ARGV[1 + (i - 1) * 2 + 2])
   local tkey, ckey = KEYS[(i - 1) * 2 + 1], KEYS[(i - 1) * 2 + 2]
   if tpm > 0 and tokens > 0 then
     local h = redis.call('HMGET', tkey, 'l', 't')
@@ -120,6 +122,37 @@ return n
 _KIND = {1: RPM, 2: TPM, 3: CONCURRENCY}
 _ACQUIRE_SHA = hashlib.sha1(ACQUIRE.encode()).hexdigest()
 _RELEASE_SHA = hashlib.sha1(RELEASE.encode()).hexdigest()
+
+
+class _Encoded:
+    """EVALSHA/EVAL heads of the acquire and release scripts for one list of checks."""
+
+    __slots__ = ("acquire_eval", "acquire_sha", "checks", "release_eval", "release_sha",
+                 "slot_keys")  # fmt: skip
+
+    def __init__(self, checks: Sequence[Check], lease: float) -> None:
+        self.checks = checks
+        keys: list[str] = []
+        args: list[Any] = [len(checks), lease]
+        rkeys: list[str] = []
+        rargs: list[Any] = [len(checks)]
+        for c in checks:
+            name = c.bucket
+            keys += [_PREFIX + "r:" + name, _PREFIX + "t:" + name, _PREFIX + "c:" + name]
+            args += [c.rpm or 0, c.tpm or 0, c.concurrent or 0]
+            rkeys += [_PREFIX + "t:" + name, _PREFIX + "c:" + name]
+            rargs += [c.tpm or 0, c.concurrent or 0]
+        self.acquire_sha, self.acquire_eval = _heads(_ACQUIRE_SHA, ACQUIRE, keys, args)
+        self.release_sha, self.release_eval = _heads(_RELEASE_SHA, RELEASE, rkeys, rargs)
+        self.slot_keys = [_PREFIX + "c:" + c.bucket for c in checks if c.concurrent]
+
+
+def _heads(sha: str, body: str, keys: list[str], args: list[Any]) -> tuple[bytes, bytes]:
+    """(EVALSHA head, EVAL head): everything but the two last arguments (tokens, member)."""
+    count = b"*%d\r\n" % (3 + len(keys) + len(args) + 2)
+    rest = encode_args([len(keys), *keys, *args])
+    return (count + encode_args(["EVALSHA", sha]) + rest,
+            count + encode_args(["EVAL", body]) + rest)  # fmt: skip
 
 
 class LimitStoreUnavailable(GatewayError):
@@ -145,16 +178,18 @@ class RedisCounters:
         self._fell_back: set[str] = set()  # members the fallback admitted
         self._held: dict[str, list[str]] = {}  # member -> its concurrency keys, renewed
         self._renewer: asyncio.Task[None] | None = None
+        self._heads: dict[int, _Encoded] = {}
         self._last_log = 0.0
 
-    async def _script(self, sha: str, body: str, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA, or EVAL when the server does not have the script yet (it caches it)."""
-        try:
-            return await self._client.execute("EVALSHA", sha, len(keys), *keys, *args)
-        except RedisError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            return await self._client.execute("EVAL", body, len(keys), *keys, *args)
+    def _encoded(self, checks: Sequence[Check]) -> _Encoded:
+        """The constant part of this check list's commands, encoded once (per Plan)."""
+        entry = self._heads.get(id(checks))
+        if entry is not None and entry.checks is checks:
+            return entry
+        if len(self._heads) > 10_000:
+            self._heads.clear()
+        entry = self._heads[id(checks)] = _Encoded(checks, self._lease)
+        return entry
 
     def start(self) -> None:
         """Start renewing the leases of this instance's concurrency slots."""
@@ -192,14 +227,15 @@ class RedisCounters:
                         type(exc).__name__, "denying" if self._deny else "local fallback limiter")
 
     async def acquire(self, checks: Sequence[Check], tokens: int, member: str) -> Decision:
-        keys: list[str] = []
-        args: list[Any] = [len(checks), tokens, member, self._lease]
-        for c in checks:
-            name = c.bucket
-            keys += [_PREFIX + "r:" + name, _PREFIX + "t:" + name, _PREFIX + "c:" + name]
-            args += [c.rpm or 0, c.tpm or 0, c.concurrent or 0]
+        enc = self._encoded(checks)
+        tail = encode_args((tokens, member))
         try:
-            out = await self._script(_ACQUIRE_SHA, ACQUIRE, keys, args)
+            try:
+                out = await (await self._client.send(enc.acquire_sha + tail))
+            except RedisError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                out = await (await self._client.send(enc.acquire_eval + tail))
         except Exception as exc:  # noqa: BLE001 - any Redis/network failure: the documented choice
             self._failed("admission", exc)
             if self._deny:
@@ -208,34 +244,43 @@ class RedisCounters:
                 ) from None
             self._fell_back.add(member)
             return self.fallback.acquire_now(checks, tokens, member)
-        index, kind, retry_ms = int(out[0]), int(out[1]), int(out[2])
-        if not index and any(c.concurrent for c in checks):
-            self._held[member] = [_PREFIX + "c:" + c.bucket for c in checks if c.concurrent]
+        index, kind, retry_ms = out[0], out[1], out[2]
+        if not index and enc.slot_keys:
+            self._held[member] = enc.slot_keys
         levels = [
-            (int(out[3 + 2 * i]) / 1000 if c.rpm else None,
-             int(out[4 + 2 * i]) / 1000 if c.tpm else None)
+            (out[3 + 2 * i] / 1000 if c.rpm else None, out[4 + 2 * i] / 1000 if c.tpm else None)
             for i, c in enumerate(checks)
-        ]  # fmt: skip
+        ]
         refused = (checks[index - 1], _KIND[kind]) if index else None
         return _decision(checks, levels, refused, retry_ms / 1000)
 
     async def release(self, checks: Sequence[Check], member: str, tokens: int) -> None:
+        """Queue the release (not awaited: a later command on this connection runs after it)."""
         if member in self._fell_back:
             self._fell_back.discard(member)
             self.fallback.release_now(checks, member, tokens)
             return
         self._held.pop(member, None)
-        if not tokens and not any(c.concurrent for c in checks):
+        enc = self._encoded(checks)
+        if not tokens and not enc.slot_keys:
             return
-        keys: list[str] = []
-        args: list[Any] = [len(checks), tokens, member]
-        for c in checks:
-            keys += [_PREFIX + "t:" + c.bucket, _PREFIX + "c:" + c.bucket]
-            args += [c.tpm or 0, c.concurrent or 0]
+        tail = encode_args((tokens, member))
         try:
-            await self._script(_RELEASE_SHA, RELEASE, keys, args)
-        except Exception as exc:  # noqa: BLE001 - the lease frees the slot later
+            reply = await self._client.send(enc.release_sha + tail)
+        except RedisError as exc:  # not connected: the lease frees the slot later
             self._failed("settlement", exc)
+            return
+        reply.add_done_callback(lambda done: self._released(done, enc.release_eval + tail))
+
+    def _released(self, done: asyncio.Future[Any], fallback: bytes) -> None:
+        exc = None if done.cancelled() else done.exception()
+        if exc is None:
+            return
+        if str(exc).startswith("NOSCRIPT"):
+            task = asyncio.ensure_future(self._client.send(fallback))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            return
+        self._failed("settlement", exc)
 
     async def close(self) -> None:
         if self._renewer is not None:

@@ -19,44 +19,78 @@ import collections
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["RedisError", "RespClient"]
+__all__ = ["RedisError", "RespClient", "encode_args"]
 
 
 class RedisError(Exception):
     """An error reply (``-ERR …``), or the connection failing."""
 
 
-def _encode(args: tuple[Any, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+def encode_args(args: tuple[Any, ...] | list[Any]) -> bytes:
+    """RESP bulk strings for ``args``, without the array header."""
+    parts = []
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
 
+def _encode(args: tuple[Any, ...]) -> bytes:
+    return b"*%d\r\n" % len(args) + encode_args(args)
+
+
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.buffer = bytearray()
         self.pending: list[bytes] = []
         self.closed = False
+        self.timeout = timeout
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         error = RedisError(f"connection lost: {exc}" if exc else "connection closed")
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
                 future.set_exception(error)
 
+    def send(self, payload: bytes) -> asyncio.Future[Any]:
+        """Queue one encoded command (written with the others of this loop iteration)."""
+        future = self._loop.create_future()
+        if self.closed:
+            future.set_exception(RedisError("connection closed"))
+            return future
+        if not self.pending:
+            self._loop.call_soon(self.flush)
+        self.pending.append(payload)
+        self.waiting.append(future)
+        return future
+
     def flush(self) -> None:
         if self.pending and self.transport is not None and not self.closed:
             self.transport.write(b"".join(self.pending))
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_later(self.timeout, self._watch, self.waiting[0])
         self.pending.clear()
+
+    def _watch(self, head: asyncio.Future[Any]) -> None:
+        """No reply to the oldest command within the timeout: the connection is dead."""
+        self._watchdog = None
+        if not self.waiting:
+            return
+        if self.waiting[0] is head and self.transport is not None:
+            self.transport.abort()  # fails every command in flight (connection_lost)
+            return
+        self._watchdog = self._loop.call_later(self.timeout, self._watch, self.waiting[0])
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -121,16 +155,18 @@ class RespClient:
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         parts = urlsplit(self._url)
+        timeout = self._timeout
         if parts.scheme == "unix":
-            connect = loop.create_unix_connection(_Protocol, parts.path)
+            connect = loop.create_unix_connection(lambda: _Protocol(timeout), parts.path)
             db = (parse_qs(parts.query).get("db") or ["0"])[0]
         elif parts.scheme in ("redis", ""):
-            connect = loop.create_connection(_Protocol, parts.hostname or "127.0.0.1",
+            connect = loop.create_connection(lambda: _Protocol(timeout),
+                                             parts.hostname or "127.0.0.1",
                                              parts.port or 6379)  # fmt: skip
             db = parts.path.strip("/") or "0"
         else:
             raise RedisError(f"unsupported Redis URL scheme {parts.scheme!r} (redis:// or unix://)")
-        async with asyncio.timeout(self._timeout):
+        async with asyncio.timeout(timeout):
             _transport, proto = await connect
         hello: list[tuple[Any, ...]] = []
         if parts.password:
@@ -140,7 +176,7 @@ class RespClient:
         if db != "0":
             hello.append(("SELECT", db))
         for command in hello:
-            await self._send(proto, command)
+            await proto.send(_encode(command))
         return proto
 
     async def _protocol(self) -> _Protocol:
@@ -152,29 +188,21 @@ class RespClient:
         connecting = self._connecting
         try:
             proto = await connecting
+        except (OSError, TimeoutError) as exc:
+            raise RedisError(f"cannot connect: {type(exc).__name__}: {exc}") from None
         finally:
             if self._connecting is connecting:
                 self._connecting = None
         self._proto = proto
         return proto
 
-    async def _send(self, proto: _Protocol, args: tuple[Any, ...]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not proto.pending:
-            loop.call_soon(proto.flush)
-        proto.pending.append(_encode(args))
-        proto.waiting.append(future)
-        async with asyncio.timeout(self._timeout):
-            return await future
+    async def send(self, payload: bytes) -> asyncio.Future[Any]:
+        """Queue an encoded command; the future is its reply (RedisError on failure)."""
+        return (await self._protocol()).send(payload)
 
     async def execute(self, *args: Any) -> Any:
         """One command; raises RedisError on an error reply, a lost connection or a timeout."""
-        try:
-            return await self._send(await self._protocol(), args)
-        except (OSError, TimeoutError) as exc:
-            self.close_now()
-            raise RedisError(f"{type(exc).__name__}: {exc}") from None
+        return await (await self.send(_encode(args)))
 
     def close_now(self) -> None:
         proto, self._proto = self._proto, None
