@@ -11,6 +11,7 @@ figure is the server's CPU per request, on minus off. Opt-in:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bench.report import Row
@@ -57,8 +58,11 @@ async def phase_limits(bench: Any) -> None:
         figures: dict[str, Any] = {}
         async with bench.tollway(f"limits-{label}", extra_config=config) as target:
             for name in ("b", "c10"):
-                figures[name] = await bench.run(bench.table[name], target,
-                                                label=f"limits {label}:")  # fmt: skip
+                # at most 5,000 requests: a load generator's result line of 8,000 latency
+                # samples (> 64 KiB) sometimes reaches the bench cut at 64 KiB
+                sc = bench.table[name]
+                sc = replace(sc, requests=min(sc.requests, 5000))
+                figures[name] = await bench.run(sc, target, label=f"limits {label}:")
         entry[label] = figures
     off = entry["off"]
     for label in ("rates", "rates+cap"):

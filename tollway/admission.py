@@ -30,7 +30,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from tollway.auth import AuthResult
 from tollway.billing.config import BillingConfig
@@ -40,6 +39,7 @@ from tollway.billing.tab import (
     PromptCount,
     PromptCounter,
     Tab,
+    budget_exceeded,
     output_cap,
     worst_base_usd,
 )
@@ -238,21 +238,6 @@ class Billing:
         if ctx.spend_caps:
             return await self._store.settle(hold.reservation.id, debit, extra, capped=True)
         return await self._store.settle(hold.reservation.id, debit, extra)
-
-
-def budget_exceeded(
-    cap: Any, amount_micros: int, ctx: RequestContext | None = None
-) -> PaymentRequired:
-    """The 402 for a spend cap that cannot take a reservation (names the cap and its reset);
-    recorded in ``ctx.limit_hit`` for traces and metrics."""
-    if ctx is not None:
-        ctx.limit_hit = {"scope": cap.scope, "limit": "spend_cap", "period": cap.period,
-                         "resets_at": cap.resets_at}  # fmt: skip
-    return PaymentRequired(
-        f"Budget exceeded: this request needs ${usd_str(amount_micros)} reserved (prompt and "
-        f"up to the output-token limit), more than is left of {cap.describe()}.",
-        code="budget_exceeded",
-    )
 
 
 def _hold_amount(tab: Tab | None, hold: Hold) -> int:

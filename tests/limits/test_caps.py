@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import create_account
-from tollway.limits.caps import Cap, period_bounds, read_caps
+from tollway.limits.caps import Cap, period_bounds
 from tollway.storage import open_storage
 from tollway.storage.base import NewEntry
+from tollway.storage.sql_caps import read_caps
 
 DAY = 86400.0
 

@@ -22,10 +22,10 @@ from tests.limits.conftest import PRICES, make_key, redis_url
 from tests.storage.conftest import PG_URL, _pg
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
-from tollway.limits.caps import read_caps
 from tollway.limits.rules import Plan
 from tollway.limits.store import get_limits
 from tollway.storage import open_storage
+from tollway.storage.sql_caps import read_caps
 
 pytestmark = pytest.mark.slow
 MSG = [{"role": "user", "content": "hi"}]

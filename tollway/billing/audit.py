@@ -127,10 +127,6 @@ async def audit(
             f"{r['base_cost_micros']}, fee {r['platform_fee_micros']}, total "
             f"{r['total_cost_micros']} (micro-USD), {r['debits']} debit(s) for the request",
         ))  # fmt: skip
-    db = getattr(store, "db", None)
-    if db is not None:  # spend caps (tollway.limits) are held with the reservations
-        from tollway.limits.caps import audit_caps
-
-        for subject, message in await audit_caps(db):
-            out.append(Violation("spend_cap", subject, message))
+    for subject, message in await store.spend_cap_mismatches():  # held with reservations
+        out.append(Violation("spend_cap", subject, message))
     return out

@@ -11,10 +11,10 @@ from decimal import Decimal
 from typing import Any
 
 from tollway.limits.admin import check_changes, spec_json
-from tollway.limits.caps import read_caps
 from tollway.limits.config import LimitSpec
 from tollway.limits.rules import Plan
 from tollway.limits.store import Scope, get_limits, update_limits
+from tollway.storage.sql_caps import read_caps
 
 __all__ = ["add_flags", "apply", "changes", "describe", "spec_json", "usage"]
 

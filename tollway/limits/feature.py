@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.auth import AuthResult
 from tollway.limits.admin import LIMIT_ROUTES, LimitsAdmin
-from tollway.limits.caps import read_caps
 from tollway.limits.counters import Check, Counters, LocalCounters
 from tollway.limits.headers import model_not_allowed, rate_headers, rate_limited
 from tollway.limits.rules import Rules
 from tollway.limits.store import all_limits, changed_since, limits_of
+from tollway.storage.sql_caps import read_caps
 
 if TYPE_CHECKING:
     from tollway.app import TollwayApp

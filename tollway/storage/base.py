@@ -131,7 +131,7 @@ class ReserveOutcome:
     reservation: Reservation | None
     balance_micros: int
     reserved_micros: int
-    refused_cap: Any = None  # the spend cap (tollway.limits.caps.Cap) that refused, if one did
+    refused_cap: Any = None  # the spend cap (storage.sql_caps.Cap) that refused, if one did
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +243,8 @@ class AuditStore(Protocol):
     async def debits_over_reservation(self) -> list[dict[str, Any]]: ...
 
     async def bad_overage_entries(self) -> list[dict[str, Any]]: ...
+
+    async def spend_cap_mismatches(self) -> list[tuple[str, str]]: ...
 
 
 class Storage(

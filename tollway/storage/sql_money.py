@@ -180,7 +180,7 @@ class MoneyQueries:
         *, caps: Sequence[Any] = (),
     ) -> ReserveOutcome:
         """Hold ``amount_micros`` against the balance and, in the same transaction, against
-        every spend cap in ``caps`` (``tollway.limits.caps.Cap``); all or nothing."""
+        every spend cap in ``caps`` (``tollway.storage.sql_caps.Cap``); all or nothing."""
         now = time.time()
         try:
             async with self.db.transaction() as tx:
@@ -203,7 +203,7 @@ class MoneyQueries:
                     reservation.id, request_id, account_id, instance_id, amount_micros, now,
                 )  # fmt: skip
                 if caps:
-                    from tollway.limits.caps import hold_caps
+                    from tollway.storage.sql_caps import hold_caps
 
                     refused = await hold_caps(tx, reservation.id, caps, amount_micros)
                     if refused is not None:
@@ -245,7 +245,7 @@ class MoneyQueries:
                 if row is None:
                     raise _Refused(res["account_id"])
                 if caps:
-                    from tollway.limits.caps import extend_caps
+                    from tollway.storage.sql_caps import extend_caps
 
                     refused = await extend_caps(tx, reservation_id, caps, amount_micros)
                     if refused is not None:
@@ -273,7 +273,7 @@ class MoneyQueries:
             if reservation_id is not None:
                 closed = await _close_reservation(tx, reservation_id, "settled")
                 if capped and closed is not None:
-                    from tollway.limits.caps import settle_caps
+                    from tollway.storage.sql_caps import settle_caps
 
                     await settle_caps(tx, reservation_id, -debit.amount_micros)
             if await tx.fetchrow(
@@ -292,7 +292,7 @@ class MoneyQueries:
             row = await _close_reservation(tx, reservation_id, "released")
             if row is None:
                 return None
-            from tollway.limits.caps import settle_caps
+            from tollway.storage.sql_caps import settle_caps
 
             await settle_caps(tx, reservation_id, 0)  # nothing was debited: holds go back
             held = int(row["amount_micros"])
