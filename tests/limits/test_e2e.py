@@ -104,25 +104,28 @@ def test_concurrency_released_on_every_path(sqlite_dsn: str) -> None:
 
 
 def test_openai_sdk_retry_honours_retry_after(sqlite_dsn: str) -> None:
-    _, _, key = make_key(sqlite_dsn, key_limits={"rpm": 60})  # one more every second
+    """A slot held by a 2 s stream: the SDK's first try gets 429 with ``retry-after-ms``
+    (1 s), it sleeps that long (not its own backoff) and retries until the slot is free."""
+    _, _, key = make_key(sqlite_dsn, key_limits={"max_concurrent": 1})
     with run_tollway(gateway_config(sqlite_dsn)) as url:
+        holder = threading.Thread(target=chat, args=(url, key, "slow"))
+        holder.start()
+        time.sleep(0.3)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
-        with httpx.Client() as http:
-            for _ in range(60):
-                http.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                          json={"model": "echo", "messages": MSG})  # fmt: skip
         with pytest.raises(openai.RateLimitError) as refused:
             client.chat.completions.create(model="echo", messages=MSG)  # type: ignore[arg-type]
-        assert refused.value.response.headers["retry-after-ms"]
-        retrying = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=3)
+        assert refused.value.response.headers["retry-after-ms"] == "1000"
+        assert refused.value.code == "key_concurrency"
+        retrying = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=5)
         started = time.monotonic()
         raw = retrying.chat.completions.with_raw_response.create(
             model="echo", messages=MSG  # type: ignore[arg-type]
         )
         waited = time.monotonic() - started
+        holder.join()
     assert raw.http_response.status_code == 200
     assert raw.retries_taken >= 1
-    assert 0.3 < waited < 10  # it slept as told, not its own exponential default of 0.5-8 s
+    assert 0.9 * raw.retries_taken <= waited < 1.5 * raw.retries_taken + 2  # ~1 s per retry
 
 
 def test_tpm_counts_prompt_then_output(sqlite_dsn: str) -> None:

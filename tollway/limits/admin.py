@@ -18,7 +18,6 @@ from tollway.limits.config import SPEC_FIELDS, LimitSpec
 from tollway.limits.store import Scope, get_limits, update_limits
 
 if TYPE_CHECKING:
-    from tollway.billing.feature import BillingFeature
     from tollway.limits.feature import LimitsFeature
 
 __all__ = ["LIMIT_ROUTES", "LimitsAdmin", "check_changes", "spec_json"]
@@ -60,16 +59,15 @@ def spec_json(spec: LimitSpec | None, *, set_only: bool = False) -> dict[str, An
 
 
 class LimitsAdmin:
-    """Admin handlers over billing's store and the limits feature."""
+    """Admin handlers over the limits feature (and its store)."""
 
-    def __init__(self, billing: BillingFeature, feature: LimitsFeature) -> None:
-        self._billing = billing
+    def __init__(self, feature: LimitsFeature) -> None:
         self._feature = feature
 
     @property
     def _store(self) -> Any:
-        assert self._billing.store is not None
-        return self._billing.store
+        assert self._feature.store is not None, "limits not started"
+        return self._feature.store
 
     async def _subject(self, request: dict[str, Any], scope: Scope) -> tuple[str, str, str]:
         """(subject id, account id, account name) of the path's key or account; 404 if none."""

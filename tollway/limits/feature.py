@@ -1,4 +1,5 @@
-"""The one entry point: ``install(app, billing)`` plugs tenant controls into the gateway.
+"""Tenant controls' per-app state (``LimitsFeature``) and its one entry point,
+``install(app, billing)``, which plugs it into the gateway.
 
 Hooks: an admission step that runs *before* billing's (model access → 403, rate
 checks → 429, spend caps handed to billing's reservation via ``ctx.spend_caps``),
@@ -6,7 +7,8 @@ a settler that releases concurrency slots and adds output tokens to tpm (it runs
 on every path: success, upstream failure, client disconnect, refusal), the
 ``x-ratelimit-*`` headers via ``ctx.response_headers``, the ``/v1/models`` filter,
 the caller's remaining budget in ``GET /v1/account`` and the admin routes.
-Limits need billing (keys and accounts live in its database).
+Limits need billing (keys and accounts live in its database); they open their own
+connection to that database.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from tollway.limits.counters import Check, Counters, LocalCounters
 from tollway.limits.headers import model_not_allowed, rate_headers, rate_limited
 from tollway.limits.rules import Rules
 from tollway.limits.store import all_limits, changed_since, limits_of
-from tollway.storage.sql_caps import read_caps
 
 if TYPE_CHECKING:
     from tollway.app import TollwayApp
     from tollway.billing.feature import BillingFeature
+    from tollway.config import Settings
 
 __all__ = ["LimitsFeature", "install"]
 
@@ -39,10 +41,10 @@ _SKEW_OVERLAP = 5.0
 class LimitsFeature:
     """Tenant controls' per-app state; its methods are what the gateway hooks call."""
 
-    def __init__(self, app: TollwayApp, billing: BillingFeature) -> None:
-        self.settings = app.settings
-        self.config = app.settings.limits
-        self.billing = billing
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = settings.limits
+        self.store: Any = None
         self.rules = Rules(self.config)
         self.counters: Counters = LocalCounters()
         self._task: asyncio.Task[None] | None = None
@@ -50,13 +52,14 @@ class LimitsFeature:
 
     @property
     def _db(self) -> Any:
-        assert self.billing.store is not None, "billing not started"
-        return self.billing.store.db
+        assert self.store is not None, "limits not started"
+        return self.store.db
 
     async def start(self) -> None:
-        """Load the stored limits, connect the counter store, start the refresher."""
-        store = self.billing.store
-        assert store is not None
+        """Open the database, load the stored limits, connect Redis, start the refresher."""
+        from tollway.storage import open_storage
+
+        self.store = store = await open_storage(self.settings.database)
 
         async def key_name(key_id: str) -> str | None:
             key = await store.get_key(key_id)
@@ -87,6 +90,8 @@ class LimitsFeature:
                 await self._task
             self._task = None
         await self.counters.close()
+        if self.store is not None:
+            await self.store.close()
 
     async def refresh(self) -> None:
         """Pick up limits changed anywhere (CLI, admin API, another instance)."""
@@ -158,8 +163,7 @@ class LimitsFeature:
             return None
         from tollway.billing.pricing import usd_str
 
-        async with self._db.transaction() as tx:
-            states = await read_caps(tx, caps)
+        states = await self.store.cap_states(caps)
         return {
             s.cap.scope: {
                 "period": s.cap.period,
@@ -184,7 +188,7 @@ def install(app: TollwayApp, billing: BillingFeature | None) -> LimitsFeature | 
     """Wire tenant controls into ``app`` (no-op without billing: no keys to limit)."""
     if billing is None:
         return None
-    feature = LimitsFeature(app, billing)
+    feature = LimitsFeature(app.settings)
     gw = app.gateway
     gw.admission.insert(0, feature.admit)  # before billing reserves anything
     gw.settlers.append(feature.settle)
@@ -192,7 +196,7 @@ def install(app: TollwayApp, billing: BillingFeature | None) -> LimitsFeature | 
     gw.on_stop.append(feature.stop)
     app.models_filter = feature.models_for
     billing.account_extras.append(feature.budget)
-    admin = LimitsAdmin(billing, feature)
+    admin = LimitsAdmin(feature)
     for method, pattern, name in LIMIT_ROUTES:
         app.add_route(method, pattern, getattr(admin, name), "admin")
     app.limits = feature
