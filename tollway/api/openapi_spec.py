@@ -92,6 +92,27 @@ SCHEMAS: dict[str, Any] = {
         "violations": {"type": "array", "items": _obj(["code", "subject", "message"], {
             "code": _STR, "subject": _STR, "message": _STR})},
     }),
+    "Limits": _obj(["object", "scope", "id", "stored", "effective"], {
+        "object": {"const": "limits"}, "scope": {"enum": ["key", "account"]}, "id": _STR,
+        "stored": {"type": "object"}, "effective": {"type": "object"}}),
+    "LimitsBody": _obj([], {
+        "rpm": {"type": ["integer", "null"], "minimum": 1, "maximum": 10**12},
+        "tpm": {"type": ["integer", "null"], "minimum": 1, "maximum": 10**12},
+        "max_concurrent": {"type": ["integer", "null"], "minimum": 1, "maximum": 10**12},
+        "models": {"type": ["array", "null"], "items": _STR, "maxItems": 1000,
+                   "description": "glob patterns of the model aliases allowed"},
+        "spend_cap_usd": {"anyOf": [
+            {"type": "number", "minimum": 0, "maximum": 1e9},
+            {"type": "string", "maxLength": 64,
+             "pattern": r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"},
+            {"type": "null"}], "description": "USD per spend_period, 0 to 1e9"},
+        "spend_period": {"enum": ["daily", "weekly", "monthly", "total", None]},
+        "per_model": {"type": ["object", "null"], "additionalProperties": _obj([], {
+            "rpm": {"type": ["integer", "null"], "minimum": 1, "maximum": 10**12},
+            "tpm": {"type": ["integer", "null"], "minimum": 1, "maximum": 10**12},
+            "max_concurrent": {"type": ["integer", "null"], "minimum": 1, "maximum": 10**12},
+        }, extra=False)},
+    }, extra=False),
     "Trace": _obj(["id", "object", "received_at", "status"], {
         "id": _STR, "object": {"const": "trace"}, "received_at": {"type": "number"},
         "status": _INT,
@@ -189,4 +210,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "An account's ledger, newest first", "admin", {200: ref("LedgerPage")},
         errors=_ADMIN_404, query=_LEDGER_QUERY),
     ("GET", "/admin/audit"): Operation("Check the ledger invariants", "admin", {200: ref("Audit")}),
+    ("GET", "/admin/keys/{key}/limits"): Operation(
+        "A key's limits: stored, and effective (config merged under them)", "admin",
+        {200: ref("Limits")}, errors=_ADMIN_404),
+    ("POST", "/admin/keys/{key}/limits"): Operation(
+        "Set a key's limits (null removes a field; ?replace=true replaces all)", "admin",
+        {200: ref("Limits")}, errors=_ADMIN_404, body="LimitsBody",
+        query=[_query("replace", {"enum": ["true", "false"]}, "replace instead of merge")]),
+    ("GET", "/admin/accounts/{account}/limits"): Operation(
+        "An account's limits: stored, and effective", "admin", {200: ref("Limits")},
+        errors=_ADMIN_404),
+    ("POST", "/admin/accounts/{account}/limits"): Operation(
+        "Set an account's limits (null removes a field; ?replace=true replaces all)", "admin",
+        {200: ref("Limits")}, errors=_ADMIN_404, body="LimitsBody",
+        query=[_query("replace", {"enum": ["true", "false"]}, "replace instead of merge")]),
 }  # fmt: skip

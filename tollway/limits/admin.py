@@ -9,10 +9,13 @@ stored limits (a field set to null is removed, so the config's value applies aga
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from tollway.billing.inputs import check_decimal
+from tollway.bounds import MAX_MONEY_USD
 from tollway.errors import InvalidRequest, NotFound, PermissionDenied
 from tollway.limits.config import SPEC_FIELDS, LimitSpec
 from tollway.limits.store import Scope, get_limits, update_limits
@@ -40,8 +43,16 @@ def check_changes(body: Any) -> dict[str, Any]:
         if name not in SPEC_FIELDS:
             raise InvalidRequest(f"Unknown parameter: '{str(name)[:64]}'.", param=str(name)[:64],
                                  code="invalid_value")  # fmt: skip
-    try:
-        LimitSpec.model_validate({k: v for k, v in body.items() if v is not None})
+    changes = dict(body)
+    if changes.get("spend_cap_usd") is not None:
+        try:
+            changes["spend_cap_usd"] = check_decimal(changes["spend_cap_usd"], low=Decimal(0),
+                                                     high=MAX_MONEY_USD, what="an amount of USD")
+        except ValueError as exc:
+            raise InvalidRequest(f"Invalid value for 'spend_cap_usd': {exc}.",
+                                 param="spend_cap_usd", code="invalid_value") from None
+    try:  # strict: JSON's types exactly (no "5" for 5, no true for 1)
+        LimitSpec.model_validate({k: v for k, v in changes.items() if v is not None}, strict=True)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         param = ".".join(str(p) for p in err["loc"]) or None
@@ -49,7 +60,9 @@ def check_changes(body: Any) -> dict[str, Any]:
             f"Invalid value for '{param}': {err['msg'].removeprefix('Value error, ')}.",
             param=param, code="invalid_value",
         ) from None  # fmt: skip
-    return dict(body)
+    if changes.get("spend_cap_usd") is not None:
+        changes["spend_cap_usd"] = str(changes["spend_cap_usd"])  # stored as JSON text
+    return changes
 
 
 def spec_json(spec: LimitSpec | None, *, set_only: bool = False) -> dict[str, Any]:
@@ -104,8 +117,12 @@ class LimitsAdmin:
 
     async def _set(self, request: dict[str, Any], scope: Scope) -> tuple[int, dict[str, Any]]:
         subject, account_id, name = await self._subject(request, scope)
+        replace_text = (request.get("query") or {}).get("replace", "false")
+        if replace_text not in ("true", "false"):
+            raise InvalidRequest("'replace' must be true or false.", param="replace",
+                                 code="invalid_value")  # fmt: skip
         changes = check_changes(request.get("json"))
-        replace = (request.get("query") or {}).get("replace") == "true"
+        replace = replace_text == "true"
         await update_limits(self._store.db, scope, subject, changes, replace=replace)
         await self._feature.refresh()
         return 200, await self._show(scope, subject, account_id, name)
