@@ -75,10 +75,10 @@ class AccountAPI:
         caller = self._caller(request)
         account = await require_account(self._store, caller.account_id)
         body = account_json(account)
-        for extra in self._extras:  # e.g. "spend_caps": what is left of each cap
-            value = await extra(caller)
-            if value is not None:
-                body[getattr(extra, "field_name", "spend_caps")] = value
+        for extra in self._extras:  # e.g. tollway.limits' "spend_caps"
+            fields = await extra(caller)
+            if fields:
+                body.update(fields)
         return 200, body
 
     async def get_ledger(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -49,7 +49,7 @@ class BillingFeature:
         self.billing: Billing | None = None
         self.account_api: AccountAPI | None = None
         self.admin_api: AdminAPI | None = None
-        # extra fields of GET /v1/account: name -> async (auth) -> value or None
+        # extra fields of GET /v1/account: async (caller) -> dict of fields or None
         self.account_extras: list[Any] = []
 
     async def start(self) -> None:

@@ -155,6 +155,13 @@ class LimitsFeature:
         plan = await self.rules.plan(auth.key_id, auth.account_id, auth.account_name)
         return [a for a in aliases if plan.allows(a)]
 
+    async def account_fields(self, auth: Any) -> dict[str, Any] | None:
+        """``{"spend_caps": …}`` for ``GET /v1/account`` when the caller has caps."""
+        if not isinstance(auth, AuthResult):
+            return None
+        caps = await self.budget(auth)
+        return {"spend_caps": caps} if caps else None
+
     async def budget(self, auth: AuthResult) -> dict[str, Any] | None:
         """The caller's spend caps with what is left of each (for ``GET /v1/account``)."""
         plan = await self.rules.plan(auth.key_id, auth.account_id, auth.account_name)
@@ -195,7 +202,7 @@ def install(app: TollwayApp, billing: BillingFeature | None) -> LimitsFeature | 
     gw.on_start.append(feature.start)
     gw.on_stop.append(feature.stop)
     app.models_filter = feature.models_for
-    billing.account_extras.append(feature.budget)
+    billing.account_extras.append(feature.account_fields)
     admin = LimitsAdmin(feature)
     for method, pattern, name in LIMIT_ROUTES:
         app.add_route(method, pattern, getattr(admin, name), "admin")
