@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import resource
 import sys
+import time
 from typing import Any
 
 from tollway.auth import AuthResult
@@ -38,19 +39,12 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-class _App:
-    """What ``LimitsFeature`` reads of the app."""
+def _feature(redis: str | None, off: bool = False) -> LimitsFeature:
+    from tollway.config import parse_settings
 
-    def __init__(self, redis: str | None) -> None:
-        from tollway.config import parse_settings
-
-        self.settings = parse_settings({"redis": redis, "billing": {"enabled": False}})
-
-
-def _feature(redis: str | None) -> LimitsFeature:
-    feature = LimitsFeature(_App(redis), billing=None)  # type: ignore[arg-type]
+    feature = LimitsFeature(parse_settings({"redis": redis, "billing": {"enabled": False}}))
     config = LimitsConfig(defaults=LimitSpec(**RATES), accounts={"bench": LimitSpec(**RATES)})
-    feature.rules = Rules(config)
+    feature.rules = Rules(LimitsConfig() if off else config)
     if redis:
         from tollway.limits.redis_counters import RedisCounters
 
@@ -70,9 +64,10 @@ def _ctx(i: int, auth: AuthResult) -> RequestContext:
     return ctx
 
 
-async def measure(redis: str | None, requests: int, batch: int) -> float:
-    """CPU µs per request (admit + settle) in this process."""
-    feature = _feature(redis)
+async def measure(redis: str | None, requests: int, batch: int, off: bool = False) -> float:
+    """CPU µs per request (admit + settle) in this process (``off``: no limit applies, so
+    this is the harness: the context, the tasks and the hooks' early return)."""
+    feature = _feature(redis, off)
     account = Account("acct_bench", "bench", 0, 0, 0, 0)
     auth = AuthResult("acct_bench", "key_bench", "bench", account)
     usage = Usage(prompt_tokens=10, completion_tokens=20)
@@ -93,6 +88,42 @@ async def measure(redis: str | None, requests: int, batch: int) -> float:
     return spent / requests * 1e6
 
 
+async def measure_caps(requests: int, caps: bool) -> float:
+    """CPU µs per reservation + settlement on SQLite, with or without two spend caps."""
+    import tempfile
+
+    from tollway.billing.ledger import create_account
+    from tollway.limits.caps import Cap, period_bounds
+    from tollway.storage import open_storage
+    from tollway.storage.base import NewEntry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = await open_storage(f"sqlite:///{tmp}/caps.db")
+        try:
+            account = await create_account(store, "bench", credit_usd="1000000")
+            start, reset = period_bounds("monthly", time.time())
+            held = (Cap("key", "key_bench", "monthly", start, reset, 10**14),
+                    Cap("account", account.id, "monthly", start, reset, 10**14)) if caps else ()
+
+            async def one(i: int) -> None:
+                out = await store.reserve(account.id, f"req_{caps}_{i}", "inst", 1000, caps=held)
+                assert out.reservation is not None
+                debit = NewEntry(account_id=account.id, kind="debit", amount_micros=-500,
+                                 request_id=f"req_{caps}_{i}", total_cost_micros=500,
+                                 base_cost_micros=500, platform_fee_micros=0)  # fmt: skip
+                await store.settle(out.reservation.id, debit, capped=bool(held))
+
+            for i in range(100):
+                await one(-1 - i)
+            started = _cpu()
+            for start_at in range(0, requests, 64):
+                await asyncio.gather(*(one(i) for i in range(start_at,
+                                                           min(start_at + 64, requests))))
+            return (_cpu() - started) / requests * 1e6
+        finally:
+            await store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.limits_hooks", description=__doc__)
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
@@ -101,11 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     out: dict[str, Any] = {}
+    for batch in (1, 64):
+        out[f"no limit (harness), {batch} at a time"] = uvloop.run(
+            measure(None, args.requests, batch, off=True))
     for label, redis in (("in-process", None), ("redis", args.redis)):
         for batch in (1, 64):
             out[f"{label}, {batch} at a time"] = uvloop.run(measure(redis, args.requests, batch))
+    caps_requests = max(args.requests // 5, 200)
+    out["SQLite reserve+settle, no cap, 64 at a time"] = uvloop.run(
+        measure_caps(caps_requests, False))
+    out["SQLite reserve+settle, 2 caps, 64 at a time"] = uvloop.run(
+        measure_caps(caps_requests, True))
     for name, us in out.items():
-        print(f"{name:<28} {us:7.1f} µs CPU per request (admission + settlement)")  # noqa: T201
+        print(f"{name:<44} {us:7.1f} µs CPU per request")  # noqa: T201
     return 0
 
 
