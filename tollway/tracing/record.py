@@ -88,7 +88,7 @@ def _tool_call(call: dict[str, Any], with_result: bool) -> dict[str, Any]:
 (S_ID, S_RECEIVED_AT, S_ACCOUNT, S_KEY, S_MODEL, S_SERVED, S_DEPLOYMENT, S_PROVIDER, S_STREAM,
  S_STATUS, S_ERROR, S_ERROR_CODE, S_REASONS, S_DISCONNECTED, S_PARTIAL, S_ATTEMPTS, S_MARKS,
  S_FINISHED, S_USAGE, S_VERDICTS, S_TOOLS, S_BODIES, S_ENDED_AT, S_CLIENT_ID, S_ERROR_TYPE,
- S_DELIVERED, S_LIMIT_HIT) = range(27)
+ S_DELIVERED, S_PROVIDER_BLOCKS, S_LIMIT_HIT) = range(28)
 # S_LIMIT_HIT: the tenant control that refused the request (tollway.limits), or None
 # S_ATTEMPTS: ((deployment, outcome, status, error, latency_ms, misconfigured), ...)
 # S_MARKS: (admitted, upstream_connected, first_token, last_token), seconds or None
@@ -145,6 +145,7 @@ def snapshot(
         ctx.client_request_id,
         ctx.error_type,
         ctx.delivered,
+        tuple(ctx.provider_blocks) if ctx.provider_blocks else (),
         ctx.limit_hit,
     )
 
@@ -186,7 +187,7 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
     (request_id, received_at, account_id, key_id, model, served_model, deployment, provider,
      stream, status, error, error_code, reasons, disconnected, partial, attempts, marks,
      finished, usage, verdicts, tools, bodies, _ended_at, client_id, error_type, delivered,
-     limit_hit) = snap
+     provider_blocks, limit_hit) = snap
     if len(reasons) == 1:
         finish_reason = reasons[0][1]
         finish_reasons = {str(reasons[0][0]): finish_reason}
@@ -248,6 +249,7 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
         "cost": cost,
         "firewall_verdicts": list(verdicts) if verdicts else [],
         "tool_calls": [_tool_call(c, bodies is not None) for c in tools] if tools else [],
+        "provider_blocks": list(provider_blocks),
         "bodies": bodies,
     }
 
