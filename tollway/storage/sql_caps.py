@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from tollway.storage.database import Database, Tx
 
@@ -75,25 +76,29 @@ async def hold_caps(tx: Tx, reservation_id: str, caps: Sequence[Cap], amount: in
 
     On refusal the caller must roll the transaction back (earlier holds were written).
     """
+    holds: list[Any] = []
     for cap in caps:
+        if amount > cap.cap_micros:
+            return cap
         pk = (cap.scope, cap.subject_id, cap.period, cap.period_start)
-        await tx.execute(
-            "INSERT INTO spend_counters (scope, subject_id, period, period_start)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            *pk,
-        )
-        row = await tx.fetchrow(
-            "UPDATE spend_counters SET reserved_micros = reserved_micros + ?"
-            f" WHERE {_PK} AND spent_micros + reserved_micros <= ?  RETURNING scope",
-            amount, *pk, cap.cap_micros - amount,
+        row = await tx.fetchrow(  # one statement: the period's first hold creates the row
+            "INSERT INTO spend_counters (scope, subject_id, period, period_start, reserved_micros)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, subject_id, period, period_start)"
+            " DO UPDATE SET reserved_micros = spend_counters.reserved_micros"
+            " + excluded.reserved_micros"
+            " WHERE spend_counters.spent_micros + spend_counters.reserved_micros <= ?"
+            " RETURNING scope",
+            *pk, amount, cap.cap_micros - amount,
         )  # fmt: skip
         if row is None:
             return cap
+        holds += [reservation_id, *pk, amount]
+    if holds:
         await tx.execute(
             "INSERT INTO spend_holds (reservation_id, scope, subject_id, period, period_start,"
-            " amount_micros) VALUES (?, ?, ?, ?, ?, ?)",
-            reservation_id, *pk, amount,
-        )  # fmt: skip
+            " amount_micros) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * (len(holds) // 6)),
+            *holds,
+        )
     return None
 
 
