@@ -147,8 +147,8 @@ async def _keys_create(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -
     new = await KeyAuthenticator(s, b).create_key(account.id, name=a.name, expires_at=expires)
     text = f"{new.secret}\n(key {new.key.id} for {account.name}; shown once, store it now)"
     out = key_json(new.key, new.secret)
-    if limits:
-        spec = await limit_cli.apply(s, "key", new.key.id, limits)
+    if limits or getattr(a, "model_limits", None):
+        spec = await limit_cli.apply(s, "key", new.key.id, limits, a)
         out["limits"] = limit_cli.spec_json(spec, set_only=True)
     return out, text
 
@@ -160,14 +160,14 @@ async def _keys_update(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -
 
         raise NotFound(f"no key {a.key_id!r}")
     limits = limit_cli.changes(a)
-    await limit_cli.apply(s, "key", key.id, limits)
+    await limit_cli.apply(s, "key", key.id, limits, a)
     shown, line = await limit_cli.describe(s, key.id, key.account_id)
     return key_json(key) | shown, f"{key.id}  {line or 'no limits'}"
 
 
 async def _accounts_limits(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
     account = await require_account(s, a.account)
-    spec = await limit_cli.apply(s, "account", account.id, limit_cli.changes(a))
+    spec = await limit_cli.apply(s, "account", account.id, limit_cli.changes(a), a)
     shown = limit_cli.spec_json(spec, set_only=True)
     text = " ".join(f"{k}={v}" for k, v in shown.items()) or "no limits"
     return {"object": "limits", "scope": "account", "id": account.id, "limits": shown}, (

@@ -35,11 +35,23 @@ def test_keys_create_update_list_and_account_limits(
     assert "key" not in listed["data"][0]
     code, account = run(capsys, dsn, "accounts", "limits", "acme", "--tpm", "5000")
     assert code == 0 and isinstance(account, dict) and account["limits"] == {"tpm": 5000}
+    code, updated = run(capsys, dsn, "keys", "update", key["id"], "--model-limit", "gpt-4o:rpm=10",
+                        "--model-limit", "echo:tpm=500,max_concurrent=2")  # fmt: skip
+    assert isinstance(updated, dict) and updated["limits"]["per_model"] == {
+        "gpt-4o": {"rpm": 10}, "echo": {"tpm": 500, "max_concurrent": 2}}
+    code, updated = run(capsys, dsn, "keys", "update", key["id"], "--model-limit", "echo:rpm=3",
+                        "--model-limit", "gpt-4o:none")  # fmt: skip
+    assert isinstance(updated, dict) and updated["limits"]["per_model"] == {
+        "echo": {"tpm": 500, "max_concurrent": 2, "rpm": 3}}
+    code, updated = run(capsys, dsn, "keys", "update", key["id"], "--model-limit", "echo:none")
+    assert isinstance(updated, dict) and "per_model" not in updated["limits"]
 
 
 @pytest.mark.parametrize("flags", [["--rpm", "0"], ["--tpm", "-1"], ["--rpm", "1.5"],
                                    ["--spend-cap", "nan"], ["--spend-cap", "-3"],
-                                   ["--spend-period", "hourly"]])  # fmt: skip
+                                   ["--spend-period", "hourly"], ["--model-limit", "echo"],
+                                   ["--model-limit", "echo:rpm=0"],
+                                   ["--model-limit", "echo:burst=3"]])  # fmt: skip
 def test_bad_flags_are_refused_before_anything_is_written(
     dsn: str, capsys: pytest.CaptureFixture[str], flags: list[str]
 ) -> None:

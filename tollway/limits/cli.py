@@ -57,6 +57,27 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 
 
+def _model_limit(text: str) -> tuple[str, dict[str, int] | None]:
+    """``ALIAS:rpm=10,tpm=5000,max_concurrent=2`` (or ``ALIAS:none``) → (alias, limits)."""
+    alias, sep, rest = text.partition(":")
+    if not sep or not alias.strip():
+        raise argparse.ArgumentTypeError(f"{text[:64]!r} must be ALIAS:rpm=N,tpm=N,max_concurrent=N"
+                                         " or ALIAS:none")  # fmt: skip
+    if rest.strip().lower() in _NONE:
+        return alias.strip(), None
+    out: dict[str, int] = {}
+    for part in rest.split(","):
+        name, eq, value = part.strip().partition("=")
+        if not eq or name not in ("rpm", "tpm", "max_concurrent"):
+            raise argparse.ArgumentTypeError(
+                f"{part[:64]!r}: want rpm=N, tpm=N or max_concurrent=N")
+        count = _count(value.strip())
+        if count is None:
+            raise argparse.ArgumentTypeError(f"{part[:64]!r}: want a whole number from 1 to 1e12")
+        out[name] = count
+    return alias.strip(), out
+
+
 def add_flags(p: argparse.ArgumentParser) -> None:
     for flag, dest, kind, text in _FLAGS:
         p.add_argument(flag, dest=f"limit_{dest}", type=kind, default=argparse.SUPPRESS,
@@ -64,6 +85,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spend-period", dest="limit_spend_period", default=argparse.SUPPRESS,
                    choices=["daily", "weekly", "monthly", "total"],
                    help="spend cap period (UTC; default monthly)")  # fmt: skip
+    p.add_argument("--model-limit", dest="model_limits", type=_model_limit, action="append",
+                   default=argparse.SUPPRESS, metavar="ALIAS:rpm=N,tpm=N,max_concurrent=N",
+                   help="rate limits on one model alias (repeatable; ALIAS:none removes them)")
 
 
 def changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,7 +100,31 @@ def changes(args: argparse.Namespace) -> dict[str, Any]:
     return check_changes(out)
 
 
-async def apply(store: Any, scope: Scope, subject: str, change: dict[str, Any]) -> LimitSpec:
+async def merge_model_limits(
+    store: Any, scope: Scope, subject: str, args: argparse.Namespace, change: dict[str, Any]
+) -> dict[str, Any]:
+    """``change`` plus ``per_model`` from ``--model-limit`` flags, merged into the stored."""
+    given = getattr(args, "model_limits", None)
+    if not given:
+        return change
+    stored = await get_limits(store.db, scope, subject)
+    per_model = {k: v.model_dump(exclude_none=True)
+                 for k, v in (stored.per_model if stored else {}).items()}  # fmt: skip
+    for alias, limits in given:
+        if limits is None:
+            per_model.pop(alias, None)
+        else:
+            per_model[alias] = {**per_model.get(alias, {}), **limits}
+    return {**change, **check_changes({"per_model": per_model or None})}
+
+
+async def apply(
+    store: Any, scope: Scope, subject: str, change: dict[str, Any],
+    args: argparse.Namespace | None = None,
+) -> LimitSpec:
+    """Store the flags' changes (with ``--model-limit``s when ``args`` is given)."""
+    if args is not None:
+        change = await merge_model_limits(store, scope, subject, args, change)
     return await update_limits(store.db, scope, subject, change)
 
 
@@ -104,6 +152,8 @@ async def describe(store: Any, key_id: str, account_id: str) -> tuple[dict[str, 
     spent = await usage(store, key_id, account_id, spec) if spec is not None else {}
     parts = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in shown.items()
              if k != "per_model"]  # fmt: skip
+    for alias, rates in shown.get("per_model", {}).items():
+        parts.append(f"{alias}:" + ",".join(f"{k}={v}" for k, v in rates.items()))
     if spent:
         parts.append(f"spent ${spent['spent_usd']} this {spent['period']} period")
     return {"limits": shown, "usage": spent}, " ".join(parts)
