@@ -34,7 +34,6 @@ from tollway.billing.pricing import usd_str
 from tollway.bounds import INT64_MAX, MAX_FEE_FRACTION, MAX_MONEY_USD
 from tollway.demo import zero_config_database
 from tollway.errors import GatewayError
-from tollway.limits import cli as limit_cli
 from tollway.storage import open_storage
 from tollway.storage.base import Conflict
 from tollway.storage.migrate import upgrade
@@ -143,36 +142,14 @@ async def _accounts_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace)
 async def _keys_create(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
     account = await require_account(s, a.account)
     expires = parse_expiry(a.expires) if a.expires else None
-    limits = limit_cli.changes(a)  # checked before the key exists
+    for check in getattr(a, "key_checks", ()):  # extensions' flags, checked before the key exists
+        check(a)
     new = await KeyAuthenticator(s, b).create_key(account.id, name=a.name, expires_at=expires)
     text = f"{new.secret}\n(key {new.key.id} for {account.name}; shown once, store it now)"
     out = key_json(new.key, new.secret)
-    if limits or getattr(a, "model_limits", None):
-        spec = await limit_cli.apply(s, "key", new.key.id, limits, a)
-        out["limits"] = limit_cli.spec_json(spec, set_only=True)
+    for created in getattr(a, "key_created", ()):  # e.g. tollway.limits stores --rpm …
+        out |= await created(s, new.key, a)
     return out, text
-
-
-async def _keys_update(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
-    key = await s.get_key(a.key_id)
-    if key is None:
-        from tollway.errors import NotFound
-
-        raise NotFound(f"no key {a.key_id!r}")
-    limits = limit_cli.changes(a)
-    await limit_cli.apply(s, "key", key.id, limits, a)
-    shown, line = await limit_cli.describe(s, key.id, key.account_id)
-    return key_json(key) | shown, f"{key.id}  {line or 'no limits'}"
-
-
-async def _accounts_limits(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
-    account = await require_account(s, a.account)
-    spec = await limit_cli.apply(s, "account", account.id, limit_cli.changes(a), a)
-    shown = limit_cli.spec_json(spec, set_only=True)
-    text = " ".join(f"{k}={v}" for k, v in shown.items()) or "no limits"
-    return {"object": "limits", "scope": "account", "id": account.id, "limits": shown}, (
-        f"{account.id}  {text}"
-    )
 
 
 async def _keys_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
@@ -180,7 +157,12 @@ async def _keys_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> 
     keys = await s.list_keys(account.id)
     data, lines = [], []
     for k in keys:
-        shown, line = await limit_cli.describe(s, k.id, k.account_id)
+        shown: dict[str, Any] = {}
+        line = ""
+        for listed in getattr(a, "key_listed", ()):  # e.g. tollway.limits: limits and spend
+            fields, text = await listed(s, k)
+            shown |= fields
+            line = " ".join(x for x in (line, text) if x)
         data.append(key_json(k) | shown)
         lines.append(
             f"{k.id}  {k.prefix}…  {'revoked' if k.revoked_at else 'active'}"
@@ -250,7 +232,13 @@ def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``accounts``, ``keys``, ``credit``, ``ledger``, ``audit`` and ``db`` to the CLI."""
+    """Add ``accounts``, ``keys``, ``credit``, ``ledger``, ``audit`` and ``db`` to the CLI.
+
+    Other features may extend ``keys create`` and ``keys list`` (``tollway.limits`` does):
+    parser defaults ``key_checks`` (``check(args)``, before the key is made),
+    ``key_created`` (``await hook(store, key, args)`` → fields added to the output) and
+    ``key_listed`` (``await hook(store, key)`` → (fields, text)).
+    """
     accounts = subparsers.add_parser("accounts", help="create and list accounts")
     acc = accounts.add_subparsers(dest="accounts_command", required=True)
     p = _common(acc.add_parser("create", help="create an account"))
@@ -264,10 +252,6 @@ def register(subparsers: Any) -> None:
     _common(acc.add_parser("list", help="list accounts with balances")).set_defaults(
         func=_run(_accounts_list)
     )
-    p = _common(acc.add_parser("limits", help="set an account's limits (rpm, tpm, caps, models)"))
-    p.add_argument("account")
-    limit_cli.add_flags(p)
-    p.set_defaults(func=_run(_accounts_limits))
 
     keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
     ks = keys.add_subparsers(dest="keys_command", required=True)
@@ -275,12 +259,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("account", help="account id or name")
     p.add_argument("--expires", help="ISO date/time, or a duration like 30d, 12h, 90m")
     p.add_argument("--name", help="a label for the key")
-    limit_cli.add_flags(p)
     p.set_defaults(func=_run(_keys_create))
-    p = _common(ks.add_parser("update", help="set a key's limits (rpm, tpm, caps, models)"))
-    p.add_argument("key_id")
-    limit_cli.add_flags(p)
-    p.set_defaults(func=_run(_keys_update))
     p = _common(ks.add_parser("list", help="list an account's keys (prefixes only)"))
     p.add_argument("account")
     p.set_defaults(func=_run(_keys_list))

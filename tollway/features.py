@@ -90,5 +90,8 @@ def register_cli(subparsers: Any) -> None:
     from tollway import cli_billing, cli_models, cli_traces
 
     cli_billing.register(subparsers)
+    from tollway.limits import cli as cli_limits
+
+    cli_limits.extend(subparsers)  # limits flags on billing's keys commands
     cli_traces.register(subparsers)
     cli_models.register(subparsers)

@@ -9,15 +9,12 @@ stored limits (a field set to null is removed, so the config's value applies aga
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from tollway.billing.inputs import check_decimal
-from tollway.bounds import MAX_MONEY_USD
 from tollway.errors import InvalidRequest, NotFound, PermissionDenied
-from tollway.limits.config import SPEC_FIELDS, LimitSpec
+from tollway.limits.config import SPEC_FIELDS, LimitSpec, check_usd
 from tollway.limits.store import Scope, get_limits, update_limits
 
 if TYPE_CHECKING:
@@ -46,8 +43,7 @@ def check_changes(body: Any) -> dict[str, Any]:
     changes = dict(body)
     if changes.get("spend_cap_usd") is not None:
         try:
-            changes["spend_cap_usd"] = check_decimal(changes["spend_cap_usd"], low=Decimal(0),
-                                                     high=MAX_MONEY_USD, what="an amount of USD")
+            changes["spend_cap_usd"] = check_usd(changes["spend_cap_usd"])
         except ValueError as exc:
             raise InvalidRequest(f"Invalid value for 'spend_cap_usd': {exc}.",
                                  param="spend_cap_usd", code="invalid_value") from None

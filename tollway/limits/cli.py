@@ -1,7 +1,10 @@
-"""CLI flags for limits: ``tollway keys create|update … --rpm 60 --tpm 100000 --max-concurrent 4``.
+"""Limits on the command line: ``tollway keys create|update … --rpm 60 --tpm 100000
+--max-concurrent 4``, ``tollway accounts limits ACCOUNT …``, and limits in ``keys list``.
 
-``add_flags(parser)`` adds them; ``changes(args)`` turns the given ones into a
-limits update (``none`` removes a stored value); ``apply``/``show`` store and read.
+``extend(subparsers)`` adds them to billing's ``keys``/``accounts`` groups (through the
+parser defaults billing's commands call; no import of billing). ``add_flags`` adds the
+flags; ``changes(args)`` turns the given ones into a limits update (``none`` removes a
+stored value); ``apply``/``describe`` store and read.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ from decimal import Decimal
 from typing import Any
 
 from tollway.limits.admin import check_changes, spec_json
-from tollway.limits.config import LimitSpec
+from tollway.limits.config import LimitSpec, usd_text
 from tollway.limits.rules import Plan
 from tollway.limits.store import Scope, get_limits, update_limits
 from tollway.storage.sql_caps import read_caps
 
-__all__ = ["add_flags", "apply", "changes", "describe", "spec_json", "usage"]
+__all__ = ["add_flags", "apply", "changes", "describe", "extend", "spec_json", "usage"]
 
 _NONE = ("none", "off", "null")
 
@@ -132,8 +135,7 @@ async def usage(store: Any, key_id: str, account_id: str, spec: LimitSpec) -> di
     """This period's spend of the key's own cap (if any)."""
     import time
 
-    from tollway.billing.pricing import usd_str
-
+    usd_str = usd_text
     plan = Plan(key_id, account_id, spec, LimitSpec())
     caps = plan.caps(time.time())
     if not caps:
@@ -157,3 +159,141 @@ async def describe(store: Any, key_id: str, account_id: str) -> tuple[dict[str, 
     if spent:
         parts.append(f"spent ${spent['spent_usd']} this {spent['period']} period")
     return {"limits": shown, "usage": spent}, " ".join(parts)
+
+
+# -- the commands -----------------------------------------------------------------
+
+
+def _database(args: argparse.Namespace) -> str:
+    """``--database``, else ``--config``'s (or ``TOLLWAY_CONFIG``'s), else the demo's, as
+    billing's commands resolve it."""
+    import os
+
+    dsn = getattr(args, "database", None)
+    config_path = getattr(args, "config", None) or os.environ.get("TOLLWAY_CONFIG")
+    if not dsn and config_path:
+        from tollway.config import load_settings
+
+        dsn = load_settings(config_path).database
+    if not dsn:
+        from tollway.demo import zero_config_database
+
+        dsn = zero_config_database()
+    return dsn
+
+
+def _run(command: Any) -> Any:
+    """An argparse ``func`` running ``await command(store, args) -> (json, text)``."""
+
+    def run(args: argparse.Namespace) -> int:
+        import asyncio
+        import sys
+
+        import orjson
+
+        from tollway.errors import GatewayError
+        from tollway.storage import open_storage
+
+        async def go() -> tuple[Any, str]:
+            store = await open_storage(_database(args))
+            try:
+                result: tuple[Any, str] = await command(store, args)
+                return result
+            finally:
+                await store.close()
+
+        try:
+            data, text = asyncio.run(go())
+        except GatewayError as exc:
+            sys.stderr.write(f"tollway: {exc.message}\n")
+            return 1
+        if args.json:
+            sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        else:
+            sys.stdout.write(text + ("\n" if text else ""))
+        return 0
+
+    return run
+
+
+def _key_json(key: Any) -> dict[str, Any]:
+    return {"id": key.id, "object": "api_key", "account_id": key.account_id,
+            "prefix": key.prefix, "name": key.name}  # fmt: skip
+
+
+async def _keys_update(store: Any, args: argparse.Namespace) -> tuple[Any, str]:
+    from tollway.errors import NotFound
+
+    key = await store.get_key(args.key_id)
+    if key is None:
+        raise NotFound(f"no key {args.key_id!r}")
+    await apply(store, "key", key.id, changes(args), args)
+    shown, line = await describe(store, key.id, key.account_id)
+    return _key_json(key) | shown, f"{key.id}  {line or 'no limits'}"
+
+
+async def _accounts_limits(store: Any, args: argparse.Namespace) -> tuple[Any, str]:
+    from tollway.errors import NotFound
+
+    account = await store.get_account(args.account)
+    if account is None:
+        raise NotFound(f"no account {args.account!r}")
+    spec = await apply(store, "account", account.id, changes(args), args)
+    shown = spec_json(spec, set_only=True)
+    text = " ".join(f"{k}={v}" for k, v in shown.items()) or "no limits"
+    return ({"object": "limits", "scope": "account", "id": account.id, "limits": shown},
+            f"{account.id}  {text}")  # fmt: skip
+
+
+async def _key_created(store: Any, key: Any, args: argparse.Namespace) -> dict[str, Any]:
+    change = changes(args)
+    if not change and not getattr(args, "model_limits", None):
+        return {}
+    spec = await apply(store, "key", key.id, change, args)
+    return {"limits": spec_json(spec, set_only=True)}
+
+
+async def _key_listed(store: Any, key: Any) -> tuple[dict[str, Any], str]:
+    return await describe(store, key.id, key.account_id)
+
+
+def _group(subparsers: Any, name: str) -> Any:
+    """The subcommand action of an existing command group (``keys``, ``accounts``)."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        return None
+    for action in parser._actions:  # argparse keeps no public handle on it
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--config", help="YAML config file (its 'database'; or TOLLWAY_CONFIG)")
+    p.add_argument("--database", help="sqlite:///PATH or postgresql://… (overrides the config)")
+    return p
+
+
+def extend(subparsers: Any) -> None:
+    """Add limits to billing's commands (``keys create … --rpm``, ``keys list``) and add
+    ``keys update KEY_ID …`` and ``accounts limits ACCOUNT …``. A no-op without them."""
+    keys, accounts = _group(subparsers, "keys"), _group(subparsers, "accounts")
+    if keys is not None:
+        create = keys.choices.get("create")
+        if create is not None:
+            add_flags(create)
+            create.set_defaults(key_checks=[changes], key_created=[_key_created])
+        listing = keys.choices.get("list")
+        if listing is not None:
+            listing.set_defaults(key_listed=[_key_listed])
+        p = _common(keys.add_parser("update", help="set a key's limits (rpm, tpm, caps, models)"))
+        p.add_argument("key_id")
+        add_flags(p)
+        p.set_defaults(func=_run(_keys_update))
+    if accounts is not None:
+        p = _common(accounts.add_parser(
+            "limits", help="set an account's limits (rpm, tpm, caps, models)"))
+        p.add_argument("account")
+        add_flags(p)
+        p.set_defaults(func=_run(_accounts_limits))

@@ -15,9 +15,38 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.bounds import MAX_MONEY_USD
 
-__all__ = ["LimitSpec", "LimitsConfig", "ModelLimits", "Period", "RATE_FIELDS", "SPEC_FIELDS"]
+__all__ = [
+    "LimitSpec", "LimitsConfig", "ModelLimits", "Period", "RATE_FIELDS", "SPEC_FIELDS",
+    "check_usd", "usd_text",
+]
 
 Period = Literal["daily", "weekly", "monthly", "total"]
+_MAX_NUMBER_TEXT = 64
+
+
+def usd_text(micros: int) -> str:
+    """Integer micro-USD as the APIs show money: a string with six decimals."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def check_usd(value: Any) -> Decimal:
+    """A cap amount: a JSON number or decimal text (≤ 64 characters), finite, 0 to 1e9 USD."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError("must be an amount of USD (a JSON number or a decimal string)")
+    text = repr(value) if isinstance(value, float) else value
+    if isinstance(text, str):
+        if len(text) > _MAX_NUMBER_TEXT:
+            raise ValueError("must be an amount of USD; the text is too long to be one")
+        text = text.strip()
+    try:
+        number = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"must be an amount of USD, got {str(text)[:64]!r}") from None
+    if not number.is_finite() or not 0 <= number <= MAX_MONEY_USD:
+        raise ValueError(f"must be a finite amount from 0 to {MAX_MONEY_USD} USD")
+    return number
 _MAX_RATE = 10**12
 
 

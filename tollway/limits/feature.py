@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.auth import AuthResult
 from tollway.limits.admin import LIMIT_ROUTES, LimitsAdmin
+from tollway.limits.config import usd_text
 from tollway.limits.counters import Check, Counters, LocalCounters
 from tollway.limits.headers import model_not_allowed, rate_headers, rate_limited
 from tollway.limits.rules import Rules
@@ -168,8 +169,7 @@ class LimitsFeature:
         caps = plan.caps(time.time())
         if not caps:
             return None
-        from tollway.billing.pricing import usd_str
-
+        usd_str = usd_text
         states = await self.store.cap_states(caps)
         return {
             s.cap.scope: {
