@@ -1,28 +1,25 @@
-"""``create_app(settings)`` → the ASGI application. Wiring only.
+"""``TollwayApp``: the ASGI application over a ``Gateway`` and the plugins' routes.
 
-A raw ASGI app (no framework): one dict lookup routes the hot endpoint; other
-endpoints are JSON handlers ``async (request) -> (status, body)`` registered by
-path pattern, where ``request`` is a dict with method, path, path_params, query,
-headers, json, auth and is_admin.
+Assembled by ``tollway.assembly.create_app``. A raw ASGI app (no framework): one
+dict lookup routes the hot endpoint; other endpoints are JSON handlers
+``async (request) -> (status, body)`` registered by path pattern, where ``request``
+is a dict with method, path, path_params, query, headers, json, auth and is_admin.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import hmac
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import aiohttp
 import orjson
 
-from tollway import tokens
 from tollway.api.chat import (
     client_request_id,
     handle_chat,
@@ -31,27 +28,30 @@ from tollway.api.chat import (
     new_request_id,
 )
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
+from tollway.api.openapi_spec import OPERATIONS
 from tollway.api.protocol import ConnectionLimits
 from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
 from tollway.gateway import Gateway
+from tollway.plugins.contract import Access, JsonHandler, RawHandler
+from tollway.plugins.docs import Operation
+from tollway.plugins.hooks import Hooks
 from tollway.providers.base import Provider
 from tollway.providers.registry import create_provider
 from tollway.routing.redact import SecretRedactor
 from tollway.routing.select import Router
 
-__all__ = ["TollwayApp", "create_app"]
+__all__ = ["TollwayApp"]
 
 log = logging.getLogger("tollway")
-
-JsonHandler = Callable[[dict[str, Any]], Awaitable[tuple[int, Any]]]
-Access = str  # "public" | "key" | "admin"
 
 
 class TollwayApp:
     """The ASGI callable."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, hooks: Hooks | None = None) -> None:
+        """``hooks``: the plugins' sealed registries (None: no plugin, the bare core)."""
+        hooks = hooks if hooks is not None else Hooks(settings).seal()
         self.settings = settings
         self.providers: dict[str, Provider] = {}
         self.admin_key = settings.admin_key or os.environ.get("TOLLWAY_ADMIN_KEY")
@@ -59,16 +59,19 @@ class TollwayApp:
             settings=settings,
             router=Router(settings.models, self.providers, settings.routing),
             providers=self.providers,
+            hooks=hooks,
             redactor=SecretRedactor.for_settings(settings, self.admin_key),
         )
+        hooks.attach(self.gateway)
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
-        self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
-        self._patterns: list[tuple[str, str, Access]] = []  # as registered, for the docs
+        self._raw: dict[tuple[str, str], RawHandler] = {}
+        self._patterns: list[tuple[str, str, str]] = []  # as registered, for the docs
+        self._docs: dict[tuple[str, str], Operation] = {
+            ("POST", "/v1/chat/completions"): OPERATIONS[("POST", "/v1/chat/completions")]
+        }
         self._openapi_document: dict[str, Any] | None = None
         self._session: aiohttp.ClientSession | None = None
-        # async (auth, aliases) -> the aliases the caller may use (tollway.limits)
-        self.models_filter: Callable[[Any, list[str]], Awaitable[list[str]]] | None = None
-        self.limits: Any = None  # the tenant controls feature, when installed
+        self._hooks = hooks
         server = settings.server
         # read by TollwayHttpProtocol (the server's HTTP parser) for this app's connections
         self.connection_limits = ConnectionLimits(
@@ -77,24 +80,43 @@ class TollwayApp:
             max_header_bytes=server.max_header_bytes,
             max_connections_per_ip=server.max_connections_per_ip,
         )
-        self.add_route("GET", "/health", self._health, "public")
-        self.add_route("GET", "/openapi.json", self._openapi, "public")
-        self.add_route("GET", "/v1/models", self._models, "key")
-        self.add_route("GET", "/v1/models/{model}", self._model, "key")
+        builtins: list[tuple[str, str, JsonHandler, Access]] = [
+            ("GET", "/health", self._health, "public"),
+            ("GET", "/openapi.json", self._openapi, "public"),
+            ("GET", "/v1/models", self._models, "key"),
+            ("GET", "/v1/models/{model}", self._model, "key"),
+        ]
+        for method, pattern, handler, access in builtins:
+            self.add_route(method, pattern, handler, access, OPERATIONS[(method, pattern)])
+        for route in hooks.routes:
+            self.add_route(route.method, route.pattern, route.handler, route.access, route.doc)
+        for raw in hooks.raw_routes:
+            self.add_raw_route(raw.method, raw.path, raw.handler, raw.doc)
 
     # -- registration -------------------------------------------------------------
-    def add_route(self, method: str, pattern: str, handler: JsonHandler, access: Access) -> None:
+    def add_route(
+        self, method: str, pattern: str, handler: JsonHandler, access: Access,
+        doc: Operation | None = None,
+    ) -> None:  # fmt: skip
         """Mount a JSON handler; ``{name}`` segments become ``path_params``."""
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         self._routes.append((method, regex, handler, access))
         self._patterns.append((method, pattern, access))
+        if doc is not None:
+            self._docs[(method, pattern)] = doc
 
     def add_raw_route(
-        self, method: str, path: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
+        self, method: str, path: str, handler: RawHandler, doc: Operation | None = None
     ) -> None:
         """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``)."""
         self._raw[(method, path)] = handler
         self._patterns.append((method, path, "raw"))
+        if doc is not None:
+            self._docs[(method, path)] = doc
+
+    def route_docs(self) -> dict[tuple[str, str], Operation]:
+        """What each mounted endpoint takes and returns (for ``/openapi.json``)."""
+        return dict(self._docs)
 
     def route_table(self) -> list[tuple[str, str, str]]:
         """Every mounted endpoint as ``(method, path pattern, access)``, chat included."""
@@ -132,7 +154,7 @@ class TollwayApp:
                 return
 
     async def startup(self) -> None:
-        """Open the upstream connection pool and build the providers."""
+        """Open the upstream connection pool, build the providers, start the plugins."""
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -141,12 +163,7 @@ class TollwayApp:
         )
         for name, config in self.settings.providers.items():
             self.providers[name] = create_provider(name, config, self._session)
-        if self.settings.billing.enabled:
-            # admission counts every prompt: load the tokenizer (~80 MB) now, not on the
-            # first request; without billing it loads only if an upstream reports no usage
-            await asyncio.to_thread(tokens.encoding)
-        for hook in self.gateway.on_start:
-            await hook()
+        await self.gateway.start()
         # everything built so far lives as long as the process: keep it out of the
         # collector's generations, and collect the young generation less often
         # (requests allocate many short-lived objects and few reference cycles)
@@ -155,9 +172,7 @@ class TollwayApp:
         gc.set_threshold(7000, 20, 20)
 
     async def shutdown(self) -> None:
-        await self.gateway.drain()
-        for hook in reversed(self.gateway.on_stop):
-            await hook()
+        await self.gateway.stop()
         for provider in self.providers.values():
             await provider.aclose()
         if self._session is not None:
@@ -214,7 +229,7 @@ class TollwayApp:
                 token.encode(), self.admin_key.encode()
             ):
                 raise AuthenticationError("A valid admin key is required.")
-        elif access == "key" and self.gateway.authenticate is not None:
+        elif access == "key":
             auth = await self.gateway.authenticate(authorization)
         body = await read_body(receive, self.settings.server.max_body_bytes, scope)
         parsed = None
@@ -257,9 +272,10 @@ class TollwayApp:
         }
 
     async def _visible(self, request: dict[str, Any], aliases: list[str]) -> list[str]:
-        if self.models_filter is None:
+        """The aliases the caller may use (the plugins' ``ModelFilter`` hooks)."""
+        if not self._hooks.model_filters:
             return aliases
-        return await self.models_filter(request.get("auth"), aliases)
+        return await self._hooks.visible_models(request.get("auth"), aliases)
 
     async def _models(self, request: dict[str, Any]) -> tuple[int, Any]:
         aliases = await self._visible(request, list(self.settings.models))
@@ -283,11 +299,3 @@ def _clean(values: dict[str, str]) -> dict[str, str]:
                                  param=name.replace("\x00", ""), code="invalid_value")  # fmt: skip
     return values
 
-
-def create_app(settings: Settings) -> TollwayApp:
-    """Build the app and plug in the features the settings turn on."""
-    app = TollwayApp(settings)
-    from tollway.features import install_features
-
-    install_features(app)
-    return app

@@ -2,7 +2,8 @@
 
 Every response, streamed or not, is a sequence of these events. Provider adapters
 turn upstream bytes into them; stages (tools, firewall, meter) transform them;
-only ``api/sse.py`` and ``pipeline/collect.py`` turn them back into OpenAI JSON.
+only the OpenAI encoder (``api/encode.py``, streamed by ``api/sse.py``) turns them
+back into OpenAI JSON.
 
 The union, in the order they usually appear::
 

@@ -36,7 +36,7 @@ from tests.adversarial import examples
 from tests.conftest import SIM_MODELS
 from tests.support.servers import run_tollway
 from tollway.api.openapi import openapi_document
-from tollway.app import create_app
+from tollway.assembly import create_app
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
 from tollway.config import parse_settings

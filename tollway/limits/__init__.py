@@ -8,7 +8,7 @@ Modules, each with one job:
 - ``counters`` / ``redis_counters``: rpm, tpm and concurrency counters, in-process or Redis.
 - ``caps``: spend-cap counters, held in the same SQL transaction as the balance reservation.
 - ``headers``: the ``x-ratelimit-*`` headers and the 429/402/403 errors.
-- ``feature``: the per-app state whose methods are the gateway's hooks, and the entry
-  point ``install(app, billing)``.
+- ``feature``: the per-app state whose methods are the gateway's hooks.
+- ``plugin``: the one entry point, ``LimitsPlugin`` (the plugin contract).
 - ``admin`` / ``cli``: limits at run time (admin API, CLI).
 """

@@ -1,5 +1,5 @@
-"""Tenant controls' per-app state (``LimitsFeature``) and its one entry point,
-``install(app, billing)``, which plugs it into the gateway.
+"""Tenant controls' per-app state (``LimitsFeature``); ``plugin.LimitsPlugin`` registers its
+methods as the gateway's hooks.
 
 Hooks: an admission step that runs *before* billing's (model access → 403, rate
 checks → 429, spend caps handed to billing's reservation via ``ctx.spend_caps``),
@@ -20,7 +20,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tollway.auth import AuthResult
-from tollway.limits.admin import LIMIT_ROUTES, LimitsAdmin
 from tollway.limits.config import usd_text
 from tollway.limits.counters import Check, Counters, LocalCounters
 from tollway.limits.headers import model_not_allowed, rate_headers, rate_limited
@@ -28,11 +27,9 @@ from tollway.limits.rules import Rules
 from tollway.limits.store import all_limits, changed_since, limits_of
 
 if TYPE_CHECKING:
-    from tollway.app import TollwayApp
-    from tollway.billing.feature import BillingFeature
     from tollway.config import Settings
 
-__all__ = ["LimitsFeature", "install"]
+__all__ = ["LimitsFeature"]
 
 log = logging.getLogger("tollway.limits")
 
@@ -189,22 +186,3 @@ def _prompt_tokens(ctx: Any) -> int:
 
     request = ctx.request
     return int(count_prompt_tokens(request.messages, request.tools))
-
-
-def install(app: TollwayApp, billing: BillingFeature | None) -> LimitsFeature | None:
-    """Wire tenant controls into ``app`` (no-op without billing: no keys to limit)."""
-    if billing is None:
-        return None
-    feature = LimitsFeature(app.settings)
-    gw = app.gateway
-    gw.admission.insert(0, feature.admit)  # before billing reserves anything
-    gw.settlers.append(feature.settle)
-    gw.on_start.append(feature.start)
-    gw.on_stop.append(feature.stop)
-    app.models_filter = feature.models_for
-    billing.account_extras.append(feature.account_fields)
-    admin = LimitsAdmin(feature)
-    for method, pattern, name in LIMIT_ROUTES:
-        app.add_route(method, pattern, getattr(admin, name), "admin")
-    app.limits = feature
-    return feature

@@ -1,34 +1,37 @@
-"""Plugs billing into the gateway's hooks: auth, admission, pricer, settler, routes, lifecycle.
+"""The billing plugin: auth, admission, pricer, settler (``Phase.MONEY``), routes, CLI.
 
-``install(app)`` is called by ``tollway.features.install_features``. Billing is
-on when ``settings.billing`` exists and is enabled (or a ``BillingConfig`` is
-passed explicitly). The store opens at startup: migrations are applied, the
-instance registers and orphaned reservations are released before the first
-request; the key refresher and heartbeat run in the background.
+``BillingPlugin().register(host)`` adds nothing unless ``settings.billing`` is
+enabled (or a ``BillingConfig`` is passed explicitly). The store opens at startup:
+migrations are applied, the instance registers and orphaned reservations are
+released before the first request; the key refresher and heartbeat run in the
+background. The key authenticator itself is core (``tollway.auth``): billing owns
+the keys' store, so it is what registers it.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from tollway.admission import Billing, Hold, effective_output_cap
-from tollway.api.account import AccountAPI
-from tollway.api.admin import ADMIN_ROUTES, AdminAPI
+from tollway import tokens
 from tollway.auth import AuthResult, KeyAuthenticator
+from tollway.billing.account_api import AccountAPI
+from tollway.billing.admin_api import ADMIN_ROUTES, AdminAPI
+from tollway.billing.admission import Billing, Hold, effective_output_cap
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import ensure_demo_account
 from tollway.billing.recovery import InstanceLease
 from tollway.chunks import Usage
 from tollway.context import RequestContext
+from tollway.plugins.contract import Access, Host, Phase, Route
 from tollway.storage import open_storage
 from tollway.storage.sql import SqlStorage
 
 if TYPE_CHECKING:
-    from tollway.app import TollwayApp
     from tollway.config import Settings
 
-__all__ = ["BillingFeature", "billing_config", "install", "prepare_demo"]
+__all__ = ["BillingFeature", "BillingPlugin", "billing_config", "prepare_demo"]
 
 
 def billing_config(settings: Settings) -> BillingConfig | None:
@@ -49,18 +52,21 @@ class BillingFeature:
         self.billing: Billing | None = None
         self.account_api: AccountAPI | None = None
         self.admin_api: AdminAPI | None = None
-        # extra fields of GET /v1/account: async (caller) -> dict of fields or None
-        self.account_extras: list[Any] = []
+        # GET /v1/account's extra fields: the host's AccountFields hooks (e.g. spend caps)
+        self.extra_account_fields: Any = None
 
     async def start(self) -> None:
         """Open storage (migrating), register this instance, recover orphans, start refreshers."""
+        # admission counts every prompt: load the tokenizer (~80 MB) now, not on the
+        # first request; without billing it loads only if an upstream reports no usage
+        await asyncio.to_thread(tokens.encoding)
         self.store = await open_storage(self.settings.database)
         self.keys = KeyAuthenticator(self.store, self.config)
         self.lease = InstanceLease(self.store, self.config)
         await self.lease.start()
         self.billing = Billing(self.store, self.config, self.lease.id)
         self.keys.start()
-        self.account_api = AccountAPI(self.store, self.account_extras)
+        self.account_api = AccountAPI(self.store, self.extra_account_fields)
         self.admin_api = AdminAPI(self.store, self.keys, self.config)
 
     async def stop(self) -> None:
@@ -100,33 +106,56 @@ class BillingFeature:
             await self.billing.settle(ctx)
 
 
-def install(app: TollwayApp, config: BillingConfig | None = None) -> BillingFeature | None:
-    """Wire billing into ``app`` (no-op when billing is not configured)."""
-    config = config or billing_config(app.settings)
-    if config is None or not config.enabled:
-        return None
-    feature = BillingFeature(app.settings, config)
-    gw = app.gateway
-    gw.authenticate = feature.authenticate
-    gw.admission.append(feature.admit)
-    gw.pricer = feature.pricer
-    gw.settlers.append(feature.settle)
-    gw.on_start.append(feature.start)
-    gw.on_stop.append(feature.stop)
+class BillingPlugin:
+    """Billing as a plugin; ``config`` overrides ``settings.billing`` (tests)."""
 
-    def bound(api: str, name: str) -> Any:
-        async def call(request: dict[str, Any]) -> tuple[int, Any]:
-            handler = getattr(getattr(feature, api), name)
-            result: tuple[int, Any] = await handler(request)
-            return result
+    name = "billing"
 
-        return call
+    def __init__(self, config: BillingConfig | None = None) -> None:
+        self.config = config
+        self.feature: BillingFeature | None = None  # the running feature, once registered
 
-    app.add_route("GET", "/v1/account", bound("account_api", "get_account"), "key")
-    app.add_route("GET", "/v1/ledger", bound("account_api", "get_ledger"), "key")
-    for method, pattern, name in ADMIN_ROUTES:
-        app.add_route(method, pattern, bound("admin_api", name), "admin")
-    return feature
+    def register(self, host: Host) -> None:
+        config = self.config or billing_config(host.settings)
+        if config is None or not config.enabled:
+            return
+        self.feature = feature = BillingFeature(host.settings, config)
+        feature.extra_account_fields = host.extra_account_fields
+        host.authenticator(feature.authenticate)
+        host.admitter(feature.admit, Phase.MONEY)
+        host.pricer(feature.pricer)
+        host.settler(feature.settle, Phase.MONEY)
+        host.on_start(feature.start)
+        host.on_stop(feature.stop)
+
+        def bound(api: str, name: str) -> Any:
+            async def call(request: dict[str, Any]) -> tuple[int, Any]:
+                handler = getattr(getattr(feature, api), name)
+                result: tuple[int, Any] = await handler(request)
+                return result
+
+            return call
+
+        from tollway.billing.openapi import OPERATIONS as DOCS
+
+        routes: list[tuple[str, str, str, str, Access]] = [
+            ("GET", "/v1/account", "account_api", "get_account", "key"),
+            ("GET", "/v1/ledger", "account_api", "get_ledger", "key"),
+            *((m, p, "admin_api", n, "admin") for m, p, n in ADMIN_ROUTES),
+        ]
+        for method, pattern, api, name, access in routes:
+            handler = bound(api, name)
+            host.route(Route(method, pattern, handler, access, DOCS[(method, pattern)]))
+
+    def cli(self, subparsers: argparse._SubParsersAction[Any]) -> None:
+        """``accounts``, ``keys``, ``credit``, ``ledger``, ``audit``, ``db``."""
+        from tollway.billing import cli as cli_billing
+
+        cli_billing.register(subparsers)
+
+    def prepare_demo(self, settings: Settings) -> str | None:
+        """The demo's account and a fresh key for it (None when billing is off)."""
+        return prepare_demo(settings, self.config)
 
 
 def prepare_demo(settings: Settings, config: BillingConfig | None = None) -> str | None:

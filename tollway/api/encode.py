@@ -1,4 +1,6 @@
-"""Non-streaming is the stream, collected into one ``chat.completion``.
+"""The one OpenAI encoder: the JSON of usage, platform tools, provider fields and errors
+that both modes share, and the whole ``chat.completion`` (non-streaming is the stream,
+collected). ``api/sse.py`` streams the same pieces as ``chat.completion.chunk`` SSE.
 
 Provider fields (``ProviderFields``) are kept: a response's and a choice's, the
 later value winning; a message's, with strings joined and lists extended across
@@ -9,7 +11,10 @@ winning otherwise. tollway's own fields always win.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from tollway.chunks import (
     Event,
@@ -24,17 +29,108 @@ from tollway.chunks import (
 )
 from tollway.errors import UpstreamError
 
-__all__ = ["collect"]
+__all__ = [
+    "CHANNEL_FIELD",
+    "collect",
+    "dumps",
+    "encode_error_event",
+    "platform_tool_json",
+    "usage_json",
+    "with_fields",
+]
 
-_FIELD = {"content": "content", "reasoning": "reasoning_content", "refusal": "refusal"}
+
+CHANNEL_FIELD = {"content": "content", "reasoning": "reasoning_content", "refusal": "refusal"}
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return float(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> bytes:
+    """orjson with Decimal support (money renders as the exact decimal figure)."""
+    return orjson.dumps(obj, default=_default)
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage object with the provider's own figures, plus tollway's cost and flags.
+
+    ``total_tokens`` is the provider's when it reported one (a provider that counts
+    reasoning outside ``completion_tokens`` reports a larger total). Cache writes,
+    when there are any, are shown beside cache reads in ``prompt_tokens_details``.
+    """
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    extra = usage.extra
+    details = extra.get("prompt_tokens_details")
+    if details is not None or usage.cached_tokens or usage.cache_write_tokens:
+        out["prompt_tokens_details"] = {
+            **(details if isinstance(details, dict) else {}),
+            "cached_tokens": usage.cached_tokens,
+        }
+        if usage.cache_write_tokens:
+            out["prompt_tokens_details"]["cache_write_tokens"] = usage.cache_write_tokens
+            if usage.cache_write_1h_tokens:
+                out["prompt_tokens_details"]["cache_write_1h_tokens"] = (
+                    usage.cache_write_1h_tokens
+                )
+    details = extra.get("completion_tokens_details")
+    if details is not None or usage.reasoning_tokens:
+        out["completion_tokens_details"] = {
+            **(details if isinstance(details, dict) else {}),
+            "reasoning_tokens": usage.reasoning_tokens,
+        }
+    if usage.estimated:
+        out["estimated"] = True
+    if usage.cost:
+        out.update(usage.cost)
+    return out
+
+
+def platform_tool_json(record: PlatformToolRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": record.name, "arguments": record.arguments}
+    if record.error is not None:
+        out["error"] = record.error
+    else:
+        out["result"] = record.result
+    out["duration_ms"] = round(record.duration_ms, 3)
+    return out
+
+
+def with_fields(body: dict[str, Any], extra: ProviderFields) -> dict[str, Any]:
+    """A one-choice chunk with the provider's fields added under tollway's own."""
+    if extra.chunk:
+        body = {**extra.chunk, **body}
+    if extra.on_choice or extra.on_delta:
+        choice = body["choices"][0]
+        if extra.on_delta:
+            choice["delta"] = {**extra.on_delta, **choice["delta"]}
+        if extra.on_choice:
+            body["choices"] = [{**extra.on_choice, **choice}]
+    return body
+
+
+def encode_error_event(error: StreamError) -> bytes:
+    body = {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+    return b"data: " + dumps(body) + b"\n\n"
 
 
 async def collect(
     events: AsyncIterator[Event], *, response_id: str, created: int, fallback_model: str
 ) -> dict[str, Any]:
     """Drain ``events`` into a ``chat.completion`` dict (``usage`` as a Usage object)."""
-    from tollway.api.sse import platform_tool_json, usage_json
-
     choices: dict[int, dict[str, Any]] = {}
     texts: dict[tuple[int, str], list[str]] = {}
     calls: dict[int, dict[int, dict[str, Any]]] = {}
@@ -112,7 +208,7 @@ async def collect(
             )
 
     for (index, channel), parts in texts.items():
-        choices[index]["message"][_FIELD[channel]] = "".join(parts)
+        choices[index]["message"][CHANNEL_FIELD[channel]] = "".join(parts)
     for index, by_index in calls.items():
         choices[index]["message"]["tool_calls"] = [by_index[i] for i in sorted(by_index)]
     if not choices:

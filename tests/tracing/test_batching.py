@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from tests.tracing.conftest import make_ctx
-from tests.tracing.test_trace_metrics import samples
+from tests.tracing.test_metrics import samples
 from tollway.context import Attempt, RequestContext
 from tollway.tracing.config import LogsConfig, TracingConfig
 from tollway.tracing.logs import RequestLines, log_request, setup_logging, teardown_logging

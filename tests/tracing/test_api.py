@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from tests.tracing.conftest import make_ctx
-from tollway.api.traces import TraceAPI, decode_cursor, encode_cursor, parse_time
 from tollway.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
+from tollway.tracing.api import TraceAPI, decode_cursor, encode_cursor, parse_time
 from tollway.tracing.record import build_record
 from tollway.tracing.store import open_trace_store
 from tollway.tracing.writer import TraceWriter

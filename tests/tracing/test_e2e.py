@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import sim_config
 from tests.support.servers import serve_app
-from tollway.app import create_app
+from tollway.assembly import create_app, default_plugins
 from tollway.config import parse_settings
 from tollway.errors import AuthenticationError
+from tollway.plugins import Host
 
 ADMIN = "admin-secret"
 MESSAGES = [{"role": "user", "content": "Hello traces"}]
@@ -29,6 +30,15 @@ class Auth:
 
 
 KEYS = {"sk-alice": Auth("acct_alice", "key_a"), "sk-bob": Auth("acct_bob", "key_b")}
+
+
+class KeyTable:
+    """A plugin: authentication from a fixed table of keys."""
+
+    name = "key-table"
+
+    def register(self, host: Host) -> None:
+        host.authenticator(authenticate)
 
 
 async def authenticate(authorization: str | None) -> Auth:
@@ -49,8 +59,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]}
     settings = parse_settings({**sim_config(), "models": models, "admin_key": ADMIN,
                                "database": f"sqlite:///{db}"})
-    app = create_app(settings)
-    app.gateway.authenticate = authenticate
+    app = create_app(settings, [*default_plugins(), KeyTable()])
     with serve_app(app) as url:
         yield url
 

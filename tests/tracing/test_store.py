@@ -29,16 +29,15 @@ def test_batched_writes_visible_within_one_second(dsn: str) -> None:
         await writer.start()
         try:
             records = [build_record(make_ctx(f"req_{i:04d}")) for i in range(120)]
-            t0 = time.perf_counter()
             for record in records:
                 assert writer.submit(record)
-            submit_s = time.perf_counter() - t0
+            # submit only appends: nothing reached the store before the loop ran the writer
+            assert writer.stats.written == 0
             ended = time.monotonic()
             while await store.get("req_0119", "acct_1") is None:
                 assert time.monotonic() - ended < 1.0, "trace not visible within 1 s"
                 await asyncio.sleep(0.02)
             assert await store.get("req_0000", "acct_1") is not None
-            assert submit_s < 0.01  # 120 submits: appends only, no I/O
         finally:
             await writer.stop()
             await store.close()

@@ -73,7 +73,7 @@ def test_metrics_endpoint_and_inflight_stage(tmp_path: object) -> None:
 
 
 @pytest.mark.parametrize("name", [
-    "tollway.api.traces", "tollway.cli_traces", "tollway.storage.migrate",
+    "tollway.tracing.api", "tollway.tracing.cli", "tollway.storage.migrate",
     "tollway.tracing.config", "tollway.tracing.logs", "tollway.tracing.metrics",
     "tollway.tracing.observability", "tollway.tracing.otel", "tollway.tracing.record",
     "tollway.tracing.store", "tollway.tracing.writer",

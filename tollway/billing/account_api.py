@@ -59,9 +59,9 @@ async def ledger_page(store: LedgerStore, account_id: str, query: dict[str, str]
 class AccountAPI:
     """The authenticated caller's own account and ledger."""
 
-    def __init__(self, store: Any, extras: list[Any] | None = None) -> None:
+    def __init__(self, store: Any, extra_fields: Any = None) -> None:
         self._store = store
-        self._extras = extras if extras is not None else []  # e.g. tollway.limits' budget
+        self._extra_fields = extra_fields  # async (caller) -> dict: the plugins' fields
 
     @staticmethod
     def _caller(request: dict[str, Any]) -> AuthResult:
@@ -75,10 +75,8 @@ class AccountAPI:
         caller = self._caller(request)
         account = await require_account(self._store, caller.account_id)
         body = account_json(account)
-        for extra in self._extras:  # e.g. tollway.limits' "spend_caps"
-            fields = await extra(caller)
-            if fields:
-                body.update(fields)
+        if self._extra_fields is not None:  # e.g. tollway.limits' "spend_caps"
+            body.update(await self._extra_fields(caller))
         return 200, body
 
     async def get_ledger(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:

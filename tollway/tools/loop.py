@@ -29,10 +29,10 @@ from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
 from tollway import tokens
+from tollway.calls import estimated_usage
 from tollway.chunks import Event, Finish, Start, StreamError, TextDelta, ToolCallDelta, Usage
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, PaymentRequired
-from tollway.pipeline.budget import estimated_usage
 from tollway.providers.base import ChatRequest
 from tollway.tools.config import ToolsConfig
 from tollway.tools.execute import Outcome, ResultInspector, display_text, execute_call

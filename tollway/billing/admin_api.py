@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from tollway.api.account import ledger_page
-from tollway.api.admin_bodies import CreateAccountBody, CreateKeyBody, CreditBody, parse_body
 from tollway.auth import KeyAuthenticator, key_json, parse_expiry
+from tollway.billing.account_api import ledger_page
+from tollway.billing.admin_bodies import CreateAccountBody, CreateKeyBody, CreditBody, parse_body
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import account_json, create_account, credit, entry_json, require_account

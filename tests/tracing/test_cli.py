@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.tracing.conftest import make_ctx
-from tollway.cli_traces import register
+from tollway.tracing.cli import register
 from tollway.tracing.record import build_record
 from tollway.tracing.store import open_trace_store
 from tollway.tracing.writer import TraceWriter

@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from tollway.api.traces import build_query
 from tollway.errors import InvalidRequest
+from tollway.tracing.api import build_query
 from tollway.tracing.store import open_trace_store
 
 __all__ = ["format_detail", "format_table", "register", "run"]

@@ -1,6 +1,6 @@
-"""Plugs platform tools into the gateway: start-up, shutdown, name resolution, the loop.
+"""The platform tools plugin: start-up, shutdown, name resolution, the loop.
 
-``install_tools(app, config)`` opens the registry when the app starts (MCP
+``ToolsPlugin().register(host)`` opens the registry when the app starts (MCP
 servers connect then) and closes it when the app stops. Per request, a request
 hook resolves the platform tools it attaches (``platform_tools`` in the body,
 else ``default_tools(ctx)``: the key's, the account's or the global default from
@@ -8,27 +8,27 @@ else ``default_tools(ctx)``: the key's, the account's or the global default from
 unknown name is a 400 that reserves nothing and reaches no upstream; the source
 wrapper then runs the tool loop around the model. An empty list turns the
 defaults off for one request. With no tool declared, only the hook is installed:
-every name is unknown.
+every name is unknown. Each result passes the host's tool-result inspectors (the
+firewall) before the model and the client see it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 from tollway.chunks import Event
 from tollway.context import RequestContext
 from tollway.errors import InvalidRequest
-from tollway.pipeline.tools import CallModel, attach_platform_tools, run_with_tools
+from tollway.plugins.contract import Host, Phase
 from tollway.providers.base import ChatRequest
 from tollway.tools.config import ToolsConfig
 from tollway.tools.execute import ResultInspector
-from tollway.tools.registry import Tool, ToolRegistry, open_registry, resolve_tools
+from tollway.tools.loop import CallModel, attach_platform_tools, run_with_tools
+from tollway.tools.registry import Tool, ToolRegistry, resolve_tools
+from tollway.tools.sources import open_registry
 
-if TYPE_CHECKING:
-    from tollway.app import TollwayApp
-
-__all__ = ["DefaultTools", "PlatformTools", "install_tools"]
+__all__ = ["DefaultTools", "PlatformTools", "ToolsPlugin"]
 
 DefaultTools = Callable[[RequestContext], list[str] | None]
 
@@ -93,23 +93,36 @@ class PlatformTools:
         return run_with_tools(request, tools, call_model, ctx, self.config, inspect=self.inspect)
 
 
-def install_tools(
-    app: TollwayApp,
-    config: ToolsConfig,
-    inspect: ResultInspector | None = None,
-    default_tools: DefaultTools | None = None,
-) -> PlatformTools:
-    """Register the tool feature's start, stop, request hook and source wrapper on ``app``.
+class ToolsPlugin:
+    """Platform tools as a plugin (``settings.tools``; defaults from ``Settings.default_for``)."""
 
-    ``inspect`` sees each result before the model and the client do (a firewall);
-    ``default_tools`` names the tools of a request that names none. With no tool
-    declared only the request hook is registered (it refuses every name).
-    """
-    feature = PlatformTools(config, inspect, default_tools)
-    gw = app.gateway
-    gw.on_start.append(feature.start)
-    gw.on_stop.append(feature.close)
-    gw.request_hooks.append(feature.attach)
-    if config.declared:
-        gw.source_wrappers.append(feature.wrap)
-    return feature
+    name = "tools"
+
+    def __init__(self) -> None:
+        self.feature: PlatformTools | None = None  # once registered
+
+    def register(self, host: Host) -> None:
+        settings = host.settings
+        config: ToolsConfig = settings.tools
+
+        def default_tools(ctx: RequestContext) -> list[str] | None:
+            return settings.default_for(  # type: ignore[no-any-return]
+                "platform_tools", key_id=ctx.key_id, account_id=ctx.account_id,
+                account_name=getattr(ctx.account, "account_name", None))
+
+        if not config.declared:
+            # nothing to run: the feature only refuses the names a request attaches
+            # (its own, or a default's: a default naming tools is then an error too)
+            defaults: list[Any] = [settings.defaults, *settings.account_defaults.values(),
+                                   *settings.key_defaults.values()]
+            named = any(d.platform_tools for d in defaults)
+            feature = PlatformTools(config, default_tools=default_tools if named else None)
+        else:
+            feature = PlatformTools(config, inspect=host.inspect_tool_result,
+                                    default_tools=default_tools)
+        self.feature = feature
+        host.on_start(feature.start)
+        host.on_stop(feature.close)
+        host.request_hook(feature.attach, Phase.EXTEND)
+        if config.declared:
+            host.source_wrapper(feature.wrap, Phase.EXTEND)

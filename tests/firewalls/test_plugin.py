@@ -10,14 +10,15 @@ import pytest
 
 from tollway.context import RequestContext
 from tollway.firewalls import FirewallBlocked, UnknownFirewall
-from tollway.firewalls.feature import install
+from tollway.firewalls.plugin import FirewallsPlugin
+from tollway.plugins.hooks import Hooks
 from tollway.providers.base import ChatRequest
 
 
 def make(firewall: str | None, text: str) -> tuple[Any, RequestContext]:
-    app = SimpleNamespace(settings=SimpleNamespace(),
-                          gateway=SimpleNamespace(request_hooks=[], stage_factories=[]))
-    install(app, default_policy=lambda ctx: "monitor")
+    hooks = Hooks(SimpleNamespace())  # type: ignore[arg-type]
+    FirewallsPlugin(default_policy=lambda ctx: "monitor").register(hooks)
+    app = SimpleNamespace(gateway=SimpleNamespace(hooks=hooks.seal()))
     ext = {"firewall": firewall} if firewall else {}
     req = ChatRequest(body={}, model="m", stream=True, include_usage=False,
                       messages=[{"role": "user", "content": text}], extensions=ext)
@@ -27,26 +28,26 @@ def make(firewall: str | None, text: str) -> tuple[Any, RequestContext]:
 
 def test_redact_hook_rewrites_messages_and_adds_stage() -> None:
     app, ctx = make("redact-pii", "mail bob@example.com")
-    asyncio.run(app.gateway.request_hooks[0](ctx))
+    asyncio.run(app.gateway.hooks.request_hooks[0](ctx))
     assert ctx.request.messages[0]["content"] == "mail [REDACTED:email]"
     assert ctx.firewall_verdicts[0]["where"] == "request"
-    assert app.gateway.stage_factories[0](ctx) is not None
+    assert app.gateway.hooks.stages[0](ctx) is not None
 
 
 def test_block_records_verdicts_then_raises() -> None:
     app, ctx = make("strict-block", "key AKIAIOSFODNN7EXAMPLE")
     with pytest.raises(FirewallBlocked):
-        asyncio.run(app.gateway.request_hooks[0](ctx))
+        asyncio.run(app.gateway.hooks.request_hooks[0](ctx))
     assert ctx.firewall_verdicts[0]["detector"] == "aws_access_key"
 
 
 def test_default_and_unknown() -> None:
     app, ctx = make(None, "mail bob@example.com")
-    asyncio.run(app.gateway.request_hooks[0](ctx))
+    asyncio.run(app.gateway.hooks.request_hooks[0](ctx))
     assert ctx.firewall_verdicts[0]["action"] == "monitor"
     app, ctx = make("nope", "x")
     with pytest.raises(UnknownFirewall, match="'nope'"):
-        asyncio.run(app.gateway.request_hooks[0](ctx))
+        asyncio.run(app.gateway.hooks.request_hooks[0](ctx))
 
 
 def test_redact_hook_rewrites_body_messages_and_tools_never_in_place() -> None:
@@ -57,7 +58,7 @@ def test_redact_hook_rewrites_body_messages_and_tools_never_in_place() -> None:
     ctx.request.tools = tools
     ctx.request.body = {"model": "m", "messages": messages, "tools": tools,
                         "prediction": {"type": "content", "content": "cc ann@example.com"}}
-    asyncio.run(app.gateway.request_hooks[0](ctx))
+    asyncio.run(app.gateway.hooks.request_hooks[0](ctx))
     req = ctx.request
     assert req.messages[0]["content"] == "mail [REDACTED:email]!"
     assert req.tools is not None

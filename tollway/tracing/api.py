@@ -1,6 +1,6 @@
 """``/v1/traces`` (the caller's account) and ``/admin/traces`` (every account).
 
-Handlers are ``async (request) -> (status, body)`` as ``TollwayApp.add_route``
+Handlers are ``async (request) -> (status, body)`` as a ``plugins.Route``
 expects. Listing filters: ``model``, ``deployment``, ``key_id``, ``status``
 (``200``, ``4xx``, ``ok`` = below 400, ``error`` = 400 and up), ``since`` and
 ``until`` (Unix seconds or ISO 8601), ``limit`` (1–100, default 20) and
@@ -30,6 +30,7 @@ from tollway.errors import (
     NotFound,
     PermissionDenied,
 )
+from tollway.plugins.contract import Access
 from tollway.tracing.store import TraceQuery, TraceStore
 
 __all__ = [
@@ -147,8 +148,8 @@ class TraceAPI:
                                code="traces_unavailable")
         return self.store
 
-    def routes(self) -> list[tuple[str, str, Any, str]]:
-        """``(method, pattern, handler, access)`` for ``TollwayApp.add_route``."""
+    def routes(self) -> list[tuple[str, str, Any, Access]]:
+        """``(method, pattern, handler, access)`` for the plugin's ``Route``s."""
         return [
             ("GET", "/v1/traces", self.list_traces, "key"),
             ("GET", "/v1/traces/{request_id}", self.get_trace, "key"),
