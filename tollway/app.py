@@ -33,7 +33,7 @@ from tollway.api.protocol import ConnectionLimits
 from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
 from tollway.gateway import Gateway
-from tollway.plugins.contract import Access, JsonHandler, RawHandler
+from tollway.plugins.contract import Access, ErrorSender, JsonHandler, RawHandler
 from tollway.plugins.docs import Operation
 from tollway.plugins.hooks import Hooks
 from tollway.providers.base import Provider
@@ -62,7 +62,6 @@ class TollwayApp:
             hooks=hooks,
             redactor=SecretRedactor.for_settings(settings, self.admin_key),
         )
-        hooks.attach(self.gateway)
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], RawHandler] = {}
         self._patterns: list[tuple[str, str, str]] = []  # as registered, for the docs
@@ -70,6 +69,8 @@ class TollwayApp:
             ("POST", "/v1/chat/completions"): OPERATIONS[("POST", "/v1/chat/completions")]
         }
         self._openapi_document: dict[str, Any] | None = None
+        # path -> the error envelope of the protocol mounted there (else OpenAI's)
+        self.error_senders: dict[str, ErrorSender] = {}
         self._session: aiohttp.ClientSession | None = None
         self._hooks = hooks
         server = settings.server
@@ -91,8 +92,10 @@ class TollwayApp:
         for route in hooks.routes:
             self.add_route(route.method, route.pattern, route.handler, route.access, route.doc)
         for raw in hooks.raw_routes:
-            self.add_raw_route(raw.method, raw.path, raw.handler, raw.doc)
-
+            self.add_raw_route(raw.method, raw.path, raw.handler, raw.doc, access=raw.access)
+            if raw.errors is not None:
+                self.error_senders[raw.path] = raw.errors
+        hooks.attach(self.gateway)  # plugins serving another protocol run the same steps
     # -- registration -------------------------------------------------------------
     def add_route(
         self, method: str, pattern: str, handler: JsonHandler, access: Access,
@@ -106,11 +109,13 @@ class TollwayApp:
             self._docs[(method, pattern)] = doc
 
     def add_raw_route(
-        self, method: str, path: str, handler: RawHandler, doc: Operation | None = None
+        self, method: str, path: str, handler: RawHandler, doc: Operation | None = None,
+        access: str = "raw",
     ) -> None:
-        """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``)."""
+        """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``); ``access``
+        documents who may call it (the handler checks it itself)."""
         self._raw[(method, path)] = handler
-        self._patterns.append((method, path, "raw"))
+        self._patterns.append((method, path, access))
         if doc is not None:
             self._docs[(method, path)] = doc
 
@@ -200,6 +205,10 @@ class TollwayApp:
                 )  # fmt: skip
             raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
         except GatewayError as exc:
+            sender = self.error_senders.get(path)
+            if sender is not None:
+                await sender(send, exc, headers)
+                return
             await send_error(send, exc, headers)
         except ClientGone:
             return  # nobody is left to answer

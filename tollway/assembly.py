@@ -2,9 +2,10 @@
 that names the built-in features.
 
 ``DEFAULT_PLUGINS`` lists the built-ins in plugin order (billing, limits, firewalls, tools,
-tracing: what starts first); the hooks' ``Phase`` fixes the order that matters (money
-before trace). Plugins of installed packages (entry-point group ``tollway.plugins``)
-come after them, sorted by entry-point name.
+tracing: what starts first; then the Messages API, an inbound protocol); the hooks'
+``Phase`` fixes the order that matters (money before trace). Plugins of installed
+packages (entry-point group ``tollway.plugins``) come after them, sorted by entry-point
+name.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tollway.api.messages import MessagesPlugin
 from tollway.app import TollwayApp
 from tollway.billing.plugin import BillingPlugin
 from tollway.config import Settings
@@ -40,6 +42,7 @@ DEFAULT_PLUGINS: tuple[Callable[[], Plugin], ...] = (
     FirewallsPlugin,
     ToolsPlugin,
     TracingPlugin,
+    MessagesPlugin,
 )
 
 

@@ -235,3 +235,24 @@ def test_spend_cap_hit_is_counted(sqlite_dsn: str) -> None:
         while want not in httpx.get(f"{url}/metrics").text:
             assert time.time() < deadline
             time.sleep(0.1)
+
+
+def test_messages_api_is_limited_too(sqlite_dsn: str) -> None:
+    """/v1/messages runs the same admission: the anthropic SDK sees Anthropic's 429 and 403."""
+    import anthropic
+
+    _, _, key = make_key(sqlite_dsn, key_limits={"rpm": 1, "models": ["echo"]})
+    with run_tollway(gateway_config(sqlite_dsn)) as url:
+        client = anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
+        raw = client.messages.with_raw_response.create(
+            model="echo", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+        assert raw.http_response.status_code == 200
+        assert raw.http_response.headers["x-ratelimit-remaining-requests"] == "0"
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            client.messages.create(model="echo", max_tokens=20,
+                                   messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+        assert limited.value.response.headers["retry-after"]
+        assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        with pytest.raises(anthropic.PermissionDeniedError):
+            client.messages.create(model="slow", max_tokens=20,
+                                   messages=[{"role": "user", "content": "hi"}])  # fmt: skip

@@ -62,6 +62,8 @@ def _schemas(app: _App) -> dict[str, Any]:
             "description": "a model this gateway serves (GET /v1/models); others get 404",
         }  # fmt: skip
     schemas["ChatCompletionRequest"] = chat
+    # other protocols' bodies name their model with {"$ref": ".../ModelAlias"}
+    schemas["ModelAlias"] = chat["properties"]["model"] if aliases else {"type": "string"}
     for op in app.route_docs().values():
         schemas.update(op.schemas)
         for model in op.models:
@@ -103,7 +105,7 @@ def _operation(method: str, pattern: str, access: str, op: Operation | None) -> 
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _WHY.get(status, "Error"),
-            "content": {"application/json": {"schema": ref("Error")}},
+            "content": {"application/json": {"schema": ref(op.error_schema)}},
         }
     out["responses"] = responses
     return out

@@ -10,7 +10,9 @@ stops pulling: its ``finally`` closes the upstream iterator. An upstream error
 error follows; if that text completes a blocked match, the block wins: the text
 before it, ``content_filter`` for every open choice and no error event (the request
 does not end with that error: the route attempt keeps it, and the response is marked
-partial). Verdicts
+partial). Upstream events passed on verbatim (``Raw``) are dropped unless the
+policy only monitors (thinking signatures, which carry no text, are kept), so the
+client only ever sees text the firewall let through. Verdicts
 (``{detector, action, where, count}``) are added to ``ctx.firewall_verdicts``
 even when the client disconnects. A monitor-only policy passes events through
 untouched and only counts. Log probabilities survive only on deltas the
@@ -25,7 +27,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tollway.chunks import Event, Finish, ProviderFields, StreamError, TextDelta, ToolCallDelta
+from tollway.chunks import (
+    Event,
+    Finish,
+    ProviderFields,
+    Raw,
+    StreamError,
+    TextDelta,
+    ToolCallDelta,
+)
 from tollway.context import RequestContext
 from tollway.firewalls.policy import CompiledPolicy
 from tollway.firewalls.request import merge_verdicts, verdicts_for
@@ -153,6 +163,11 @@ async def _run(
                     return
                 open_choices.pop(ev.choice, None)
                 yield ev
+            elif kind is Raw:
+                # content may change: the encoder writes it from the events; a thinking
+                # signature carries no text and is kept
+                if passthrough or ev.detail == "signature_delta":  # type: ignore[union-attr]
+                    yield ev
             elif kind is ProviderFields and not passthrough:
                 assert isinstance(ev, ProviderFields)
                 if ev.on_choice or ev.on_delta:

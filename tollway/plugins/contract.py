@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from tollway.chunks import Event, Usage
 from tollway.context import Caller, RequestContext
 from tollway.pipeline.compose import Stage
-from tollway.providers.base import ChatRequest
+from tollway.providers.base import ChatRequest, Provider
 
 if TYPE_CHECKING:
     from tollway.asgi import Receive, Scope, Send
     from tollway.config import Settings
+    from tollway.errors import GatewayError
     from tollway.plugins.docs import Operation
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "CallModel",
     "Caller",
     "CliPlugin",
+    "ErrorSender",
     "Host",
     "AccountFields",
     "JsonHandler",
@@ -122,19 +124,30 @@ class Route:
     doc: Operation | None = None  # for GET /openapi.json (undocumented: marked so)
 
 
+ErrorSender = Callable[["Send", "GatewayError", list[tuple[bytes, bytes]]], Awaitable[None]]
+"""Writes a tollway error in another protocol's envelope (e.g. Anthropic's)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RawRoute:
-    """A raw ASGI endpoint on an exact path."""
+    """A raw ASGI endpoint on an exact path. ``access`` documents who may call it (the
+    handler checks); ``errors`` writes the app's own errors on that path (405 for another
+    method) in the endpoint's protocol (default: OpenAI's envelope)."""
 
     method: str
     path: str
     handler: RawHandler
     doc: Operation | None = None
+    access: Access | Literal["raw"] = "raw"
+    errors: ErrorSender | None = None
 
 
 class Pipeline(Protocol):
     """The request path, step by step (``Gateway``), for a plugin that serves another
     inbound protocol (its own route runs the same steps as ``api/chat.py``)."""
+
+    settings: Settings
+    providers: dict[str, Provider]  # by name, built at start (e.g. to ask one to count)
 
     async def authenticate(self, authorization: str | None) -> Caller | None: ...
     async def prepare(self, ctx: RequestContext) -> None: ...

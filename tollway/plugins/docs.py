@@ -54,3 +54,4 @@ class Operation:
     body_required: bool = False
     schemas: dict[str, Any] = field(default_factory=dict)
     models: tuple[Any, ...] = ()
+    error_schema: str = "Error"  # the error envelope's schema (Anthropic's on /v1/messages)

@@ -164,6 +164,8 @@ def attach_platform_tools(request: ChatRequest, tools: list[Tool]) -> dict[str, 
             f"Your tools {', '.join(clash)} have the same name as platform tools.", param="tools"
         )
     request.tools = list(request.tools or []) + [tool.schema() for tool in tools]
+    if request.anthropic is not None:  # the loop writes the stream, not the upstream
+        request.anthropic.raw_events = False
     request.messages = list(request.messages)
     request.extensions[_ATTACHED] = True
     return platform
