@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "tollway"
-FEATURES = ("billing", "embeddings", "firewalls", "responses", "tools", "tracing")
+FEATURES = ("billing", "embeddings", "firewalls", "limits", "responses", "tools", "tracing")
 CORE = ("api", "app", "auth", "chunks", "context", "gateway", "pipeline", "plugins", "providers",
         "routing", "storage", "wire")  # fmt: skip
 

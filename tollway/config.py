@@ -26,6 +26,7 @@ from pydantic import (
 from tollway.billing.config import BillingConfig
 from tollway.bounds import MAX_PRICE_PER_MTOK, MAX_TOKENS
 from tollway.firewalls.config import PolicyConfig
+from tollway.limits.config import LimitsConfig
 from tollway.routing.config import RoutingConfig
 from tollway.tools.config import ToolsConfig
 from tollway.tracing.config import TracingConfig
@@ -270,6 +271,12 @@ class Settings(_Strict):
     )
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig, description="rate limits, spend caps, model access"
+    )
+    redis: str | None = Field(
+        None, description="redis://… : rate-limit counters shared by every instance"
+    )
 
     def default_for(
         self, field: str, *, key_id: str | None, account_id: str | None, account_name: str | None
