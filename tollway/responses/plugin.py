@@ -215,7 +215,7 @@ class ResponsesPlugin:
                 final.update(gw.response_fields(ctx))  # e.g. the firewall's verdicts
                 await self._save(ctx, final, context, items)
                 watch.stop()
-                await send_json(send, 200, final, headers)
+                await send_json(send, 200, final, headers + ctx.response_headers)
                 ctx.delivered = "all"
                 ctx.mark("finished")
                 return
@@ -223,7 +223,8 @@ class ResponsesPlugin:
                 first = await events.__anext__()  # the commit point: errors before it raise
             except StopAsyncIteration:
                 first = None
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE + headers})
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": _SSE + headers + ctx.response_headers})
             ctx.delivered = "partial"  # from here an error is an event, not a status
             out = builder.start()
             if first is not None:
@@ -339,11 +340,12 @@ class ResponsesPlugin:
                 on_final(obj)
                 await self._save_native(account, final, items, dep.provider)
                 watch.stop()
-                await send_json(send, 200, obj, headers)
+                await send_json(send, 200, obj, headers + ctx.response_headers)
                 ctx.delivered = "all"
                 ctx.mark("finished")
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE + headers})
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": _SSE + headers + ctx.response_headers})
             ctx.delivered = "partial"
             async for chunk in relay(resp, on_final, on_delta):
                 if final and "saved" not in final:
@@ -400,7 +402,7 @@ async def _answer_error(send: Any, exc: GatewayError, headers: list[tuple[bytes,
                         ctx: RequestContext) -> None:  # fmt: skip
     """The error as a status before the stream began, else as its last event."""
     if ctx.delivered == "none":
-        await send_error(send, exc, headers)
+        await send_error(send, exc, headers + ctx.response_headers)
         return
     event = {"type": "error", "sequence_number": None, "code": exc.code,
              "message": exc.message, "param": None}  # fmt: skip
