@@ -64,6 +64,8 @@ class TollwayApp:
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
         self._patterns: list[tuple[str, str, Access]] = []  # as registered, for the docs
+        # raw ASGI apps owning a whole path prefix (HTML, e.g. /dashboard): not in route_table
+        self._prefixes: list[tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = []
         self._openapi_document: dict[str, Any] | None = None
         self._session: aiohttp.ClientSession | None = None
         server = settings.server
@@ -93,6 +95,16 @@ class TollwayApp:
         self._raw[(method, path)] = handler
         self._patterns.append((method, path, "raw"))
 
+    def add_prefix_route(
+        self, prefix: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
+    ) -> None:
+        """Mount a raw ASGI app on ``prefix`` and every path under it (any method).
+
+        For HTML (the dashboard): such routes are deliberately not in ``route_table``
+        nor in ``/openapi.json``, which describe the JSON API.
+        """
+        self._prefixes.append((prefix, handler))
+
     def route_table(self) -> list[tuple[str, str, str]]:
         """Every mounted endpoint as ``(method, path pattern, access)``, chat included."""
         return [("POST", "/v1/chat/completions", "key"), *self._patterns]
@@ -108,6 +120,12 @@ class TollwayApp:
             if raw is not None:
                 await raw(scope, receive, send)
                 return
+            if self._prefixes:
+                path = scope["path"]
+                for prefix, app in self._prefixes:
+                    if path == prefix or path.startswith(prefix + "/"):
+                        await app(scope, receive, send)
+                        return
             await self._json_route(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)

@@ -25,6 +25,7 @@ from pydantic import (
 
 from tollway.billing.config import BillingConfig
 from tollway.bounds import MAX_PRICE_PER_MTOK, MAX_TOKENS
+from tollway.dashboard.config import DashboardConfig
 from tollway.firewalls.config import PolicyConfig
 from tollway.routing.config import RoutingConfig
 from tollway.tools.config import ToolsConfig
@@ -259,6 +260,7 @@ class Settings(_Strict):
     )
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     def default_for(
         self, field: str, *, key_id: str | None, account_id: str | None, account_name: str | None

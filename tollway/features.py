@@ -72,6 +72,9 @@ def install_features(app: TollwayApp) -> None:
         from tollway.tracing.feature import install_tracing
 
         install_tracing(app)
+    from tollway.dashboard.plugin import install_dashboard
+
+    install_dashboard(app)
 
 
 def prepare_demo(settings: Settings) -> str | None:

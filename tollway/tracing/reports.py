@@ -1,0 +1,80 @@
+"""Aggregates of traces for the dashboard: requests, errors, fallbacks, tokens by time.
+
+Built once per dialect on top of ``TraceStore.report``. Every query is bounded by
+a time range, which the ``traces_time`` / ``traces_account_time`` indexes serve.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tollway.tracing.store import TraceStore
+
+__all__ = ["TTFT_SAMPLES", "trace_buckets", "ttft_samples"]
+
+TTFT_SAMPLES = 20_000  # percentiles are taken over the newest this many in the range
+
+_SQLITE = {
+    "bucket": "CAST(received_at / ? AS INTEGER)",
+    "fallback": "json_array_length(data, '$.attempts') > 1",
+    "tokens": "json_extract(data, '$.usage.completion_tokens')",
+    "rate": "json_extract(data, '$.timings.output_tokens_per_second')",
+    "ttft": "json_extract(data, '$.timings.ttft_ms')",
+}
+_POSTGRES = {
+    "bucket": "CAST(FLOOR(received_at / ?) AS BIGINT)",
+    "fallback": "jsonb_typeof(data->'attempts') = 'array' AND jsonb_array_length(data->'attempts') > 1",
+    "tokens": "CAST(data->'usage'->>'completion_tokens' AS BIGINT)",
+    "rate": "CAST(data->'timings'->>'output_tokens_per_second' AS DOUBLE PRECISION)",
+    "ttft": "CAST(data->'timings'->>'ttft_ms' AS DOUBLE PRECISION)",
+}
+
+
+def _sql(store: TraceStore) -> dict[str, str]:
+    return _POSTGRES if getattr(store, "dialect", "sqlite") == "postgres" else _SQLITE
+
+
+def _range(since: float, until: float, account_id: str | None) -> tuple[str, list[Any]]:
+    where = "received_at >= ? AND received_at < ?"
+    args: list[Any] = [since, until]
+    if account_id is not None:
+        where = "account_id = ? AND " + where
+        args.insert(0, account_id)
+    return where, args
+
+
+async def trace_buckets(
+    store: TraceStore, since: float, until: float, bucket_seconds: int,
+    account_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per bucket, model and account: requests, errors (status ≥ 400), fallbacks
+    (more than one route attempt), output tokens and mean output tokens/s."""
+    q = _sql(store)
+    where, args = _range(since, until, account_id)
+    sql = (
+        f"SELECT {q['bucket']} AS b, model, account_id, COUNT(*),"
+        " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
+        f" SUM(CASE WHEN {q['fallback']} THEN 1 ELSE 0 END),"
+        f" SUM({q['tokens']}), AVG({q['rate']})"
+        f" FROM traces WHERE {where} GROUP BY b, model, account_id ORDER BY b"
+    )
+    rows = await store.report(sql, [float(bucket_seconds), *args])
+    return [
+        {"bucket": int(r[0]) * bucket_seconds, "model": r[1], "account_id": r[2],
+         "requests": int(r[3]), "errors": int(r[4] or 0), "fallbacks": int(r[5] or 0),
+         "output_tokens": int(r[6] or 0), "tokens_per_second": r[7]}
+        for r in rows
+    ]  # fmt: skip
+
+
+async def ttft_samples(
+    store: TraceStore, since: float, until: float, account_id: str | None = None
+) -> list[float]:
+    """Time-to-first-token (ms) of the newest ``TTFT_SAMPLES`` requests in the range."""
+    q = _sql(store)
+    where, args = _range(since, until, account_id)
+    sql = (
+        f"SELECT {q['ttft']} AS t FROM traces WHERE {where} AND {q['ttft']} IS NOT NULL"
+        f" ORDER BY received_at DESC LIMIT {TTFT_SAMPLES}"
+    )
+    return [float(r[0]) for r in await store.report(sql, args)]
