@@ -48,8 +48,15 @@ Overview = dict[str, Any]
 async def overview(
     store: SqlStorage, traces: TraceStore | None, *, account_id: str | None, range_name: str,
     bucket_name: str | None, group: str, names: dict[str, str], now: float | None = None,
+    alias_of: dict[str, str] | None = None,
 ) -> Overview:
-    """Spend and requests over time plus the headline figures, for one account or all."""
+    """Spend and requests over time plus the headline figures, for one account or all.
+
+    Traces name the model a client asked for; ledger debits the deployment that
+    served it. ``alias_of`` (deployment id → model, for deployments of one model
+    only) puts a debit under that model; others are shown under their deployment.
+    """
+    alias_of = alias_of or {}
     seconds, default_bucket = RANGES.get(range_name, RANGES["24h"])
     bucket_name = bucket_name if bucket_name in BUCKETS else default_bucket
     step = BUCKETS[bucket_name]
@@ -64,10 +71,16 @@ async def overview(
         traces, since, until, step, account_id)
     ttfts = [] if traces is None else await ttft_samples(traces, since, until, account_id)
 
-    def key(row: dict[str, Any]) -> str:
+    def model(row: dict[str, Any], debit: bool) -> str:
+        if debit:
+            dep = row.get("deployment") or ""
+            return alias_of.get(dep) or dep or row["model"] or "(none)"
+        return row["model"] or "(none)"
+
+    def key(row: dict[str, Any], debit: bool) -> str:
         if group == "account":
             return names.get(row["account_id"] or "", row["account_id"] or "(none)")
-        return row["model"] or "(none)"
+        return model(row, debit)
 
     index = {x: i for i, x in enumerate(xs)}
     spend: dict[str, list[int]] = defaultdict(lambda: [0] * len(xs))
@@ -77,9 +90,9 @@ async def overview(
     total_micros = 0
     for row in spend_rows:
         if row["bucket"] in index:
-            spend[key(row)][index[row["bucket"]]] += row["spend_micros"]
+            spend[key(row, True)][index[row["bucket"]]] += row["spend_micros"]
         total_micros += row["spend_micros"]
-        by_model[row["model"] or "(none)"] += row["spend_micros"]
+        by_model[model(row, True)] += row["spend_micros"]
         by_account[row["account_id"] or ""] += row["spend_micros"]
     n = errors = fallbacks = tokens = 0
     rate_sum = 0.0
@@ -87,12 +100,12 @@ async def overview(
     req_model: dict[str, int] = defaultdict(int)
     for row in trace_rows:
         if row["bucket"] in index:
-            requests[key(row)][index[row["bucket"]]] += row["requests"]
+            requests[key(row, False)][index[row["bucket"]]] += row["requests"]
         n += row["requests"]
         errors += row["errors"]
         fallbacks += row["fallbacks"]
         tokens += row["output_tokens"]
-        req_model[row["model"] or "(none)"] += row["requests"]
+        req_model[model(row, False)] += row["requests"]
         if row["tokens_per_second"] is not None:
             rate_sum += float(row["tokens_per_second"]) * row["requests"]
             rate_n += row["requests"]
@@ -113,8 +126,9 @@ async def overview(
         "tokens_per_second": "–" if rate_n == 0 else f"{rate_sum / rate_n:.1f}",
         "output_tokens": tokens,
         "top_models": [
-            {"name": m, "spend_usd": usd_str(s), "requests": req_model.get(m, 0)}
-            for m, s in sorted(by_model.items(), key=lambda kv: -kv[1])[:10]
+            {"name": m, "spend_usd": usd_str(by_model.get(m, 0)), "requests": req_model.get(m, 0)}
+            for m in sorted(set(by_model) | set(req_model),
+                            key=lambda m: (-by_model.get(m, 0), -req_model.get(m, 0), m))[:10]
         ],
         "top_accounts": [
             {"id": a, "name": names.get(a, a), "spend_usd": usd_str(s)}

@@ -114,6 +114,14 @@ class Pages:
             raise NotFound("No such account.")
         return account
 
+    def _alias_of(self) -> dict[str, str]:
+        """Deployment id → model, for deployments that serve one model only."""
+        seen: dict[str, set[str]] = {}
+        for alias, model in self.settings.models.items():
+            for dep in model.deployments:
+                seen.setdefault(dep.id, set()).add(alias)
+        return {dep: next(iter(a)) for dep, a in seen.items() if len(a) == 1}
+
     async def _names(self, session: Session) -> dict[str, str]:
         if session.is_admin:
             return {a.id: a.name for a in await self.store().list_accounts()}
@@ -130,7 +138,7 @@ class Pages:
         group = "account" if q.get("group") == "account" and account_id is None else "model"
         data = await overview(self.store(), self.traces, account_id=account_id,
                               range_name=q.get("range", "24h"), bucket_name=q.get("bucket"),
-                              group=group, names=names)  # fmt: skip
+                              group=group, names=names, alias_of=self._alias_of())  # fmt: skip
         chart = {"x": data["x"], "spend": {k: [m / 1e6 for m in v] for k, v in
                  data["spend"].items()}, "requests": data["requests"]}  # fmt: skip
         return self._render("overview.html", session, data=data, ranges=list(RANGES),

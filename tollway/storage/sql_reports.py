@@ -60,7 +60,8 @@ class ReportQueries:
     ) -> list[dict[str, Any]]:
         """Spend (micro-USD, positive) and debit count per time bucket, model and account.
 
-        Each row: ``bucket`` (start, Unix seconds), ``model``, ``account_id``,
+        Each row: ``bucket`` (start, Unix seconds), ``model`` (served), ``deployment``,
+        ``account_id``,
         ``spend_micros``, ``debits``. ``account_id`` None means every account.
         """
         if self.db.dialect == "postgres":
@@ -73,14 +74,14 @@ class ReportQueries:
             where += " AND account_id = ?"
             args.append(account_id)
         rows = await self.db.fetch(
-            f"SELECT {bucket} AS b, model, account_id, -SUM(amount_micros) AS spend,"
+            f"SELECT {bucket} AS b, model, deployment, account_id, -SUM(amount_micros) AS spend,"
             f" COUNT(*) AS n FROM ledger_entries WHERE {where}"
-            " GROUP BY b, model, account_id ORDER BY b",
+            " GROUP BY b, model, deployment, account_id ORDER BY b",
             *args,
         )
         return [
             {"bucket": int(r["b"]) * bucket_seconds, "model": r["model"],
-             "account_id": r["account_id"], "spend_micros": int(r["spend"] or 0),
+             "deployment": r["deployment"], "account_id": r["account_id"], "spend_micros": int(r["spend"] or 0),
              "debits": int(r["n"])}
             for r in rows
         ]  # fmt: skip

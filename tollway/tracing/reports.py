@@ -47,22 +47,23 @@ async def trace_buckets(
     store: TraceStore, since: float, until: float, bucket_seconds: int,
     account_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Per bucket, model and account: requests, errors (status ≥ 400), fallbacks
+    """Per bucket, model (requested), deployment (served) and account: requests, errors (status ≥ 400), fallbacks
     (more than one route attempt), output tokens and mean output tokens/s."""
     q = _sql(store)
     where, args = _range(since, until, account_id)
     sql = (
-        f"SELECT {q['bucket']} AS b, model, account_id, COUNT(*),"
+        f"SELECT {q['bucket']} AS b, model, deployment, account_id, COUNT(*),"
         " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
         f" SUM(CASE WHEN {q['fallback']} THEN 1 ELSE 0 END),"
         f" SUM({q['tokens']}), AVG({q['rate']})"
-        f" FROM traces WHERE {where} GROUP BY b, model, account_id ORDER BY b"
+        f" FROM traces WHERE {where} GROUP BY b, model, deployment, account_id ORDER BY b"
     )
     rows = await store.report(sql, [float(bucket_seconds), *args])
     return [
-        {"bucket": int(r[0]) * bucket_seconds, "model": r[1], "account_id": r[2],
-         "requests": int(r[3]), "errors": int(r[4] or 0), "fallbacks": int(r[5] or 0),
-         "output_tokens": int(r[6] or 0), "tokens_per_second": r[7]}
+        {"bucket": int(r[0]) * bucket_seconds, "model": r[1], "deployment": r[2],
+         "account_id": r[3], "requests": int(r[4]), "errors": int(r[5] or 0),
+         "fallbacks": int(r[6] or 0), "output_tokens": int(r[7] or 0),
+         "tokens_per_second": r[8]}
         for r in rows
     ]  # fmt: skip
 

@@ -24,7 +24,7 @@
     var opts = {
       width: Math.max(280, el.clientWidth), height: 240, series: series,
       scales: { x: { time: true } },
-      axes: [{}, { size: 70, values: function (u, vals) {
+      axes: [{}, { size: 84, values: function (u, vals) {
         return vals.map(function (v) { return name === "spend" ? "$" + v : v; }); } }],
       legend: { live: true }
     };
