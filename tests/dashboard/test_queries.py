@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from unittest import mock
 from typing import Any
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st

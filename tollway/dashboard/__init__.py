@@ -1,1 +1,1 @@
-"""The web dashboard (issue 17); ``install_dashboard(app)`` in ``tollway.dashboard.plugin`` mounts it."""
+"""The web dashboard (issue 17), mounted by ``tollway.dashboard.plugin.install_dashboard``."""

@@ -81,7 +81,7 @@ class ReportQueries:
         )
         return [
             {"bucket": int(r["b"]) * bucket_seconds, "model": r["model"],
-             "deployment": r["deployment"], "account_id": r["account_id"], "spend_micros": int(r["spend"] or 0),
-             "debits": int(r["n"])}
+             "deployment": r["deployment"], "account_id": r["account_id"],
+             "spend_micros": int(r["spend"] or 0), "debits": int(r["n"])}
             for r in rows
         ]  # fmt: skip

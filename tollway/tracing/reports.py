@@ -23,7 +23,8 @@ _SQLITE = {
 }
 _POSTGRES = {
     "bucket": "CAST(FLOOR(received_at / ?) AS BIGINT)",
-    "fallback": "jsonb_typeof(data->'attempts') = 'array' AND jsonb_array_length(data->'attempts') > 1",
+    "fallback": "jsonb_typeof(data->'attempts') = 'array'"
+                " AND jsonb_array_length(data->'attempts') > 1",
     "tokens": "CAST(data->'usage'->>'completion_tokens' AS BIGINT)",
     "rate": "CAST(data->'timings'->>'output_tokens_per_second' AS DOUBLE PRECISION)",
     "ttft": "CAST(data->'timings'->>'ttft_ms' AS DOUBLE PRECISION)",
@@ -47,8 +48,9 @@ async def trace_buckets(
     store: TraceStore, since: float, until: float, bucket_seconds: int,
     account_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Per bucket, model (requested), deployment (served) and account: requests, errors (status ≥ 400), fallbacks
-    (more than one route attempt), output tokens and mean output tokens/s."""
+    """Per bucket, model (requested), deployment (served) and account: requests,
+    errors (status ≥ 400), fallbacks (more than one route attempt), output tokens
+    and mean output tokens/s."""
     q = _sql(store)
     where, args = _range(since, until, account_id)
     sql = (
