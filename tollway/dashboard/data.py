@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 from tollway.billing.pricing import usd_str
+from tollway.dashboard.rollup import HOUR, Rollups
 from tollway.storage.base import Account
 from tollway.storage.sql import SqlStorage
 from tollway.tracing.reports import trace_buckets, ttft_samples
@@ -48,13 +49,14 @@ Overview = dict[str, Any]
 async def overview(
     store: SqlStorage, traces: TraceStore | None, *, account_id: str | None, range_name: str,
     bucket_name: str | None, group: str, names: dict[str, str], now: float | None = None,
-    alias_of: dict[str, str] | None = None,
+    alias_of: dict[str, str] | None = None, rollups: Rollups | None = None,
 ) -> Overview:
     """Spend and requests over time plus the headline figures, for one account or all.
 
     Traces name the model a client asked for; ledger debits the deployment that
     served it. ``alias_of`` (deployment id → model, for deployments of one model
     only) puts a debit under that model; others are shown under their deployment.
+    With ``rollups``, hours come from the rollup tables plus the rows not rolled up yet.
     """
     alias_of = alias_of or {}
     seconds, default_bucket = RANGES.get(range_name, RANGES["24h"])
@@ -63,13 +65,24 @@ async def overview(
     if seconds // step > MAX_POINTS:
         bucket_name, step = "day", BUCKETS["day"]
     until = now if now is not None else time.time()
-    since = until - seconds
-    first = int(since // step) * step
+    first = int((until - seconds) // step) * step  # the range is whole buckets
     xs = list(range(first, int(until // step) * step + 1, step))
-    spend_rows = await store.spend_buckets(since, until, step, account_id)
-    trace_rows = [] if traces is None else await trace_buckets(
-        traces, since, until, step, account_id)
-    ttfts = [] if traces is None else await ttft_samples(traces, since, until, account_id)
+    if rollups is None:
+        spend_rows = await store.spend_buckets(first, until, step, account_id)
+        trace_rows = [] if traces is None else await trace_buckets(
+            traces, first, until, step, account_id)
+    else:
+        marks = await rollups.watermarks()
+        spend_rows = await rollups.rows("spend_rollup", first, until, account_id)
+        spend_rows += await store.spend_buckets(first, until, HOUR, account_id,
+                                                after_id=marks.get("ledger", 0))
+        trace_rows = [] if traces is None else [
+            *await rollups.rows("trace_rollup", first, until, account_id),
+            *await trace_buckets(traces, first, until, HOUR, account_id,
+                                 after_seq=marks.get("traces", 0))]
+        for row in (*spend_rows, *trace_rows):
+            row["bucket"] = row["bucket"] // step * step
+    ttfts = [] if traces is None else await ttft_samples(traces, first, until, account_id)
 
     def model(row: dict[str, Any], debit: bool) -> str:
         if debit:
@@ -106,9 +119,8 @@ async def overview(
         fallbacks += row["fallbacks"]
         tokens += row["output_tokens"]
         req_model[model(row, False)] += row["requests"]
-        if row["tokens_per_second"] is not None:
-            rate_sum += float(row["tokens_per_second"]) * row["requests"]
-            rate_n += row["requests"]
+        rate_sum += float(row["rate_sum"])
+        rate_n += int(row["rate_n"])
     p50, p99 = percentile(ttfts, 50), percentile(ttfts, 99)
     return {
         "range": range_name if range_name in RANGES else "24h",

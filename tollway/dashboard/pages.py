@@ -18,6 +18,7 @@ from tollway.api.traces import build_query, encode_cursor, parse_time
 from tollway.auth import KeyAuthenticator, key_json, parse_expiry
 from tollway.billing.ledger import credit, entry_json, require_account
 from tollway.dashboard.data import RANGES, account_view, overview
+from tollway.dashboard.rollup import Rollups
 from tollway.dashboard.session import Session
 from tollway.dashboard.web import Page, WebRequest
 from tollway.errors import InvalidRequest, NotFound, PermissionDenied
@@ -71,14 +72,19 @@ class Pages:
         self._store: SqlStorage | None = None
         self.traces: TraceStore | None = None
         self.keys: KeyAuthenticator | None = None
+        self.rollups: Rollups | None = None
 
     async def start(self) -> None:
         self._store = await open_storage(self.settings.database)
         self.keys = KeyAuthenticator(self._store, self.settings.billing)
         if self.settings.tracing.enabled:
             self.traces = await open_trace_store(self.settings.database, migrate=False)
+        self.rollups = Rollups(self._store.db)
+        self.rollups.start()
 
     async def stop(self) -> None:
+        if self.rollups is not None:
+            await self.rollups.stop()
         if self.traces is not None:
             await self.traces.close()
         if self._store is not None:
@@ -138,7 +144,8 @@ class Pages:
         group = "account" if q.get("group") == "account" and account_id is None else "model"
         data = await overview(self.store(), self.traces, account_id=account_id,
                               range_name=q.get("range", "24h"), bucket_name=q.get("bucket"),
-                              group=group, names=names, alias_of=self._alias_of())  # fmt: skip
+                              group=group, names=names, alias_of=self._alias_of(),
+                              rollups=self.rollups)  # fmt: skip
         chart = {"x": data["x"], "spend": {k: [m / 1e6 for m in v] for k, v in
                  data["spend"].items()}, "requests": data["requests"]}  # fmt: skip
         return self._render("overview.html", session, data=data, ranges=list(RANGES),

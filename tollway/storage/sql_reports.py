@@ -56,13 +56,15 @@ class ReportQueries:
         return [_entry(r) for r in rows]
 
     async def spend_buckets(
-        self, since: float, until: float, bucket_seconds: int, account_id: str | None = None
+        self, since: float, until: float, bucket_seconds: int, account_id: str | None = None,
+        after_id: int | None = None,
     ) -> list[dict[str, Any]]:
         """Spend (micro-USD, positive) and debit count per time bucket, model and account.
 
         Each row: ``bucket`` (start, Unix seconds), ``model`` (served), ``deployment``,
         ``account_id``,
-        ``spend_micros``, ``debits``. ``account_id`` None means every account.
+        ``spend_micros``, ``debits``. ``account_id`` None means every account;
+        ``after_id`` counts only entries with a larger id (those not rolled up yet).
         """
         if self.db.dialect == "postgres":
             bucket = "CAST(FLOOR(created_at / ?) AS BIGINT)"
@@ -73,6 +75,9 @@ class ReportQueries:
         if account_id is not None:
             where += " AND account_id = ?"
             args.append(account_id)
+        if after_id is not None:
+            where += " AND id > ?"
+            args.append(after_id)
         rows = await self.db.fetch(
             f"SELECT {bucket} AS b, model, deployment, account_id, -SUM(amount_micros) AS spend,"
             f" COUNT(*) AS n FROM ledger_entries WHERE {where}"

@@ -10,7 +10,7 @@ from typing import Any
 
 from tollway.tracing.store import TraceStore
 
-__all__ = ["TTFT_SAMPLES", "trace_buckets", "ttft_samples"]
+__all__ = ["TTFT_SAMPLES", "expressions", "trace_buckets", "ttft_samples"]
 
 TTFT_SAMPLES = 20_000  # percentiles are taken over the newest this many in the range
 
@@ -31,8 +31,13 @@ _POSTGRES = {
 }
 
 
+def expressions(dialect: str) -> dict[str, str]:
+    """The dialect's SQL for a bucket (one ``?``: its seconds) and the JSON fields read."""
+    return _POSTGRES if dialect == "postgres" else _SQLITE
+
+
 def _sql(store: TraceStore) -> dict[str, str]:
-    return _POSTGRES if getattr(store, "dialect", "sqlite") == "postgres" else _SQLITE
+    return expressions(getattr(store, "dialect", "sqlite"))
 
 
 def _range(since: float, until: float, account_id: str | None) -> tuple[str, list[Any]]:
@@ -46,18 +51,22 @@ def _range(since: float, until: float, account_id: str | None) -> tuple[str, lis
 
 async def trace_buckets(
     store: TraceStore, since: float, until: float, bucket_seconds: int,
-    account_id: str | None = None,
+    account_id: str | None = None, after_seq: int | None = None,
 ) -> list[dict[str, Any]]:
     """Per bucket, model (requested), deployment (served) and account: requests,
     errors (status ≥ 400), fallbacks (more than one route attempt), output tokens
-    and mean output tokens/s."""
+    and output tokens/s (``rate_sum`` over ``rate_n`` requests); ``after_seq``: only
+    traces with a larger ``seq`` (those not rolled up yet)."""
     q = _sql(store)
     where, args = _range(since, until, account_id)
+    if after_seq is not None:
+        where += " AND seq > ?"
+        args.append(after_seq)
     sql = (
         f"SELECT {q['bucket']} AS b, model, deployment, account_id, COUNT(*),"
         " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
         f" SUM(CASE WHEN {q['fallback']} THEN 1 ELSE 0 END),"
-        f" SUM({q['tokens']}), AVG({q['rate']})"
+        f" SUM({q['tokens']}), SUM({q['rate']}), COUNT({q['rate']})"
         f" FROM traces WHERE {where} GROUP BY b, model, deployment, account_id ORDER BY b"
     )
     rows = await store.report(sql, [float(bucket_seconds), *args])
@@ -65,7 +74,7 @@ async def trace_buckets(
         {"bucket": int(r[0]) * bucket_seconds, "model": r[1], "deployment": r[2],
          "account_id": r[3], "requests": int(r[4]), "errors": int(r[5] or 0),
          "fallbacks": int(r[6] or 0), "output_tokens": int(r[7] or 0),
-         "tokens_per_second": r[8]}
+         "rate_sum": float(r[8] or 0.0), "rate_n": int(r[9] or 0)}
         for r in rows
     ]  # fmt: skip
 

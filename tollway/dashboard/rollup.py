@@ -1,0 +1,129 @@
+"""Hourly rollups of traces and ledger debits, so that charts never scan every row.
+
+``refresh()`` folds the rows added since the last refresh into ``trace_rollup`` and
+``spend_rollup`` (one transaction per table, serialized across workers by the
+state row). Both source tables only grow and their ids increase, so each rollup is
+"every id up to ``last_id``". A refresh rolls up to the newest id seen at the
+*previous* refresh (``pending_id``), never past it: a transaction that took a
+smaller id may still be committing right now, but not one refresh interval later.
+Readers add the rows with ids above ``last_id`` from the source tables (a short
+tail, read through the primary key), so every figure is exact and current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from tollway.storage.database import Database, Tx
+from tollway.tracing.reports import expressions
+
+__all__ = ["REFRESH_SECONDS", "Rollups"]
+
+log = logging.getLogger("tollway.dashboard")
+
+REFRESH_SECONDS = 30.0
+HOUR = 3600
+
+
+class Rollups:
+    """Maintains and reads the rollups over one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        q = expressions(db.dialect)
+        hour = q["bucket"].replace("?", str(HOUR))
+        self._traces_sql = (
+            "INSERT INTO trace_rollup (hour, account_id, model, deployment, requests, errors,"
+            " fallbacks, output_tokens, rate_sum, rate_n)"
+            f" SELECT {hour} * {HOUR}, COALESCE(account_id, ''), COALESCE(model, ''),"
+            " COALESCE(deployment, ''), COUNT(*),"
+            " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
+            f" SUM(CASE WHEN {q['fallback']} THEN 1 ELSE 0 END),"
+            f" COALESCE(SUM({q['tokens']}), 0), COALESCE(SUM({q['rate']}), 0),"
+            f" COUNT({q['rate']})"
+            " FROM traces WHERE seq > ? AND seq <= ? GROUP BY 1, 2, 3, 4"
+            " ON CONFLICT (hour, account_id, model, deployment) DO UPDATE SET"
+            " requests = trace_rollup.requests + excluded.requests,"
+            " errors = trace_rollup.errors + excluded.errors,"
+            " fallbacks = trace_rollup.fallbacks + excluded.fallbacks,"
+            " output_tokens = trace_rollup.output_tokens + excluded.output_tokens,"
+            " rate_sum = trace_rollup.rate_sum + excluded.rate_sum,"
+            " rate_n = trace_rollup.rate_n + excluded.rate_n"
+        )
+        ledger_hour = hour.replace("received_at", "created_at")
+        self._ledger_sql = (
+            "INSERT INTO spend_rollup (hour, account_id, model, deployment, spend_micros, debits)"
+            f" SELECT {ledger_hour} * {HOUR}, account_id, COALESCE(model, ''),"
+            " COALESCE(deployment, ''), -SUM(amount_micros), COUNT(*)"
+            " FROM ledger_entries WHERE kind = 'debit' AND id > ? AND id <= ?"
+            " GROUP BY 1, 2, 3, 4"
+            " ON CONFLICT (hour, account_id, model, deployment) DO UPDATE SET"
+            " spend_micros = spend_rollup.spend_micros + excluded.spend_micros,"
+            " debits = spend_rollup.debits + excluded.debits"
+        )
+
+    async def _fold(self, tx: Tx, name: str, table: str, id_column: str, sql: str) -> None:
+        lock = " FOR UPDATE" if self.db.dialect == "postgres" else ""
+        state = await tx.fetchrow(
+            f"SELECT last_id, pending_id FROM dashboard_rollup_state WHERE name = ?{lock}", name)
+        if state is None:
+            return
+        last, pending = int(state["last_id"]), int(state["pending_id"])
+        if pending > last:
+            await tx.execute(sql, last, pending)
+        newest = await tx.fetchrow(f"SELECT MAX({id_column}) AS m FROM {table}")
+        top = int(newest["m"] or 0) if newest else 0
+        await tx.execute("UPDATE dashboard_rollup_state SET last_id = ?, pending_id = ?"
+                         " WHERE name = ?", max(last, pending), max(top, pending), name)
+
+    async def refresh(self) -> None:
+        """Fold what the previous refresh saw into the rollups (traces, then the ledger)."""
+        async with self._lock:
+            async with self.db.transaction() as tx:
+                await self._fold(tx, "traces", "traces", "seq", self._traces_sql)
+            async with self.db.transaction() as tx:
+                await self._fold(tx, "ledger", "ledger_entries", "id", self._ledger_sql)
+
+    async def watermarks(self) -> dict[str, int]:
+        """``{"traces": last_id, "ledger": last_id}``: what the rollups hold."""
+        rows = await self.db.fetch("SELECT name, last_id FROM dashboard_rollup_state")
+        return {r["name"]: int(r["last_id"]) for r in rows}
+
+    async def rows(self, table: str, since: float, until: float,
+                   account_id: str | None) -> list[dict[str, Any]]:
+        """Rolled-up hours overlapping [since, until), optionally for one account."""
+        where = "hour >= ? AND hour < ?"
+        args: list[Any] = [int(since // HOUR) * HOUR, until]
+        if account_id is not None:
+            where += " AND account_id = ?"
+            args.append(account_id)
+        rows = await self.db.fetch(f"SELECT * FROM {table} WHERE {where}", *args)
+        for row in rows:
+            row["bucket"] = int(row.pop("hour"))
+            for name in ("account_id", "model", "deployment"):
+                row[name] = row[name] or None
+        return rows
+
+    # -- background -----------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _forever(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # the database may be busy or away: try again later
+                log.warning("dashboard rollup refresh failed", exc_info=True)
+            await asyncio.sleep(REFRESH_SECONDS)
