@@ -1,7 +1,8 @@
 """How fast the dashboard's pages get their data on a big database (issue 17 item 5).
 
 Fills a fresh database with N traces and N ledger debits spread over 30 days
-(50 accounts, 8 models), then times each page's queries (median of 3 runs):
+(50 accounts, 8 models), rolls them up (timed: a one-off catch-up), then times
+each page's queries (median of 3 runs):
 overview (24 h by hour, 7 d by hour, 30 d by day; all accounts and one account),
 an account page (ledger page + keys), the ledger filtered by kind, trace search
 and one trace. Not a test: figures for the README.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 
 from tollway.dashboard.data import overview  # noqa: E402
+from tollway.dashboard.rollup import Rollups  # noqa: E402
 from tollway.storage import open_storage  # noqa: E402
 from tollway.tracing.store import TraceQuery, open_trace_store  # noqa: E402
 
@@ -102,15 +104,22 @@ async def timed(label: str, fn: Callable[[], Awaitable[Any]]) -> None:
 async def measure(dsn: str, accounts: list[str]) -> None:
     store = await open_storage(dsn)
     traces = await open_trace_store(dsn, migrate=False)
-    one = accounts[0]
+    rollups = Rollups(store.db)
+    one = accounts[1]  # the busiest account
     names = {a: a for a in accounts}
     try:
+        for what in ("first refresh (sees the rows)", "catch-up refresh (rolls them up)",
+                     "steady refresh"):
+            started = time.perf_counter()
+            await rollups.refresh()
+            print(f"  rollup {what:<37} {(time.perf_counter() - started) * 1000:8.1f} ms")  # noqa: T201
         for label, range_name, bucket in (("24h", "24h", "hour"), ("7d", "7d", "hour"),
                                           ("30d", "30d", "day")):
             for who, account in (("all", None), ("one account", one)):
                 async def go(r: str = range_name, b: str = bucket, a: Any = account) -> Any:
                     return await overview(store, traces, account_id=a, range_name=r,
-                                          bucket_name=b, group="model", names=names)
+                                          bucket_name=b, group="model", names=names,
+                                          rollups=rollups)
                 await timed(f"overview {label} by {bucket}, {who}", go)
 
         async def account_page() -> Any:

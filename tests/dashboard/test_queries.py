@@ -151,10 +151,11 @@ def test_rollups_plus_the_tail_equal_a_full_scan_at_every_step(dsn: str) -> None
                                    fallback=rng.random() < 0.3, model=rng.choice(["m1", "m2"]))
                     await traces.insert_many([record_to_row(build_record(ctx))])
                     await _debit(store, ids[who], rng.randint(1, 2_000_000), "m1", at)
-                for range_name, bucket, account in (("7d", "hour", None), ("7d", "day", ids["a"]),
-                                                     ("24h", "hour", ids["b"])):
+                for range_name, bucket, account, group in (
+                        ("7d", "hour", None, "model"), ("7d", "day", None, "account"),
+                        ("7d", "day", ids["a"], "model"), ("24h", "hour", ids["b"], "model")):
                     args = dict(account_id=account, range_name=range_name, bucket_name=bucket,
-                                group="model", names=names, now=T0 + 3 * 86400 + 10)
+                                group=group, names=names, now=T0 + 3 * 86400 + 10)
                     full = await overview(store, traces, **args)  # type: ignore[arg-type]
                     rolled = await overview(store, traces, rollups=rollups,
                                             **args)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 from tollway.billing.pricing import usd_str
-from tollway.dashboard.rollup import HOUR, Rollups
+from tollway.dashboard.rollup import HOUR, TOTAL, Rollups
 from tollway.storage.base import Account
 from tollway.storage.sql import SqlStorage
 from tollway.tracing.reports import trace_buckets, ttft_samples
@@ -67,60 +67,71 @@ async def overview(
     until = now if now is not None else time.time()
     first = int((until - seconds) // step) * step  # the range is whole buckets
     xs = list(range(first, int(until // step) * step + 1, step))
+    series_dims = ("account_id",) if group == "account" else ("model", "deployment")
+    other_dims = ("model", "deployment") if group == "account" else ("account_id",)
     if rollups is None:
-        spend_rows = await store.spend_buckets(first, until, step, account_id)
-        trace_rows = [] if traces is None else await trace_buckets(
+        spend_series = await store.spend_buckets(first, until, step, account_id)
+        trace_series = [] if traces is None else await trace_buckets(
             traces, first, until, step, account_id)
+        spend_other, trace_other = spend_series, trace_series
     else:
         marks = await rollups.watermarks()
-        spend_rows = await rollups.rows("spend_rollup", first, until, account_id)
-        spend_rows += await store.spend_buckets(first, until, HOUR, account_id,
-                                                after_id=marks.get("ledger", 0))
-        trace_rows = [] if traces is None else [
-            *await rollups.rows("trace_rollup", first, until, account_id),
-            *await trace_buckets(traces, first, until, HOUR, account_id,
-                                 after_seq=marks.get("traces", 0))]
-        for row in (*spend_rows, *trace_rows):
+        spend_tail = await store.spend_buckets(first, until, HOUR, account_id,
+                                               after_id=marks.get("ledger", 0))
+        trace_tail = [] if traces is None else await trace_buckets(
+            traces, first, until, HOUR, account_id, after_seq=marks.get("traces", 0))
+        for row in (*spend_tail, *trace_tail):
             row["bucket"] = row["bucket"] // step * step
+        spend_series = [*await rollups.rows("spend_rollup", first, until, account_id, step,
+                                            series_dims), *spend_tail]
+        spend_other = [*await rollups.rows("spend_rollup", first, until, account_id, TOTAL,
+                                           other_dims), *spend_tail]
+        trace_series = [] if traces is None else [*await rollups.rows(
+            "trace_rollup", first, until, account_id, step, series_dims), *trace_tail]
+        trace_other = trace_series if group == "model" or traces is None else [
+            *await rollups.rows("trace_rollup", first, until, account_id, TOTAL, other_dims),
+            *trace_tail]
     ttfts = [] if traces is None else await ttft_samples(traces, first, until, account_id)
 
     def model(row: dict[str, Any], debit: bool) -> str:
         if debit:
             dep = row.get("deployment") or ""
-            return alias_of.get(dep) or dep or row["model"] or "(none)"
-        return row["model"] or "(none)"
+            return alias_of.get(dep) or dep or row.get("model") or "(none)"
+        return row.get("model") or "(none)"
 
     def key(row: dict[str, Any], debit: bool) -> str:
         if group == "account":
-            return names.get(row["account_id"] or "", row["account_id"] or "(none)")
+            return names.get(row.get("account_id") or "", row.get("account_id") or "(none)")
         return model(row, debit)
 
     index = {x: i for i, x in enumerate(xs)}
     spend: dict[str, list[int]] = defaultdict(lambda: [0] * len(xs))
     requests: dict[str, list[int]] = defaultdict(lambda: [0] * len(xs))
-    by_model: dict[str, int] = defaultdict(int)
-    by_account: dict[str, int] = defaultdict(int)
     total_micros = 0
-    for row in spend_rows:
+    for row in spend_series:
         if row["bucket"] in index:
             spend[key(row, True)][index[row["bucket"]]] += row["spend_micros"]
         total_micros += row["spend_micros"]
-        by_model[model(row, True)] += row["spend_micros"]
-        by_account[row["account_id"] or ""] += row["spend_micros"]
-    n = errors = fallbacks = tokens = 0
+    n = errors = fallbacks = tokens = rate_n = 0
     rate_sum = 0.0
-    rate_n = 0
-    req_model: dict[str, int] = defaultdict(int)
-    for row in trace_rows:
+    for row in trace_series:
         if row["bucket"] in index:
             requests[key(row, False)][index[row["bucket"]]] += row["requests"]
         n += row["requests"]
         errors += row["errors"]
         fallbacks += row["fallbacks"]
         tokens += row["output_tokens"]
-        req_model[model(row, False)] += row["requests"]
         rate_sum += float(row["rate_sum"])
         rate_n += int(row["rate_n"])
+    by_model: dict[str, int] = defaultdict(int)
+    req_model: dict[str, int] = defaultdict(int)
+    by_account: dict[str, int] = defaultdict(int)
+    for row in spend_series if group == "model" else spend_other:
+        by_model[model(row, True)] += row["spend_micros"]
+    for row in trace_series if group == "model" else trace_other:
+        req_model[model(row, False)] += row["requests"]
+    for row in spend_series if group == "account" else spend_other:
+        by_account[row.get("account_id") or ""] += row["spend_micros"]
     p50, p99 = percentile(ttfts, 50), percentile(ttfts, 99)
     return {
         "range": range_name if range_name in RANGES else "24h",
@@ -146,7 +157,7 @@ async def overview(
             {"id": a, "name": names.get(a, a), "spend_usd": usd_str(s)}
             for a, s in sorted(by_account.items(), key=lambda kv: -kv[1])[:10]
         ] if account_id is None else [],
-        "empty": n == 0 and not spend_rows,
+        "empty": n == 0 and total_micros == 0 and not spend_series,
     }  # fmt: skip
 
 

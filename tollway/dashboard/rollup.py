@@ -19,12 +19,17 @@ from typing import Any
 from tollway.storage.database import Database, Tx
 from tollway.tracing.reports import expressions
 
-__all__ = ["REFRESH_SECONDS", "Rollups"]
+__all__ = ["HOUR", "REFRESH_SECONDS", "TOTAL", "Rollups"]
 
 log = logging.getLogger("tollway.dashboard")
 
 REFRESH_SECONDS = 30.0
 HOUR = 3600
+TOTAL = 2**40  # a bucket that holds every hour: totals per dimension
+_COLUMNS = {
+    "spend_rollup": ("spend_micros", "debits"),
+    "trace_rollup": ("requests", "errors", "fallbacks", "output_tokens", "rate_sum", "rate_n"),
+}
 
 
 class Rollups:
@@ -93,19 +98,28 @@ class Rollups:
         rows = await self.db.fetch("SELECT name, last_id FROM dashboard_rollup_state")
         return {r["name"]: int(r["last_id"]) for r in rows}
 
-    async def rows(self, table: str, since: float, until: float,
-                   account_id: str | None) -> list[dict[str, Any]]:
-        """Rolled-up hours overlapping [since, until), optionally for one account."""
+    async def rows(self, table: str, since: float, until: float, account_id: str | None,
+                   step: int, dims: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Rolled-up hours in [since, until) summed per ``step``-second bucket and ``dims``
+        (columns among account_id, model, deployment), optionally for one account."""
+        columns = _COLUMNS[table]
+        assert set(dims) <= {"account_id", "model", "deployment"}
         where = "hour >= ? AND hour < ?"
         args: list[Any] = [int(since // HOUR) * HOUR, until]
         if account_id is not None:
             where += " AND account_id = ?"
             args.append(account_id)
-        rows = await self.db.fetch(f"SELECT * FROM {table} WHERE {where}", *args)
+        by = ", ".join(dims)
+        sums = ", ".join(f"SUM({c}) AS {c}" for c in columns)
+        rows = await self.db.fetch(
+            f"SELECT (hour / {int(step)}) * {int(step)} AS bucket, {by}, {sums}"
+            f" FROM {table} WHERE {where} GROUP BY 1, {by}", *args)
         for row in rows:
-            row["bucket"] = int(row.pop("hour"))
-            for name in ("account_id", "model", "deployment"):
+            row["bucket"] = int(row["bucket"])
+            for name in dims:
                 row[name] = row[name] or None
+            for c in columns:
+                row[c] = float(row[c] or 0) if c == "rate_sum" else int(row[c] or 0)
         return rows
 
     # -- background -----------------------------------------------------------------

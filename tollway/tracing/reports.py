@@ -12,7 +12,7 @@ from tollway.tracing.store import TraceStore
 
 __all__ = ["TTFT_SAMPLES", "expressions", "trace_buckets", "ttft_samples"]
 
-TTFT_SAMPLES = 20_000  # percentiles are taken over the newest this many in the range
+TTFT_SAMPLES = 5_000  # percentiles are taken over the newest this many in the range
 
 _SQLITE = {
     "bucket": "CAST(received_at / ? AS INTEGER)",
