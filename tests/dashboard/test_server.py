@@ -266,3 +266,33 @@ def test_isolation_holds_on_postgresql_too(dsn: str) -> None:
         assert overview.status_code == 200 and "Requests" in overview.text
         admin = logged_in(g.url, ADMIN_KEY)
         assert "beta" in admin.get("/dashboard/", params={"group": "account"}).text
+
+
+def test_bad_parameters_are_clear_errors_never_a_500(gw: Gateway) -> None:
+    admin = logged_in(gw.url, ADMIN_KEY)
+    for path, params in (("/dashboard/traces", {"since": "yesterday-ish"}),
+                         ("/dashboard/traces", {"cursor": "%%%"}),
+                         ("/dashboard/traces", {"status": "teapot"}),
+                         (f"/dashboard/accounts/{gw.a.id}", {"before": "abc"}),
+                         (f"/dashboard/accounts/{gw.a.id}", {"since": "1e999"})):
+        reply = admin.get(path, params=params)
+        assert reply.status_code == 400, (path, params, reply.status_code)
+        assert "Something is not right" in reply.text and "Traceback" not in reply.text
+    odd = admin.get("/dashboard/", params={"range": "forever", "bucket": "minute",
+                                           "group": "galaxy"})
+    assert odd.status_code == 200 and "last 24h" in odd.text
+    assert admin.get("/dashboard/accounts/nobody").status_code == 404
+    assert admin.put("/dashboard/login").status_code == 405
+    token = admin.csrf("/dashboard/")
+    huge = admin.post(f"/dashboard/accounts/{gw.a.id}/keys",
+                      data={"csrf": token, "name": "x" * 70000})
+    assert huge.status_code == 413
+
+
+def test_a_new_gateway_tells_a_new_user_what_to_do(tmp_path: Path) -> None:
+    with gateway(f"sqlite:///{tmp_path / 'new.db'}") as fresh:
+        admin = logged_in(fresh.url, ADMIN_KEY)
+        page = admin.get("/dashboard/")
+        assert "No requests in this range yet" in page.text and "/v1/chat/completions" in page.text
+        traces = admin.get("/dashboard/traces")
+        assert "No traces match" in traces.text
