@@ -77,6 +77,19 @@ def test_admin_sees_charts_traces_models_and_accounts(gw: Gateway, browser: Any,
         assert chart.locator("canvas").count() == 1
         assert int(chart.get_attribute("data-points") or 0) > 0
         assert chart.locator(".u-legend").count() == 1
+    # uPlot holds data points above zero for both charts, and drew them: the canvas
+    # has the series' colour in it (not only axes and grid)
+    positive = page.evaluate("window.tollwayCharts.map(p => p.data.slice(1).flat()"
+                             ".filter(v => v > 0).length)")
+    assert len(positive) == 2 and all(n > 0 for n in positive), positive
+    drawn = page.evaluate("""() => [...document.querySelectorAll('.chart canvas')].map(c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i] < 80 && d[i + 1] > 60 && d[i + 1] < 110 && d[i + 2] > 170) n++;
+        }
+        return n; })""")
+    assert all(n > 20 for n in drawn), drawn  # pixels of the first series' blue #2457c5
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
     for path in ("accounts", f"accounts/{gw.a.id}", "traces", "models"):
         page.goto(f"{gw.url}/dashboard/{path}")

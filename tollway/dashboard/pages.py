@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -216,7 +216,8 @@ class Pages:
         if not session.is_admin:
             raise PermissionDenied("Only the admin can credit or adjust an account.")
         acct = await require_account(self.store(), params["account"])
-        kind = "adjustment" if req.form.get("kind") == "adjustment" else "credit"
+        kind: Literal["credit", "adjustment"] = (
+            "adjustment" if req.form.get("kind") == "adjustment" else "credit")
         await credit(self.store(), acct.id, req.form.get("amount_usd", ""),
                      note=req.form.get("note") or None, kind=kind)  # fmt: skip
         return Page.redirect(f"{P}/accounts/{acct.id}")

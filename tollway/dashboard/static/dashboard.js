@@ -30,6 +30,7 @@
     };
     var plot = new uPlot(opts, rows, el);
     el.setAttribute("data-points", String(data.x.length * labels.length));
+    (window.tollwayCharts = window.tollwayCharts || []).push(plot);
     window.addEventListener("resize", function () {
       plot.setSize({ width: Math.max(280, el.clientWidth), height: 240 });
     });
