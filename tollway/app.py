@@ -124,6 +124,7 @@ class TollwayApp:
                 path = scope["path"]
                 for prefix, app in self._prefixes:
                     if path == prefix or path.startswith(prefix + "/"):
+                        scope["tollway.router"] = self.gateway.router  # deployment health
                         await app(scope, receive, send)
                         return
             await self._json_route(scope, receive, send)

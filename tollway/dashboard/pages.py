@@ -289,19 +289,21 @@ class Pages:
 
     # -- models -------------------------------------------------------------------------
     async def models(self, req: WebRequest, session: Session, _: dict[str, str]) -> Page:
-        health = self.dash.app.gateway.router.health
+        health = getattr(req.router, "health", None)
         rows = []
         for alias, model in self.settings.models.items():
             for dep in model.deployments:
-                record = health.get(dep.id)
+                record = None if health is None else health.get(dep.id)
                 prices = dep.prices
                 rows.append({
                     "alias": alias, "strategy": model.strategy, "id": dep.id,
                     "provider": dep.provider, "model": dep.model,
-                    "in_flight": record.in_flight, "max_in_flight": dep.max_in_flight,
-                    "cooling": health.cooling(dep.id),
-                    "ttft_ms": None if record.ttft is None else round(record.ttft * 1000),
-                    "failures": len(record.failures),
+                    "known": record is not None, "max_in_flight": dep.max_in_flight,
+                    "in_flight": record.in_flight if record else None,
+                    "cooling": bool(health and health.cooling(dep.id)),
+                    "ttft_ms": None if not record or record.ttft is None
+                    else round(record.ttft * 1000),
+                    "failures": len(record.failures) if record else None,
                     "prices": None if prices is None else {
                         "input": prices.input_per_mtok, "cached": prices.cached_input,
                         "output": prices.output_per_mtok},

@@ -17,7 +17,7 @@ def install_dashboard(app: TollwayApp) -> Dashboard | None:
         return None
     from tollway.dashboard.routes import PREFIX, Dashboard
 
-    dashboard = Dashboard(app)
+    dashboard = Dashboard(app.settings, app.admin_key)
     app.gateway.on_start.append(dashboard.start)
     app.gateway.on_stop.append(dashboard.stop)
     app.add_prefix_route(PREFIX, dashboard)

@@ -27,13 +27,15 @@ from tollway.dashboard.web import Page, WebRequest, cookie_header, read_request,
 from tollway.errors import GatewayError
 
 if TYPE_CHECKING:
-    from tollway.app import TollwayApp
+    from tollway.config import Settings
 
-__all__ = ["PREFIX", "Dashboard"]
+__all__ = ["PREFIX", "ROUTER_SCOPE_KEY", "Dashboard"]
 
 log = logging.getLogger("tollway.dashboard")
 
 PREFIX = "/dashboard"
+# the app puts its router (deployment health) in the scope of prefix-mounted requests
+ROUTER_SCOPE_KEY = "tollway.router"
 Handler = Callable[[WebRequest, Session, dict[str, str]], Awaitable[Page]]
 _STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                  ".txt": "text/plain; charset=utf-8", ".svg": "image/svg+xml"}  # fmt: skip
@@ -48,13 +50,12 @@ def _fmt_time(ts: Any) -> str:
 class Dashboard:
     """State shared by the pages: settings, storage, templates, session signer."""
 
-    def __init__(self, app: TollwayApp) -> None:
+    def __init__(self, settings: Settings, admin_key: str | None) -> None:
         from tollway.dashboard.pages import Pages
 
-        self.app = app
-        self.settings = app.settings
-        config = app.settings.dashboard
-        self.admin_key: str | None = app.admin_key
+        self.settings = settings
+        config = settings.dashboard
+        self.admin_key = admin_key
         self.signer = SessionSigner(derive_secret(config.session_secret, self.admin_key),
                                     config.session_hours * 3600)  # fmt: skip
         self.env = Environment(loader=PackageLoader("tollway.dashboard", "templates"),
@@ -92,6 +93,7 @@ class Dashboard:
         secure = scope.get("scheme") == "https"
         try:
             request = await read_request(scope, receive)
+            request.router = scope.get(ROUTER_SCOPE_KEY)
             page = await self._dispatch(request, secure)
         except ClientGone:
             return

@@ -35,6 +35,7 @@ class WebRequest:
     form: dict[str, str]
     cookies: dict[str, str]
     headers: dict[str, str]
+    router: Any = None  # the gateway's router, for deployment health (set by the app)
 
 
 @dataclass(slots=True)
