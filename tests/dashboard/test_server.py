@@ -296,3 +296,11 @@ def test_a_new_gateway_tells_a_new_user_what_to_do(tmp_path: Path) -> None:
         assert "No requests in this range yet" in page.text and "/v1/chat/completions" in page.text
         traces = admin.get("/dashboard/traces")
         assert "No traces match" in traces.text
+
+
+def test_repeated_failed_logins_from_one_address_are_throttled(tmp_path: Path) -> None:
+    with gateway(f"sqlite:///{tmp_path / 'th.db'}") as fresh:
+        browser = Browser(fresh.url)
+        codes = [browser.login(f"wrong-{i}").status_code for i in range(11)]
+        assert codes == [401] * 10 + [429]
+        assert browser.login(ADMIN_KEY).status_code == 429  # even the right key, for a while

@@ -34,6 +34,8 @@ __all__ = ["PREFIX", "ROUTER_SCOPE_KEY", "Dashboard"]
 log = logging.getLogger("tollway.dashboard")
 
 PREFIX = "/dashboard"
+LOGIN_FAILURES = 10  # failed logins per client address within LOGIN_WINDOW seconds, then 429
+LOGIN_WINDOW = 300.0
 # the app puts its router (deployment health) in the scope of prefix-mounted requests
 ROUTER_SCOPE_KEY = "tollway.router"
 Handler = Callable[[WebRequest, Session, dict[str, str]], Awaitable[Page]]
@@ -64,6 +66,7 @@ class Dashboard:
         self.env.filters["usd"] = usd_str
         self.static = self._load_static()
         self.pages = Pages(self)
+        self._failures: dict[str, list[float]] = {}
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         for method, pattern, handler in self.pages.routes():
             regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
@@ -94,6 +97,7 @@ class Dashboard:
         try:
             request = await read_request(scope, receive)
             request.router = scope.get(ROUTER_SCOPE_KEY)
+            request.client = str((scope.get("client") or ("",))[0])
             page = await self._dispatch(request, secure)
         except ClientGone:
             return
@@ -165,11 +169,30 @@ class Dashboard:
         page.headers.append(cookie_header(PRE_COOKIE, value, 3600))
         return page
 
+    def _throttled(self, address: str) -> bool:
+        """True when ``address`` failed ``LOGIN_FAILURES`` logins within ``LOGIN_WINDOW``."""
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(address, ()) if now - t < LOGIN_WINDOW]
+        if recent:
+            self._failures[address] = recent
+        else:
+            self._failures.pop(address, None)
+        return len(recent) >= LOGIN_FAILURES
+
+    def _failed(self, address: str) -> Page:
+        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+            self._failures.clear()
+        self._failures.setdefault(address, []).append(time.monotonic())
+        return self._login_page(401, "That key was not accepted.")
+
     async def _login(self, request: WebRequest) -> Page:
         if request.method == "GET":
             return self._login_page()
         if request.method != "POST":
             return self.render("error.html", 405, message="Method not allowed.", session=None)
+        if self._throttled(request.client):
+            return self._login_page(429, "Too many failed logins from this address: "
+                                         "wait a few minutes.")
         nonce = self.signer.read_pre(request.cookies.get(PRE_COOKIE))
         if nonce is None or not self.signer.csrf_ok(nonce, request.form.get("csrf")):
             return self._login_page(403, "The login form expired. Please try again.")
@@ -182,7 +205,7 @@ class Dashboard:
             now = time.time()
             if (found is None or found[0].revoked_at is not None or found[1].disabled
                     or (found[0].expires_at is not None and found[0].expires_at <= now)):
-                return self._login_page(401, "That key was not accepted.")
+                return self._failed(request.client)
             account_id, key_id = found[1].id, found[0].id
         value, _ = self.signer.issue(account_id, key_id)
         max_age = int(self.signer.lifetime)

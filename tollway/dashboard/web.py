@@ -36,6 +36,7 @@ class WebRequest:
     cookies: dict[str, str]
     headers: dict[str, str]
     router: Any = None  # the gateway's router, for deployment health (set by the app)
+    client: str = ""  # the client's address
 
 
 @dataclass(slots=True)
