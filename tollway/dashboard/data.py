@@ -82,14 +82,14 @@ async def overview(
             traces, first, until, HOUR, account_id, after_seq=marks.get("traces", 0))
         for row in (*spend_tail, *trace_tail):
             row["bucket"] = row["bucket"] // step * step
-        spend_series = [*await rollups.rows("spend_rollup", first, until, account_id, step,
+        spend_series = [*await rollups.rows("spend", first, until, account_id, step,
                                             series_dims), *spend_tail]
-        spend_other = [*await rollups.rows("spend_rollup", first, until, account_id, TOTAL,
+        spend_other = [*await rollups.rows("spend", first, until, account_id, TOTAL,
                                            other_dims), *spend_tail]
         trace_series = [] if traces is None else [*await rollups.rows(
-            "trace_rollup", first, until, account_id, step, series_dims), *trace_tail]
+            "trace", first, until, account_id, step, series_dims), *trace_tail]
         trace_other = trace_series if group == "model" or traces is None else [
-            *await rollups.rows("trace_rollup", first, until, account_id, TOTAL, other_dims),
+            *await rollups.rows("trace", first, until, account_id, TOTAL, other_dims),
             *trace_tail]
     ttfts = [] if traces is None else await ttft_samples(traces, first, until, account_id)
 

@@ -1,8 +1,8 @@
 """Hourly rollups of traces and ledger debits, so that charts never scan every row.
 
-``refresh()`` folds the rows added since the last refresh into ``trace_rollup`` and
-``spend_rollup`` (one transaction per table, serialized across workers by the
-state row). Both source tables only grow and their ids increase, so each rollup is
+``refresh()`` folds the rows added since the last refresh into ``trace_rollup_hour``,
+``trace_rollup_day``, ``spend_rollup_hour`` and ``spend_rollup_day`` (one
+transaction per source table, serialized across workers by the state row). Both source tables only grow and their ids increase, so each rollup is
 "every id up to ``last_id``". A refresh rolls up to the newest id seen at the
 *previous* refresh (``pending_id``), never past it: a transaction that took a
 smaller id may still be committing right now, but not one refresh interval later.
@@ -25,10 +25,12 @@ log = logging.getLogger("tollway.dashboard")
 
 REFRESH_SECONDS = 30.0
 HOUR = 3600
-TOTAL = 2**40  # a bucket that holds every hour: totals per dimension
+DAY = 86400
+SIZES = {"hour": HOUR, "day": DAY}
+TOTAL = DAY * 2**24  # a bucket (of whole days) that holds every row: totals per dimension
 _COLUMNS = {
-    "spend_rollup": ("spend_micros", "debits"),
-    "trace_rollup": ("requests", "errors", "fallbacks", "output_tokens", "rate_sum", "rate_n"),
+    "spend": ("spend_micros", "debits"),
+    "trace": ("requests", "errors", "fallbacks", "output_tokens", "rate_sum", "rate_n"),
 }
 
 
@@ -40,38 +42,37 @@ class Rollups:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         q = expressions(db.dialect)
-        hour = q["bucket"].replace("?", str(HOUR))
-        self._traces_sql = (
-            "INSERT INTO trace_rollup (hour, account_id, model, deployment, requests, errors,"
-            " fallbacks, output_tokens, rate_sum, rate_n)"
-            f" SELECT {hour} * {HOUR}, COALESCE(account_id, ''), COALESCE(model, ''),"
-            " COALESCE(deployment, ''), COUNT(*),"
-            " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
-            f" SUM(CASE WHEN {q['fallback']} THEN 1 ELSE 0 END),"
-            f" COALESCE(SUM({q['tokens']}), 0), COALESCE(SUM({q['rate']}), 0),"
-            f" COUNT({q['rate']})"
-            " FROM traces WHERE seq > ? AND seq <= ? GROUP BY 1, 2, 3, 4"
-            " ON CONFLICT (hour, account_id, model, deployment) DO UPDATE SET"
-            " requests = trace_rollup.requests + excluded.requests,"
-            " errors = trace_rollup.errors + excluded.errors,"
-            " fallbacks = trace_rollup.fallbacks + excluded.fallbacks,"
-            " output_tokens = trace_rollup.output_tokens + excluded.output_tokens,"
-            " rate_sum = trace_rollup.rate_sum + excluded.rate_sum,"
-            " rate_n = trace_rollup.rate_n + excluded.rate_n"
-        )
-        ledger_hour = hour.replace("received_at", "created_at")
-        self._ledger_sql = (
-            "INSERT INTO spend_rollup (hour, account_id, model, deployment, spend_micros, debits)"
-            f" SELECT {ledger_hour} * {HOUR}, account_id, COALESCE(model, ''),"
-            " COALESCE(deployment, ''), -SUM(amount_micros), COUNT(*)"
-            " FROM ledger_entries WHERE kind = 'debit' AND id > ? AND id <= ?"
-            " GROUP BY 1, 2, 3, 4"
-            " ON CONFLICT (hour, account_id, model, deployment) DO UPDATE SET"
-            " spend_micros = spend_rollup.spend_micros + excluded.spend_micros,"
-            " debits = spend_rollup.debits + excluded.debits"
-        )
+        self._sql: dict[str, list[str]] = {"traces": [], "ledger": []}
+        for size, seconds in SIZES.items():
+            start = q["bucket"].replace("?", str(seconds)) + f" * {seconds}"
+            table = f"trace_rollup_{size}"
+            self._sql["traces"].append(
+                f"INSERT INTO {table} (bucket_start, account_id, model, deployment, requests,"
+                " errors, fallbacks, output_tokens, rate_sum, rate_n)"
+                f" SELECT {start}, COALESCE(account_id, ''), COALESCE(model, ''),"
+                " COALESCE(deployment, ''), COUNT(*),"
+                " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
+                f" SUM(CASE WHEN {q['fallback']} THEN 1 ELSE 0 END),"
+                f" COALESCE(SUM({q['tokens']}), 0), COALESCE(SUM({q['rate']}), 0),"
+                f" COUNT({q['rate']})"
+                " FROM traces WHERE seq > ? AND seq <= ? GROUP BY 1, 2, 3, 4"
+                " ON CONFLICT (bucket_start, account_id, model, deployment) DO UPDATE SET"
+                + ",".join(f" {c} = {table}.{c} + excluded.{c}"
+                           for c in _COLUMNS["trace"]))
+            table = f"spend_rollup_{size}"
+            self._sql["ledger"].append(
+                f"INSERT INTO {table} (bucket_start, account_id, model, deployment,"
+                " spend_micros, debits)"
+                f" SELECT {start.replace('received_at', 'created_at')}, account_id,"
+                " COALESCE(model, ''), COALESCE(deployment, ''), -SUM(amount_micros), COUNT(*)"
+                " FROM ledger_entries WHERE kind = 'debit' AND id > ? AND id <= ?"
+                " GROUP BY 1, 2, 3, 4"
+                " ON CONFLICT (bucket_start, account_id, model, deployment) DO UPDATE SET"
+                + ",".join(f" {c} = {table}.{c} + excluded.{c}"
+                           for c in _COLUMNS["spend"]))
 
-    async def _fold(self, tx: Tx, name: str, table: str, id_column: str, sql: str) -> None:
+    async def _fold(self, tx: Tx, name: str, table: str, id_column: str,
+                    statements: list[str]) -> None:
         lock = " FOR UPDATE" if self.db.dialect == "postgres" else ""
         state = await tx.fetchrow(
             f"SELECT last_id, pending_id FROM dashboard_rollup_state WHERE name = ?{lock}", name)
@@ -79,7 +80,8 @@ class Rollups:
             return
         last, pending = int(state["last_id"]), int(state["pending_id"])
         if pending > last:
-            await tx.execute(sql, last, pending)
+            for sql in statements:
+                await tx.execute(sql, last, pending)
         newest = await tx.fetchrow(f"SELECT MAX({id_column}) AS m FROM {table}")
         top = int(newest["m"] or 0) if newest else 0
         await tx.execute("UPDATE dashboard_rollup_state SET last_id = ?, pending_id = ?"
@@ -89,22 +91,24 @@ class Rollups:
         """Fold what the previous refresh saw into the rollups (traces, then the ledger)."""
         async with self._lock:
             async with self.db.transaction() as tx:
-                await self._fold(tx, "traces", "traces", "seq", self._traces_sql)
+                await self._fold(tx, "traces", "traces", "seq", self._sql["traces"])
             async with self.db.transaction() as tx:
-                await self._fold(tx, "ledger", "ledger_entries", "id", self._ledger_sql)
+                await self._fold(tx, "ledger", "ledger_entries", "id", self._sql["ledger"])
 
     async def watermarks(self) -> dict[str, int]:
         """``{"traces": last_id, "ledger": last_id}``: what the rollups hold."""
         rows = await self.db.fetch("SELECT name, last_id FROM dashboard_rollup_state")
         return {r["name"]: int(r["last_id"]) for r in rows}
 
-    async def rows(self, table: str, since: float, until: float, account_id: str | None,
+    async def rows(self, kind: str, since: float, until: float, account_id: str | None,
                    step: int, dims: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Rolled-up hours in [since, until) summed per ``step``-second bucket and ``dims``
-        (columns among account_id, model, deployment), optionally for one account."""
-        columns = _COLUMNS[table]
+        """Rolled-up ``kind`` (``trace`` or ``spend``) in [since, until) summed per
+        ``step``-second bucket and ``dims`` (among account_id, model, deployment),
+        optionally for one account. Whole days come from the daily table."""
+        columns = _COLUMNS[kind]
         assert set(dims) <= {"account_id", "model", "deployment"}
-        where = "hour >= ? AND hour < ?"
+        size = "day" if step % DAY == 0 and since % DAY == 0 else "hour"
+        where = "bucket_start >= ? AND bucket_start < ?"
         args: list[Any] = [int(since // HOUR) * HOUR, until]
         if account_id is not None:
             where += " AND account_id = ?"
@@ -112,8 +116,8 @@ class Rollups:
         by = ", ".join(dims)
         sums = ", ".join(f"SUM({c}) AS {c}" for c in columns)
         rows = await self.db.fetch(
-            f"SELECT (hour / {int(step)}) * {int(step)} AS bucket, {by}, {sums}"
-            f" FROM {table} WHERE {where} GROUP BY 1, {by}", *args)
+            f"SELECT (bucket_start / {int(step)}) * {int(step)} AS bucket, {by}, {sums}"
+            f" FROM {kind}_rollup_{size} WHERE {where} GROUP BY 1, {by}", *args)
         for row in rows:
             row["bucket"] = int(row["bucket"])
             for name in dims:
