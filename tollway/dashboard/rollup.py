@@ -1,9 +1,10 @@
-"""Hourly rollups of traces and ledger debits, so that charts never scan every row.
+"""Hourly and daily rollups of traces and ledger debits: charts never scan every row.
 
 ``refresh()`` folds the rows added since the last refresh into ``trace_rollup_hour``,
 ``trace_rollup_day``, ``spend_rollup_hour`` and ``spend_rollup_day`` (one
-transaction per source table, serialized across workers by the state row). Both source tables only grow and their ids increase, so each rollup is
-"every id up to ``last_id``". A refresh rolls up to the newest id seen at the
+transaction per source table, serialized across workers by the state row). Both
+source tables only grow and their ids increase, so each rollup is "every id up to
+``last_id``". A refresh rolls up to the newest id seen at the
 *previous* refresh (``pending_id``), never past it: a transaction that took a
 smaller id may still be committing right now, but not one refresh interval later.
 Readers add the rows with ids above ``last_id`` from the source tables (a short
