@@ -246,6 +246,7 @@ class Pages:
     async def traces_page(self, req: WebRequest, session: Session, _: dict[str, str]) -> Page:
         q = {k: v for k, v in req.query.items() if v}
         found: list[tuple[int, dict[str, Any]]] = []
+        more = False
         if self.traces is not None:
             wanted = q.get("request_id")
             scope = None if session.is_admin else session.account_id
@@ -260,7 +261,7 @@ class Pages:
             q.setdefault("limit", "50")
             query = build_query(q, account_id=scope, admin=session.is_admin)
             found = await self.traces.find(query)
-        more = len(found) == int(q.get("limit", "50"))
+            more = len(found) == query.limit
         cursor = encode_cursor(found[-1][1]["received_at"], found[-1][0]) if more else None
         keep = {k: v for k, v in q.items() if k not in ("cursor", "limit", "account_id")}
         return self._render("traces.html", session, traces=[r for _, r in found], q=keep,
