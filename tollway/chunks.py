@@ -10,6 +10,8 @@ The union, in the order they usually appear::
     TextDelta    content / reasoning / refusal text for one choice
     ToolCallDelta  one fragment of one tool call for one choice
     PlatformToolRecord  a server-side tool that tollway executed (issue 7)
+    ProviderFields  fields an upstream put on a chunk that tollway does not model
+    ProviderBlock   a provider-side block (e.g. Anthropic's server tools), for the trace
     Finish       the finish reason of one choice
     Usage        token counts (cumulative; the last one wins)
     StreamError  an error after the commit point; always the last event
@@ -26,6 +28,8 @@ __all__ = [
     "Finish",
     "FinishReason",
     "PlatformToolRecord",
+    "ProviderBlock",
+    "ProviderFields",
     "ReasoningConvention",
     "Start",
     "StreamError",
@@ -83,6 +87,53 @@ class PlatformToolRecord:
     result: Any = None
     error: str | None = None
     duration_ms: float = 0.0
+    choice: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFields:
+    """Fields an upstream put on a chunk that tollway does not model, passed on as they are.
+
+    Emitted only when there are some (the plain path never builds one), just before
+    the other events of the same upstream chunk. ``chunk`` holds top-level fields
+    (Perplexity's ``citations``, Azure's ``prompt_filter_results``, Groq's
+    ``x_groq``); ``on_choice`` the fields of choice ``choice`` (Azure's
+    ``content_filter_results``) and ``on_delta`` those of its delta (of its message
+    when not streamed). ``choice`` is None for a chunk with no choice. Fields tollway
+    owns (``id``, ``model``, ``usage``, ``index``, …) are never among them.
+    """
+
+    choice: int | None = 0
+    chunk: dict[str, Any] | None = None
+    on_choice: dict[str, Any] | None = None
+    on_delta: dict[str, Any] | None = None
+
+    def plus(self, later: ProviderFields) -> ProviderFields:
+        """Both, the later one winning where they name the same field."""
+        return ProviderFields(
+            later.choice,
+            _union(self.chunk, later.chunk),
+            _union(self.on_choice, later.on_choice),
+            _union(self.on_delta, later.on_delta),
+        )
+
+
+def _union(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not a:
+        return b
+    if not b:
+        return a
+    return {**a, **b}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderBlock:
+    """A block the provider produced that has no OpenAI form (e.g. Anthropic's
+    ``server_tool_use`` / ``web_search_tool_result``, or a block type the adapter
+    does not know): recorded in the trace's ``provider_blocks``, not sent as such."""
+
+    type: str
+    block: dict[str, Any]
     choice: int = 0
 
 
@@ -208,4 +259,14 @@ class StreamError:
     param: str | None = None
 
 
-Event = Start | TextDelta | ToolCallDelta | PlatformToolRecord | Finish | Usage | StreamError
+Event = (
+    Start
+    | TextDelta
+    | ToolCallDelta
+    | PlatformToolRecord
+    | ProviderFields
+    | ProviderBlock
+    | Finish
+    | Usage
+    | StreamError
+)

@@ -183,6 +183,12 @@ class DeploymentConfig(_Strict):
     max_output_tokens: int | None = Field(
         None, gt=0, le=MAX_TOKENS, description="default output cap when the client sets none"
     )
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = Field(
+        None,
+        description="OpenAI-compatible upstreams: the field that carries the output cap when "
+        "the client used neither (default: max_completion_tokens for api.openai.com, "
+        "else the provider's options.max_tokens_field, else max_tokens)",
+    )
     max_in_flight: int | None = Field(None, gt=0, description="concurrent requests allowed")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     options: dict[str, Any] = Field(default_factory=dict, description="adapter-specific")

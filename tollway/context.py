@@ -63,6 +63,8 @@ class RequestContext:
     timings: dict[str, float] = field(default_factory=dict)  # perf_counter marks
     firewall_verdicts: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # provider-side blocks with no OpenAI form (Anthropic server tools, unknown blocks)
+    provider_blocks: list[dict[str, Any]] = field(default_factory=list)
     reservation: Any = None  # billing's open reservation
     budget: Budget | None = None  # billing's running tab: every upstream call is held to it
     extra_usage_cost: Any = None  # e.g. per-call platform tool prices (Decimal USD)

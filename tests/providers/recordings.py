@@ -8,7 +8,6 @@ for the non-streaming call, so one recording drives both modes.
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,9 +322,7 @@ _ANTHROPIC_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": 
                      "refusal": "content_filter"}
 
 
-# tollway's Anthropic adapter names the fallback model as the served one since it reads
-# provider blocks (tollway.chunks.ProviderBlock); before that it kept message_start's.
-_RELABELS_FALLBACK = hasattr(importlib.import_module("tollway.chunks"), "ProviderBlock")
+# tollway's Anthropic adapter names a fallback block's "to" model as the served one.
 
 
 def anthropic_expected(events: list[dict[str, Any]], fallback_model: str) -> Expected:
@@ -337,8 +334,8 @@ def anthropic_expected(events: list[dict[str, Any]], fallback_model: str) -> Exp
         if kind == "message_start":
             exp.model = ev["message"].get("model") or exp.model
             usage.update(ev["message"].get("usage") or {})
-        elif (kind == "content_block_start" and ev["content_block"]["type"] == "fallback"
-              and _RELABELS_FALLBACK):  # Anthropic answered with the fallback's "to" model
+        elif (kind == "content_block_start"
+              and ev["content_block"]["type"] == "fallback"):  # answered by the "to" model
             exp.model = ev["content_block"].get("to", {}).get("model") or exp.model
         elif kind == "content_block_start" and ev["content_block"]["type"] == "tool_use":
             block = ev["content_block"]

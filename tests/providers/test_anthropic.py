@@ -80,8 +80,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "sdkpy-fallback_credit_response.sse": dict(
         model="claude-sonnet-4-5", text="Hello there!", finish="stop", usage=(25, 8, 0)
     ),
-    "sdkpy-fallback_response.sse": dict(
-        model="claude-opus-4-7", text="Hello there!", finish="stop", usage=(25, 8, 0)
+    "sdkpy-fallback_response.sse": dict(  # the fallback block's "to" model served it
+        model="claude-sonnet-4-5", text="Hello there!", finish="stop", usage=(25, 8, 0)
     ),
     "sdkpy-refusal_response.sse": dict(
         model="claude-opus-4-7", text="", finish="content_filter", usage=(20, 0, 0)
@@ -126,8 +126,8 @@ def summarize(events: list[Event]) -> dict[str, Any]:
     tools: dict[int, dict[str, Any]] = {}
     finish, usage, model = None, None, None
     for event in events:
-        if isinstance(event, Start):
-            assert model is None, "one Start per stream"
+        if isinstance(event, Start):  # a later Start relabels (a fallback block)
+            assert model is None or event.model, "a relabelling Start names the model"
             model = event.model
         elif isinstance(event, TextDelta):
             (reasoning if event.channel == "reasoning" else text).append(event.text)

@@ -21,7 +21,6 @@ from aiohttp import web
 from tests.support.schemas import validate
 from tests.support.servers import Upstream, run_tollway, send_sse
 from tollway.config import ConfigError, parse_settings
-from tollway.providers import openai_compat
 
 FILTERS = {"hate": {"filtered": False, "severity": "safe"},
            "self_harm": {"filtered": False, "severity": "safe"},
@@ -76,8 +75,6 @@ def config(url: str, **provider: Any) -> dict[str, Any]:
             "models": {"gpt": {"deployments": [{"provider": "az", "model": "my-gpt4o"}]}}}
 
 
-@pytest.mark.skipif(not hasattr(openai_compat, "ChunkReader"),
-                    reason="needs the OpenAI-compatible reader that keeps upstream fields")
 def test_deployment_url_api_key_served_model_and_filter_results() -> None:
     with Upstream(answer) as upstream, run_tollway(config(
             upstream.base_url, api_key="azure-key-1",

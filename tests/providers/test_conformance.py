@@ -27,7 +27,6 @@ from tests.providers.recordings import (
     openai_whole,
     sse_data,
 )
-from tollway.providers import openai_compat
 
 STREAMS = CONFORMANCE / "streams"
 
@@ -136,17 +135,14 @@ def _simulated() -> ProviderSuite:
     return ProviderSuite("simulated", lambda url: {"type": "simulated"}, recs)
 
 
-SUITES = [_openai(), _anthropic(), _gemini(), _bedrock(), _simulated()]
-if hasattr(openai_compat, "ChunkReader"):  # Azure's empty first chunk needs it
-    SUITES.insert(4, _azure())
+SUITES = [_openai(), _anthropic(), _gemini(), _bedrock(), _azure(), _simulated()]
 CASES = [(s, r) for s in SUITES for r in s.recordings]
 
 
 def test_every_adapter_and_recording_is_covered() -> None:
     from tollway.providers.registry import BUILTINS
 
-    pending = set() if hasattr(openai_compat, "ChunkReader") else {"azure"}
-    assert {s.type for s in SUITES} >= set(BUILTINS) - {"vertex"} - pending  # vertex: Gemini's
+    assert {s.type for s in SUITES} >= set(BUILTINS) - {"vertex"}  # vertex: Gemini's
     for suite in SUITES:
         assert len(suite.recordings) >= (5 if suite.type not in ("azure", "simulated") else 2)
 

@@ -98,6 +98,7 @@ def reference_record(ctx: RequestContext, bodies: Any, finished: float) -> dict[
            if ctx.provider_overage else {}),
         "firewall_verdicts": list(ctx.firewall_verdicts),
         "tool_calls": [tool(c) for c in ctx.tool_calls],
+        "provider_blocks": list(ctx.provider_blocks),
         "bodies": bodies,
     }
 
@@ -122,6 +123,7 @@ def _contexts() -> list[RequestContext]:
     odd.attempts.append(Attempt("sim-c", "skipped", None, None, 0.0004, True))
     odd.finish_reasons = {3: "tool_calls"}
     odd.timings.pop("first_token")
+    odd.provider_blocks.append({"type": "server_tool_use", "block": {"name": "web_search"}})
     return [full, bare, err, nousage, odd]
 
 

@@ -9,6 +9,10 @@ Usage placement: with ``stream_options.include_usage`` it is OpenAI's exactly
 (``"usage": null`` on every chunk, then a ``choices: []`` chunk); otherwise it
 rides on the last chunk that carries ``finish_reason`` (unless turned off), so
 that chunk is held until the usage is known — the only thing held back here.
+
+Provider fields (``ProviderFields``: fields an upstream sent that tollway does not
+model) ride on the next chunk of their choice, under tollway's own fields (which
+win); a chunk's fields with no choice go out as a ``choices: []`` chunk.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from tollway.chunks import (
     Event,
     Finish,
     PlatformToolRecord,
+    ProviderBlock,
+    ProviderFields,
     Start,
     StreamError,
     TextDelta,
@@ -30,7 +36,14 @@ from tollway.chunks import (
     Usage,
 )
 
-__all__ = ["DONE", "encode_error_event", "platform_tool_json", "sse_stream", "usage_json"]
+__all__ = [
+    "DONE",
+    "encode_error_event",
+    "platform_tool_json",
+    "sse_stream",
+    "usage_json",
+    "with_fields",
+]
 
 DONE = b"data: [DONE]\n\n"
 _CHANNEL_FIELD = {"content": "content", "reasoning": "reasoning_content", "refusal": "refusal"}
@@ -95,6 +108,19 @@ def platform_tool_json(record: PlatformToolRecord) -> dict[str, Any]:
     return out
 
 
+def with_fields(body: dict[str, Any], extra: ProviderFields) -> dict[str, Any]:
+    """A one-choice chunk with the provider's fields added under tollway's own."""
+    if extra.chunk:
+        body = {**extra.chunk, **body}
+    if extra.on_choice or extra.on_delta:
+        choice = body["choices"][0]
+        if extra.on_delta:
+            choice["delta"] = {**extra.on_delta, **choice["delta"]}
+        if extra.on_choice:
+            body["choices"] = [{**extra.on_choice, **choice}]
+    return body
+
+
 def encode_error_event(error: StreamError) -> bytes:
     body = {
         "error": {
@@ -128,6 +154,7 @@ async def sse_stream(
     finished: set[int] = set()
     pending_finish: dict[str, Any] | None = None  # the finish chunk awaiting usage
     usage: Usage | None = None
+    fields: dict[int, ProviderFields] = {}  # provider fields awaiting their choice's chunk
 
     def chunk(choice: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         if choice not in started:
@@ -141,6 +168,10 @@ async def sse_stream(
         }
         if usage_null:
             body["usage"] = None
+        if fields:
+            extra = fields.pop(choice, None)
+            if extra is not None:
+                body = with_fields(body, extra)
         return body
 
     # The hot path: a plain text delta is spliced from pre-encoded bytes; the
@@ -156,11 +187,11 @@ async def sse_stream(
     field_keys = {ch: b',"delta":{"' + f.encode() + b'":' for ch, f in _CHANNEL_FIELD.items()}
 
     async for event in events:
-        if pending_finish is not None and not isinstance(event, Usage):
+        if pending_finish is not None and not isinstance(event, Usage | ProviderFields):
             yield b"data: " + dumps(pending_finish) + b"\n\n"
             pending_finish = None
         if isinstance(event, TextDelta):
-            if event.choice in started and event.logprobs is None:
+            if event.choice in started and event.logprobs is None and not fields:
                 yield (
                     text_prefix
                     + str(event.choice).encode()
@@ -198,9 +229,30 @@ async def sse_stream(
         elif isinstance(event, PlatformToolRecord):
             delta = {"platform_tool": platform_tool_json(event)}
             yield b"data: " + dumps(chunk(event.choice, delta)) + b"\n\n"
+        elif isinstance(event, ProviderFields):
+            if event.choice is None and pending_finish is not None:  # e.g. the usage chunk's
+                pending_finish = {**(event.chunk or {}), **pending_finish}
+            elif event.choice is None:  # a chunk's own fields, no choice: a chunk of its own
+                body = {**(event.chunk or {}), **head, "choices": []}
+                if usage_null:
+                    body["usage"] = None
+                yield b"data: " + dumps(body) + b"\n\n"
+            else:
+                held = fields.get(event.choice)
+                fields[event.choice] = event if held is None else held.plus(event)
+        elif isinstance(event, ProviderBlock):
+            continue  # for the trace only
         elif isinstance(event, StreamError):
+            fields.clear()
             yield encode_error_event(event)
             return
+    for choice in sorted(fields):  # fields that came after their choice's last chunk
+        if choice not in finished:
+            continue  # its closing chunk below carries them
+        if pending_finish is not None and pending_finish["choices"][0]["index"] == choice:
+            pending_finish = with_fields(pending_finish, fields.pop(choice))
+        else:
+            yield b"data: " + dumps(chunk(choice, {})) + b"\n\n"
     for choice in sorted((started or {0}) - finished):  # the upstream never said: stop
         if pending_finish is not None:
             yield b"data: " + dumps(pending_finish) + b"\n\n"

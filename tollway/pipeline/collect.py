@@ -1,4 +1,10 @@
-"""Non-streaming is the stream, collected into one ``chat.completion``."""
+"""Non-streaming is the stream, collected into one ``chat.completion``.
+
+Provider fields (``ProviderFields``) are kept: a response's and a choice's, the
+later value winning; a message's, with strings joined and lists extended across
+chunks (a streamed upstream's delta fields become the message's), the later value
+winning otherwise. tollway's own fields always win.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from tollway.chunks import (
     Event,
     Finish,
     PlatformToolRecord,
+    ProviderFields,
     Start,
     StreamError,
     TextDelta,
@@ -35,6 +42,9 @@ async def collect(
     fingerprint: str | None = None
     service_tier: str | None = None
     usage: Usage | None = None
+    top: dict[str, Any] = {}
+    on_choice: dict[int, dict[str, Any]] = {}
+    on_message: dict[int, dict[str, Any]] = {}
 
     def choice(i: int) -> dict[str, Any]:
         if i not in choices:
@@ -82,6 +92,15 @@ async def collect(
             model = event.model or model
             fingerprint = event.system_fingerprint or fingerprint
             service_tier = event.service_tier or service_tier
+        elif isinstance(event, ProviderFields):
+            if event.chunk:
+                top.update(event.chunk)
+            if event.choice is not None:
+                choice(event.choice)
+                if event.on_choice:
+                    on_choice.setdefault(event.choice, {}).update(event.on_choice)
+                if event.on_delta:
+                    _accumulate(on_message.setdefault(event.choice, {}), event.on_delta)
         elif isinstance(event, StreamError):  # the same error a stream would end with
             raise UpstreamError(
                 event.message,
@@ -102,7 +121,12 @@ async def collect(
         c["message"].setdefault("refusal", None)
         if c["finish_reason"] is None:
             c["finish_reason"] = "stop"
+    for index, extra in on_message.items():
+        choices[index]["message"] = {**extra, **choices[index]["message"]}
+    for index, extra in on_choice.items():
+        choices[index] = {**extra, **choices[index]}
     body: dict[str, Any] = {
+        **top,
         "id": response_id,
         "object": "chat.completion",
         "created": created,
@@ -116,3 +140,15 @@ async def collect(
     if usage is not None:
         body["usage"] = usage_json(usage)
     return body
+
+
+def _accumulate(into: dict[str, Any], delta: dict[str, Any]) -> None:
+    """Fold one delta's provider fields into a message's."""
+    for key, value in delta.items():
+        mine = into.get(key)
+        if isinstance(mine, str) and isinstance(value, str):
+            into[key] = mine + value
+        elif isinstance(mine, list) and isinstance(value, list):
+            into[key] = mine + value
+        else:
+            into[key] = value

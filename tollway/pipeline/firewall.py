@@ -14,7 +14,10 @@ partial). Verdicts
 (``{detector, action, where, count}``) are added to ``ctx.firewall_verdicts``
 even when the client disconnects. A monitor-only policy passes events through
 untouched and only counts. Log probabilities survive only on deltas the
-firewall did not re-cut (they could otherwise reveal redacted text).
+firewall did not re-cut (they could otherwise reveal redacted text). For the same
+reason a policy that may rewrite text drops the provider fields of choices and
+deltas (``ProviderFields.on_choice`` / ``on_delta``, e.g. annotations quoting the
+text); a chunk's top-level provider fields pass.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tollway.chunks import Event, Finish, StreamError, TextDelta, ToolCallDelta
+from tollway.chunks import Event, Finish, ProviderFields, StreamError, TextDelta, ToolCallDelta
 from tollway.context import RequestContext
 from tollway.firewalls.policy import CompiledPolicy
 from tollway.firewalls.request import merge_verdicts, verdicts_for
@@ -149,6 +152,13 @@ async def _run(
                         yield e
                     return
                 open_choices.pop(ev.choice, None)
+                yield ev
+            elif kind is ProviderFields and not passthrough:
+                assert isinstance(ev, ProviderFields)
+                if ev.on_choice or ev.on_delta:
+                    if ev.chunk:
+                        yield ProviderFields(ev.choice, ev.chunk)
+                    continue
                 yield ev
             elif kind is StreamError:
                 # nothing follows an error: what is held is decided as at a normal end

@@ -5,7 +5,9 @@ chunk, or cumulatively on every chunk: adapters turn each into a ``Usage`` event
 and the last one wins. If the upstream reported none, or the stream was cut
 short (client gone, upstream died), the completion is counted with the offline
 tokenizer and the usage is marked estimated. The meter swallows upstream
-``Usage`` events and emits exactly one at the end, priced by ``pricer``.
+``Usage`` events and emits exactly one at the end, priced by ``pricer``. It also
+records provider blocks (``ProviderBlock``, swallowed) and a served model named by
+a ``Start`` in ``ctx``.
 
 With billing on, the request's budget recorded every upstream call
 (``tollway.pipeline.budget``): the final usage is theirs, summed, so that what the
@@ -19,7 +21,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tollway import tokens
-from tollway.chunks import Event, Finish, StreamError, TextDelta, ToolCallDelta, Usage
+from tollway.chunks import (
+    Event,
+    Finish,
+    ProviderBlock,
+    Start,
+    StreamError,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tollway.context import RequestContext
 from tollway.pipeline.budget import estimated_usage
 from tollway.pipeline.compose import Stage
@@ -59,6 +70,12 @@ def usage_meter(pricer: Pricer | None = None) -> Stage:
                     append((event.name or "") + event.arguments)
                 elif isinstance(event, Finish):
                     ctx.finish_reasons[event.choice] = event.reason
+                elif isinstance(event, Start):
+                    if event.model:  # a model named late (see ChunkReader) relabels
+                        ctx.served_model = event.model
+                elif isinstance(event, ProviderBlock):
+                    ctx.provider_blocks.append({"type": event.type, "block": event.block})
+                    continue
                 elif isinstance(event, StreamError):
                     ctx.partial = True
                     ctx.usage = _final(ctx, generated, reported, pricer, partial=True)

@@ -73,6 +73,7 @@ class _Round:
         self.finish: Finish | None = None
         self.usage: Usage | None = None
         self.client_calls = 0
+        self.started = False  # a Start of this round was seen
 
     def on_delta(self, delta: ToolCallDelta) -> ToolCallDelta | None:
         """Capture a fragment; return what to forward to the client, if anything."""
@@ -227,9 +228,12 @@ async def run_with_tools(
                 elif kind is Finish and event.choice == 0:  # type: ignore[union-attr]
                     round_.finish = event  # type: ignore[assignment]
                 elif kind is Start:
-                    if not started:
+                    # the first call's Start, and a later Start of the same call (a
+                    # relabel: the served model named late or changed by the provider)
+                    if not started or round_.started:
                         started = True
                         yield event
+                    round_.started = True
                 elif kind is StreamError:
                     if round_.usage is not None or total is not None:
                         yield add_usage(total, round_.usage or Usage())

@@ -21,7 +21,17 @@ usage (start + delta, cumulative)  one ``Usage`` after ``Finish``: prompt =
                                    (none if the upstream reported none); the
                                    start's usage also rides on ``Start``
 ``error``                          ``UpstreamError`` (overloaded → retryable)
-ping, signature / unknown deltas   ignored
+``citations_delta`` on a text      ``ProviderFields``: ``delta.annotations``,
+block                              OpenAI's ``url_citation`` over the block's
+                                   content span (at the block's end)
+``server_tool_use`` block          ``ProviderBlock`` (its end; input digested)
+``web_search_tool_result`` block   ``ProviderBlock`` + ``ProviderFields``:
+                                   ``delta.web_search_results`` = [{url,
+                                   title, page_age}]
+``fallback`` block                 ``Start(to.model)`` (the served model
+                                   changes) + ``ProviderBlock``
+any other block type               ``ProviderBlock`` (type and field names)
+ping, signature / unknown deltas   ignored (never an error)
 =================================  ===========================================
 """
 
@@ -35,7 +45,17 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tollway.chunks import Event, Finish, FinishReason, Start, TextDelta, ToolCallDelta, Usage
+from tollway.chunks import (
+    Event,
+    Finish,
+    FinishReason,
+    ProviderBlock,
+    ProviderFields,
+    Start,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.errors import UpstreamError
 from tollway.providers.base import ChatRequest
@@ -143,12 +163,19 @@ class AnthropicProvider:
 class MessageTranslator:
     """Incremental: one Messages stream event in, the tollway events it implies out."""
 
-    __slots__ = ("_blocks", "_finished", "_provider", "_tools", "_usage", "done")
+    __slots__ = (
+        "_blocks", "_cites", "_finished", "_offset", "_provider", "_server", "_start_usage",
+        "_tools", "_usage", "done",
+    )  # fmt: skip
 
     def __init__(self, provider: str = "anthropic") -> None:
         self._provider = provider
         self._usage: dict[str, Any] = {}
         self._blocks: dict[int, list[Any]] = {}  # block index -> [tool index, args seen]
+        self._server: dict[int, list[Any]] = {}  # server tool block -> [its block, input parts]
+        self._cites: dict[int, list[Any]] = {}  # text block -> [start offset, citations]
+        self._offset = 0  # content characters so far (citation spans)
+        self._start_usage: Usage | None = None
         self._tools = 0
         self._finished = False
         self.done = False
@@ -157,28 +184,58 @@ class MessageTranslator:
         """Translate one decoded SSE ``data`` object."""
         kind = obj.get("type")
         if kind == "content_block_delta":
-            delta = obj.get("delta") or {}
+            delta = obj.get("delta")
+            if not isinstance(delta, dict):
+                return []
             dtype = delta.get("type")
             if dtype == "text_delta":
                 text = delta.get("text")
-                return [TextDelta(text)] if text else []
+                if not text or not isinstance(text, str):
+                    return []
+                self._offset += len(text)
+                return [TextDelta(text)]
             if dtype == "thinking_delta":
                 text = delta.get("thinking")
                 return [TextDelta(text, "reasoning")] if text else []
             if dtype == "input_json_delta":
-                block = self._blocks.get(obj.get("index", -1))
+                index = obj.get("index", -1)
+                block = self._blocks.get(index)
                 part = delta.get("partial_json")
-                if block is None or not part:
+                if not part or not isinstance(part, str):
+                    return []
+                if block is None:
+                    server = self._server.get(index)
+                    if server is not None:
+                        server[1].append(part)
                     return []
                 block[1] = True
                 return [ToolCallDelta(block[0], part)]
-            return []  # signature_delta, citations_delta, compaction_delta, unknown
+            if dtype == "citations_delta":
+                cites = self._cites.get(obj.get("index", -1))
+                citation = delta.get("citation")
+                if cites is not None and isinstance(citation, dict):
+                    cites[1].append(citation)
+                return []
+            return []  # signature_delta, compaction_delta, unknown
         if kind == "content_block_start":
-            return self._block_start(obj.get("index", -1), obj.get("content_block") or {})
+            block = obj.get("content_block")
+            if not isinstance(block, dict):
+                return []
+            return self._block_start(obj.get("index", -1), block)
         if kind == "content_block_stop":
-            block = self._blocks.pop(obj.get("index", -1), None)
+            index = obj.get("index", -1)
+            block = self._blocks.pop(index, None)
             if block is not None and not block[1]:
                 return [ToolCallDelta(block[0], "{}")]  # a tool called with no arguments
+            if self._server:
+                server = self._server.pop(index, None)
+                if server is not None:
+                    return [_server_tool_block(server[0], "".join(server[1]))]
+            if self._cites:
+                cites = self._cites.pop(index, None)
+                if cites is not None and cites[1]:
+                    fields = _annotations(cites[1], cites[0], self._offset)
+                    return [fields] if fields is not None else []
             return []
         if kind == "message_start":
             message = obj.get("message") or {}
@@ -186,6 +243,7 @@ class MessageTranslator:
             # the prompt side (with cache reads and writes) is known now: a call cut
             # short is billed with it
             start_usage = usage_from_anthropic(self._usage) if self._usage else None
+            self._start_usage = start_usage
             return [Start(model=str(message.get("model") or ""), usage=start_usage)]
         if kind == "message_delta":
             self._usage.update(obj.get("usage") or {})
@@ -215,17 +273,103 @@ class MessageTranslator:
     def _block_start(self, index: int, block: dict[str, Any]) -> list[Event]:
         btype = block.get("type")
         if btype == "text":
-            return [TextDelta(block["text"])] if block.get("text") else []
+            self._cites[index] = [self._offset, []]
+            text = block.get("text")
+            if not text or not isinstance(text, str):
+                return []
+            self._offset += len(text)
+            return [TextDelta(text)]
         if btype == "thinking":
             return [TextDelta(block["thinking"], "reasoning")] if block.get("thinking") else []
+        if btype == "server_tool_use":
+            given = block.get("input")
+            self._server[index] = [block, [orjson.dumps(given).decode()] if given else []]
+            return []
         if btype != "tool_use":
-            return []  # redacted_thinking, server tools, compaction, fallback, unknown
+            out = other_block(block)
+            if out and type(out[0]) is Start:  # a relabel keeps the call's prompt usage
+                out[0] = Start(out[0].model, usage=self._start_usage)  # type: ignore[union-attr]
+            return out
         tool_index = self._tools
         self._tools += 1
         given = block.get("input")
         args = orjson.dumps(given).decode() if given else ""
         self._blocks[index] = [tool_index, bool(args)]
         return [ToolCallDelta(tool_index, args, id=block.get("id"), name=block.get("name"))]
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _server_tool_block(block: dict[str, Any], arguments: str) -> ProviderBlock:
+    """A ``server_tool_use`` block for the trace: its name and id, the SHA-256 of its
+    input's canonical JSON (sorted keys, compact); like platform tool calls, never the
+    input itself."""
+    try:  # the same digest streamed or not: of the input's canonical JSON
+        arguments = orjson.dumps(orjson.loads(arguments or "{}"),
+                                 option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONDecodeError:
+        pass
+    return ProviderBlock("server_tool_use", {
+        "id": block.get("id"), "name": block.get("name"),
+        "input_sha256": _digest(arguments)})
+
+
+def _annotations(
+    citations: list[dict[str, Any]], start: int, end: int
+) -> ProviderFields | None:
+    """Citations of one text block → OpenAI ``url_citation`` annotations over its span."""
+    annotations = [
+        {"type": "url_citation", "url_citation": {
+            "url": c["url"], "title": str(c.get("title") or ""),
+            "start_index": start, "end_index": end}}
+        for c in citations if isinstance(c.get("url"), str)
+    ]
+    return ProviderFields(0, on_delta={"annotations": annotations}) if annotations else None
+
+
+def other_block(block: dict[str, Any]) -> list[Event]:
+    """A block that is not text, thinking nor a client tool call: what it implies.
+
+    Web search results reach the client (``delta.web_search_results``); a fallback
+    changes the served model; every such block is recorded in the trace, as its
+    type and field names only for a type tollway does not know.
+    """
+    btype = str(block.get("type") or "unknown")
+    if btype == "web_search_tool_result":
+        content = block.get("content")
+        results = [
+            {"url": r["url"], "title": r.get("title"), "page_age": r.get("page_age")}
+            for r in (content if isinstance(content, list) else ())
+            if isinstance(r, dict) and isinstance(r.get("url"), str)
+        ]
+        record: dict[str, Any] = {"tool_use_id": block.get("tool_use_id"),
+                                  "results": len(results)}
+        if isinstance(content, dict):  # web_search_tool_result_error
+            record["error_code"] = content.get("error_code")
+        out: list[Event] = [ProviderBlock(btype, record)]
+        if results:
+            out.append(ProviderFields(0, on_delta={"web_search_results": results}))
+        return out
+    if btype == "fallback":
+        to = block.get("to")
+        model = to.get("model") if isinstance(to, dict) else None
+        record = {"from": _model_of(block.get("from")), "to": model}
+        trigger = block.get("trigger")
+        if isinstance(trigger, dict):
+            record["trigger"] = trigger.get("type")
+        out = [ProviderBlock(btype, record)]
+        if isinstance(model, str) and model:
+            out.insert(0, Start(model))
+        return out
+    return [ProviderBlock(btype, {"fields": sorted(str(k) for k in block)})]
+
+
+def _model_of(value: Any) -> Any:
+    return value.get("model") if isinstance(value, dict) else None
 
 
 def usage_from_anthropic(usage: dict[str, Any]) -> Usage:
@@ -272,16 +416,35 @@ def events_from_message(message: dict[str, Any]) -> list[Event]:
         raise error_from_type(str(err.get("type") or "api_error"), str(err.get("message") or ""))
     out: list[Event] = [Start(model=str(message.get("model") or ""))]
     tools = 0
+    offset = 0  # content characters so far (citation spans)
     for block in message.get("content") or ():
+        if not isinstance(block, dict):
+            continue
         btype = block.get("type")
-        if btype == "text" and block.get("text"):
-            out.append(TextDelta(block["text"]))
-        elif btype == "thinking" and block.get("thinking"):
-            out.append(TextDelta(block["thinking"], "reasoning"))
+        if btype == "text":
+            text = block.get("text")
+            if text and isinstance(text, str):
+                out.append(TextDelta(text))
+                citations = block.get("citations")
+                if isinstance(citations, list) and citations:
+                    fields = _annotations(
+                        [c for c in citations if isinstance(c, dict)], offset, offset + len(text)
+                    )
+                    if fields is not None:
+                        out.append(fields)
+                offset += len(text)
+        elif btype == "thinking":
+            if block.get("thinking"):
+                out.append(TextDelta(block["thinking"], "reasoning"))
         elif btype == "tool_use":
             args = orjson.dumps(block.get("input") or {}).decode()
             out.append(ToolCallDelta(tools, args, id=block.get("id"), name=block.get("name")))
             tools += 1
+        elif btype == "server_tool_use":
+            given = block.get("input")
+            out.append(_server_tool_block(block, orjson.dumps(given).decode() if given else ""))
+        else:
+            out += other_block(block)
     out.append(Finish(_FINISH.get(str(message.get("stop_reason")), "stop")))
     if message.get("usage"):
         out.append(usage_from_anthropic(message["usage"]))

@@ -77,6 +77,7 @@ class AzureOpenAIProvider(OpenAIProvider):
     @staticmethod
     def check_config(config: ProviderConfig) -> None:
         """An endpoint, and exactly one kind of credential."""
+        OpenAIProvider.check_config(config)
         if not config.base_url:
             raise ValueError(
                 "an 'azure' provider needs base_url (https://<resource>.openai.azure.com)"

@@ -4,12 +4,18 @@ OpenAI, vLLM, Ollama, llama.cpp server, Groq, DeepSeek, Together… The request 
 the client's JSON with the model, messages, tools and limits tollway decides;
 ``stream_options.include_usage`` is always requested so usage is real. Upstream
 ``reasoning`` and ``reasoning_content`` deltas both become reasoning text.
+
+The stream is read by ``ChunkReader``: the served model is the first one a chunk
+names (Azure's first chunk has ``"model": ""``), and fields tollway does not model,
+on a chunk, a choice or a delta, become ``ProviderFields`` events (see
+``events_from_chunk``). Output cap field: ``output_cap_field``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -17,6 +23,7 @@ import orjson
 from tollway.chunks import (
     Event,
     Finish,
+    ProviderFields,
     ReasoningConvention,
     Start,
     TextDelta,
@@ -30,14 +37,27 @@ from tollway.providers.sse_decoder import SSEDecoder
 from tollway.providers.transport import upstream_events
 
 __all__ = [
+    "CAP_FIELDS",
+    "ChunkReader",
     "OpenAIProvider",
     "error_from_body",
     "events_from_chunk",
     "events_from_completion",
+    "output_cap_field",
     "usage_from_openai",
 ]
 
 _USAGE_KNOWN = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+# Fields tollway models (or owns) at each level; anything else an upstream sends is
+# passed on (ProviderFields). ``obfuscation`` pads the upstream's chunk, not ours.
+_CHUNK_KNOWN = frozenset(
+    "id object created model choices usage system_fingerprint service_tier obfuscation".split()
+)
+_CHOICE_KNOWN = frozenset("index delta message logprobs finish_reason".split())
+_DELTA_KNOWN = frozenset(
+    "role content refusal reasoning_content reasoning tool_calls function_call".split()
+)
+CAP_FIELDS = ("max_tokens", "max_completion_tokens")
 _MAX_COUNT = 1 << 53
 
 
@@ -51,7 +71,8 @@ class OpenAIProvider:
         self._headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
-        self._max_tokens_field = str(config.options.get("max_tokens_field", ""))
+        self._openai_host = _is_openai(config.base_url)
+        self._cap_field = str(config.options.get("max_tokens_field") or "max_tokens")
 
     def build_body(self, request: ChatRequest, deployment: DeploymentConfig) -> dict[str, Any]:
         """The upstream JSON: the client's body with tollway's decisions applied."""
@@ -70,12 +91,9 @@ class OpenAIProvider:
             body.pop("stream_options", None)
         limit = request.max_output_tokens
         if limit is not None:
-            field = self._max_tokens_field or (
-                "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-            )
-            body.pop(
-                "max_tokens" if field == "max_completion_tokens" else "max_completion_tokens", None
-            )
+            field = output_cap_field(body, deployment, self._openai_host, self._cap_field)
+            body.pop("max_tokens" if field == "max_completion_tokens" else "max_completion_tokens",
+                     None)
             body[field] = limit
         return body
 
@@ -99,42 +117,147 @@ class OpenAIProvider:
     ) -> AsyncIterator[Event]:
         decoder = SSEDecoder()
         loads = orjson.loads
-        started = False
+        reader = ChunkReader(self.name, convention)
+        feed = reader.feed
         async for data in resp.content.iter_any():
             for _event, payload in decoder.decode(data):
                 if payload == "[DONE]":
+                    for event in reader.end():
+                        yield event
                     return
-                obj = loads(payload)
-                if not started:
-                    if "error" in obj:
-                        raise error_from_event(obj, self.name)
-                    started = True
-                    yield Start(
-                        model=obj.get("model") or "",
-                        system_fingerprint=obj.get("system_fingerprint"),
-                        service_tier=obj.get("service_tier"),
-                    )
-                for event in events_from_chunk(obj, self.name, convention):
+                for event in feed(loads(payload)):
                     yield event
         for _event, payload in decoder.flush():
             if payload != "[DONE]":
-                for event in events_from_chunk(loads(payload), self.name, convention):
+                for event in feed(loads(payload)):
                     yield event
+        for event in reader.end():
+            yield event
 
     async def aclose(self) -> None:
         return None
+
+    @staticmethod
+    def check_config(config: ProviderConfig) -> None:
+        """``options.max_tokens_field``, when set, names one of the two cap fields."""
+        field = config.options.get("max_tokens_field")
+        if field is not None and field not in CAP_FIELDS:
+            raise ValueError(
+                f"options.max_tokens_field: {field!r} is not one of "
+                "'max_tokens', 'max_completion_tokens'"
+            )
+
+
+def output_cap_field(
+    body: dict[str, Any],
+    deployment: DeploymentConfig,
+    openai_host: bool,
+    provider_default: str = "max_tokens",
+) -> str:
+    """The field that carries the output cap upstream.
+
+    The one the client used; else ``max_completion_tokens`` for OpenAI itself (its
+    reasoning models reject ``max_tokens``); else the deployment's
+    ``max_tokens_field``, else the provider's ``options.max_tokens_field``, else
+    ``max_tokens`` (what most OpenAI-compatible servers take).
+    """
+    for field in ("max_completion_tokens", "max_tokens"):  # both: the one tollway reads
+        if body.get(field) is not None:
+            return field
+    if openai_host:
+        return "max_completion_tokens"
+    return deployment.max_tokens_field or provider_default
+
+
+def _is_openai(base_url: str | None) -> bool:
+    """Whether ``base_url`` is OpenAI's own API."""
+    try:
+        host = urlsplit(base_url or "").hostname or ""
+    except ValueError:
+        return False
+    return host == "api.openai.com"
+
+
+class ChunkReader:
+    """Turns the chunks of one streamed answer into events, in order.
+
+    The served model is the first one a chunk names: ``Start`` waits for it (Azure's
+    first chunk has ``"model": ""`` and only prompt-filter results), but not past the
+    first content, finish or usage event, which starts with no model (the router
+    then records the deployment's). If a model is named only later, a second
+    ``Start`` carries it, so the rest of the stream and the ledger use it.
+    """
+
+    __slots__ = ("_provider", "_convention", "_model", "_started", "_held")
+
+    def __init__(self, provider: str = "upstream", convention: str = "auto") -> None:
+        self._provider = provider
+        self._convention = convention
+        self._model = ""
+        self._started = False
+        self._held: list[Event] = []  # provider fields seen before the Start
+
+    def feed(self, obj: dict[str, Any]) -> list[Event]:
+        """The events of one decoded chunk."""
+        events = events_from_chunk(obj, self._provider, self._convention)
+        if self._model:  # the usual case: nothing more to decide
+            return events
+        model = obj.get("model")
+        if model and isinstance(model, str):
+            self._model = model
+            self._started = True
+            start: list[Event] = [
+                Start(model, obj.get("system_fingerprint"), obj.get("service_tier"))
+            ]
+            held, self._held = self._held, []
+            return start + held + events
+        if self._started:
+            return events
+        if all(type(e) is ProviderFields for e in events):
+            self._held += events
+            return []
+        return self._start_unnamed(obj) + events
+
+    def end(self) -> list[Event]:
+        """What is still held when the stream ends."""
+        if self._started or not self._held:
+            return []
+        return self._start_unnamed({})
+
+    def _start_unnamed(self, obj: dict[str, Any]) -> list[Event]:
+        self._started = True
+        held, self._held = self._held, []
+        return [Start("", obj.get("system_fingerprint"), obj.get("service_tier")), *held]
+
+
+def _unknown(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
+    """The fields of ``obj`` not in ``known`` (None when there are none: the usual case)."""
+    if obj.keys() <= known:
+        return None
+    return {k: v for k, v in obj.items() if k not in known}
 
 
 def events_from_chunk(
     obj: dict[str, Any], provider: str = "upstream", convention: str = "auto"
 ) -> list[Event]:
-    """Translate one ``chat.completion.chunk`` object (``convention``: see usage_from_openai)."""
+    """Translate one ``chat.completion.chunk`` object (``convention``: see usage_from_openai).
+
+    Unknown fields become one ``ProviderFields`` per choice that has some, before
+    that choice's events; top-level ones ride on the first of them (or on one with
+    ``choice=None`` when the chunk has no choice with unknown fields).
+    """
     if "error" in obj:
         raise error_from_event(obj, provider)
     out: list[Event] = []
+    top = _unknown(obj, _CHUNK_KNOWN)
     for choice in obj.get("choices") or ():
         index = choice.get("index") or 0
         delta = choice.get("delta")
+        on_choice = _unknown(choice, _CHOICE_KNOWN)
+        on_delta = _unknown(delta, _DELTA_KNOWN) if isinstance(delta, dict) else None
+        if on_choice or on_delta or top:
+            out.append(ProviderFields(index, top, on_choice, on_delta))
+            top = None
         if delta:
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
@@ -163,6 +286,8 @@ def events_from_chunk(
         reason = choice.get("finish_reason")
         if reason:
             out.append(Finish(reason, index))
+    if top:
+        out.append(ProviderFields(None, top))
     usage = obj.get("usage")
     if usage:
         out.append(usage_from_openai(usage, convention))
@@ -170,7 +295,8 @@ def events_from_chunk(
 
 
 def events_from_completion(obj: dict[str, Any], convention: str = "auto") -> list[Event]:
-    """Translate a non-streaming ``chat.completion`` into the same events."""
+    """Translate a non-streaming ``chat.completion`` into the same events (unknown
+    fields of the response, its choices and their messages as ``ProviderFields``)."""
     out: list[Event] = [
         Start(
             model=obj.get("model") or "",
@@ -178,9 +304,15 @@ def events_from_completion(obj: dict[str, Any], convention: str = "auto") -> lis
             service_tier=obj.get("service_tier"),
         )
     ]
+    top = _unknown(obj, _CHUNK_KNOWN)
     for choice in obj.get("choices") or ():
         index = choice.get("index") or 0
         msg = choice.get("message") or {}
+        on_choice = _unknown(choice, _CHOICE_KNOWN)
+        on_message = _unknown(msg, _DELTA_KNOWN) if isinstance(msg, dict) else None
+        if on_choice or on_message or top:
+            out.append(ProviderFields(index, top, on_choice, on_message))
+            top = None
         reasoning = msg.get("reasoning_content") or msg.get("reasoning")
         if reasoning:
             out.append(TextDelta(reasoning, "reasoning", index))
@@ -194,6 +326,8 @@ def events_from_completion(obj: dict[str, Any], convention: str = "auto") -> lis
                 ToolCallDelta(i, fn.get("arguments") or "", call.get("id"), fn.get("name"), index)
             )
         out.append(Finish(choice.get("finish_reason") or "stop", index))
+    if top:
+        out.append(ProviderFields(None, top))
     if obj.get("usage"):
         out.append(usage_from_openai(obj["usage"], convention))
     return out

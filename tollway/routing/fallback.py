@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -126,9 +127,11 @@ async def open_stream(
     ctx.attempts.append(attempt)
     ctx.deployment = dep
     ctx.mark("first_token")
-    for event in buffered:
+    for i, event in enumerate(buffered):
         if type(event) is Start:
-            ctx.served_model = event.model or dep.model
+            if not event.model:  # the upstream named none (yet): the deployment's, everywhere
+                event = buffered[i] = replace(event, model=dep.model)
+            ctx.served_model = event.model  # type: ignore[union-attr]
 
     # Committed: from here on nothing is retried.
     ok = True

@@ -88,7 +88,7 @@ def _tool_call(call: dict[str, Any], with_result: bool) -> dict[str, Any]:
 (S_ID, S_RECEIVED_AT, S_ACCOUNT, S_KEY, S_MODEL, S_SERVED, S_DEPLOYMENT, S_PROVIDER, S_STREAM,
  S_STATUS, S_ERROR, S_ERROR_CODE, S_REASONS, S_DISCONNECTED, S_PARTIAL, S_ATTEMPTS, S_MARKS,
  S_FINISHED, S_USAGE, S_VERDICTS, S_TOOLS, S_BODIES, S_ENDED_AT, S_CLIENT_ID, S_ERROR_TYPE,
- S_DELIVERED) = range(26)
+ S_DELIVERED, S_PROVIDER_BLOCKS) = range(27)
 # S_ATTEMPTS: ((deployment, outcome, status, error, latency_ms, misconfigured), ...)
 # S_MARKS: (admitted, upstream_connected, first_token, last_token), seconds or None
 # S_USAGE: None or (prompt, completion, total, cached, reasoning, estimated, cost pairs or None,
@@ -144,6 +144,7 @@ def snapshot(
         ctx.client_request_id,
         ctx.error_type,
         ctx.delivered,
+        tuple(ctx.provider_blocks) if ctx.provider_blocks else (),
     )
 
 
@@ -183,7 +184,8 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
     """The trace record (a JSON-ready dict) of a snapshot."""
     (request_id, received_at, account_id, key_id, model, served_model, deployment, provider,
      stream, status, error, error_code, reasons, disconnected, partial, attempts, marks,
-     finished, usage, verdicts, tools, bodies, _ended_at, client_id, error_type, delivered) = snap
+     finished, usage, verdicts, tools, bodies, _ended_at, client_id, error_type, delivered,
+     provider_blocks) = snap
     if len(reasons) == 1:
         finish_reason = reasons[0][1]
         finish_reasons = {str(reasons[0][0]): finish_reason}
@@ -244,6 +246,7 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
         "cost": cost,
         "firewall_verdicts": list(verdicts) if verdicts else [],
         "tool_calls": [_tool_call(c, bodies is not None) for c in tools] if tools else [],
+        "provider_blocks": list(provider_blocks),
         "bodies": bodies,
     }
 
