@@ -73,7 +73,7 @@ async def fill(dsn: str, rows: int) -> list[str]:
         batch_traces.append((rec["id"], at, account, "key_x", model, rec["deployment"],
                              rec["status"], orjson.dumps(rec).decode(), None, None))
         batch_ledger.append((account, "debit", -450, rec["id"], model, rec["deployment"],
-                             120, 0, 55, 0, 450, 0, 450, 0, at))
+                             120, 0, 55, 0, 450, 0, 450, False, at))
         if len(batch_traces) == 5000 or i == rows - 1:
             await traces.insert_many(batch_traces)
             async with store.db.transaction() as tx:
