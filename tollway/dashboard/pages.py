@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
@@ -27,7 +27,17 @@ from tollway.storage.sql import SqlStorage
 from tollway.tracing.store import TraceStore, open_trace_store
 
 if TYPE_CHECKING:
-    from tollway.dashboard.routes import Dashboard
+    from tollway.config import Settings
+    from tollway.dashboard.session import SessionSigner
+
+
+class Shell(Protocol):
+    """What the pages need from the dashboard around them (``routes.Dashboard``)."""
+
+    settings: Settings
+    signer: SessionSigner
+
+    def render(self, template: str, status: int = 200, **context: Any) -> Page: ...
 
 __all__ = ["Pages"]
 
@@ -66,7 +76,7 @@ def _iso(ts: float) -> str:
 class Pages:
     """Page handlers over one store, one trace store and one key authenticator."""
 
-    def __init__(self, dash: Dashboard) -> None:
+    def __init__(self, dash: Shell) -> None:
         self.dash = dash
         self.settings = dash.settings
         self._store: SqlStorage | None = None
