@@ -70,23 +70,26 @@ class ReportQueries:
             bucket = "CAST(FLOOR(created_at / ?) AS BIGINT)"
         else:
             bucket = "CAST(created_at / ? AS INTEGER)"
-        where = "kind = 'debit' AND created_at >= ? AND created_at < ?"
-        args: list[Any] = [float(bucket_seconds), since, until]
+        if after_id is None:
+            where = "kind = 'debit' AND created_at >= ? AND created_at < ?"
+            args: list[Any] = [float(bucket_seconds), since, until]
+        else:  # the tail: read by id only (a short range of the primary key), then by time;
+            # the id is written out (an int) so that the planner sees how short the range is
+            where = f"kind = 'debit' AND id > {int(after_id)}"
+            args = [float(bucket_seconds)]
         if account_id is not None:
             where += " AND account_id = ?"
             args.append(account_id)
-        if after_id is not None:
-            where += " AND id > ?"
-            args.append(after_id)
         rows = await self.db.fetch(
             f"SELECT {bucket} AS b, model, deployment, account_id, -SUM(amount_micros) AS spend,"
             f" COUNT(*) AS n FROM ledger_entries WHERE {where}"
             " GROUP BY b, model, deployment, account_id ORDER BY b",
             *args,
         )
+        first = int(since // bucket_seconds) * bucket_seconds
         return [
             {"bucket": int(r["b"]) * bucket_seconds, "model": r["model"],
              "deployment": r["deployment"], "account_id": r["account_id"],
              "spend_micros": int(r["spend"] or 0), "debits": int(r["n"])}
-            for r in rows
+            for r in rows if first <= int(r["b"]) * bucket_seconds < until
         ]  # fmt: skip

@@ -58,10 +58,14 @@ async def trace_buckets(
     and output tokens/s (``rate_sum`` over ``rate_n`` requests); ``after_seq``: only
     traces with a larger ``seq`` (those not rolled up yet)."""
     q = _sql(store)
-    where, args = _range(since, until, account_id)
-    if after_seq is not None:
-        where += " AND seq > ?"
-        args.append(after_seq)
+    if after_seq is None:
+        where, args = _range(since, until, account_id)
+    else:  # the tail: read by seq only (a short range of the primary key), then by time;
+        # the seq is written out (an int) so that the planner sees how short the range is
+        where, args = f"seq > {int(after_seq)}", []
+        if account_id is not None:
+            where += " AND account_id = ?"
+            args.append(account_id)
     sql = (
         f"SELECT {q['bucket']} AS b, model, deployment, account_id, COUNT(*),"
         " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
@@ -70,12 +74,13 @@ async def trace_buckets(
         f" FROM traces WHERE {where} GROUP BY b, model, deployment, account_id ORDER BY b"
     )
     rows = await store.report(sql, [float(bucket_seconds), *args])
+    first = int(since // bucket_seconds) * bucket_seconds
     return [
         {"bucket": int(r[0]) * bucket_seconds, "model": r[1], "deployment": r[2],
          "account_id": r[3], "requests": int(r[4]), "errors": int(r[5] or 0),
          "fallbacks": int(r[6] or 0), "output_tokens": int(r[7] or 0),
          "rate_sum": float(r[8] or 0.0), "rate_n": int(r[9] or 0)}
-        for r in rows
+        for r in rows if first <= int(r[0]) * bucket_seconds < until
     ]  # fmt: skip
 
 
