@@ -75,9 +75,10 @@ class ReportQueries:
             args: list[Any] = [float(bucket_seconds), since, until]
         else:  # the tail: read by id only (a short range of the primary key), then by time;
             # the id is written out (an int) so that the planner sees how short the range is
+            # (and by account afterwards: an account's index would lead the planner astray)
             where = f"kind = 'debit' AND id > {int(after_id)}"
             args = [float(bucket_seconds)]
-        if account_id is not None:
+        if account_id is not None and after_id is None:
             where += " AND account_id = ?"
             args.append(account_id)
         rows = await self.db.fetch(
@@ -92,4 +93,5 @@ class ReportQueries:
              "deployment": r["deployment"], "account_id": r["account_id"],
              "spend_micros": int(r["spend"] or 0), "debits": int(r["n"])}
             for r in rows if first <= int(r["b"]) * bucket_seconds < until
+            and (account_id is None or r["account_id"] == account_id)
         ]  # fmt: skip

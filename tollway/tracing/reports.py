@@ -62,10 +62,8 @@ async def trace_buckets(
         where, args = _range(since, until, account_id)
     else:  # the tail: read by seq only (a short range of the primary key), then by time;
         # the seq is written out (an int) so that the planner sees how short the range is
+        # (and by account afterwards: an account's index would lead the planner astray)
         where, args = f"seq > {int(after_seq)}", []
-        if account_id is not None:
-            where += " AND account_id = ?"
-            args.append(account_id)
     sql = (
         f"SELECT {q['bucket']} AS b, model, deployment, account_id, COUNT(*),"
         " SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
@@ -81,6 +79,7 @@ async def trace_buckets(
          "fallbacks": int(r[6] or 0), "output_tokens": int(r[7] or 0),
          "rate_sum": float(r[8] or 0.0), "rate_n": int(r[9] or 0)}
         for r in rows if first <= int(r[0]) * bucket_seconds < until
+        and (account_id is None or r[3] == account_id)
     ]  # fmt: skip
 
 
