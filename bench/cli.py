@@ -33,7 +33,7 @@ from bench.scenarios import Scenario, Target, run_scenario, sizes
 
 __all__ = ["main"]
 
-ALL = ("a", "b", "c", "d", "e", "f", "workers")
+ALL = ("a", "b", "c", "m", "d", "e", "f", "workers")
 
 
 def machine() -> dict[str, Any]:
@@ -167,6 +167,18 @@ class Bench:
                 side: self.marginal(sc["c50"][side], sc["c10"][side])
                 for side in ("direct", "tollway")}
 
+    async def phase_m(self) -> None:
+        """The Messages API: passed through (m50, m10) and translated (mt50, mt10)."""
+        sc = self.results["scenarios"]
+        async with self.tollway("m") as target:
+            await self.pair(["m50", "m10"], target, sc)
+            await self.pair(["mt50", "mt10"], target, sc, with_direct=False)
+        sc["m_marginal"] = {
+            "direct": self.marginal(sc["m50"]["direct"], sc["m10"]["direct"]),
+            "tollway": self.marginal(sc["m50"]["tollway"], sc["m10"]["tollway"]),
+            "translated": self.marginal(sc["mt50"]["tollway"], sc["mt10"]["tollway"]),
+        }
+
     async def phase_d(self) -> None:
         async with self.tollway("d") as target:
             await self.pair(["d"], target, self.results["scenarios"])
@@ -235,6 +247,8 @@ class Bench:
                                                 self.workdir)
         try:
             await self.phase_abc(chosen)
+            if "m" in chosen:
+                await self.phase_m()
             if "d" in chosen:
                 await self.phase_d()
             if "e" in chosen:

@@ -44,6 +44,7 @@ class Spec:
     think: float = 0.0
     timeout: float = 30.0
     stream_every: int = 0  # >0: every k-th request streams (mixed load), the rest do not
+    api: str = "chat"  # or "messages": Anthropic's POST /v1/messages
 
 
 @dataclass(slots=True)
@@ -68,12 +69,15 @@ def encode_request(spec: Spec, stream: bool) -> bytes:
         "max_tokens": spec.chunks,
         "stream": stream,
     }
-    if stream:
+    messages = spec.api == "messages"
+    if stream and not messages:
         body["stream_options"] = {"include_usage": True}
     body.update(spec.extra)
     raw = orjson.dumps(body)
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n"
-            f"Content-Type: application/json\r\nAuthorization: Bearer {spec.key}\r\n"
+    path, auth = (("/v1/messages", f"x-api-key: {spec.key}\r\nanthropic-version: 2023-06-01")
+                  if messages else ("/v1/chat/completions", f"Authorization: Bearer {spec.key}"))
+    head = (f"POST {path} HTTP/1.1\r\nHost: {spec.host}:{spec.port}\r\n"
+            f"Content-Type: application/json\r\n{auth}\r\n"
             f"Content-Length: {len(raw)}\r\n\r\n")
     return head.encode() + raw
 
@@ -84,6 +88,8 @@ class VerifyError(Exception):
 
 class Conn(asyncio.Protocol):
     """One keep-alive client connection; one request in flight at a time."""
+
+    messages = False  # answers in Anthropic's format (set per process)
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -156,6 +162,9 @@ class Conn(asyncio.Protocol):
             event = event[5:].lstrip(b" ")
         if self.done:
             raise VerifyError("data after [DONE]")
+        if self.messages:
+            self._message_event(event)
+            return
         if event == b"[DONE]":
             self.done = True
             return
@@ -171,6 +180,20 @@ class Conn(asyncio.Protocol):
                     self.first = time.perf_counter()
         if obj.get("usage"):
             self.usage = True
+
+    def _message_event(self, event: bytes) -> None:
+        obj = orjson.loads(event)
+        kind = obj.get("type")
+        if kind == "content_block_delta" and obj["delta"].get("text"):
+            self.count += 1
+            if not self.first:
+                self.first = time.perf_counter()
+        elif kind == "message_delta" and obj.get("usage"):
+            self.usage = True
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            raise VerifyError(f"error event: {str(obj.get('error'))[:200]}")
 
     def on_message_complete(self) -> None:
         fut = self.fut
@@ -196,7 +219,7 @@ class Conn(asyncio.Protocol):
         if self.buf.strip():
             self._event(self.buf.strip())
         if not self.done:
-            raise VerifyError("stream did not end with data: [DONE]")
+            raise VerifyError("stream did not end (data: [DONE] or message_stop)")
         if self.count != self.expect:
             raise VerifyError(f"stream had {self.count} content chunks, expected {self.expect}")
         if not self.usage:
@@ -204,6 +227,13 @@ class Conn(asyncio.Protocol):
 
     def _check_completion(self) -> None:
         obj = orjson.loads(b"".join(self.body))
+        if self.messages:
+            if not obj["content"] or not obj["content"][0].get("text"):
+                raise VerifyError("message without text content")
+            if "output_tokens" not in (obj.get("usage") or {}):
+                raise VerifyError("message without usage")
+            self.count = 1
+            return
         if not obj["choices"] or not obj["choices"][0]["message"].get("content"):
             raise VerifyError("completion without choices/content")
         if not obj.get("usage") or "completion_tokens" not in obj["usage"]:
@@ -229,6 +259,7 @@ class Runner:
     async def connect(self) -> Conn:
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(Conn, self.spec.host, self.spec.port)
+        conn.messages = self.spec.api == "messages"
         return conn
 
     def _note_error(self, exc: BaseException) -> None:

@@ -114,22 +114,30 @@ def write_config(path: Path, port: int, upstream_port: int, workers: int, db: Pa
     """tollway's config (JSON, which is YAML) for the benchmark.
 
     Model ``bench-model`` maps to ``bench-upstream`` and ``bench-model-d<ms>`` to
-    ``bench-upstream-d<ms>`` for each of ``delays``; ``extra`` is merged at the top level.
+    ``bench-upstream-d<ms>`` for each of ``delays``; ``bench-anthropic`` is the same
+    upstream spoken to in Anthropic's format; ``extra`` is merged at the top level.
     """
     prices = {"input_per_mtok": 1, "output_per_mtok": 2}
+    anthropic_prices = {**prices, "cached_input_per_mtok": "0.1", "cache_write_per_mtok": "1.25",
+                        "cache_write_1h_per_mtok": 2}
     config: dict[str, Any] = {
         # every load-generator connection comes from 127.0.0.1: no per-address cap
         "server": {"host": "127.0.0.1", "port": port, "workers": workers,
                    "max_connections_per_ip": None},
         "database": f"sqlite:///{db}",
         "providers": {"up": {"type": "openai", "api_key": "x",
-                             "base_url": f"http://127.0.0.1:{upstream_port}/v1"}},
+                             "base_url": f"http://127.0.0.1:{upstream_port}/v1"},
+                      "anth": {"type": "anthropic", "api_key": "x",
+                               "base_url": f"http://127.0.0.1:{upstream_port}"}},
         "models": {
             f"bench-model{suffix}": {"deployments": [
                 {"provider": "up", "model": f"bench-upstream{suffix}", "prices": dict(prices)}]}
             for suffix in ["", *(f"-d{ms}" for ms in sorted(set(delays)))]
         },
     }
+    # Anthropic's API on both sides (scenario m: /v1/messages passed through)
+    config["models"]["bench-anthropic"] = {"deployments": [
+        {"provider": "anth", "model": "bench-upstream", "prices": dict(anthropic_prices)}]}
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}

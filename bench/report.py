@@ -107,6 +107,21 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row("d", "RSS MB at rest", _get(dd, "rss_before_mb"), rest, "≤ 80",
                        _check(rest, 80)))
         out.append(Row("d", "server CPU %", _get(dd, "server_cpu_pct"), d.get("server_cpu_pct")))
+    for name in ("m50", "m10", "mt50", "mt10"):
+        m = tollway.get(name)
+        if m:
+            out.append(Row(name, "server CPU µs/chunk (avg)", _get(direct, name,
+                                                                  "cpu_per_chunk_us"),
+                           m.get("cpu_per_chunk_us")))
+    chat = _get(sc, "c_marginal", "tollway", "per_chunk_us")
+    for side, what in (("tollway", "passed through"), ("translated", "translated")):
+        per = _get(sc, "m_marginal", side, "per_chunk_us")
+        if per is not None:
+            limit = chat * 1.2 if chat is not None else None
+            out.append(Row("m", f"marginal CPU µs/chunk, {what}",
+                           _get(sc, "m_marginal", "direct", "per_chunk_us"), per,
+                           "≤ 1.2 × c's" if limit is not None else "",
+                           _check(per, limit) if limit is not None else None))
     e = sc.get("e") or {}
     if e.get("tollway"):
         out += _scenario_rows("e:", e["tollway"], direct)

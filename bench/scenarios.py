@@ -57,6 +57,8 @@ class Scenario:
     loadgen_procs: int = 1
     rss_interval: float = 0.25
     timeout: float = 60.0
+    api: str = "chat"  # "messages": Anthropic's POST /v1/messages
+    model: str = ""  # a model instead of the target's (e.g. the Anthropic-format one)
 
 
 _FULL = {
@@ -67,6 +69,18 @@ _FULL = {
                     concurrency=64, requests=2000, duration=30),
     "c10": Scenario("c10", "streaming 10 chunks, concurrency 64", stream=True, chunks=10,
                     concurrency=64, requests=5000, duration=30),
+    "m50": Scenario("m50", "Messages API passed through, streaming 50 chunks, concurrency 64",
+                    stream=True, chunks=50, concurrency=64, requests=2000, duration=30,
+                    api="messages", model="bench-anthropic"),
+    "m10": Scenario("m10", "Messages API passed through, streaming 10 chunks, concurrency 64",
+                    stream=True, chunks=10, concurrency=64, requests=5000, duration=30,
+                    api="messages", model="bench-anthropic"),
+    "mt50": Scenario("mt50", "Messages API translated to chat, streaming 50 chunks, conc. 64",
+                     stream=True, chunks=50, concurrency=64, requests=2000, duration=30,
+                     api="messages"),
+    "mt10": Scenario("mt10", "Messages API translated to chat, streaming 10 chunks, conc. 64",
+                     stream=True, chunks=10, concurrency=64, requests=5000, duration=30,
+                     api="messages"),
     "d": Scenario("d", "streaming 100 chunks 20 ms apart, 1,000 open", stream=True,
                   chunks=100, concurrency=1000, requests=0, duration=12, suffix="-d20",
                   ramp=2.0, rss_interval=0.2),
@@ -83,6 +97,10 @@ _SMOKE = {
                    requests=24),
     "c10": replace(_FULL["c10"], title="streaming 10 chunks, concurrency 8", concurrency=8,
                    requests=40),
+    **{name: replace(_FULL[name], title=_FULL[name].title.replace("concurrency 64",
+                                                                   "concurrency 8")
+                     .replace("conc. 64", "conc. 8"), concurrency=8, requests=24)
+       for name in ("m50", "m10", "mt50", "mt10")},
     "d": replace(_FULL["d"], title="streaming 10 chunks 5 ms apart, 20 open", chunks=10,
                  concurrency=20, duration=1.0, suffix="-d5", ramp=0.2),
     "f": replace(_FULL["f"], title="soak: mixed load, 4 slots", concurrency=4, duration=3.0,
@@ -119,7 +137,8 @@ def _r(x: float | None, nd: int = 3) -> float | None:
 
 async def run_scenario(sc: Scenario, target: Target, upstream_pid: int) -> dict[str, Any]:
     """Run ``sc`` against ``target``; return its figures (JSON-ready)."""
-    spec = Spec(host=target.host, port=target.port, model=target.model + sc.suffix,
+    spec = Spec(host=target.host, port=target.port, model=(sc.model or target.model) + sc.suffix,
+                api=sc.api,
                 key=target.key, stream=sc.stream, chunks=sc.chunks, extra=target.extra,
                 concurrency=sc.concurrency, requests=sc.requests, duration=sc.duration,
                 warmup=sc.warmup, ramp=sc.ramp, steady_after=sc.ramp, think=sc.think,

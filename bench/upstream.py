@@ -1,6 +1,7 @@
 """A fast, cheap OpenAI-compatible upstream: raw asyncio HTTP/1.1 on uvloop.
 
-``python -m bench.upstream --port 18081`` serves ``POST /v1/chat/completions`` and
+``python -m bench.upstream --port 18081`` serves ``POST /v1/chat/completions``,
+``POST /v1/messages`` (Anthropic's format, ``bench.upstream_messages``) and
 ``GET /health``. Responses are pre-encoded once per shape and then written as bytes.
 
 Shape of an answer, chosen per request:
@@ -30,6 +31,8 @@ from typing import Any, cast
 import httptools
 import orjson
 
+from bench.upstream_messages import message_frames, message_whole
+
 __all__ = ["Shape", "UpstreamProtocol", "main", "parse_shape", "serve"]
 
 _CREATED = 1_700_000_000
@@ -41,19 +44,22 @@ _SHAPE = re.compile(r"-([cd])(\d+)")
 class Shape:
     """What to answer: chunk count, delay, streaming, usage."""
 
-    __slots__ = ("chunks", "delay", "include_usage", "model", "stream")
+    __slots__ = ("chunks", "delay", "include_usage", "messages", "model", "stream")
 
     def __init__(
-        self, model: str, chunks: int, delay: float, stream: bool, include_usage: bool
+        self, model: str, chunks: int, delay: float, stream: bool, include_usage: bool,
+        messages: bool = False,
     ) -> None:
         self.model = model
         self.chunks = chunks
         self.delay = delay
         self.stream = stream
         self.include_usage = include_usage
+        self.messages = messages  # Anthropic's /v1/messages
 
-    def key(self) -> tuple[str, int, float, bool, bool]:
-        return (self.model, self.chunks, self.delay, self.stream, self.include_usage)
+    def key(self) -> tuple[str, int, float, bool, bool, bool]:
+        return (self.model, self.chunks, self.delay, self.stream, self.include_usage,
+                self.messages)
 
 
 def parse_shape(body: dict[str, Any]) -> Shape:
@@ -119,7 +125,7 @@ _BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\
 class UpstreamProtocol(asyncio.Protocol):
     """One keep-alive connection. Requests are answered in order (no pipelining overlap)."""
 
-    cache: dict[tuple[str, int, float, bool, bool], Any] = {}
+    cache: dict[tuple[str, int, float, bool, bool, bool], Any] = {}
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -168,11 +174,13 @@ class UpstreamProtocol(asyncio.Protocol):
         if url.startswith(b"/health"):
             t.write(_HEALTH)
             return
-        if not url.startswith(b"/v1/chat/completions"):
+        messages = url.startswith(b"/v1/messages")
+        if not messages and not url.startswith(b"/v1/chat/completions"):
             t.write(_NOT_FOUND)
             return
         try:
             shape = parse_shape(orjson.loads(raw))
+            shape.messages = messages
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
             t.write(_BAD)
             t.close()
@@ -181,9 +189,11 @@ class UpstreamProtocol(asyncio.Protocol):
         encoded = self.cache.get(key)
         if encoded is None:
             if not shape.stream:
-                encoded = _completion(shape)
+                encoded = (message_whole(shape.model, shape.chunks) if messages
+                           else _completion(shape))
             else:
-                head, body, tail = _stream_frames(shape)
+                head, body, tail = (message_frames(shape.model, shape.chunks) if messages
+                                    else _stream_frames(shape))
                 encoded = head + b"".join(body) + tail if not shape.delay else (head, body, tail)
             self.cache[key] = encoded
         if isinstance(encoded, bytes):

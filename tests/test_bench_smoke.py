@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED = {"a", "b", "c50", "c10", "c_marginal", "d", "e", "f", "workers"}
+EXPECTED = {"a", "b", "c50", "c10", "c_marginal", "m50", "m10", "mt50", "mt10", "m_marginal",
+            "d", "e", "f", "workers"}
 
 
 @pytest.mark.slow
@@ -24,8 +25,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert EXPECTED <= set(results["scenarios"])
     assert results["errors"] == 0
-    for name in ("a", "b", "c50", "c10", "d"):
+    for name in ("a", "b", "c50", "c10", "m50", "m10", "d"):
         for side in ("direct", "tollway"):
             figures = results["scenarios"][name][side]
             assert figures["ok"] > 0 and figures["errors"] == 0
+    for name in ("mt50", "mt10"):
+        assert results["scenarios"][name]["tollway"]["ok"] > 0
     assert results["table"]

@@ -1,28 +1,25 @@
-"""``create_app(settings)`` → the ASGI application. Wiring only.
+"""``TollwayApp``: the ASGI application over a ``Gateway`` and the plugins' routes.
 
-A raw ASGI app (no framework): one dict lookup routes the hot endpoint; other
-endpoints are JSON handlers ``async (request) -> (status, body)`` registered by
-path pattern, where ``request`` is a dict with method, path, path_params, query,
-headers, json, auth and is_admin.
+Assembled by ``tollway.assembly.create_app``. A raw ASGI app (no framework): one
+dict lookup routes the hot endpoint; other endpoints are JSON handlers
+``async (request) -> (status, body)`` registered by path pattern, where ``request``
+is a dict with method, path, path_params, query, headers, json, auth and is_admin.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import hmac
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import aiohttp
 import orjson
 
-from tollway import tokens
 from tollway.api.chat import (
     client_request_id,
     handle_chat,
@@ -31,27 +28,30 @@ from tollway.api.chat import (
     new_request_id,
 )
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
+from tollway.api.openapi_spec import OPERATIONS
 from tollway.api.protocol import ConnectionLimits
 from tollway.config import Settings
 from tollway.errors import AuthenticationError, GatewayError, InvalidRequest, NotFound
 from tollway.gateway import Gateway
+from tollway.plugins.contract import Access, ErrorSender, JsonHandler, RawHandler
+from tollway.plugins.docs import Operation
+from tollway.plugins.hooks import Hooks
 from tollway.providers.base import Provider
 from tollway.providers.registry import create_provider
 from tollway.routing.redact import SecretRedactor
 from tollway.routing.select import Router
 
-__all__ = ["TollwayApp", "create_app"]
+__all__ = ["TollwayApp"]
 
 log = logging.getLogger("tollway")
-
-JsonHandler = Callable[[dict[str, Any]], Awaitable[tuple[int, Any]]]
-Access = str  # "public" | "key" | "admin"
 
 
 class TollwayApp:
     """The ASGI callable."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, hooks: Hooks | None = None) -> None:
+        """``hooks``: the plugins' sealed registries (None: no plugin, the bare core)."""
+        hooks = hooks if hooks is not None else Hooks(settings).seal()
         self.settings = settings
         self.providers: dict[str, Provider] = {}
         self.admin_key = settings.admin_key or os.environ.get("TOLLWAY_ADMIN_KEY")
@@ -59,14 +59,20 @@ class TollwayApp:
             settings=settings,
             router=Router(settings.models, self.providers, settings.routing),
             providers=self.providers,
+            hooks=hooks,
             redactor=SecretRedactor.for_settings(settings, self.admin_key),
         )
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
-        self._raw: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
-        self._patterns: list[tuple[str, str, Access]] = []  # as registered, for the docs
+        self._raw: dict[tuple[str, str], RawHandler] = {}
         # raw ASGI apps owning a whole path prefix (HTML, e.g. /dashboard): not in route_table
-        self._prefixes: list[tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = []
+        self._prefixes: list[tuple[str, RawHandler]] = []
+        self._patterns: list[tuple[str, str, str]] = []  # as registered, for the docs
+        self._docs: dict[tuple[str, str], Operation] = {
+            ("POST", "/v1/chat/completions"): OPERATIONS[("POST", "/v1/chat/completions")]
+        }
         self._openapi_document: dict[str, Any] | None = None
+        # path -> the error envelope of the protocol mounted there (else OpenAI's)
+        self.error_senders: dict[str, ErrorSender] = {}
         self._session: aiohttp.ClientSession | None = None
         server = settings.server
         # read by TollwayHttpProtocol (the server's HTTP parser) for this app's connections
@@ -76,34 +82,58 @@ class TollwayApp:
             max_header_bytes=server.max_header_bytes,
             max_connections_per_ip=server.max_connections_per_ip,
         )
-        self.add_route("GET", "/health", self._health, "public")
-        self.add_route("GET", "/openapi.json", self._openapi, "public")
-        self.add_route("GET", "/v1/models", self._models, "key")
-        self.add_route("GET", "/v1/models/{model}", self._model, "key")
-
+        builtins: list[tuple[str, str, JsonHandler, Access]] = [
+            ("GET", "/health", self._health, "public"),
+            ("GET", "/openapi.json", self._openapi, "public"),
+            ("GET", "/v1/models", self._models, "key"),
+            ("GET", "/v1/models/{model}", self._model, "key"),
+        ]
+        for method, pattern, handler, access in builtins:
+            self.add_route(method, pattern, handler, access, OPERATIONS[(method, pattern)])
+        for route in hooks.routes:
+            self.add_route(route.method, route.pattern, route.handler, route.access, route.doc)
+        for raw in hooks.raw_routes:
+            if raw.prefix:
+                self.add_prefix_route(raw.path, raw.handler)
+                continue
+            self.add_raw_route(raw.method, raw.path, raw.handler, raw.doc, access=raw.access)
+            if raw.errors is not None:
+                self.error_senders[raw.path] = raw.errors
+        hooks.attach(self.gateway)  # plugins serving another protocol run the same steps
     # -- registration -------------------------------------------------------------
-    def add_route(self, method: str, pattern: str, handler: JsonHandler, access: Access) -> None:
+    def add_route(
+        self, method: str, pattern: str, handler: JsonHandler, access: Access,
+        doc: Operation | None = None,
+    ) -> None:  # fmt: skip
         """Mount a JSON handler; ``{name}`` segments become ``path_params``."""
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
         self._routes.append((method, regex, handler, access))
         self._patterns.append((method, pattern, access))
+        if doc is not None:
+            self._docs[(method, pattern)] = doc
 
     def add_raw_route(
-        self, method: str, path: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
+        self, method: str, path: str, handler: RawHandler, doc: Operation | None = None,
+        access: str = "raw",
     ) -> None:
-        """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``)."""
+        """Mount a raw ASGI handler on an exact path (e.g. ``/metrics``); ``access``
+        documents who may call it (the handler checks it itself)."""
         self._raw[(method, path)] = handler
-        self._patterns.append((method, path, "raw"))
+        self._patterns.append((method, path, access))
+        if doc is not None:
+            self._docs[(method, path)] = doc
 
-    def add_prefix_route(
-        self, prefix: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]
-    ) -> None:
+    def add_prefix_route(self, prefix: str, handler: RawHandler) -> None:
         """Mount a raw ASGI app on ``prefix`` and every path under it (any method).
 
         For HTML (the dashboard): such routes are deliberately not in ``route_table``
         nor in ``/openapi.json``, which describe the JSON API.
         """
         self._prefixes.append((prefix, handler))
+
+    def route_docs(self) -> dict[tuple[str, str], Operation]:
+        """What each mounted endpoint takes and returns (for ``/openapi.json``)."""
+        return dict(self._docs)
 
     def route_table(self) -> list[tuple[str, str, str]]:
         """Every mounted endpoint as ``(method, path pattern, access)``, chat included."""
@@ -124,7 +154,6 @@ class TollwayApp:
                 path = scope["path"]
                 for prefix, app in self._prefixes:
                     if path == prefix or path.startswith(prefix + "/"):
-                        scope["tollway.router"] = self.gateway.router  # deployment health
                         await app(scope, receive, send)
                         return
             await self._json_route(scope, receive, send)
@@ -148,7 +177,7 @@ class TollwayApp:
                 return
 
     async def startup(self) -> None:
-        """Open the upstream connection pool and build the providers."""
+        """Open the upstream connection pool, build the providers, start the plugins."""
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -157,12 +186,7 @@ class TollwayApp:
         )
         for name, config in self.settings.providers.items():
             self.providers[name] = create_provider(name, config, self._session)
-        if self.settings.billing.enabled:
-            # admission counts every prompt: load the tokenizer (~80 MB) now, not on the
-            # first request; without billing it loads only if an upstream reports no usage
-            await asyncio.to_thread(tokens.encoding)
-        for hook in self.gateway.on_start:
-            await hook()
+        await self.gateway.start()
         # everything built so far lives as long as the process: keep it out of the
         # collector's generations, and collect the young generation less often
         # (requests allocate many short-lived objects and few reference cycles)
@@ -171,9 +195,7 @@ class TollwayApp:
         gc.set_threshold(7000, 20, 20)
 
     async def shutdown(self) -> None:
-        await self.gateway.drain()
-        for hook in reversed(self.gateway.on_stop):
-            await hook()
+        await self.gateway.stop()
         for provider in self.providers.values():
             await provider.aclose()
         if self._session is not None:
@@ -201,6 +223,10 @@ class TollwayApp:
                 )  # fmt: skip
             raise NotFound(f"Unknown request URL: {method} {path}.", code="unknown_url")
         except GatewayError as exc:
+            sender = self.error_senders.get(path)
+            if sender is not None:
+                await sender(send, exc, headers)
+                return
             await send_error(send, exc, headers)
         except ClientGone:
             return  # nobody is left to answer
@@ -230,7 +256,7 @@ class TollwayApp:
                 token.encode(), self.admin_key.encode()
             ):
                 raise AuthenticationError("A valid admin key is required.")
-        elif access == "key" and self.gateway.authenticate is not None:
+        elif access == "key":
             auth = await self.gateway.authenticate(authorization)
         body = await read_body(receive, self.settings.server.max_body_bytes, scope)
         parsed = None
@@ -293,11 +319,3 @@ def _clean(values: dict[str, str]) -> dict[str, str]:
                                  param=name.replace("\x00", ""), code="invalid_value")  # fmt: skip
     return values
 
-
-def create_app(settings: Settings) -> TollwayApp:
-    """Build the app and plug in the features the settings turn on."""
-    app = TollwayApp(settings)
-    from tollway.features import install_features
-
-    install_features(app)
-    return app

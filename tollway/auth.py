@@ -31,15 +31,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from tollway.billing.config import BillingConfig
 from tollway.bounds import MAX_EXPIRY_SECONDS
 from tollway.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from tollway.storage.base import Account, ApiKey, KeyStore
 
 __all__ = [
     "KEY_PREFIX",
+    "KeyCacheTimings",
     "AuthResult",
     "KeyAuthenticator",
     "NewKey",
@@ -170,18 +170,35 @@ def _bearer(header: str | None) -> str:
     return token
 
 
+class KeyCacheTimings(Protocol):
+    """How long a cached key lives and how often changed keys are re-read (seconds)."""
+
+    @property
+    def key_cache_ttl_seconds(self) -> float: ...
+    @property
+    def key_refresh_interval_seconds(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultTimings:
+    """The defaults (the same as billing's config)."""
+
+    key_cache_ttl_seconds: float = 60.0
+    key_refresh_interval_seconds: float = 2.0
+
+
 class KeyAuthenticator:
     """Creates, revokes and checks keys; caches lookups and keeps them fresh."""
 
     def __init__(
         self,
         store: KeyStore,
-        config: BillingConfig | None = None,
+        config: KeyCacheTimings | None = None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._config = config or BillingConfig()
+        self._config: KeyCacheTimings = config or DefaultTimings()
         self._clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._last_refresh = clock()

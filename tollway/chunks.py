@@ -2,7 +2,8 @@
 
 Every response, streamed or not, is a sequence of these events. Provider adapters
 turn upstream bytes into them; stages (tools, firewall, meter) transform them;
-only ``api/sse.py`` and ``pipeline/collect.py`` turn them back into OpenAI JSON.
+only the OpenAI encoder (``api/encode.py``, streamed by ``api/sse.py``) turns them
+back into OpenAI JSON.
 
 The union, in the order they usually appear::
 
@@ -15,6 +16,8 @@ The union, in the order they usually appear::
     Finish       the finish reason of one choice
     Usage        token counts (cumulative; the last one wins)
     StreamError  an error after the commit point; always the last event
+    Raw          an upstream event in the client's own protocol (inbound
+                 ``/v1/messages`` to an Anthropic deployment), re-emitted as is
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "PlatformToolRecord",
     "ProviderBlock",
     "ProviderFields",
+    "Raw",
     "ReasoningConvention",
     "Start",
     "StreamError",
@@ -259,6 +263,28 @@ class StreamError:
     param: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """An upstream event already in the client's wire format, passed on unchanged.
+
+    An adapter yields it *before* the normalized events the same upstream event
+    implies, and only when the request came in the upstream's own protocol
+    (``ChatRequest.anthropic``). Billing, firewalls and traces read the normalized
+    events; the protocol's encoder re-emits ``data`` verbatim. A stage that changes
+    content (a redacting or blocking firewall) drops Raw events, and the encoder
+    then writes the stream from the normalized events. ``kind`` is the upstream
+    event type (``message_start``, ``content_block_delta``, … or ``message`` for a
+    whole answer), ``index`` its content-block index (-1 when it has none),
+    ``detail`` the delta's type of a ``content_block_delta`` (e.g. ``signature_delta``:
+    a content-changing stage keeps those, they carry no text).
+    """
+
+    data: bytes
+    kind: str
+    index: int = -1
+    detail: str = ""
+
+
 Event = (
     Start
     | TextDelta
@@ -269,4 +295,5 @@ Event = (
     | Finish
     | Usage
     | StreamError
+    | Raw
 )

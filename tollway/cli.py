@@ -67,8 +67,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     url = base_url(host, sock.getsockname()[1])
     if demo:
+        from tollway.assembly import prepare_demo
         from tollway.demo import ensure_admin_key
-        from tollway.features import prepare_demo
 
         admin_key = ensure_admin_key() if settings.dashboard.enabled else None
         try:
@@ -111,9 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_check_config)
 
-    from tollway.features import register_cli
+    from tollway import cli_models
+    from tollway.assembly import register_cli
 
     register_cli(sub)
+    cli_models.register(sub)
     return parser
 
 

@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tollway.chunks import Usage
 from tollway.config import DeploymentConfig
 from tollway.providers.base import ChatRequest
 
 if TYPE_CHECKING:
-    from tollway.pipeline.budget import Budget
+    from tollway.calls import Budget
 
-__all__ = ["Attempt", "RequestContext"]
+__all__ = ["Attempt", "Caller", "RequestContext"]
+
+
+class Caller(Protocol):
+    """Who sent the request, as the authenticator established it (``auth.AuthResult``
+    has also ``account_name`` and the account record)."""
+
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def key_id(self) -> str: ...
 
 
 @dataclass(slots=True)
@@ -45,7 +55,7 @@ class RequestContext:
     received_perf: float = field(default_factory=time.perf_counter)
     account_id: str | None = None
     key_id: str | None = None
-    account: Any = None  # billing's account record, when billing is on
+    account: Caller | None = None  # the authenticated caller, when auth is on
     request: ChatRequest | None = None
     requested_model: str | None = None
     deployment: DeploymentConfig | None = None  # the one that served

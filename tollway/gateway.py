@@ -1,15 +1,16 @@
-"""The gateway's wiring: what runs at each step of the request path.
+"""The gateway: what runs at each step of the request path, from the plugins' hooks.
 
-Built once by ``create_app``; features plug in here (auth, request hooks,
-admission, response stages, pricing, settlement) so that ``api/chat.py`` stays
-the same whichever features are on.
+Built once by ``create_app`` from sealed ``Hooks``; ``api/chat.py`` calls one method
+per step (authenticate, prepare, admit, source, stages, response fields, settle) and
+stays the same whichever plugins are on. The order inside a step is the hooks' phase
+order (``tollway.plugins.contract.Phase``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,24 +19,17 @@ from tollway.config import Settings
 from tollway.context import RequestContext
 from tollway.pipeline.budget import metered_call
 from tollway.pipeline.compose import Stage
-from tollway.pipeline.meter import Pricer
+from tollway.pipeline.meter import usage_meter
+from tollway.plugins.contract import Caller, Settler
+from tollway.plugins.hooks import Hooks
 from tollway.providers.base import ChatRequest, Provider
 from tollway.routing.fallback import open_stream
 from tollway.routing.redact import SecretRedactor
 from tollway.routing.select import Router
 
-__all__ = ["Gateway", "RequestHook", "Settler"]
+__all__ = ["Gateway"]
 
 log = logging.getLogger("tollway")
-
-RequestHook = Callable[[RequestContext], Awaitable[None]]
-Settler = Callable[[RequestContext], Awaitable[None]]
-StageFactory = Callable[[RequestContext], Stage | None]
-Authenticator = Callable[[str | None], Awaitable[Any]]
-SourceWrapper = Callable[
-    [ChatRequest, RequestContext, Callable[[ChatRequest], AsyncIterator[Event]]],
-    AsyncIterator[Event] | None,
-]
 
 
 @dataclass
@@ -45,17 +39,29 @@ class Gateway:
     settings: Settings
     router: Router
     providers: dict[str, Provider]
+    hooks: Hooks
     redactor: SecretRedactor | None = None  # applied to every upstream error
-    authenticate: Authenticator | None = None
-    request_hooks: list[RequestHook] = field(default_factory=list)
-    admission: list[RequestHook] = field(default_factory=list)
-    source_wrappers: list[SourceWrapper] = field(default_factory=list)
-    stage_factories: list[StageFactory] = field(default_factory=list)
-    pricer: Pricer | None = None
-    settlers: list[Settler] = field(default_factory=list)
-    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def has_auth(self) -> bool:
+        """Whether an authenticator is registered (else every caller is anonymous)."""
+        return self.hooks.authenticate is not None
+
+    async def authenticate(self, authorization: str | None) -> Caller | None:
+        """The caller of a request with this ``Authorization`` header (None: no auth)."""
+        authenticate = self.hooks.authenticate
+        return None if authenticate is None else await authenticate(authorization)
+
+    async def prepare(self, ctx: RequestContext) -> None:
+        """Every request hook, in phase order (before admission)."""
+        for hook in self.hooks.request_hooks:
+            await hook(ctx)
+
+    async def admit(self, ctx: RequestContext) -> None:
+        """Every admitter, in phase order; the first refusal raises."""
+        for admit in self.hooks.admitters:
+            await admit(ctx)
 
     def source(self, ctx: RequestContext) -> AsyncIterator[Event]:
         """The model's events for this request: routed, maybe wrapped (tool loop)."""
@@ -74,32 +80,50 @@ class Gateway:
             def call_model(request: ChatRequest) -> AsyncIterator[Event]:
                 return metered_call(request, ctx, budget, route)
 
-        for wrap in self.source_wrappers:
+        for wrap in self.hooks.source_wrappers:
             wrapped = wrap(ctx.request, ctx, call_model)
             if wrapped is not None:
                 return wrapped
         return call_model(ctx.request)
 
     def stages(self, ctx: RequestContext) -> list[Stage]:
-        """Response stages for this request, in order, ending with the meter."""
-        from tollway.pipeline.meter import usage_meter
-
+        """Response stages for this request, in phase order, ending with the meter."""
         out: list[Stage] = []
-        for factory in self.stage_factories:
+        for factory in self.hooks.stages:
             stage = factory(ctx)
             if stage is not None:
                 out.append(stage)
-        out.append(usage_meter(self.pricer))
+        out.append(usage_meter(self.hooks.price))
         return out
 
+    def response_fields(self, ctx: RequestContext) -> dict[str, Any]:
+        """The plugins' extra top-level fields for a whole (non-streaming) response."""
+        out: dict[str, Any] = {}
+        for fields in self.hooks.fields:
+            extra = fields(ctx)
+            if extra:
+                out.update(extra)
+        return out
+
+    async def start(self) -> None:
+        """Every plugin's start hook, in plugin order."""
+        for hook in self.hooks.starts:
+            await hook()
+
+    async def stop(self) -> None:
+        """Wait for running settlements, then every stop hook in reverse plugin order."""
+        await self.drain()
+        for hook in reversed(self.hooks.stops):
+            await hook()
+
     async def settle(self, ctx: RequestContext) -> None:
-        """Run every settler; cancellation of the request cannot skip any of them.
+        """Run every settler (money, then trace); cancellation cannot skip any of them.
 
         Settlers run inline (no task per request). If the request's task is cancelled
         while one of them awaits, that settler and the rest finish in a background
         task (settlers are idempotent) and the cancellation proceeds.
         """
-        settlers = self.settlers
+        settlers = self.hooks.settlers
         for index, settler in enumerate(settlers):
             try:
                 await settler(ctx)
@@ -111,7 +135,7 @@ class Gateway:
             except Exception:  # settlement must go on for the other settlers
                 log.exception("settlement step %s failed for %s", settler, ctx.request_id)
 
-    async def _run_settlers(self, ctx: RequestContext, settlers: list[Settler]) -> None:
+    async def _run_settlers(self, ctx: RequestContext, settlers: tuple[Settler, ...]) -> None:
         for settler in settlers:
             try:
                 await settler(ctx)

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 
 from tollway.api.protocol import TollwayHttpProtocol
-from tollway.app import TollwayApp, create_app
+from tollway.app import TollwayApp
+from tollway.assembly import create_app
 from tollway.config import Settings, load_settings
 
 __all__ = ["ListenError", "app_factory", "listen_socket", "run"]

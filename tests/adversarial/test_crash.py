@@ -34,7 +34,7 @@ PRICES = {"input_per_mtok": "100", "output_per_mtok": "400"}
 SERVER = textwrap.dedent(
     """
     import sys, orjson, uvicorn
-    from tollway.app import create_app
+    from tollway.assembly import create_app
     from tollway.config import parse_settings
 
     app = create_app(parse_settings(orjson.loads(sys.argv[1])))

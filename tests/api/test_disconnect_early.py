@@ -17,9 +17,10 @@ from aiohttp import web
 
 from tests.support.books import ADMIN, PRICES, admin_trace, books, new_account, raw_request
 from tests.support.servers import Upstream, run_tollway, serve_app
-from tollway.app import create_app
+from tollway.assembly import create_app, default_plugins
 from tollway.config import parse_settings
 from tollway.context import RequestContext
+from tollway.plugins import Host, Phase
 
 
 async def _thinks_forever(request: web.Request, upstream: Upstream) -> web.StreamResponse:
@@ -99,14 +100,19 @@ def test_leaving_during_admission_reaches_no_upstream(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)
         finished.append(ctx.reservation is not None)
 
+    class SlowAdmission:
+        name = "slow-admission"
+
+        def register(self, host: Host) -> None:
+            host.admitter(slow_admission, Phase.OBSERVE)  # after billing's (Phase.MONEY)
+
     with Upstream(_thinks_forever) as upstream:
         app = create_app(parse_settings({
             "database": dsn, "admin_key": ADMIN, "billing": {"enabled": True},
             "providers": {"up": {"type": "openai", "base_url": upstream.base_url}},
             "models": {"m": {"deployments": [{"provider": "up", "model": "u",
                                               "prices": PRICES}]}},
-        }))
-        app.gateway.admission.append(slow_admission)
+        }), [*default_plugins(), SlowAdmission()])
         with serve_app(app) as url:
             body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
             sock = raw_request(url, f"POST /v1/chat/completions HTTP/1.1\nHost: x\n"

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from tollway.api.account import AccountAPI
-from tollway.api.admin import ADMIN_ROUTES, AdminAPI
 from tollway.auth import KeyAuthenticator
+from tollway.billing.account_api import AccountAPI
+from tollway.billing.admin_api import ADMIN_ROUTES, AdminAPI
 from tollway.billing.config import BillingConfig
 from tollway.errors import InvalidRequest, NotFound, PermissionDenied
 from tollway.storage import open_storage

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tollway.admission import Billing, Hold
 from tollway.auth import AuthResult
+from tollway.billing.admission import Billing, Hold
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import create_account

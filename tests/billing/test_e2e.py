@@ -18,11 +18,11 @@ import openai
 import pytest
 
 from tests.support.servers import Upstream, serve_app
-from tollway.app import TollwayApp
-from tollway.billing import feature
+from tollway.assembly import create_app
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import create_account
+from tollway.billing.plugin import BillingPlugin
 from tollway.config import parse_settings
 from tollway.storage import open_storage
 
@@ -46,8 +46,7 @@ def gateway_config(dsn: str, upstream_url: str | None = None) -> dict[str, Any]:
 @contextmanager
 def serve(config: dict[str, Any]) -> Iterator[str]:
     """tollway with billing in a thread; yields the base URL."""
-    app = TollwayApp(parse_settings(config))
-    feature.install(app, BILLING)
+    app = create_app(parse_settings(config), [BillingPlugin(BILLING)])
     with serve_app(app) as url:
         yield url
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from tests.billing.test_admission import CONFIG, DEP, count_words, finish, make_ctx
-from tollway.admission import Billing
+from tollway.billing.admission import Billing
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import create_account
@@ -114,7 +114,7 @@ CRASHER = textwrap.dedent(
     import asyncio, sys
     from decimal import Decimal
     from tests.billing.test_admission import CONFIG, DEP, count_words, make_ctx
-    from tollway.admission import Billing
+    from tollway.billing.admission import Billing
     from tollway.billing.recovery import InstanceLease
     from tollway.storage import open_storage
 

@@ -21,7 +21,7 @@ from tests.dashboard.support import (
     logged_in,
     wait_for_trace,
 )
-from tollway.app import create_app
+from tollway.assembly import create_app
 from tollway.config import parse_settings
 
 

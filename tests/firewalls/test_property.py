@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tollway.chunks import Finish, TextDelta
 from tollway.context import RequestContext
 from tollway.firewalls import FirewallSet
-from tollway.pipeline.firewall import response_firewall
+from tollway.firewalls.stage import response_firewall
 
 POLICIES = FirewallSet.from_config()
 PRESET_NAMES = ["strict-block", "redact-pii", "monitor"]

@@ -54,8 +54,8 @@ def test_starts_analysis() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["config", "custom", "detector", "feature", "injection", "pii", "policy", "prefix", "registry",
-     "request", "scanner", "secrets", "starts"],
+    ["config", "custom", "detector", "injection", "pii", "policy", "prefix", "registry",
+     "plugin", "request", "scanner", "secrets", "stage", "starts"],
 )
 def test_exports_exist(module: str) -> None:
     mod = importlib.import_module(f"tollway.firewalls.{module}")

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from tollway.chunks import Event, Finish, Start, StreamError, TextDelta, ToolCallDelta, Usage
 from tollway.context import RequestContext
 from tollway.firewalls import FirewallSet, PolicyConfig, ResponseScope
-from tollway.pipeline.firewall import response_firewall
+from tollway.firewalls.stage import response_firewall
 
 POLICIES = FirewallSet.from_config(
     {

@@ -14,7 +14,7 @@ import uvicorn
 from aiohttp import web
 
 from tollway.api.protocol import TollwayHttpProtocol
-from tollway.app import create_app
+from tollway.assembly import create_app
 from tollway.config import Settings, parse_settings
 
 __all__ = ["Upstream", "free_port", "run_tollway", "serve_app"]

@@ -24,10 +24,10 @@ from tollway.chunks import (
 )
 from tollway.context import RequestContext
 from tollway.errors import InvalidRequest
-from tollway.pipeline.tools import run_with_tools
 from tollway.providers.base import ChatRequest
 from tollway.tools.calculator import CalculatorSource
 from tollway.tools.config import CalculatorConfig, FormatConfig, ToolsConfig
+from tollway.tools.loop import run_with_tools
 from tollway.tools.registry import Tool, ToolError
 
 Round = Callable[[ChatRequest], list[Event]]

@@ -17,11 +17,12 @@ import pytest
 from tollway.chunks import Event, Finish, PlatformToolRecord, Start, TextDelta, ToolCallDelta
 from tollway.context import RequestContext
 from tollway.errors import InvalidRequest
-from tollway.pipeline.tools import run_with_tools
 from tollway.providers.base import ChatRequest
 from tollway.tools.config import McpServerConfig, ToolsConfig
+from tollway.tools.loop import run_with_tools
 from tollway.tools.mcp_client import McpServer
-from tollway.tools.registry import ToolError, open_registry, resolve_tools
+from tollway.tools.registry import ToolError, resolve_tools
+from tollway.tools.sources import open_registry
 
 SERVER = str(Path(__file__).with_name("mcp_docs_server.py"))
 

@@ -15,15 +15,15 @@ from tollway.context import RequestContext
 from tollway.errors import ContentBlocked, InvalidRequest
 from tollway.providers.base import ChatRequest
 from tollway.tools.config import ToolsConfig
-from tollway.tools.feature import PlatformTools
+from tollway.tools.plugin import PlatformTools
 from tollway.tools.registry import Tool, ToolRegistry, function_name, resolve_tools
 
 MODULES = ["config", "registry", "calculator", "clock", "http_fetch", "mcp_client", "execute",
-           "feature"]
+           "plugin"]
 
 
 @pytest.mark.parametrize("module", [f"tollway.tools.{m}" for m in MODULES] + [
-    "tollway.pipeline.tools"])
+    "tollway.tools.loop"])
 def test_exports_exist(module: str) -> None:
     loaded = importlib.import_module(module)
     assert loaded.__all__ and all(hasattr(loaded, name) for name in loaded.__all__)

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tollway.api.encode import collect
 from tollway.api.sse import sse_stream
 from tollway.cli import main
 from tollway.config import ConfigError, DeploymentConfig, ProviderConfig, parse_settings
-from tollway.pipeline.collect import collect
 from tollway.providers.base import ChatRequest
 from tollway.providers.openai_compat import (
     ChunkReader,

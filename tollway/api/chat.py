@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from tollway.api.batching import ReadyBatches
+from tollway.api.encode import collect
 from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
 from tollway.api.sse import encode_error_event, sse_stream
 from tollway.api.watch import ClientWatch
@@ -18,7 +19,6 @@ from tollway.chunks import StreamError
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound
 from tollway.gateway import Gateway
-from tollway.pipeline.collect import collect
 from tollway.pipeline.compose import compose
 from tollway.providers.base import EXTENSION_FIELDS, ChatRequest
 from tollway.wire.openai import validate_chat_request
@@ -136,11 +136,12 @@ async def _serve(
     watch: ClientWatch,
 ) -> None:
     server = gw.settings.server
-    if gw.authenticate is not None:  # first: an unknown caller costs no body read or validation
-        auth = await gw.authenticate(header_value(scope, b"authorization"))
-        ctx.account_id = auth.account_id
-        ctx.key_id = auth.key_id
-        ctx.account = auth
+    if gw.has_auth:  # first: an unknown caller costs no body read or validation
+        caller = await gw.authenticate(header_value(scope, b"authorization"))
+        assert caller is not None
+        ctx.account_id = caller.account_id
+        ctx.key_id = caller.key_id
+        ctx.account = caller
     raw = await read_body(receive, server.max_body_bytes, scope)
     try:
         body = orjson.loads(raw)
@@ -160,12 +161,10 @@ async def _serve(
     include_usage = bool(stream and parsed.stream_options and parsed.stream_options.include_usage)
     request = build_request(body, stream, include_usage)
     ctx.request = request
-    for hook in gw.request_hooks:
-        await hook(ctx)
+    await gw.prepare(ctx)
     watch.start(receive)  # from admission on (what came before cannot be cut short)
     watch.defer()
-    for admit in gw.admission:
-        await admit(ctx)
+    await gw.admit(ctx)
     watch.resume()
     ctx.mark("admitted")
 
@@ -181,12 +180,7 @@ async def _serve(
             await aclose(events)
         if ctx.request.extensions.get("include_route_trace"):
             result["route_trace"] = [_attempt_json(a) for a in ctx.attempts]
-        for extra_key in ("firewall",):
-            if ctx.request.extensions.get(extra_key) and ctx.firewall_verdicts is not None:
-                result["firewall"] = {
-                    "policy": ctx.request.extensions[extra_key],
-                    "verdicts": ctx.firewall_verdicts,
-                }
+        result.update(gw.response_fields(ctx))
         watch.stop()
         await send_json(send, 200, result, id_header + _route_headers(ctx))
         ctx.delivered = "all"

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from tollway.asgi import Receive, Scope, Send
 from tollway.errors import BodyTooLarge, GatewayError
 
 __all__ = ["ClientGone", "Receive", "Scope", "Send", "read_body", "send_error", "send_json"]
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class ClientGone(Exception):
@@ -69,7 +66,7 @@ async def send_json(
     send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     """A complete JSON response."""
-    from tollway.api.sse import dumps
+    from tollway.api.encode import dumps
 
     payload = dumps(body)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]

@@ -3,7 +3,7 @@
 Built once from the app's route table; request bodies are the JSON schemas of the
 pydantic models that validate them, so the document cannot describe a body the
 code does not check. ``model`` lists this gateway's aliases. A route with no
-entry in ``openapi_spec.OPERATIONS`` is still listed, marked
+``doc`` (``Route.doc``, ``openapi_spec.OPERATIONS`` for the core's) is still listed, marked
 ``x-undocumented`` (a test fails on it).
 """
 
@@ -13,11 +13,11 @@ import re
 from importlib import metadata
 from typing import Any, Protocol
 
-from tollway.api.admin_bodies import ADMIN_BODIES
-from tollway.api.openapi_spec import OPERATIONS, SCHEMAS, Operation, ref
+from tollway.api.openapi_spec import SCHEMAS
+from tollway.plugins.docs import Operation, ref
 from tollway.wire.openai import ChatCompletionRequest
 
-__all__ = ["openapi_document"]
+__all__ = ["openapi_document", "operations"]
 
 _REF = "#/components/schemas/{model}"
 # statuses any JSON endpoint may answer (bad parameters, wrong method, the connection limits)
@@ -36,6 +36,12 @@ class _App(Protocol):
     settings: Any
 
     def route_table(self) -> list[tuple[str, str, str]]: ...
+    def route_docs(self) -> dict[tuple[str, str], Operation]: ...
+
+
+def operations(app: _App) -> dict[tuple[str, str], Operation]:
+    """The documented operations of ``app``'s mounted routes."""
+    return app.route_docs()
 
 
 def _version() -> str:
@@ -56,8 +62,12 @@ def _schemas(app: _App) -> dict[str, Any]:
             "description": "a model this gateway serves (GET /v1/models); others get 404",
         }  # fmt: skip
     schemas["ChatCompletionRequest"] = chat
-    for model in ADMIN_BODIES.values():
-        schemas[model.__name__] = model.model_json_schema(ref_template=_REF)
+    # other protocols' bodies name their model with {"$ref": ".../ModelAlias"}
+    schemas["ModelAlias"] = chat["properties"]["model"] if aliases else {"type": "string"}
+    for op in app.route_docs().values():
+        schemas.update(op.schemas)
+        for model in op.models:
+            schemas[model.__name__] = model.model_json_schema(ref_template=_REF)
     return schemas
 
 
@@ -80,7 +90,7 @@ def _operation(method: str, pattern: str, access: str, op: Operation | None) -> 
         out["parameters"] = [*params, *op.query]
     if op.body is not None:
         out["requestBody"] = {
-            "required": op.body in ("ChatCompletionRequest", "CreateAccountBody", "CreditBody"),
+            "required": op.body_required,
             "content": {"application/json": {"schema": ref(op.body)}},
         }
     responses: dict[str, Any] = {}
@@ -95,7 +105,7 @@ def _operation(method: str, pattern: str, access: str, op: Operation | None) -> 
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _WHY.get(status, "Error"),
-            "content": {"application/json": {"schema": ref("Error")}},
+            "content": {"application/json": {"schema": ref(op.error_schema)}},
         }
     out["responses"] = responses
     return out
@@ -104,8 +114,9 @@ def _operation(method: str, pattern: str, access: str, op: Operation | None) -> 
 def openapi_document(app: _App) -> dict[str, Any]:
     """The document for ``app``'s mounted routes."""
     paths: dict[str, dict[str, Any]] = {}
+    docs = app.route_docs()
     for method, pattern, access in app.route_table():
-        op = OPERATIONS.get((method, pattern))
+        op = docs.get((method, pattern))
         paths.setdefault(pattern, {})[method.lower()] = _operation(method, pattern, access, op)
     return {
         "openapi": "3.1.0",

@@ -1,4 +1,4 @@
-"""Events → OpenAI ``chat.completion.chunk`` SSE bytes. The only stream serializer.
+"""Events → OpenAI ``chat.completion.chunk`` SSE bytes, from the encoder's pieces (``encode.py``).
 
 Each event becomes exactly ``data: <one-line JSON>\\n\\n``; the stream ends with
 ``data: [DONE]\\n\\n``, or after a single ``data: {"error": …}`` event. The
@@ -18,11 +18,16 @@ win); a chunk's fields with no choice go out as a ``choices: []`` chunk.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
-import orjson
-
+from tollway.api.encode import (
+    CHANNEL_FIELD,
+    dumps,
+    encode_error_event,
+    platform_tool_json,
+    usage_json,
+    with_fields,
+)
 from tollway.chunks import (
     Event,
     Finish,
@@ -46,91 +51,6 @@ __all__ = [
 ]
 
 DONE = b"data: [DONE]\n\n"
-_CHANNEL_FIELD = {"content": "content", "reasoning": "reasoning_content", "refusal": "refusal"}
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, Decimal):
-        return float(obj)
-    raise TypeError(f"cannot serialize {type(obj).__name__}")
-
-
-def dumps(obj: Any) -> bytes:
-    """orjson with Decimal support (money renders as the exact decimal figure)."""
-    return orjson.dumps(obj, default=_default)
-
-
-def usage_json(usage: Usage) -> dict[str, Any]:
-    """OpenAI's usage object with the provider's own figures, plus tollway's cost and flags.
-
-    ``total_tokens`` is the provider's when it reported one (a provider that counts
-    reasoning outside ``completion_tokens`` reports a larger total). Cache writes,
-    when there are any, are shown beside cache reads in ``prompt_tokens_details``.
-    """
-    out: dict[str, Any] = {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-    extra = usage.extra
-    details = extra.get("prompt_tokens_details")
-    if details is not None or usage.cached_tokens or usage.cache_write_tokens:
-        out["prompt_tokens_details"] = {
-            **(details if isinstance(details, dict) else {}),
-            "cached_tokens": usage.cached_tokens,
-        }
-        if usage.cache_write_tokens:
-            out["prompt_tokens_details"]["cache_write_tokens"] = usage.cache_write_tokens
-            if usage.cache_write_1h_tokens:
-                out["prompt_tokens_details"]["cache_write_1h_tokens"] = (
-                    usage.cache_write_1h_tokens
-                )
-    details = extra.get("completion_tokens_details")
-    if details is not None or usage.reasoning_tokens:
-        out["completion_tokens_details"] = {
-            **(details if isinstance(details, dict) else {}),
-            "reasoning_tokens": usage.reasoning_tokens,
-        }
-    if usage.estimated:
-        out["estimated"] = True
-    if usage.cost:
-        out.update(usage.cost)
-    return out
-
-
-def platform_tool_json(record: PlatformToolRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": record.name, "arguments": record.arguments}
-    if record.error is not None:
-        out["error"] = record.error
-    else:
-        out["result"] = record.result
-    out["duration_ms"] = round(record.duration_ms, 3)
-    return out
-
-
-def with_fields(body: dict[str, Any], extra: ProviderFields) -> dict[str, Any]:
-    """A one-choice chunk with the provider's fields added under tollway's own."""
-    if extra.chunk:
-        body = {**extra.chunk, **body}
-    if extra.on_choice or extra.on_delta:
-        choice = body["choices"][0]
-        if extra.on_delta:
-            choice["delta"] = {**extra.on_delta, **choice["delta"]}
-        if extra.on_choice:
-            body["choices"] = [{**extra.on_choice, **choice}]
-    return body
-
-
-def encode_error_event(error: StreamError) -> bytes:
-    body = {
-        "error": {
-            "message": error.message,
-            "type": error.type,
-            "param": error.param,
-            "code": error.code,
-        }
-    }
-    return b"data: " + dumps(body) + b"\n\n"
 
 
 async def sse_stream(
@@ -184,7 +104,7 @@ async def sse_stream(
         return b"data: " + dumps(head)[:-1] + b',"choices":[{"index":'
 
     text_prefix = prefix()
-    field_keys = {ch: b',"delta":{"' + f.encode() + b'":' for ch, f in _CHANNEL_FIELD.items()}
+    field_keys = {ch: b',"delta":{"' + f.encode() + b'":' for ch, f in CHANNEL_FIELD.items()}
 
     async for event in events:
         if pending_finish is not None and not isinstance(event, Usage | ProviderFields):
@@ -200,7 +120,7 @@ async def sse_stream(
                     + tail
                 )
                 continue
-            body = chunk(event.choice, {_CHANNEL_FIELD[event.channel]: event.text})
+            body = chunk(event.choice, {CHANNEL_FIELD[event.channel]: event.text})
             if event.logprobs is not None:
                 body["choices"][0]["logprobs"] = event.logprobs
             yield b"data: " + dumps(body) + b"\n\n"

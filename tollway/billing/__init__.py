@@ -1,3 +1,3 @@
-"""Billing: pricing, ledger, crash recovery, audit (admission: ``tollway.admission``)."""
+"""Billing: pricing, ledger, crash recovery, audit (admission: ``tollway.billing.admission``)."""
 
 __all__: list[str] = []

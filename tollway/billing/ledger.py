@@ -2,7 +2,7 @@
 
 Entries are append-only (the database refuses UPDATE and DELETE on them); an
 account's balance is the sum of its entries. Debits are written by
-``tollway.admission.Billing.settle``; ``unsettled`` entries by crash recovery.
+``tollway.billing.admission.Billing.settle``; ``unsettled`` entries by crash recovery.
 """
 
 from __future__ import annotations

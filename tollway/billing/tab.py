@@ -27,11 +27,11 @@ from tollway.billing.pricing import (
     priced,
     usd_str,
 )
+from tollway.calls import CallRecord
 from tollway.chunks import Usage
 from tollway.config import DeploymentConfig
 from tollway.context import RequestContext
 from tollway.errors import PaymentRequired
-from tollway.pipeline.budget import CallRecord
 from tollway.providers.base import ChatRequest
 from tollway.storage.base import Reservation, ReservationStore
 

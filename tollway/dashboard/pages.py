@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
-from tollway.api.traces import build_query, encode_cursor, parse_time
 from tollway.auth import KeyAuthenticator, key_json, parse_expiry
 from tollway.billing.ledger import credit, entry_json, require_account
 from tollway.dashboard.data import RANGES, account_view, overview
@@ -24,6 +23,7 @@ from tollway.dashboard.web import Page, WebRequest
 from tollway.errors import InvalidRequest, NotFound, PermissionDenied
 from tollway.storage import open_storage
 from tollway.storage.sql import SqlStorage
+from tollway.tracing.api import build_query, encode_cursor, parse_time
 from tollway.tracing.store import TraceStore, open_trace_store
 
 if TYPE_CHECKING:

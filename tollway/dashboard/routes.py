@@ -29,15 +29,13 @@ from tollway.errors import GatewayError
 if TYPE_CHECKING:
     from tollway.config import Settings
 
-__all__ = ["PREFIX", "ROUTER_SCOPE_KEY", "Dashboard"]
+__all__ = ["PREFIX", "Dashboard"]
 
 log = logging.getLogger("tollway.dashboard")
 
 PREFIX = "/dashboard"
 LOGIN_FAILURES = 10  # failed logins per client address within LOGIN_WINDOW seconds, then 429
 LOGIN_WINDOW = 300.0
-# the app puts its router (deployment health) in the scope of prefix-mounted requests
-ROUTER_SCOPE_KEY = "tollway.router"
 Handler = Callable[[WebRequest, Session, dict[str, str]], Awaitable[Page]]
 _STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                  ".txt": "text/plain; charset=utf-8", ".svg": "image/svg+xml"}  # fmt: skip
@@ -52,9 +50,12 @@ def _fmt_time(ts: Any) -> str:
 class Dashboard:
     """State shared by the pages: settings, storage, templates, session signer."""
 
-    def __init__(self, settings: Settings, admin_key: str | None) -> None:
+    def __init__(self, settings: Settings, admin_key: str | None,
+                 router: Callable[[], Any] | None = None) -> None:
+        """``router``: returns the gateway's router (for deployment health) when asked."""
         from tollway.dashboard.pages import Pages
 
+        self._router = router
         self.settings = settings
         config = settings.dashboard
         self.admin_key = admin_key
@@ -96,7 +97,7 @@ class Dashboard:
         secure = scope.get("scheme") == "https"
         try:
             request = await read_request(scope, receive)
-            request.router = scope.get(ROUTER_SCOPE_KEY)
+            request.router = self._router() if self._router is not None else None
             request.client = str((scope.get("client") or ("",))[0])
             page = await self._dispatch(request, secure)
         except ClientGone:

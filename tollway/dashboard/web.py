@@ -35,7 +35,7 @@ class WebRequest:
     form: dict[str, str]
     cookies: dict[str, str]
     headers: dict[str, str]
-    router: Any = None  # the gateway's router, for deployment health (set by the app)
+    router: Any = None  # the gateway's router, for deployment health
     client: str = ""  # the client's address
 
 

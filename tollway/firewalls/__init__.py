@@ -5,7 +5,7 @@ Wiring (done by the app)::
     firewalls = FirewallSet.from_config(settings.firewalls)   # once, at start-up
     policy = firewalls.get(name)                               # 400 if unknown
     verdicts = apply_chat_request(policy, ctx.request)         # may raise FirewallBlocked
-    stages.append(response_firewall(policy))                   # tollway.pipeline.firewall
+    stages.append(response_firewall(policy))                   # tollway.firewalls.stage
 """
 
 from tollway.firewalls.config import (

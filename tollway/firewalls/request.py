@@ -266,7 +266,14 @@ def apply_request(
 def apply_chat_request(policy: CompiledPolicy, request: ChatRequest) -> list[Verdict]:
     """Scan what the upstream will receive for ``request``: its body with the messages and
     tools the pipeline holds (``model`` aside: the deployment's replaces it). A redaction
-    replaces ``request.body``, ``messages`` and ``tools``; nothing is mutated in place."""
+    replaces ``request.body``, ``messages`` and ``tools``; nothing is mutated in place.
+
+    A request that came in as an Anthropic Messages body (``request.anthropic``) is
+    scanned in that body, every block type included; a redaction replaces it and the
+    chat translation is made again from the redacted body."""
+    native = request.anthropic
+    if native is not None:  # inbound /v1/messages: its body is what the rest derives from
+        return _apply_native(policy, request, native.body)
     body = dict(request.body)
     body["messages"] = request.messages
     if request.tools is not None:
@@ -277,4 +284,20 @@ def apply_chat_request(policy: CompiledPolicy, request: ChatRequest) -> list[Ver
         request.messages = new["messages"]
         if request.tools is not None:
             request.tools = new["tools"]
+    return verdicts
+
+
+def _apply_native(
+    policy: CompiledPolicy, request: ChatRequest, body: dict[str, Any]
+) -> list[Verdict]:
+    from tollway.wire.anthropic_in import to_chat
+
+    new, verdicts = apply_body(policy, body, skip=("model",))
+    if new is not body:
+        assert request.anthropic is not None
+        request.anthropic.body = new
+        chat = to_chat(new, request.model)
+        request.body, request.messages, request.tools = chat.body, chat.messages, chat.tools
+        request.anthropic.chat_messages = len(chat.messages)
+        request.anthropic.chat_tools = len(chat.tools or ())
     return verdicts

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tollway import tokens
+from tollway.calls import estimated_usage
 from tollway.chunks import (
     Event,
     Finish,
@@ -32,7 +33,6 @@ from tollway.chunks import (
     Usage,
 )
 from tollway.context import RequestContext
-from tollway.pipeline.budget import estimated_usage
 from tollway.pipeline.compose import Stage
 
 __all__ = ["Pricer", "estimate_usage", "usage_meter"]

@@ -33,6 +33,12 @@ block                              OpenAI's ``url_citation`` over the block's
 any other block type               ``ProviderBlock`` (type and field names)
 ping, signature / unknown deltas   ignored (never an error)
 =================================  ===========================================
+
+Inbound ``/v1/messages`` (``request.anthropic`` set): the client's own body is
+sent (the deployment's model, ``max_tokens`` = the request's cap, ``stream``),
+with its ``anthropic-version`` and ``anthropic-beta`` headers, and every upstream
+event (but ``error``, which the router reports) is yielded as ``Raw`` before the
+events above, so the client gets it unchanged.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from tollway.chunks import (
     FinishReason,
     ProviderBlock,
     ProviderFields,
+    Raw,
     Start,
     TextDelta,
     ToolCallDelta,
@@ -58,6 +65,7 @@ from tollway.chunks import (
 )
 from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.errors import UpstreamError
+from tollway.providers.anthropic_native import count_tokens, native_body, native_headers, read_raw
 from tollway.providers.base import ChatRequest
 from tollway.providers.sse_decoder import SSEDecoder
 from tollway.providers.transport import upstream_events
@@ -115,6 +123,8 @@ class AnthropicProvider:
 
     def build_body(self, request: ChatRequest, deployment: DeploymentConfig) -> dict[str, Any]:
         """The upstream JSON for this request and deployment."""
+        if request.anthropic is not None:  # the client's own Messages body, as it sent it
+            return native_body(request, request.anthropic, deployment)
         return build_messages_request(
             request.body,
             request.messages,
@@ -125,18 +135,38 @@ class AnthropicProvider:
             request.stream,
         )
 
+    def headers_for(self, request: ChatRequest) -> dict[str, str]:
+        """Upstream headers: the client's ``anthropic-version`` and betas join ours."""
+        native = request.anthropic
+        if native is None or not native.headers:
+            return self._headers
+        return native_headers(self._headers, native.headers)
+
     def stream(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[Event]:
+        native = request.anthropic is not None
+        raw = native and request.anthropic.raw_events  # type: ignore[union-attr]
         return upstream_events(
             self._session,
             self._url,
-            self._headers,
+            self.headers_for(request),
             lambda: orjson.dumps(self.build_body(request, deployment)),
             deployment,
             self.name,
             stream=request.stream,
             error_from=error_from_response,
-            read_stream=self._read_stream,
-            read_whole=events_from_message,
+            read_stream=(self._read_raw if raw else self._read_signatures) if native
+            else self._read_stream,
+            read_whole=_whole_with_raw if raw else events_from_message,
+        )
+
+    async def count_tokens(
+        self, body: dict[str, Any], deployment: DeploymentConfig, headers: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """The upstream's ``/v1/messages/count_tokens`` answer for a Messages body; None
+        when it cannot be had (the caller counts itself); its 4xx is raised."""
+        return await count_tokens(
+            self._session, self._url + "/count_tokens", native_headers(self._headers, headers),
+            {**body, "model": deployment.model}, deployment, self.name, error_from_response,
         )
 
     async def _read_stream(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
@@ -155,6 +185,13 @@ class AnthropicProvider:
                     yield event
         if not translator.done:
             raise UpstreamError(f"provider {self.name!r} ended the stream early", status=502)
+
+    def _read_signatures(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+        """``_read_raw`` when tollway writes the stream: only thinking signatures as ``Raw``."""
+        return read_raw(resp, MessageTranslator(self.name), self.name, only="signature_delta")
+
+    def _read_raw(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+        return read_raw(resp, MessageTranslator(self.name), self.name)
 
     async def aclose(self) -> None:
         return None
@@ -288,7 +325,7 @@ class MessageTranslator:
         if btype != "tool_use":
             out = other_block(block)
             if out and type(out[0]) is Start:  # a relabel keeps the call's prompt usage
-                out[0] = Start(out[0].model, usage=self._start_usage)  # type: ignore[union-attr]
+                out[0] = Start(out[0].model, usage=self._start_usage)
             return out
         tool_index = self._tools
         self._tools += 1
@@ -449,6 +486,11 @@ def events_from_message(message: dict[str, Any]) -> list[Event]:
     if message.get("usage"):
         out.append(usage_from_anthropic(message["usage"]))
     return out
+
+
+def _whole_with_raw(message: dict[str, Any]) -> list[Event]:
+    """``events_from_message`` led by the whole answer as ``Raw`` (kind ``message``)."""
+    return [Raw(orjson.dumps(message), "message"), *events_from_message(message)]
 
 
 def error_from_type(err_type: str, message: str, retry_after: float | None = None) -> UpstreamError:

@@ -9,10 +9,29 @@ from typing import Any, Protocol
 from tollway.chunks import Event
 from tollway.config import DeploymentConfig, ProviderConfig
 
-__all__ = ["ChatRequest", "Provider", "ProviderFactory"]
+__all__ = ["AnthropicNative", "ChatRequest", "Provider", "ProviderFactory"]
 
 # Request fields that are tollway's own extensions: never sent upstream.
 EXTENSION_FIELDS = frozenset({"firewall", "platform_tools", "include_route_trace"})
+
+
+@dataclass(slots=True)
+class AnthropicNative:
+    """The client's own Anthropic Messages request (inbound ``/v1/messages``).
+
+    An Anthropic deployment sends ``body`` as it is (the deployment's model, the
+    output cap and ``stream`` set) with the client's ``anthropic-version`` /
+    ``anthropic-beta`` in ``headers``; every other adapter uses the chat
+    translation in ``ChatRequest``. Messages and tools the platform-tool loop appends
+    to the chat request (past ``chat_messages`` / ``chat_tools``) are translated and
+    appended to ``body`` by the Anthropic adapter.
+    """
+
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    chat_messages: int = 0  # how many of ``ChatRequest.messages`` translate ``body``
+    chat_tools: int = 0  # and of its tools; what follows was added by tollway (tool loop)
+    raw_events: bool = True  # False: the tool loop writes the stream (no verbatim events)
 
 
 @dataclass(slots=True)
@@ -33,6 +52,7 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
     max_output_tokens: int | None = None
     extensions: dict[str, Any] = field(default_factory=dict)
+    anthropic: AnthropicNative | None = None  # inbound /v1/messages: the client's own body
 
     @property
     def choices(self) -> int:

@@ -1,6 +1,8 @@
 """Retries and fallback until the commit point; after it, errors become events.
 
-The commit point is the first content-bearing event (anything but ``Start``).
+The commit point is the first content-bearing event (anything but ``Start`` and
+``Raw``: an upstream's own framing events, such as Anthropic's ``message_start``,
+are held with it).
 Until then a failed deployment is replaced invisibly: a retryable
 ``UpstreamError``, a broken connection or no first token within
 ``timeouts.first_token`` moves on to the next deployment of the plan. A
@@ -33,7 +35,7 @@ from typing import Any
 
 import aiohttp
 
-from tollway.chunks import Event, Start, StreamError
+from tollway.chunks import Event, Raw, Start, StreamError
 from tollway.config import DeploymentConfig
 from tollway.context import Attempt, RequestContext
 from tollway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -77,7 +79,7 @@ async def open_stream(
             async with asyncio.timeout_at(started + limit):
                 async for event in events:
                     buffered.append(event)
-                    if type(event) is not Start:
+                    if type(event) is not Start and type(event) is not Raw:
                         break
                     ctx.mark("upstream_connected")
         except _TRANSPORT_ERRORS as exc:
@@ -131,7 +133,7 @@ async def open_stream(
         if type(event) is Start:
             if not event.model:  # the upstream named none (yet): the deployment's, everywhere
                 event = buffered[i] = replace(event, model=dep.model)
-            ctx.served_model = event.model  # type: ignore[union-attr]
+            ctx.served_model = event.model
 
     # Committed: from here on nothing is retried.
     ok = True

@@ -26,14 +26,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tollway.errors import UpstreamError
 
 if TYPE_CHECKING:
     from tollway.config import Settings
-    from tollway.tools.config import McpServerConfig
 
 __all__ = [
     "FRAGMENT",
@@ -194,7 +193,18 @@ def configured_secrets(settings: Settings, admin_key: str | None = None) -> set[
     return {s for s in found if len(s) >= MIN_SECRET}
 
 
-def mcp_server_secrets(server: McpServerConfig) -> set[str]:
+class McpServer(Protocol):
+    """What an MCP server's config holds that may be secret (``tools.config``)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+
+def mcp_server_secrets(server: McpServer) -> set[str]:
     """The secrets tollway sends one MCP server: header and environment values, URL passwords."""
     found = set(_header_secrets(server.headers))
     found.update(_url_secrets(server.url))

@@ -13,6 +13,8 @@
       http_fetch:
         allow_hosts: [docs.python.org, "*.wikipedia.org"]
         max_bytes: 262144
+      sources:                   # tools of installed packages (entry points "tollway.tools")
+        weather: {units: metric}
       mcp_servers:
         docs: {command: python, args: [docs_server.py], price_usd: "0.001"}
         search: {url: "https://mcp.example.com/mcp", headers: {Authorization: "Bearer ${KEY}"}}
@@ -149,6 +151,11 @@ class ToolsConfig(_Strict):
     clock: ClockConfig | None = Field(None, description="declare to enable")
     http_fetch: HttpFetchConfig | None = Field(None, description="declare to enable")
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="tool sources installed packages register (entry points "
+        "'tollway.tools'), by name, with their options",
+    )
     max_rounds: int = Field(5, ge=1, le=50, description="tool executions before finish 'length'")
     timeout: float = Field(10.0, gt=0, description="default seconds per call")
     max_result_chars: int = Field(16_000, gt=0, description="longest result given to the model")
@@ -164,7 +171,19 @@ class ToolsConfig(_Strict):
                 raise ValueError(f"MCP server name {name!r} is a built-in tool's name")
         return servers
 
+    @field_validator("sources")
+    @classmethod
+    def _registered_sources(cls, sources: dict[str, Any]) -> dict[str, Any]:
+        from tollway.tools.registry import registered_source
+
+        for name, options in sources.items():
+            if not isinstance(options, dict):
+                raise ValueError(f"tools.sources.{name}: options must be a mapping")
+            registered_source(name)  # ValueError naming the installed ones
+        return sources
+
     @property
     def declared(self) -> bool:
         """Whether any platform tool is configured."""
-        return bool(self.calculator or self.clock or self.http_fetch or self.mcp_servers)
+        return bool(self.calculator or self.clock or self.http_fetch or self.mcp_servers
+                    or self.sources)

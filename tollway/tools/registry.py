@@ -1,9 +1,9 @@
-"""Platform tools by name: the ``Tool`` type, sources of tools, and the registry.
+"""Platform tools by name: the ``Tool`` type, the ``ToolSource`` protocol, the registry.
 
-Built-ins and MCP servers are both ``ToolSource``s: ``start()`` returns the
-tools they provide and ``close()`` releases what they hold. ``open_registry``
-starts every source the config declares and registers their tools through the
-same ``ToolRegistry.register`` path.
+Built-ins, MCP servers and installed packages' tools are all ``ToolSource``s:
+``start()`` returns the tools they provide and ``close()`` releases what they hold.
+``tools.sources.open_registry`` starts every source the config declares and
+registers their tools through the same ``ToolRegistry.register`` path.
 """
 
 from __future__ import annotations
@@ -15,21 +15,22 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from tollway.entrypoints import entry_points, load
 from tollway.errors import InvalidRequest
-from tollway.tools.config import ToolsConfig
 
 __all__ = [
     "Tool",
     "ToolError",
     "ToolRegistry",
     "ToolSource",
-    "builtin_sources",
     "function_name",
-    "open_registry",
+    "registered_source",
     "resolve_tools",
 ]
 
 log = logging.getLogger("tollway.tools")
+
+GROUP = "tollway.tools"  # entry points: tool-source factories of installed packages
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -156,38 +157,10 @@ def resolve_tools(names: Iterable[str], registry: ToolRegistry) -> list[Tool]:
     return list(out.values())
 
 
-def builtin_sources(config: ToolsConfig) -> list[ToolSource]:
-    """A source for each built-in the config declares."""
-    from tollway.tools.calculator import CalculatorSource
-    from tollway.tools.clock import ClockSource
-    from tollway.tools.http_fetch import HttpFetchSource
-
-    sources: list[ToolSource] = []
-    if config.calculator is not None:
-        sources.append(CalculatorSource(config.calculator, config.timeout))
-    if config.clock is not None:
-        sources.append(ClockSource(config.clock, config.timeout))
-    if config.http_fetch is not None:
-        sources.append(HttpFetchSource(config.http_fetch, config.timeout))
-    return sources
-
-
-async def open_registry(config: ToolsConfig) -> ToolRegistry:
-    """Start every declared source (built-ins, then MCP servers) and register their tools."""
-    from tollway.tools.mcp_client import McpServer
-
-    registry = ToolRegistry()
-    try:
-        for source in builtin_sources(config):
-            await registry.add_source(source)
-        for name, server in config.mcp_servers.items():
-            try:
-                await registry.add_source(McpServer(name, server, config.timeout))
-            except Exception as exc:
-                if server.required:
-                    raise RuntimeError(f"MCP server {name!r} could not start: {exc}") from exc
-                log.warning("MCP server %r could not start, its tools are off: %s", name, exc)
-    except BaseException:
-        await registry.close()
-        raise
-    return registry
+def registered_source(name: str) -> Any:
+    """The factory an installed package registers as ``name``; ``ValueError`` if none."""
+    entry = entry_points(GROUP).get(name)
+    if entry is None:
+        known = ", ".join(sorted(entry_points(GROUP))) or "none installed"
+        raise ValueError(f"unknown tool source {name!r} (known: {known})")
+    return load(entry)

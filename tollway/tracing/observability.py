@@ -66,7 +66,7 @@ class Observability:
         span_processor: Any = None,
         configure_logging: bool = True,
     ) -> None:
-        from tollway.api.traces import TraceAPI
+        from tollway.tracing.api import TraceAPI
 
         self.config = config or TracingConfig()
         self.database = self.config.database or database
@@ -265,7 +265,7 @@ class Observability:
     def inflight_stage(self, ctx: RequestContext) -> Any:
         """A stage that keeps the in-flight gauge (one extra hop per event).
 
-        ``install_tracing`` uses the cheaper ``count_stream`` instead.
+        the tracing plugin uses the cheaper ``count_stream`` instead.
         """
         if ctx.request is None or not ctx.request.stream:
             return None

@@ -1,0 +1,1 @@
+"""An example tollway extension, installed as its own package: a provider and a tool."""

@@ -1,0 +1,162 @@
+"""Migrations, the batched writer and retention, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tests.tracing.conftest import make_ctx
+from tollway.storage.migrate import upgrade
+from tollway.tracing.record import build_record
+from tollway.tracing.store import TraceQuery, TraceRow, open_trace_store
+from tollway.tracing.writer import TraceWriter
+
+
+def test_migrations_apply_once(dsn: str) -> None:
+    async def main() -> None:
+        assert "0100_traces" in await upgrade(dsn)
+        assert await upgrade(dsn) == []
+
+    asyncio.run(main())
+
+
+def test_batched_writes_visible_within_one_second(dsn: str) -> None:
+    async def main() -> None:
+        store = await open_trace_store(dsn)
+        writer = TraceWriter(store, flush_interval=0.2, batch_size=50)
+        await writer.start()
+        try:
+            records = [build_record(make_ctx(f"req_{i:04d}")) for i in range(120)]
+            for record in records:
+                assert writer.submit(record)
+            # submit only appends: nothing reached the store before the loop ran the writer
+            assert writer.stats.written == 0
+            ended = time.monotonic()
+            while await store.get("req_0119", "acct_1") is None:
+                assert time.monotonic() - ended < 1.0, "trace not visible within 1 s"
+                await asyncio.sleep(0.02)
+            assert await store.get("req_0000", "acct_1") is not None
+        finally:
+            await writer.stop()
+            await store.close()
+        assert writer.stats.written == 120 and writer.stats.dropped == 0
+
+    asyncio.run(main())
+
+
+def test_stop_flushes_everything(dsn: str) -> None:
+    async def main() -> None:
+        store = await open_trace_store(dsn)
+        writer = TraceWriter(store, flush_interval=1.0, batch_size=1000)
+        await writer.start()
+        for i in range(10):
+            writer.submit(build_record(make_ctx(f"req_{i}")))
+        await writer.stop()
+        found = await store.find(TraceQuery(account_id="acct_1", limit=100))
+        assert len(found) == 10
+        assert writer.queued == 0
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_client_chosen_request_ids_cannot_collide_across_accounts(dsn: str) -> None:
+    """X-Request-Id comes from the client: an id reused by another account or by a
+    retry must neither hide a trace nor leak one."""
+    async def main() -> None:
+        store = await open_trace_store(dsn)
+        writer = TraceWriter(store)
+        writer.submit(build_record(make_ctx("my-id", account_id="acct_evil", model="first")))
+        writer.submit(build_record(make_ctx("my-id", account_id="acct_1", model="second")))
+        writer.submit(build_record(make_ctx("my-id", account_id="acct_1", model="third")))
+        await writer.flush()
+        mine = await store.get("my-id", "acct_1")
+        theirs = await store.get("my-id", "acct_evil")
+        assert mine is not None and mine["model"] == "third"  # the newest of mine
+        assert theirs is not None and theirs["model"] == "first"
+        assert len(await store.find(TraceQuery(account_id="acct_1"))) == 2
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_retention_prunes_old_traces(dsn: str) -> None:
+    async def main() -> None:
+        store = await open_trace_store(dsn)
+        now = time.time()
+        writer = TraceWriter(store, retention_days=7)
+        writer.submit(build_record(make_ctx("req_old", received_at=now - 8 * 86400)))
+        writer.submit(build_record(make_ctx("req_new", received_at=now - 6 * 86400)))
+        await writer.flush()
+        assert await writer.prune_now() == 1
+        assert await store.get("req_old", None) is None
+        assert await store.get("req_new", None) is not None
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_bodies_roundtrip_and_nul_characters(dsn: str) -> None:
+    async def main() -> None:
+        store = await open_trace_store(dsn)
+        writer = TraceWriter(store)
+        bodies = {"request": [{"role": "user", "content": "a\x00b \\u0000 ok"}]}
+        writer.submit(build_record(make_ctx("req_b"), bodies=bodies))
+        await writer.flush()
+        got = await store.get("req_b", "acct_1")
+        assert got is not None
+        content = got["bodies"]["request"][0]["content"]
+        assert content.startswith("a") and content.endswith("b \\u0000 ok")
+        listed = await store.find(TraceQuery(account_id="acct_1"))
+        assert "bodies" not in listed[0][1]
+        assert writer.stats.written == 1 and writer.stats.rejected == 0
+        await store.close()
+
+    asyncio.run(main())
+
+
+class DownStore:
+    """A store whose database is unreachable until ``up`` is set."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.rows: list[TraceRow] = []
+
+    async def insert_many(self, rows: Sequence[TraceRow]) -> None:
+        if not self.up:
+            raise ConnectionRefusedError("database down")
+        self.rows.extend(rows)
+
+    def transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, OSError)
+
+    async def get(self, request_id: str, account_id: str | None) -> Any:
+        return None
+
+    async def find(self, query: TraceQuery) -> list[dict[str, Any]]:
+        return []
+
+    async def prune(self, before: float, batch: int = 5000) -> int:
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+
+def test_bounded_queue_drops_while_database_is_down() -> None:
+    async def main() -> None:
+        store = DownStore()
+        writer = TraceWriter(store, flush_interval=0.01, batch_size=5, max_queue=20)  # type: ignore[arg-type]
+        await writer.start()
+        for i in range(30):
+            writer.submit(build_record(make_ctx(f"req_{i}")))
+        await asyncio.sleep(0.1)
+        assert writer.stats.dropped == 10 and writer.queued == 20
+        assert writer.stats.failed_flushes >= 1
+        store.up = True
+        await writer.stop()
+        assert len(store.rows) == 20 and writer.stats.written == 20
+
+    asyncio.run(main())
