@@ -138,7 +138,7 @@ def test_rollups_plus_the_tail_equal_a_full_scan_at_every_step(dsn: str) -> None
 
     async def go() -> None:
         store, traces, ids = await _seed(dsn)
-        rollups = Rollups(store.db)
+        rollups = Rollups(store.db, batch=2)  # several transactions per refresh
         rng = random.Random(3)
         names = {ids["a"]: "alpha", ids["b"]: "beta"}
         try:

@@ -38,8 +38,10 @@ _COLUMNS = {
 class Rollups:
     """Maintains and reads the rollups over one database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, batch: int = 5000) -> None:
+        """``batch``: ids folded per transaction (SQLite's write lock is held that long)."""
         self.db = db
+        self.batch = batch
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         q = expressions(db.dialect)
@@ -73,28 +75,36 @@ class Rollups:
                            for c in _COLUMNS["spend"]))
 
     async def _fold(self, tx: Tx, name: str, table: str, id_column: str,
-                    statements: list[str]) -> None:
+                    statements: list[str]) -> bool:
+        """One batch; True when more of what the previous refresh saw is left."""
         lock = " FOR UPDATE" if self.db.dialect == "postgres" else ""
         state = await tx.fetchrow(
             f"SELECT last_id, pending_id FROM dashboard_rollup_state WHERE name = ?{lock}", name)
         if state is None:
-            return
+            return False
         last, pending = int(state["last_id"]), int(state["pending_id"])
-        if pending > last:
+        upto = min(pending, last + self.batch)  # short transactions: billing writes too
+        if upto > last:
             for sql in statements:
-                await tx.execute(sql, last, pending)
-        newest = await tx.fetchrow(f"SELECT MAX({id_column}) AS m FROM {table}")
-        top = int(newest["m"] or 0) if newest else 0
+                await tx.execute(sql, last, upto)
+        if upto == pending:  # caught up: what is newest now is folded at the next refresh
+            newest = await tx.fetchrow(f"SELECT MAX({id_column}) AS m FROM {table}")
+            pending = max(int(newest["m"] or 0) if newest else 0, pending)
         await tx.execute("UPDATE dashboard_rollup_state SET last_id = ?, pending_id = ?"
-                         " WHERE name = ?", max(last, pending), max(top, pending), name)
+                         " WHERE name = ?", max(last, upto), pending, name)
+        return upto < pending and upto > last
 
     async def refresh(self) -> None:
-        """Fold what the previous refresh saw into the rollups (traces, then the ledger)."""
+        """Fold what the previous refresh saw into the rollups (traces, then the ledger),
+        at most ``batch`` ids per transaction."""
         async with self._lock:
-            async with self.db.transaction() as tx:
-                await self._fold(tx, "traces", "traces", "seq", self._sql["traces"])
-            async with self.db.transaction() as tx:
-                await self._fold(tx, "ledger", "ledger_entries", "id", self._sql["ledger"])
+            for name, table, column in (("traces", "traces", "seq"),
+                                        ("ledger", "ledger_entries", "id")):
+                more = True
+                while more:
+                    async with self.db.transaction() as tx:
+                        more = await self._fold(tx, name, table, column, self._sql[name])
+                    await asyncio.sleep(0)  # let requests in between batches
 
     async def watermarks(self) -> dict[str, int]:
         """``{"traces": last_id, "ledger": last_id}``: what the rollups hold."""
