@@ -1,7 +1,8 @@
 """``python -m bench``: run the scenarios direct and through tollway, print and save.
 
 Phases, each with a freshly started tollway (so RSS figures are not polluted by
-earlier phases): a–c; d; e (features on); f (soak); b again with ``--workers N``.
+earlier phases): a–c; d; e (features on); f (soak); b again with ``--workers N``;
+and, opt-in, ``limits`` (tenant controls on vs off, see ``bench/limits.py``).
 The direct figures are measured once per scenario and reused by e.
 """
 
@@ -34,6 +35,7 @@ from bench.scenarios import Scenario, Target, run_scenario, sizes
 __all__ = ["main"]
 
 ALL = ("a", "b", "c", "m", "d", "e", "f", "workers")
+OPT_IN = ("limits",)  # run only when named in --scenarios
 
 
 def machine() -> dict[str, Any]:
@@ -257,12 +259,19 @@ class Bench:
                 await self.phase_f()
             if "workers" in chosen:
                 await self.phase_workers()
+            if "limits" in chosen:
+                from bench.limits import phase_limits
+
+                await phase_limits(self)
         finally:
             self.upstream.stop()
         if self.profiler:
             self.results["profiles"] = self.profiler.details()
         self.results["errors"] = self.errors
-        self.results["table"] = [{**asdict(r), "diff": r.diff} for r in rows(self.results)]
+        from bench.limits import limit_rows
+
+        table = rows(self.results) + limit_rows(self.results)
+        self.results["table"] = [{**asdict(r), "diff": r.diff} for r in table]
         return self.results
 
 
@@ -271,7 +280,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny counts; CI mode (< 1 minute)")
     p.add_argument("--out", default="bench-results/latest.json", help="JSON results file")
     p.add_argument("--scenarios", type=lambda s: s.split(","), default=list(ALL),
-                   help=f"comma-separated subset of {','.join(ALL)} (default: all)")
+                   help=f"comma-separated subset of {','.join(ALL)} (default: all), "
+                   f"or opt-in {','.join(OPT_IN)}")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0",
+                   help="Redis for the limits phase (default redis://127.0.0.1:6379/0)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                    help="worker counts for the scaling run of scenario b (default: 1 2)")
     p.add_argument("--soak", type=float, help="soak duration in seconds (default 180)")
@@ -286,7 +298,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target-key", default="x", help="API key for --target")
     p.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
     args = p.parse_args(argv)
-    unknown = set(args.scenarios) - set(ALL) - {"c50", "c10"}
+    unknown = set(args.scenarios) - set(ALL) - set(OPT_IN) - {"c50", "c10"}
     if unknown:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     return args
@@ -307,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     m = results["machine"]
     print(f"\ntollway benchmark ({results['mode']}) — {m['nproc']} × {m['cpu']}, "  # noqa: T201
           f"Python {m['python']}\n")
-    print(format_table(rows(results)))  # noqa: T201
+    from bench.limits import limit_rows
+
+    print(format_table(rows(results) + limit_rows(results)))  # noqa: T201
     for note in results["notes"]:
         print(f"note: {note}")  # noqa: T201
     if "profiles" in results:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "tollway"
-FEATURES = ("billing", "dashboard", "firewalls", "tools", "tracing")
+FEATURES = ("billing", "dashboard", "firewalls", "limits", "tools", "tracing")
 CORE = ("api", "app", "auth", "chunks", "context", "gateway", "pipeline", "plugins", "providers",
         "routing", "storage", "wire")  # fmt: skip
 

@@ -74,6 +74,7 @@ class TollwayApp:
         # path -> the error envelope of the protocol mounted there (else OpenAI's)
         self.error_senders: dict[str, ErrorSender] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._hooks = hooks
         server = settings.server
         # read by TollwayHttpProtocol (the server's HTTP parser) for this app's connections
         self.connection_limits = ConnectionLimits(
@@ -298,12 +299,19 @@ class TollwayApp:
             "owned_by": self.settings.models[alias].owned_by,
         }
 
+    async def _visible(self, request: dict[str, Any], aliases: list[str]) -> list[str]:
+        """The aliases the caller may use (the plugins' ``ModelFilter`` hooks)."""
+        if not self._hooks.model_filters:
+            return aliases
+        return await self._hooks.visible_models(request.get("auth"), aliases)
+
     async def _models(self, request: dict[str, Any]) -> tuple[int, Any]:
-        return 200, {"object": "list", "data": [self._model_json(m) for m in self.settings.models]}
+        aliases = await self._visible(request, list(self.settings.models))
+        return 200, {"object": "list", "data": [self._model_json(m) for m in aliases]}
 
     async def _model(self, request: dict[str, Any]) -> tuple[int, Any]:
         alias = request["path_params"]["model"]
-        if alias not in self.settings.models:
+        if alias not in self.settings.models or not await self._visible(request, [alias]):
             raise NotFound(f"The model `{alias}` does not exist.", code="model_not_found")
         return 200, self._model_json(alias)
 

@@ -1,7 +1,7 @@
 """``create_app(settings, plugins)``: the core plus the plugins, assembled. The only module
 that names the built-in features.
 
-``DEFAULT_PLUGINS`` lists the built-ins in plugin order (billing, firewalls, tools,
+``DEFAULT_PLUGINS`` lists the built-ins in plugin order (billing, limits, firewalls, tools,
 tracing: what starts first; then the Messages API, an inbound protocol); the hooks'
 ``Phase`` fixes the order that matters (money before trace). Plugins of installed
 packages (entry-point group ``tollway.plugins``) come after them, sorted by entry-point
@@ -20,6 +20,7 @@ from tollway.config import Settings
 from tollway.dashboard.plugin import DashboardPlugin
 from tollway.entrypoints import entry_points, load
 from tollway.firewalls.plugin import FirewallsPlugin
+from tollway.limits.plugin import LimitsPlugin
 from tollway.plugins.contract import Plugin
 from tollway.plugins.hooks import Hooks
 from tollway.tools.plugin import ToolsPlugin
@@ -38,6 +39,7 @@ GROUP = "tollway.plugins"
 
 DEFAULT_PLUGINS: tuple[Callable[[], Plugin], ...] = (
     BillingPlugin,
+    LimitsPlugin,
     FirewallsPlugin,
     ToolsPlugin,
     TracingPlugin,

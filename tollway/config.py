@@ -27,6 +27,7 @@ from tollway.billing.config import BillingConfig
 from tollway.bounds import MAX_PRICE_PER_MTOK, MAX_TOKENS
 from tollway.dashboard.config import DashboardConfig
 from tollway.firewalls.config import PolicyConfig
+from tollway.limits.config import LimitsConfig
 from tollway.routing.config import RoutingConfig
 from tollway.tools.config import ToolsConfig
 from tollway.tracing.config import TracingConfig
@@ -266,6 +267,12 @@ class Settings(_Strict):
     )
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig, description="rate limits, spend caps, model access"
+    )
+    redis: str | None = Field(
+        None, description="redis://… : rate-limit counters shared by every instance"
+    )
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     def default_for(

@@ -81,6 +81,10 @@ class RequestContext:
     provider_overage: dict[str, Any] | None = None  # cost beyond the reservation, not charged
     platform_tools: list[Any] | None = None  # the tools the request attaches (tools.Tool)
     trace_bodies: Any = None  # tracing's request/response bodies, for accounts that opt in
+    spend_caps: tuple[Any, ...] = ()  # caps the reservation must also fit (tollway.limits)
+    limits: Any = None  # what tollway.limits acquired (rate-limit slots to release)
+    limit_hit: dict[str, Any] | None = None  # the limit that refused the request, if any
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # e.g. x-ratelimit-*
 
     def fail(
         self, status: int, message: str, code: str | int | None = None, type: str | None = None

@@ -77,7 +77,7 @@ def reference_record(ctx: RequestContext, bodies: Any, finished: float) -> dict[
         "stream": ctx.request.stream if ctx.request else None, "status": ctx.status,
         "error": {"message": ctx.error, "type": ctx.error_type, "code": ctx.error_code}
         if ctx.error is not None or ctx.status >= 400 else None,
-        "output_delivered": ctx.delivered,
+        "output_delivered": ctx.delivered, "limit_hit": ctx.limit_hit,
         "finish_reason": (reasons.get(0) or reasons[min(reasons)]) if reasons else None,
         "finish_reasons": {str(k): v for k, v in sorted(reasons.items())},
         "client_disconnected": ctx.client_disconnected, "partial": ctx.partial,

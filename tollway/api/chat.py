@@ -96,7 +96,7 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         except GatewayError as exc:
             ctx.fail(exc.status, exc.message, exc.code, exc.type)
             watch.stop()
-            await send_error(send, exc, headers)
+            await send_error(send, exc, headers + ctx.response_headers)
         except ClientGone:
             _gone(ctx)
         except Exception:
@@ -182,7 +182,7 @@ async def _serve(
             result["route_trace"] = [_attempt_json(a) for a in ctx.attempts]
         result.update(gw.response_fields(ctx))
         watch.stop()
-        await send_json(send, 200, result, id_header + _route_headers(ctx))
+        await send_json(send, 200, result, id_header + _route_headers(ctx) + ctx.response_headers)
         ctx.delivered = "all"
         ctx.mark("finished")
         return
@@ -202,7 +202,8 @@ async def _serve(
     except BaseException:
         await aclose(chunks)
         raise
-    await _pump(ctx, chunks, first, send, watch, _SSE_HEADERS + id_header + _route_headers(ctx))
+    await _pump(ctx, chunks, first, send, watch,
+                _SSE_HEADERS + id_header + _route_headers(ctx) + ctx.response_headers)
 
 
 async def _pump(

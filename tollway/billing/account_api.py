@@ -59,8 +59,9 @@ async def ledger_page(store: LedgerStore, account_id: str, query: dict[str, str]
 class AccountAPI:
     """The authenticated caller's own account and ledger."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, extra_fields: Any = None) -> None:
         self._store = store
+        self._extra_fields = extra_fields  # async (caller) -> dict: the plugins' fields
 
     @staticmethod
     def _caller(request: dict[str, Any]) -> AuthResult:
@@ -71,8 +72,12 @@ class AccountAPI:
 
     async def get_account(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """``GET /v1/account``."""
-        account = await require_account(self._store, self._caller(request).account_id)
-        return 200, account_json(account)
+        caller = self._caller(request)
+        account = await require_account(self._store, caller.account_id)
+        body = account_json(account)
+        if self._extra_fields is not None:  # e.g. tollway.limits' "spend_caps"
+            body.update(await self._extra_fields(caller))
+        return 200, body
 
     async def get_ledger(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """``GET /v1/ledger?limit=&after=``."""

@@ -39,6 +39,7 @@ from tollway.billing.tab import (
     PromptCount,
     PromptCounter,
     Tab,
+    budget_exceeded,
     output_cap,
     worst_base_usd,
 )
@@ -128,9 +129,16 @@ class Billing:
                 "output-token limit for every choice) is more than any account may hold; "
                 "lower max_completion_tokens or n."
             )
-        outcome = await self._store.reserve(
-            ctx.account_id, ctx.request_id, self.instance_id, amount
-        )
+        if ctx.spend_caps:  # tollway.limits: the same reservation holds each spend cap
+            outcome = await self._store.reserve(
+                ctx.account_id, ctx.request_id, self.instance_id, amount, caps=ctx.spend_caps
+            )
+        else:
+            outcome = await self._store.reserve(
+                ctx.account_id, ctx.request_id, self.instance_id, amount
+            )
+        if outcome.refused_cap is not None:
+            raise budget_exceeded(outcome.refused_cap, amount, ctx)
         if outcome.reservation is None:
             available = outcome.balance_micros - outcome.reserved_micros
             raise PaymentRequired(
@@ -227,6 +235,8 @@ class Billing:
                     f"${usd_str(_hold_amount(tab, hold))} reserved; not charged to the account"
                 ),
             ))  # fmt: skip
+        if ctx.spend_caps:
+            return await self._store.settle(hold.reservation.id, debit, extra, capped=True)
         return await self._store.settle(hold.reservation.id, debit, extra)
 
 

@@ -127,4 +127,6 @@ async def audit(
             f"{r['base_cost_micros']}, fee {r['platform_fee_micros']}, total "
             f"{r['total_cost_micros']} (micro-USD), {r['debits']} debit(s) for the request",
         ))  # fmt: skip
+    for subject, message in await store.spend_cap_mismatches():  # held with reservations
+        out.append(Violation("spend_cap", subject, message))
     return out

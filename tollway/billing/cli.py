@@ -142,20 +142,34 @@ async def _accounts_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace)
 async def _keys_create(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
     account = await require_account(s, a.account)
     expires = parse_expiry(a.expires) if a.expires else None
+    for check in getattr(a, "key_checks", ()):  # extensions' flags, checked before the key exists
+        check(a)
     new = await KeyAuthenticator(s, b).create_key(account.id, name=a.name, expires_at=expires)
     text = f"{new.secret}\n(key {new.key.id} for {account.name}; shown once, store it now)"
-    return key_json(new.key, new.secret), text
+    out = key_json(new.key, new.secret)
+    for created in getattr(a, "key_created", ()):  # e.g. tollway.limits stores --rpm …
+        out |= await created(s, new.key, a)
+    return out, text
 
 
 async def _keys_list(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
     account = await require_account(s, a.account)
     keys = await s.list_keys(account.id)
-    lines = [
-        f"{k.id}  {k.prefix}…  {'revoked' if k.revoked_at else 'active'}"
-        + (f"  expires {epoch_seconds(k.expires_at)}" if k.expires_at else "")
-        for k in keys
-    ]
-    return {"object": "list", "data": [key_json(k) for k in keys]}, "\n".join(lines)
+    data, lines = [], []
+    for k in keys:
+        shown: dict[str, Any] = {}
+        line = ""
+        for listed in getattr(a, "key_listed", ()):  # e.g. tollway.limits: limits and spend
+            fields, text = await listed(s, k)
+            shown |= fields
+            line = " ".join(x for x in (line, text) if x)
+        data.append(key_json(k) | shown)
+        lines.append(
+            f"{k.id}  {k.prefix}…  {'revoked' if k.revoked_at else 'active'}"
+            + (f"  expires {epoch_seconds(k.expires_at)}" if k.expires_at else "")
+            + (f"  {line}" if line else "")
+        )
+    return {"object": "list", "data": data}, "\n".join(lines)
 
 
 async def _keys_revoke(s: SqlStorage, b: BillingConfig, a: argparse.Namespace) -> Any:
@@ -218,7 +232,13 @@ def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``accounts``, ``keys``, ``credit``, ``ledger``, ``audit`` and ``db`` to the CLI."""
+    """Add ``accounts``, ``keys``, ``credit``, ``ledger``, ``audit`` and ``db`` to the CLI.
+
+    Other features may extend ``keys create`` and ``keys list`` (``tollway.limits`` does):
+    parser defaults ``key_checks`` (``check(args)``, before the key is made),
+    ``key_created`` (``await hook(store, key, args)`` → fields added to the output) and
+    ``key_listed`` (``await hook(store, key)`` → (fields, text)).
+    """
     accounts = subparsers.add_parser("accounts", help="create and list accounts")
     acc = accounts.add_subparsers(dest="accounts_command", required=True)
     p = _common(acc.add_parser("create", help="create an account"))

@@ -52,6 +52,8 @@ class BillingFeature:
         self.billing: Billing | None = None
         self.account_api: AccountAPI | None = None
         self.admin_api: AdminAPI | None = None
+        # GET /v1/account's extra fields: the host's AccountFields hooks (e.g. spend caps)
+        self.extra_account_fields: Any = None
 
     async def start(self) -> None:
         """Open storage (migrating), register this instance, recover orphans, start refreshers."""
@@ -64,7 +66,7 @@ class BillingFeature:
         await self.lease.start()
         self.billing = Billing(self.store, self.config, self.lease.id)
         self.keys.start()
-        self.account_api = AccountAPI(self.store)
+        self.account_api = AccountAPI(self.store, self.extra_account_fields)
         self.admin_api = AdminAPI(self.store, self.keys, self.config)
 
     async def stop(self) -> None:
@@ -118,6 +120,7 @@ class BillingPlugin:
         if config is None or not config.enabled:
             return
         self.feature = feature = BillingFeature(host.settings, config)
+        feature.extra_account_fields = host.extra_account_fields
         host.authenticator(feature.authenticate)
         host.admitter(feature.admit, Phase.MONEY)
         host.pricer(feature.pricer)

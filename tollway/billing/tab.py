@@ -41,6 +41,7 @@ __all__ = [
     "PromptCount",
     "PromptCounter",
     "Tab",
+    "budget_exceeded",
     "output_cap",
     "worst_base_usd",
 ]
@@ -79,6 +80,21 @@ def worst_base_usd(
         per_mtok = prompt_tokens * prices.highest_input + choices * cap * prices.output_per_mtok
         worst = max(worst, per_mtok / _MILLION)
     return worst
+
+
+def budget_exceeded(
+    cap: Any, amount_micros: int, ctx: RequestContext | None = None
+) -> PaymentRequired:
+    """The 402 for a spend cap that cannot take a reservation (names the cap and its reset);
+    recorded in ``ctx.limit_hit`` for traces and metrics."""
+    if ctx is not None:
+        ctx.limit_hit = {"scope": cap.scope, "limit": "spend_cap", "period": cap.period,
+                         "resets_at": cap.resets_at}  # fmt: skip
+    return PaymentRequired(
+        f"Budget exceeded: this request needs ${usd_str(amount_micros)} reserved (prompt and "
+        f"up to the output-token limit), more than is left of {cap.describe()}.",
+        code="budget_exceeded",
+    )
 
 
 class PromptCount:
@@ -244,7 +260,13 @@ class Tab:
         if missing <= 0:
             return None
         if need_micros <= MAX_RESERVATION_MICROS:
-            outcome = await self._store.extend(self.reservation.id, missing)
+            caps = self._ctx.spend_caps
+            if caps:
+                outcome = await self._store.extend(self.reservation.id, missing, caps=caps)
+            else:
+                outcome = await self._store.extend(self.reservation.id, missing)
+            if outcome.refused_cap is not None:
+                return budget_exceeded(outcome.refused_cap, missing, self._ctx)
             if outcome.reservation is not None:
                 self.reserved_micros = outcome.reservation.amount_micros
                 self.extensions += 1

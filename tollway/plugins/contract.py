@@ -51,8 +51,10 @@ __all__ = [
     "CliPlugin",
     "ErrorSender",
     "Host",
+    "AccountFields",
     "JsonHandler",
     "Lifecycle",
+    "ModelFilter",
     "Phase",
     "Pipeline",
     "Plugin",
@@ -98,6 +100,10 @@ Settler = Callable[[RequestContext], Awaitable[None]]
 """Runs once the request is over, whatever its outcome; must be idempotent."""
 Lifecycle = Callable[[], Awaitable[None]]
 """A start or stop hook (opens or closes what the plugin's hooks use)."""
+ModelFilter = Callable[[Caller | None, list[str]], Awaitable[list[str]]]
+"""The model aliases the caller may use, of those given (``GET /v1/models``; none: all)."""
+AccountFields = Callable[[Caller], Awaitable[dict[str, Any] | None]]
+"""Extra top-level fields of the caller's ``GET /v1/account`` (e.g. spend caps), or None."""
 ToolResultInspector = Callable[[str, str, RequestContext], Awaitable[str]]
 """``(tool name, result text, ctx)`` → the text the model and client see; may raise."""
 JsonHandler = Callable[[dict[str, Any]], Awaitable[tuple[int, Any]]]
@@ -177,6 +183,11 @@ class Host(Protocol):
     def tool_result_inspector(self, hook: ToolResultInspector) -> None: ...
     def inspect_tool_result(self, name: str, text: str, ctx: RequestContext) -> Awaitable[str]:
         """Run every registered ``ToolResultInspector`` in turn (for the tools feature)."""
+        ...
+    def model_filter(self, hook: ModelFilter) -> None: ...
+    def account_fields(self, hook: AccountFields) -> None: ...
+    def extra_account_fields(self, caller: Caller) -> Awaitable[dict[str, Any]]:
+        """Every registered ``AccountFields`` hook's fields (for the billing feature)."""
         ...
     def route(self, route: Route | RawRoute) -> None: ...
     def on_start(self, hook: Lifecycle) -> None: ...

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tollway.plugins.contract import (
+    AccountFields,
     Admitter,
     Authenticator,
     Lifecycle,
+    ModelFilter,
     Phase,
     Pipeline,
     Pricer,
@@ -30,7 +32,7 @@ from tollway.plugins.contract import (
 
 if TYPE_CHECKING:
     from tollway.config import Settings
-    from tollway.context import RequestContext
+    from tollway.context import Caller, RequestContext
 
 __all__ = ["Hooks"]
 
@@ -65,6 +67,8 @@ class Hooks:
         self.settlers: tuple[Settler, ...] = ()
         self.fields: list[ResponseFields] = []
         self.inspectors: list[ToolResultInspector] = []
+        self.model_filters: list[ModelFilter] = []
+        self.account_field_hooks: list[AccountFields] = []
         self.routes: list[Route] = []
         self.raw_routes: list[RawRoute] = []
         self.starts: list[Lifecycle] = []
@@ -130,6 +134,28 @@ class Hooks:
         for inspect in self.inspectors:
             text = await inspect(name, text, ctx)
         return text
+
+    def model_filter(self, hook: ModelFilter) -> None:
+        self._open()
+        self.model_filters.append(hook)
+
+    def account_fields(self, hook: AccountFields) -> None:
+        self._open()
+        self.account_field_hooks.append(hook)
+
+    async def extra_account_fields(self, caller: Caller) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for hook in self.account_field_hooks:
+            fields = await hook(caller)
+            if fields:
+                out.update(fields)
+        return out
+
+    async def visible_models(self, caller: Caller | None, aliases: list[str]) -> list[str]:
+        """The aliases every ``ModelFilter`` lets the caller use."""
+        for hook in self.model_filters:
+            aliases = await hook(caller, aliases)
+        return aliases
 
     def route(self, route: Route | RawRoute) -> None:
         self._open()

@@ -131,6 +131,7 @@ class ReserveOutcome:
     reservation: Reservation | None
     balance_micros: int
     reserved_micros: int
+    refused_cap: Any = None  # the spend cap (storage.sql_caps.Cap) that refused, if one did
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +191,17 @@ class LedgerStore(Protocol):
 
 class ReservationStore(Protocol):
     async def reserve(
-        self, account_id: str, request_id: str, instance_id: str, amount_micros: int
+        self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
+        *, caps: Sequence[Any] = (),
     ) -> ReserveOutcome: ...
 
-    async def extend(self, reservation_id: str, amount_micros: int) -> ReserveOutcome: ...
+    async def extend(
+        self, reservation_id: str, amount_micros: int, *, caps: Sequence[Any] = ()
+    ) -> ReserveOutcome: ...
 
     async def settle(
-        self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = ()
+        self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = (),
+        *, capped: bool = False,
     ) -> LedgerEntry | None: ...
 
     async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None: ...
@@ -238,6 +243,8 @@ class AuditStore(Protocol):
     async def debits_over_reservation(self) -> list[dict[str, Any]]: ...
 
     async def bad_overage_entries(self) -> list[dict[str, Any]]: ...
+
+    async def spend_cap_mismatches(self) -> list[tuple[str, str]]: ...
 
 
 class Storage(

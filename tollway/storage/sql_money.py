@@ -176,33 +176,49 @@ class MoneyQueries:
     # -- reservations -----------------------------------------------------------
 
     async def reserve(
-        self, account_id: str, request_id: str, instance_id: str, amount_micros: int
+        self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
+        *, caps: Sequence[Any] = (),
     ) -> ReserveOutcome:
+        """Hold ``amount_micros`` against the balance and, in the same transaction, against
+        every spend cap in ``caps`` (``tollway.storage.sql_caps.Cap``); all or nothing."""
         now = time.time()
-        async with self.db.transaction() as tx:
-            row = await tx.fetchrow(
-                "UPDATE accounts SET reserved_micros = reserved_micros + ?"
-                " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
-                " RETURNING balance_micros, reserved_micros",
-                amount_micros,
-                account_id,
-                amount_micros,
-            )
-            if row is None:
-                return ReserveOutcome(None, *await _balance(tx, account_id))
-            reservation = Reservation(
-                new_id("res"), request_id, account_id, instance_id, amount_micros, "open", now
-            )
-            await tx.execute(
-                "INSERT INTO reservations (id, request_id, account_id, instance_id, amount_micros,"
-                " state, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
-                reservation.id, request_id, account_id, instance_id, amount_micros, now,
-            )  # fmt: skip
-            return ReserveOutcome(
-                reservation, int(row["balance_micros"]), int(row["reserved_micros"])
-            )
+        try:
+            async with self.db.transaction() as tx:
+                row = await tx.fetchrow(
+                    "UPDATE accounts SET reserved_micros = reserved_micros + ?"
+                    " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
+                    " RETURNING balance_micros, reserved_micros",
+                    amount_micros,
+                    account_id,
+                    amount_micros,
+                )
+                if row is None:
+                    return ReserveOutcome(None, *await _balance(tx, account_id))
+                reservation = Reservation(
+                    new_id("res"), request_id, account_id, instance_id, amount_micros, "open", now
+                )
+                await tx.execute(
+                    "INSERT INTO reservations (id, request_id, account_id, instance_id,"
+                    " amount_micros, state, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
+                    reservation.id, request_id, account_id, instance_id, amount_micros, now,
+                )  # fmt: skip
+                if caps:
+                    from tollway.storage.sql_caps import hold_caps
 
-    async def extend(self, reservation_id: str, amount_micros: int) -> ReserveOutcome:
+                    refused = await hold_caps(tx, reservation.id, caps, amount_micros)
+                    if refused is not None:
+                        raise _Refused(account_id, refused)  # rolls every hold back
+                return ReserveOutcome(
+                    reservation, int(row["balance_micros"]), int(row["reserved_micros"])
+                )
+        except _Refused as refused:
+            async with self.db.transaction() as tx:
+                balance, reserved = await _balance(tx, account_id)
+            return ReserveOutcome(None, balance, reserved, refused_cap=refused.args[1])
+
+    async def extend(
+        self, reservation_id: str, amount_micros: int, *, caps: Sequence[Any] = ()
+    ) -> ReserveOutcome:
         """Grow an open reservation by ``amount_micros`` if the account can cover it.
 
         One conditional update, like ``reserve``; on refusal (or a reservation no
@@ -228,6 +244,12 @@ class MoneyQueries:
                 )
                 if row is None:
                     raise _Refused(res["account_id"])
+                if caps:
+                    from tollway.storage.sql_caps import extend_caps
+
+                    refused = await extend_caps(tx, reservation_id, caps, amount_micros)
+                    if refused is not None:
+                        raise _Refused(res["account_id"], refused)
                 return ReserveOutcome(
                     _reservation(res), int(row["balance_micros"]), int(row["reserved_micros"])
                 )
@@ -237,16 +259,23 @@ class MoneyQueries:
                 return ReserveOutcome(None, 0, 0)
             async with self.db.transaction() as tx:
                 balance, reserved = await _balance(tx, account_id)
-            return ReserveOutcome(None, balance, reserved)
+            cap = refused.args[1] if len(refused.args) > 1 else None
+            return ReserveOutcome(None, balance, reserved, refused_cap=cap)
 
     async def settle(
-        self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = ()
+        self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = (),
+        *, capped: bool = False,
     ) -> LedgerEntry | None:
         """Close the reservation and append the debit (and ``extra`` entries, e.g. a
-        ``provider_overage`` line) atomically; None if the request is already debited."""
+        ``provider_overage`` line) atomically; None if the request is already debited.
+        ``capped``: the reservation holds spend caps, which the debit moves to spent."""
         async with self.db.transaction() as tx:
             if reservation_id is not None:
-                await _close_reservation(tx, reservation_id, "settled")
+                closed = await _close_reservation(tx, reservation_id, "settled")
+                if capped and closed is not None:
+                    from tollway.storage.sql_caps import settle_caps
+
+                    await settle_caps(tx, reservation_id, -debit.amount_micros)
             if await tx.fetchrow(
                 "SELECT id FROM ledger_entries WHERE request_id = ? AND kind = 'debit'",
                 debit.request_id,
@@ -263,6 +292,9 @@ class MoneyQueries:
             row = await _close_reservation(tx, reservation_id, "released")
             if row is None:
                 return None
+            from tollway.storage.sql_caps import settle_caps
+
+            await settle_caps(tx, reservation_id, 0)  # nothing was debited: holds go back
             held = int(row["amount_micros"])
             return await _append(
                 tx,

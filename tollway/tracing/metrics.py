@@ -38,6 +38,7 @@ from tollway.tracing.record import (
     S_DEPLOYMENT,
     S_DISCONNECTED,
     S_FINISHED,
+    S_LIMIT_HIT,
     S_MARKS,
     S_MODEL,
     S_STATUS,
@@ -168,6 +169,10 @@ class Metrics:
         self.disconnects = Counter(
             "tollway_client_disconnects", "Requests whose client went away", ("model",), registry=r
         )
+        self.rate_limited = Counter(
+            "tollway_rate_limited", "Requests refused by a tenant control, by scope and limit",
+            ("scope", "limit"), registry=r,
+        )
         self.inflight = Gauge(
             "tollway_inflight_streams", "Responses being sent right now",
             registry=r, multiprocess_mode="livesum",
@@ -275,6 +280,10 @@ class Metrics:
                 for call in snap[S_TOOLS] or ():
                     outcome = "error" if call.get("error") else "ok"
                     key = (self.tools, str(call.get("name") or "unknown"), outcome)
+                    counts[key] = counts.get(key, 0) + 1
+                hit = snap[S_LIMIT_HIT]
+                if hit is not None:
+                    key = (self.rate_limited, str(hit.get("scope")), str(hit.get("limit")))
                     counts[key] = counts.get(key, 0) + 1
                 if snap[S_DISCONNECTED]:
                     key = (self.disconnects, model)

@@ -131,7 +131,7 @@ async def handle_messages(gw: Pipeline, scope: Scope, receive: Receive, send: Se
         except GatewayError as exc:
             ctx.fail(exc.status, exc.message, exc.code, exc.type)
             watch.stop()
-            await send_anthropic_error(send, exc, headers)
+            await send_anthropic_error(send, exc, headers + ctx.response_headers)
         except ClientGone:
             _gone(ctx)
         except Exception:
@@ -183,7 +183,7 @@ async def _serve(
         finally:
             await aclose(events)
         watch.stop()
-        await send_json(send, 200, result, id_header + _route_headers(ctx))
+        await send_json(send, 200, result, id_header + _route_headers(ctx) + ctx.response_headers)
         ctx.delivered = "all"
         ctx.mark("finished")
         return
@@ -195,7 +195,8 @@ async def _serve(
     except BaseException:
         await aclose(chunks)
         raise
-    await _pump(ctx, chunks, first, send, watch, _SSE_HEADERS + id_header + _route_headers(ctx))
+    await _pump(ctx, chunks, first, send, watch,
+                _SSE_HEADERS + id_header + _route_headers(ctx) + ctx.response_headers)
 
 
 async def _pump(
