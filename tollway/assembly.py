@@ -17,6 +17,7 @@ from tollway.api.messages import MessagesPlugin
 from tollway.app import TollwayApp
 from tollway.billing.plugin import BillingPlugin
 from tollway.config import Settings
+from tollway.dashboard.plugin import DashboardPlugin
 from tollway.entrypoints import entry_points, load
 from tollway.firewalls.plugin import FirewallsPlugin
 from tollway.limits.plugin import LimitsPlugin
@@ -43,6 +44,7 @@ DEFAULT_PLUGINS: tuple[Callable[[], Plugin], ...] = (
     ToolsPlugin,
     TracingPlugin,
     MessagesPlugin,
+    DashboardPlugin,
 )
 
 
