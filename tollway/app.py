@@ -65,6 +65,8 @@ class TollwayApp:
         )
         self._routes: list[tuple[str, re.Pattern[str], JsonHandler, Access]] = []
         self._raw: dict[tuple[str, str], RawHandler] = {}
+        # raw ASGI apps owning a whole path prefix (HTML, e.g. /dashboard): not in route_table
+        self._prefixes: list[tuple[str, RawHandler]] = []
         self._patterns: list[tuple[str, str, str]] = []  # as registered, for the docs
         self._docs: dict[tuple[str, str], Operation] = {
             ("POST", "/v1/chat/completions"): OPERATIONS[("POST", "/v1/chat/completions")]
@@ -93,6 +95,9 @@ class TollwayApp:
         for route in hooks.routes:
             self.add_route(route.method, route.pattern, route.handler, route.access, route.doc)
         for raw in hooks.raw_routes:
+            if raw.prefix:
+                self.add_prefix_route(raw.path, raw.handler)
+                continue
             self.add_raw_route(raw.method, raw.path, raw.handler, raw.doc, access=raw.access)
             if raw.errors is not None:
                 self.error_senders[raw.path] = raw.errors
@@ -120,6 +125,14 @@ class TollwayApp:
         if doc is not None:
             self._docs[(method, path)] = doc
 
+    def add_prefix_route(self, prefix: str, handler: RawHandler) -> None:
+        """Mount a raw ASGI app on ``prefix`` and every path under it (any method).
+
+        For HTML (the dashboard): such routes are deliberately not in ``route_table``
+        nor in ``/openapi.json``, which describe the JSON API.
+        """
+        self._prefixes.append((prefix, handler))
+
     def route_docs(self) -> dict[tuple[str, str], Operation]:
         """What each mounted endpoint takes and returns (for ``/openapi.json``)."""
         return dict(self._docs)
@@ -139,6 +152,12 @@ class TollwayApp:
             if raw is not None:
                 await raw(scope, receive, send)
                 return
+            if self._prefixes:
+                path = scope["path"]
+                for prefix, app in self._prefixes:
+                    if path == prefix or path.startswith(prefix + "/"):
+                        await app(scope, receive, send)
+                        return
             await self._json_route(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)

@@ -3,9 +3,9 @@ that names the built-in features.
 
 ``DEFAULT_PLUGINS`` lists the built-ins in plugin order (billing, limits, firewalls, tools,
 tracing: what starts first; then the inbound APIs beside chat completions: Messages,
-embeddings, Responses); the hooks' ``Phase`` fixes the order that matters (money before
-trace). Plugins of installed packages (entry-point group ``tollway.plugins``) come after
-them, sorted by entry-point name.
+embeddings, Responses; the dashboard); the hooks' ``Phase`` fixes the order that matters
+(money before trace). Plugins of installed packages (entry-point group ``tollway.plugins``)
+come after them, sorted by entry-point name.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from tollway.api.messages import MessagesPlugin
 from tollway.app import TollwayApp
 from tollway.billing.plugin import BillingPlugin
 from tollway.config import Settings
+from tollway.dashboard.plugin import DashboardPlugin
 from tollway.embeddings import EmbeddingsPlugin
 from tollway.entrypoints import entry_points, load
 from tollway.firewalls.plugin import FirewallsPlugin
@@ -47,6 +48,7 @@ DEFAULT_PLUGINS: tuple[Callable[[], Plugin], ...] = (
     MessagesPlugin,
     EmbeddingsPlugin,
     ResponsesPlugin,
+    DashboardPlugin,
 )
 
 

@@ -68,13 +68,16 @@ def _serve(args: argparse.Namespace) -> int:
     url = base_url(host, sock.getsockname()[1])
     if demo:
         from tollway.assembly import prepare_demo
+        from tollway.demo import ensure_admin_key
 
+        admin_key = ensure_admin_key() if settings.dashboard.enabled else None
         try:
             key = prepare_demo(settings)
         except BaseException:
             sock.close()
             raise
-        banner = demo_banner(url, key, _cli_command())
+        banner = demo_banner(url, key, _cli_command(), admin_key=admin_key,
+                             dashboard=settings.dashboard.enabled)
 
         def ready() -> None:
             print(banner, flush=True)  # noqa: T201

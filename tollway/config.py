@@ -25,6 +25,7 @@ from pydantic import (
 
 from tollway.billing.config import BillingConfig
 from tollway.bounds import MAX_PRICE_PER_MTOK, MAX_TOKENS
+from tollway.dashboard.config import DashboardConfig
 from tollway.firewalls.config import PolicyConfig
 from tollway.limits.config import LimitsConfig
 from tollway.routing.config import RoutingConfig
@@ -277,6 +278,7 @@ class Settings(_Strict):
     redis: str | None = Field(
         None, description="redis://… : rate-limit counters shared by every instance"
     )
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     def default_for(
         self, field: str, *, key_id: str | None, account_id: str | None, account_name: str | None

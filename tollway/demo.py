@@ -65,6 +65,7 @@ DEMO_CONFIG: dict[str, Any] = {
     },
     "tools": {"calculator": {}, "clock": {}},
     "defaults": {"platform_tools": ["calculator", "clock"]},
+    "dashboard": {"enabled": True},
 }
 
 
@@ -98,8 +99,34 @@ def _curl(url: str, key: str, body: str, stream: bool) -> str:
             f"    -d '{body}'")
 
 
-def demo_banner(url: str, api_key: str | None, command: str = "tollway") -> str:
-    """Ready-to-paste examples for the running demo at ``url`` (``command`` runs the CLI)."""
+def ensure_admin_key() -> str | None:
+    """The demo's admin key: ``TOLLWAY_ADMIN_KEY`` if set (None returned: not ours to
+    print), else a new one, put in the environment so that every worker sees it."""
+    if os.environ.get("TOLLWAY_ADMIN_KEY"):
+        return None
+    import secrets
+
+    generated = "twadmin-" + secrets.token_urlsafe(24)
+    os.environ["TOLLWAY_ADMIN_KEY"] = generated
+    return generated
+
+
+def _dashboard_line(url: str, generated_admin_key: str | None) -> str:
+    admin = (f"the admin key {generated_admin_key}\n"
+             "             (new at every start unless TOLLWAY_ADMIN_KEY is set)"
+             if generated_admin_key else "the admin key in $TOLLWAY_ADMIN_KEY")
+    return (f"  dashboard: {url}/dashboard\n"
+            f"             log in with {admin},\n"
+            "             or with the API key above (sees account \"demo\" only)\n")
+
+
+def demo_banner(url: str, api_key: str | None, command: str = "tollway",
+                admin_key: str | None = None, dashboard: bool = False) -> str:
+    """Ready-to-paste examples for the running demo at ``url`` (``command`` runs the CLI).
+
+    With ``dashboard``, a line says where it is and how to log in (``admin_key``: a
+    generated admin key to print; None when it came from ``TOLLWAY_ADMIN_KEY``).
+    """
     key = api_key or "unused"
     database = zero_config_database().removeprefix("sqlite:///")
     echo = ('{"model": "demo-echo", "stream": true,\n'
@@ -116,7 +143,7 @@ tollway demo is running at {url}
   firewalls: strict-block, redact-pii, monitor
   API key:   {key} (account "demo"; a new key at every start)
   database:  {database} (tollway accounts/keys/credit/traces without a config use it too)
-
+{_dashboard_line(url, admin_key) if dashboard else ""}
 1. Stream an answer; the last chunk carries the usage and its cost in USD:
 
 {_curl(url, key, echo, True)}

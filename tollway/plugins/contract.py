@@ -132,7 +132,10 @@ ErrorSender = Callable[["Send", "GatewayError", list[tuple[bytes, bytes]]], Awai
 class RawRoute:
     """A raw ASGI endpoint on an exact path. ``access`` documents who may call it (the
     handler checks); ``errors`` writes the app's own errors on that path (405 for another
-    method) in the endpoint's protocol (default: OpenAI's envelope)."""
+    method) in the endpoint's protocol (default: OpenAI's envelope). With ``prefix``, the
+    handler owns ``path`` and every path under it, any method (HTML such as the dashboard:
+    kept out of the route table and ``/openapi.json``; ``method``, ``doc``, ``access`` and
+    ``errors`` are unused)."""
 
     method: str
     path: str
@@ -140,6 +143,7 @@ class RawRoute:
     doc: Operation | None = None
     access: Access | Literal["raw"] = "raw"
     errors: ErrorSender | None = None
+    prefix: bool = False
 
 
 class Pipeline(Protocol):

@@ -14,6 +14,7 @@ from tollway.storage.database import Database
 from tollway.storage.sql_audit import AuditQueries, read_micros
 from tollway.storage.sql_caps import CapQueries
 from tollway.storage.sql_money import MoneyQueries, new_id
+from tollway.storage.sql_reports import ReportQueries
 
 __all__ = ["SqlStorage"]
 
@@ -58,7 +59,7 @@ def _key(row: dict[str, Any]) -> ApiKey:
     )
 
 
-class SqlStorage(MoneyQueries, AuditQueries, CapQueries):
+class SqlStorage(MoneyQueries, AuditQueries, CapQueries, ReportQueries):
     """Accounts, keys, ledger, reservations, instances and audit queries over a Database."""
 
     def __init__(self, db: Database) -> None:

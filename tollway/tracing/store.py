@@ -96,6 +96,8 @@ class TraceStore(Protocol):
 
     async def prune(self, before: float, batch: int = 5000) -> int: ...
 
+    async def report(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+
     def transient(self, exc: BaseException) -> bool: ...
 
     async def close(self) -> None: ...
@@ -183,6 +185,8 @@ def _insert_sql(rows: int) -> str:
 class SqliteTraceStore:
     """aiosqlite in WAL mode: one connection writes, another reads."""
 
+    dialect = "sqlite"
+
     def __init__(self, writer: Any, reader: Any) -> None:
         self._w = writer
         self._r = reader
@@ -243,6 +247,11 @@ class SqliteTraceStore:
             rows = await cur.fetchall()
         return [(int(r[0]), orjson.loads(r[1])) for r in rows]
 
+    async def report(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A read-only query on the reader connection (``tracing.reports`` builds them)."""
+        async with self._r.execute(sql, list(args)) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
     async def prune(self, before: float, batch: int = 5000) -> int:
         """Delete traces received before ``before``, in batches; return how many."""
         total = 0
@@ -271,6 +280,8 @@ class SqliteTraceStore:
 
 class PostgresTraceStore:
     """asyncpg pool; ``data`` and ``bodies`` are JSONB."""
+
+    dialect = "postgres"
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
@@ -312,6 +323,12 @@ class PostgresTraceStore:
         )
         rows = await self._pool.fetch(sql, *args, query.limit)
         return [(int(r[0]), orjson.loads(r[1])) for r in rows]
+
+    async def report(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A read-only query (``?`` placeholders; ``tracing.reports`` builds them)."""
+        from tollway.storage.database import dollar_params
+
+        return [tuple(r) for r in await self._pool.fetch(dollar_params(sql), *args)]
 
     async def prune(self, before: float, batch: int = 5000) -> int:
         """Delete traces received before ``before``, in batches; return how many."""
