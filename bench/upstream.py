@@ -120,6 +120,12 @@ def _stream_frames(shape: Shape) -> tuple[bytes, list[bytes], bytes]:
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 _HEALTH = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 _BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_EMBEDDINGS_BODY = orjson.dumps({
+    "object": "list", "model": "bench-embed", "usage": {"prompt_tokens": 8, "total_tokens": 8},
+    "data": [{"object": "embedding", "index": 0, "embedding": [0.125] * 256}],
+})
+_EMBEDDINGS = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+               % len(_EMBEDDINGS_BODY)) + _EMBEDDINGS_BODY  # one input's answer, for bench.apis
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -173,6 +179,9 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         if url.startswith(b"/health"):
             t.write(_HEALTH)
+            return
+        if url.startswith(b"/v1/embeddings"):
+            t.write(_EMBEDDINGS)
             return
         messages = url.startswith(b"/v1/messages")
         if not messages and not url.startswith(b"/v1/chat/completions"):

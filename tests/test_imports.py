@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "tollway"
-FEATURES = ("billing", "dashboard", "firewalls", "limits", "tools", "tracing")
+FEATURES = ("billing", "dashboard", "embeddings", "firewalls", "limits", "responses", "tools",
+            "tracing")
 CORE = ("api", "app", "auth", "chunks", "context", "gateway", "pipeline", "plugins", "providers",
         "routing", "storage", "wire")  # fmt: skip
 

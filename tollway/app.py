@@ -3,7 +3,8 @@
 Assembled by ``tollway.assembly.create_app``. A raw ASGI app (no framework): one
 dict lookup routes the hot endpoint; other endpoints are JSON handlers
 ``async (request) -> (status, body)`` registered by path pattern, where ``request``
-is a dict with method, path, path_params, query, headers, json, auth and is_admin.
+is a dict with method, path, path_params, query, headers, json, auth, is_admin and the
+request ids of the answer's headers (request_id, client_request_id).
 """
 
 from __future__ import annotations
@@ -203,7 +204,8 @@ class TollwayApp:
             await self._session.close()
 
     async def _json_route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = id_headers(new_request_id(), client_request_id(scope))
+        request_id, client_id = new_request_id(), client_request_id(scope)
+        headers = id_headers(request_id, client_id)
         method, path = scope["method"], scope["path"]
         try:
             for route_method, regex, handler, access in self._routes:
@@ -213,6 +215,7 @@ class TollwayApp:
                 if match is None:
                     continue
                 request = await self._request(scope, receive, match.groupdict(), access)
+                request["request_id"], request["client_request_id"] = request_id, client_id
                 status, body = await handler(request)
                 await send_json(send, status, body, headers)
                 return

@@ -2,10 +2,10 @@
 that names the built-in features.
 
 ``DEFAULT_PLUGINS`` lists the built-ins in plugin order (billing, limits, firewalls, tools,
-tracing: what starts first; then the Messages API, an inbound protocol); the hooks'
-``Phase`` fixes the order that matters (money before trace). Plugins of installed
-packages (entry-point group ``tollway.plugins``) come after them, sorted by entry-point
-name.
+tracing: what starts first; then the inbound APIs beside chat completions: Messages,
+embeddings, Responses; the dashboard); the hooks' ``Phase`` fixes the order that matters
+(money before trace). Plugins of installed packages (entry-point group ``tollway.plugins``)
+come after them, sorted by entry-point name.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from tollway.app import TollwayApp
 from tollway.billing.plugin import BillingPlugin
 from tollway.config import Settings
 from tollway.dashboard.plugin import DashboardPlugin
+from tollway.embeddings import EmbeddingsPlugin
 from tollway.entrypoints import entry_points, load
 from tollway.firewalls.plugin import FirewallsPlugin
 from tollway.limits.plugin import LimitsPlugin
 from tollway.plugins.contract import Plugin
 from tollway.plugins.hooks import Hooks
+from tollway.responses import ResponsesPlugin
 from tollway.tools.plugin import ToolsPlugin
 from tollway.tracing.plugin import TracingPlugin
 
@@ -44,6 +46,8 @@ DEFAULT_PLUGINS: tuple[Callable[[], Plugin], ...] = (
     ToolsPlugin,
     TracingPlugin,
     MessagesPlugin,
+    EmbeddingsPlugin,
+    ResponsesPlugin,
     DashboardPlugin,
 )
 

@@ -193,6 +193,11 @@ class DeploymentConfig(_Strict):
     max_in_flight: int | None = Field(None, gt=0, description="concurrent requests allowed")
     timeouts: Timeouts = Field(default_factory=Timeouts)
     options: dict[str, Any] = Field(default_factory=dict, description="adapter-specific")
+    apis: list[Literal["chat", "responses", "embeddings"]] | None = Field(
+        None,
+        description="the APIs the upstream speaks (default by provider type: OpenAI's own "
+        "base URL all three, the simulated provider chat and embeddings, others chat)",
+    )
 
     _free = field_validator("prices", mode="before")(_prices_literal)
 

@@ -85,6 +85,9 @@ class RequestContext:
     limits: Any = None  # what tollway.limits acquired (rate-limit slots to release)
     limit_hit: dict[str, Any] | None = None  # the limit that refused the request, if any
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # e.g. x-ratelimit-*
+    # the API served when not chat completions: {"endpoint": ..., "mode": "pass-through" |
+    # "translated"} (the trace records it)
+    api: dict[str, str] | None = None
 
     def fail(
         self, status: int, message: str, code: str | int | None = None, type: str | None = None

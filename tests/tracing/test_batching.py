@@ -99,6 +99,7 @@ def reference_record(ctx: RequestContext, bodies: Any, finished: float) -> dict[
         "firewall_verdicts": list(ctx.firewall_verdicts),
         "tool_calls": [tool(c) for c in ctx.tool_calls],
         "provider_blocks": list(ctx.provider_blocks),
+        "api": ctx.api,
         "bodies": bodies,
     }
 

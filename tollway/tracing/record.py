@@ -88,8 +88,9 @@ def _tool_call(call: dict[str, Any], with_result: bool) -> dict[str, Any]:
 (S_ID, S_RECEIVED_AT, S_ACCOUNT, S_KEY, S_MODEL, S_SERVED, S_DEPLOYMENT, S_PROVIDER, S_STREAM,
  S_STATUS, S_ERROR, S_ERROR_CODE, S_REASONS, S_DISCONNECTED, S_PARTIAL, S_ATTEMPTS, S_MARKS,
  S_FINISHED, S_USAGE, S_VERDICTS, S_TOOLS, S_BODIES, S_ENDED_AT, S_CLIENT_ID, S_ERROR_TYPE,
- S_DELIVERED, S_PROVIDER_BLOCKS, S_LIMIT_HIT) = range(28)
+ S_DELIVERED, S_PROVIDER_BLOCKS, S_LIMIT_HIT, S_API) = range(29)
 # S_LIMIT_HIT: the tenant control that refused the request (tollway.limits), or None
+# S_API: None (chat completions, Messages) or {"endpoint": ..., "mode": ...}
 # S_ATTEMPTS: ((deployment, outcome, status, error, latency_ms, misconfigured), ...)
 # S_MARKS: (admitted, upstream_connected, first_token, last_token), seconds or None
 # S_USAGE: None or (prompt, completion, total, cached, reasoning, estimated, cost pairs or None,
@@ -147,6 +148,7 @@ def snapshot(
         ctx.delivered,
         tuple(ctx.provider_blocks) if ctx.provider_blocks else (),
         ctx.limit_hit,
+        ctx.api,
     )
 
 
@@ -187,7 +189,7 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
     (request_id, received_at, account_id, key_id, model, served_model, deployment, provider,
      stream, status, error, error_code, reasons, disconnected, partial, attempts, marks,
      finished, usage, verdicts, tools, bodies, _ended_at, client_id, error_type, delivered,
-     provider_blocks, limit_hit) = snap
+     provider_blocks, limit_hit, api) = snap
     if len(reasons) == 1:
         finish_reason = reasons[0][1]
         finish_reasons = {str(reasons[0][0]): finish_reason}
@@ -250,6 +252,7 @@ def record_of(snap: Snapshot) -> dict[str, Any]:
         "firewall_verdicts": list(verdicts) if verdicts else [],
         "tool_calls": [_tool_call(c, bodies is not None) for c in tools] if tools else [],
         "provider_blocks": list(provider_blocks),
+        "api": api,  # None: chat completions; else {"endpoint", "mode"}
         "bodies": bodies,
     }
 

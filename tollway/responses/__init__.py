@@ -1,0 +1,5 @@
+"""``POST /v1/responses`` (OpenAI's Responses API) as a plugin (``ResponsesPlugin``)."""
+
+from tollway.responses.plugin import ResponsesPlugin
+
+__all__ = ["ResponsesPlugin"]
