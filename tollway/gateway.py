@@ -96,6 +96,11 @@ class Gateway:
         out.append(usage_meter(self.hooks.price))
         return out
 
+    def filters_response(self, ctx: RequestContext) -> bool:
+        """Whether a FILTER-phase stage (a response firewall) applies to this request:
+        then its output must pass through the stages, never be relayed as it is."""
+        return any(factory(ctx) is not None for factory in self.hooks.filter_stages)
+
     def response_fields(self, ctx: RequestContext) -> dict[str, Any]:
         """The plugins' extra top-level fields for a whole (non-streaming) response."""
         out: dict[str, Any] = {}

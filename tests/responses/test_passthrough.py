@@ -128,6 +128,9 @@ def test_metered_from_completed_usage(dsn: str) -> None:
         want_usage["input_tokens"], want_usage["output_tokens"])
     assert Decimal(str(usage["total_cost_usd"])) * 1_000_000 == debit.total_cost_micros > 0
     assert violations == []
+    # the output cap the reservation counted is the one the upstream is held to
+    cap = up.requests[0].get("max_output_tokens")
+    assert isinstance(cap, int) and cap > 0
 
 
 def _billed(cfg: dict[str, Any]) -> Iterator[str]:
@@ -155,18 +158,42 @@ def test_cancel_relayed_for_passed_through_background_response_only() -> None:
             c.responses.cancel("resp_unknown")
 
 
-def test_firewall_on_pass_through_blocks_and_never_forwards_its_field() -> None:
+def test_a_firewall_on_a_pass_through_model_applies_by_translating() -> None:
+    """A relayed body and stream would escape a firewall: with one that filters the response
+    (or would redact the request), tollway translates onto the chat pipeline instead, so the
+    upstream reads the redacted request and the client the redacted answer; blocking still
+    refuses before any upstream call; with no firewall the request is passed through."""
     raw = (CONF / "streams" / "responses" / "mirascope-gpt4o-text.sse").read_bytes()
-    with Upstream(replay(raw)) as up, run_tollway(config(up.base_url)) as url:
+
+    async def handler(request: web.Request, upstream: Upstream) -> Any:
+        body = upstream.requests[-1]
+        if "messages" not in body:  # the Responses API: the recording
+            return await send_sse(request, raw, upstream)
+        return web.json_response({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": "Write to alice@example.com today."}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}})
+
+    with Upstream(handler) as up, run_tollway(config(up.base_url)) as url:
         c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.BadRequestError) as err:
             c.responses.create(model="gpt", input="key sk-proj-" + "a1B2" * 12,
                                extra_body={"firewall": "strict-block"})  # fmt: skip
         assert err.value.body["code"] == "content_filter"  # type: ignore[index]
-        with pytest.raises(openai.BadRequestError):  # redaction cannot be passed through
-            c.responses.create(model="gpt", input="mail bob@example.com",
-                               extra_body={"firewall": "redact-pii"})  # fmt: skip
         assert up.requests == []
-        c.responses.create(model="gpt", input="hello", stream=True,
-                           extra_body={"firewall": "monitor"}).close()  # fmt: skip
-        assert "firewall" not in up.requests[0] and up.requests[0]["input"] == "hello"
+
+        r = c.responses.create(model="gpt", input="mail bob@example.com",
+                               extra_body={"firewall": "redact-pii"})  # fmt: skip
+        sent = json.dumps(up.requests[-1])
+        assert "messages" in up.requests[-1] and "bob@example.com" not in sent
+        assert "firewall" not in up.requests[-1]
+        assert "alice@example.com" not in r.output_text and "today" in r.output_text
+
+        r = c.responses.create(model="gpt", input="hello", extra_body={"firewall": "monitor"})
+        assert "messages" in up.requests[-1] and "firewall" not in up.requests[-1]
+        assert "alice@example.com" in r.output_text  # monitor changes nothing
+
+        c.responses.create(model="gpt", input="hello", stream=True).close()
+        assert up.requests[-1]["input"] == "hello"  # no firewall: passed through
+

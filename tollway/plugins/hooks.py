@@ -64,6 +64,7 @@ class Hooks:
         self.admitters: tuple[Admitter, ...] = ()
         self.source_wrappers: tuple[SourceWrapper, ...] = ()
         self.stages: tuple[StageFactory, ...] = ()
+        self.filter_stages: tuple[StageFactory, ...] = ()  # the FILTER-phase ones (firewalls)
         self.settlers: tuple[Settler, ...] = ()
         self.fields: list[ResponseFields] = []
         self.inspectors: list[ToolResultInspector] = []
@@ -176,6 +177,8 @@ class Hooks:
         self.admitters = self._admitters.sorted_hooks()
         self.source_wrappers = self._source_wrappers.sorted_hooks()
         self.stages = self._stages.sorted_hooks()
+        ordered = sorted(self._stages, key=lambda t: t[:2])
+        self.filter_stages = tuple(hook for phase, _seq, hook in ordered if phase == Phase.FILTER)
         self.settlers = self._settlers.sorted_hooks()
         self._sealed = True
         return self

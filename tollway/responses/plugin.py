@@ -31,7 +31,7 @@ from tollway.api.encode import dumps
 from tollway.api.http import ClientGone, read_body, send_error, send_json
 from tollway.api.watch import ClientWatch
 from tollway.context import RequestContext
-from tollway.errors import ContentBlocked, GatewayError, InvalidRequest, ModelNotFound, NotFound
+from tollway.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
 from tollway.pipeline.compose import compose
 from tollway.plugins.contract import Host, RawRoute, Route
 from tollway.plugins.docs import STR, Operation, obj
@@ -174,9 +174,8 @@ class ResponsesPlugin:
         items = [{"id": _item_id(i), **i} if isinstance(i, dict) and "id" not in i else i
                  for i in input_items(body)]  # fmt: skip
         native = self._native(gw, body.get("model"))
-        if native:
-            await self._pass_through(gw, ctx, body, items, native, receive, send, headers,
-                                     watch)  # fmt: skip
+        if native and await self._pass_through(gw, ctx, body, items, native, receive, send,
+                                               headers, watch):  # fmt: skip
             return
         context = await self._context(body, ctx.account_id or "")
         chat = chat_body(body, context + items)
@@ -263,8 +262,13 @@ class ResponsesPlugin:
     async def _pass_through(self, gw: Any, ctx: RequestContext, body: dict[str, Any],
                             items: list[dict[str, Any]], native: list[Any], receive: Any,
                             send: Any, headers: list[tuple[bytes, bytes]],
-                            watch: ClientWatch) -> None:
-        """Relay the request and its answer; meter from the upstream's final usage."""
+                            watch: ClientWatch) -> bool:
+        """Relay the request and its answer; meter from the upstream's final usage.
+
+        False (nothing sent, nothing admitted) when a firewall filters this request's
+        response or would redact its request: a relayed body and stream would escape
+        it, so the caller translates the request onto the chat pipeline instead.
+        """
         assert self._session is not None
         store = await self._store()
         ctx.api = {"endpoint": "responses", "mode": "pass-through"}
@@ -287,16 +291,18 @@ class ResponsesPlugin:
             stream, stream)  # fmt: skip
         body = {k: v for k, v in body.items() if k not in EXTENSION_FIELDS}  # tollway's own
         await gw.prepare(ctx)
-        if ctx.request.messages[0].get("content") != text:
-            raise ContentBlocked(
-                "The request firewall would redact this request, which tollway cannot do on "
-                "the Responses pass-through; use a policy that blocks, or a translated model.",
-                param="input")  # fmt: skip
+        if gw.filters_response(ctx) or ctx.request.messages[0].get("content") != text:
+            ctx.firewall_verdicts.clear()  # the translated request is inspected afresh
+            ctx.request = None
+            ctx.api = {"endpoint": "responses", "mode": "translated"}
+            return False
         watch.start(receive)
         watch.defer()
         await gw.admit(ctx)
         watch.resume()
         ctx.mark("admitted")
+        if body.get("max_output_tokens") is None and ctx.request.max_output_tokens is not None:
+            body["max_output_tokens"] = ctx.request.max_output_tokens  # the cap reserved for
         tab = ctx.budget
         call = await tab.open_call(ctx.request) if tab is not None else None
         redact = gw.redactor.error if gw.redactor else (lambda e: e)
@@ -343,7 +349,7 @@ class ResponsesPlugin:
                 await send_json(send, 200, obj, headers + ctx.response_headers)
                 ctx.delivered = "all"
                 ctx.mark("finished")
-                return
+                return True
             await send({"type": "http.response.start", "status": 200,
                         "headers": _SSE + headers + ctx.response_headers})
             ctx.delivered = "partial"
@@ -361,6 +367,7 @@ class ResponsesPlugin:
             if call is not None and call.state == "open":
                 call.state = "partial"
             resp.release()
+        return True
 
     async def _save_native(self, account: str, final: dict[str, Any],
                            items: list[dict[str, Any]], provider: str) -> None:  # fmt: skip
