@@ -127,7 +127,7 @@ _RELEASE_SHA = hashlib.sha1(RELEASE.encode()).hexdigest()
 class _Encoded:
     """EVALSHA/EVAL heads of the acquire and release scripts for one list of checks."""
 
-    __slots__ = ("acquire_eval", "acquire_sha", "checks", "release_eval", "release_sha",
+    __slots__ = ("acquire_eval", "acquire_sha", "checks", "release_eval",
                  "slot_keys")  # fmt: skip
 
     def __init__(self, checks: Sequence[Check], lease: float) -> None:
@@ -143,7 +143,7 @@ class _Encoded:
             rkeys += [_PREFIX + "t:" + name, _PREFIX + "c:" + name]
             rargs += [c.tpm or 0, c.concurrent or 0]
         self.acquire_sha, self.acquire_eval = _heads(_ACQUIRE_SHA, ACQUIRE, keys, args)
-        self.release_sha, self.release_eval = _heads(_RELEASE_SHA, RELEASE, rkeys, rargs)
+        self.release_eval = _heads(_RELEASE_SHA, RELEASE, rkeys, rargs)[1]
         self.slot_keys = [_PREFIX + "c:" + c.bucket for c in checks if c.concurrent]
 
 
@@ -255,7 +255,12 @@ class RedisCounters:
         return _decision(checks, levels, refused, retry_ms / 1000)
 
     async def release(self, checks: Sequence[Check], member: str, tokens: int) -> None:
-        """Queue the release (not awaited: a later command on this connection runs after it)."""
+        """Queue the release (not awaited: a later command on this connection runs after it).
+
+        Sent as EVAL, not EVALSHA: a NOSCRIPT answer (Redis restarted or its scripts
+        flushed) could only be retried after the commands queued behind it, so a
+        request admitted right after would still see the slot held.
+        """
         if member in self._fell_back:
             self._fell_back.discard(member)
             self.fallback.release_now(checks, member, tokens)
@@ -264,23 +269,17 @@ class RedisCounters:
         enc = self._encoded(checks)
         if not tokens and not enc.slot_keys:
             return
-        tail = encode_args((tokens, member))
         try:
-            reply = await self._client.send(enc.release_sha + tail)
+            reply = await self._client.send(enc.release_eval + encode_args((tokens, member)))
         except RedisError as exc:  # not connected: the lease frees the slot later
             self._failed("settlement", exc)
             return
-        reply.add_done_callback(lambda done: self._released(done, enc.release_eval + tail))
+        reply.add_done_callback(self._released)
 
-    def _released(self, done: asyncio.Future[Any], fallback: bytes) -> None:
+    def _released(self, done: asyncio.Future[Any]) -> None:
         exc = None if done.cancelled() else done.exception()
-        if exc is None:
-            return
-        if str(exc).startswith("NOSCRIPT"):
-            task = asyncio.ensure_future(self._client.send(fallback))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            return
-        self._failed("settlement", exc)
+        if exc is not None:
+            self._failed("settlement", exc)
 
     async def close(self) -> None:
         if self._renewer is not None:
