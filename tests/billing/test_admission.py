@@ -277,12 +277,100 @@ async def test_audit_names_a_debit_above_its_reservation_and_a_bad_overage(dsn: 
         account = await create_account(store, "a", credit_usd="5")
         reserved = await store.reserve(account.id, "req-over", "inst", 1_000)
         assert reserved.reservation is not None
-        debit = NewEntry(account.id, "debit", -2_000, request_id="req-over",
-                         base_cost_micros=2_000, platform_fee_micros=0, total_cost_micros=2_000)
-        overage = NewEntry(account.id, "provider_overage", -5, request_id="req-over",
-                           base_cost_micros=1, platform_fee_micros=0, total_cost_micros=1)
+        debit = NewEntry(
+            account.id,
+            "debit",
+            -2_000,
+            request_id="req-over",
+            base_cost_micros=2_000,
+            platform_fee_micros=0,
+            total_cost_micros=2_000,
+        )
+        overage = NewEntry(
+            account.id,
+            "provider_overage",
+            -5,
+            request_id="req-over",
+            base_cost_micros=1,
+            platform_fee_micros=0,
+            total_cost_micros=1,
+        )
         await store.settle(reserved.reservation.id, debit, [overage])
         codes = sorted(v.code for v in await audit(store, CONFIG))
         assert codes == ["bad_overage", "debit_over_reservation"]
     finally:
         await store.close()
+
+
+def _words_request(account: Account, request_id: str) -> RequestContext:
+    ctx = make_ctx(account, request_id, words=0, cap=100)
+    assert ctx.request is not None
+    ctx.request.messages = [{"role": "user", "content": "hello " * 50}]
+    return ctx
+
+
+@pytest.mark.parametrize(("credit", "outcome"), [("100", "bound"), ("3", "exact"), ("1", "402")])
+async def test_admission_counts_the_prompt_exactly_only_when_its_bound_is_refused(
+    dsn: str, credit: str, outcome: str
+) -> None:
+    """The default counters: a byte bound first (no tokenizer), the exact count only if the
+    bound's reservation is refused, so the bound never refuses what the count admits."""
+    from tollway import tokens
+
+    messages = [{"role": "user", "content": "hello " * 50}]
+    bound = tokens.prompt_token_bound(messages)  # 3 + 3 + 300 bytes
+    exact = tokens.count_prompt_tokens(messages)
+    assert bound == 306 and exact < 60
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "tight", credit_usd=credit)
+        billing = Billing(store, CONFIG, "inst")
+        ctx = _words_request(account, "req-bound")
+        if outcome == "402":
+            with pytest.raises(PaymentRequired) as err:
+                await billing.admit(ctx, [DEP])
+            # the refusal names what the exact count needs: (exact + 100) × $0.01 + 10 %
+            need = Decimal(exact + 100) * Decimal("0.011")
+            assert f"${need:.6f}" in err.value.message
+            return
+        hold = await billing.admit(ctx, [DEP])
+        assert hold is not None
+        counted = bound if outcome == "bound" else exact
+        assert hold.prompt_tokens_counted == counted
+        assert hold.reservation.amount_micros == (counted + 100) * 11_000
+        await finish(ctx, completion=100)  # the whole cap: the tab still fits the reservation
+        entry = await billing.settle(ctx)
+        assert entry is not None and -entry.entry.amount_micros <= hold.reservation.amount_micros
+        assert await audit(store, CONFIG) == []
+    finally:
+        await store.close()
+
+
+def test_a_funded_admission_never_loads_the_tokenizer(tmp_path: Any) -> None:
+    """Billing alone keeps the ~50 MB tokenizer out of memory (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio
+from decimal import Decimal
+from tollway import tokens
+from tollway.billing.admission import Billing
+from tollway.billing.config import BillingConfig
+from tollway.billing.ledger import create_account
+from tollway.storage import open_storage
+from tests.billing.test_admission import DEP, make_ctx
+
+async def main():
+    store = await open_storage("sqlite:///{tmp_path}/t.db")
+    account = await create_account(store, "rich", credit_usd="1000")
+    hold = await Billing(store, BillingConfig(), "inst").admit(make_ctx(account, "r"), [DEP])
+    await store.close()
+    print(hold is not None, tokens.loaded())
+
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]

@@ -11,8 +11,9 @@ The request path::
     finally:
         await asyncio.shield(billing.settle(ctx))
 
-The reservation is the worst case of the first upstream call: counted prompt tokens
-(plus ``prompt_margin_fraction``) at the deployment's highest input price (a prompt
+The reservation is the worst case of the first upstream call: prompt tokens (an
+upper bound from UTF-8 bytes, counted exactly only if that bound is refused; plus
+``prompt_margin_fraction``) at the deployment's highest input price (a prompt
 token may be a cache write), plus choices × output cap at the output price, plus
 the fee — the largest such figure over the deployments the router may pick. The
 output cap is ``effective_output_cap(...)``; adapters send it upstream. Each further
@@ -31,6 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tollway import tokens
 from tollway.auth import AuthResult
 from tollway.billing.config import BillingConfig
 from tollway.billing.pricing import Cost, FeePolicy, fee_policy, priced, prices_json, usd_str
@@ -48,7 +50,13 @@ from tollway.config import DeploymentConfig
 from tollway.context import RequestContext
 from tollway.errors import PaymentRequired
 from tollway.providers.base import ChatRequest
-from tollway.storage.base import LedgerEntry, NewEntry, Reservation, ReservationStore
+from tollway.storage.base import (
+    LedgerEntry,
+    NewEntry,
+    Reservation,
+    ReservationStore,
+    ReserveOutcome,
+)
 
 __all__ = ["Billing", "Hold", "PromptCounter", "effective_output_cap"]
 
@@ -75,8 +83,22 @@ def _default_counter() -> PromptCounter:
     return count_prompt_tokens
 
 
+def _default_bound() -> PromptCounter:
+    from tollway.tokens import prompt_token_bound
+
+    return prompt_token_bound
+
+
 class Billing:
-    """Reserves, prices and settles requests for one gateway instance."""
+    """Reserves, prices and settles requests for one gateway instance.
+
+    Admission reserves against a cheap upper bound of the prompt's tokens
+    (``tokens.prompt_token_bound``: UTF-8 bytes, no tokenizer); only when that
+    reservation is refused does it count the prompt exactly (loading the tokenizer
+    in a thread the first time) and try again, so the bound never refuses a request
+    the exact count would admit. The counter that admitted the request is the one
+    its ``Tab`` uses for every later call, so the reservation stays an upper bound.
+    """
 
     def __init__(
         self,
@@ -90,6 +112,9 @@ class Billing:
         self.config = config
         self.instance_id = instance_id
         self._count = count_prompt_tokens or _default_counter()
+        # an injected counter (tests) is used as is, for both tries
+        self._bound = count_prompt_tokens or _default_bound()
+        self._exact_needs_tokenizer = count_prompt_tokens is None
 
     def policy_for(self, ctx: RequestContext) -> FeePolicy:
         """The fee policy of the request: frozen at admission, else the account's."""
@@ -111,6 +136,17 @@ class Billing:
         base = worst_base_usd(request, prompt, deployments, self.config.default_max_output_tokens)
         return priced(base, policy).total_micros, counted
 
+    async def _reserve(self, ctx: RequestContext, amount: int) -> ReserveOutcome | None:
+        """The store's answer to reserving ``amount`` (None: more than any account may hold)."""
+        assert ctx.account_id is not None
+        if amount > MAX_RESERVATION_MICROS:
+            return None
+        if ctx.spend_caps:  # tollway.limits: the same reservation holds each spend cap
+            return await self._store.reserve(
+                ctx.account_id, ctx.request_id, self.instance_id, amount, caps=ctx.spend_caps
+            )
+        return await self._store.reserve(ctx.account_id, ctx.request_id, self.instance_id, amount)
+
     async def admit(
         self, ctx: RequestContext, deployments: Sequence[DeploymentConfig]
     ) -> Hold | None:
@@ -121,21 +157,22 @@ class Billing:
         if ctx.request is None:
             raise ValueError("admit() needs ctx.request")
         policy = self.policy_for(ctx)
-        count = PromptCount(self._count)
+        count = PromptCount(self._bound)
         amount, counted = self.worst_case(ctx.request, deployments, policy, count)
-        if amount > MAX_RESERVATION_MICROS:
+        outcome = await self._reserve(ctx, amount)
+        if (outcome is None or outcome.reservation is None) and self._bound is not self._count:
+            if self._exact_needs_tokenizer:
+                await tokens.load()
+            count = PromptCount(self._count)
+            exact, counted = self.worst_case(ctx.request, deployments, policy, count)
+            if exact < amount:
+                amount = exact
+                outcome = await self._reserve(ctx, amount)
+        if outcome is None:
             raise PaymentRequired(
                 f"This request's worst case (${usd_str(amount)}: its prompt and up to the "
                 "output-token limit for every choice) is more than any account may hold; "
                 "lower max_completion_tokens or n."
-            )
-        if ctx.spend_caps:  # tollway.limits: the same reservation holds each spend cap
-            outcome = await self._store.reserve(
-                ctx.account_id, ctx.request_id, self.instance_id, amount, caps=ctx.spend_caps
-            )
-        else:
-            outcome = await self._store.reserve(
-                ctx.account_id, ctx.request_id, self.instance_id, amount
             )
         if outcome.refused_cap is not None:
             raise budget_exceeded(outcome.refused_cap, amount, ctx)

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from tollway import tokens
 from tollway.auth import AuthResult, KeyAuthenticator
 from tollway.billing.account_api import AccountAPI
 from tollway.billing.admin_api import ADMIN_ROUTES, AdminAPI
@@ -57,9 +56,8 @@ class BillingFeature:
 
     async def start(self) -> None:
         """Open storage (migrating), register this instance, recover orphans, start refreshers."""
-        # admission counts every prompt: load the tokenizer (~80 MB) now, not on the
-        # first request; without billing it loads only if an upstream reports no usage
-        await asyncio.to_thread(tokens.encoding)
+        # no tokenizer here: admission reserves against a byte bound of the prompt and
+        # loads the tokenizer (~50 MB, in a thread) only when it needs an exact count
         self.store = await open_storage(self.settings.database)
         self.keys = KeyAuthenticator(self.store, self.config)
         self.lease = InstanceLease(self.store, self.config)

@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-
 from tollway.api.http import ClientGone, Receive, Scope, Send
 from tollway.auth import hash_key
 from tollway.billing.pricing import usd_str
@@ -27,6 +25,8 @@ from tollway.dashboard.web import Page, WebRequest, cookie_header, read_request,
 from tollway.errors import GatewayError
 
 if TYPE_CHECKING:
+    from jinja2 import Environment
+
     from tollway.config import Settings
 
 __all__ = ["PREFIX", "Dashboard"]
@@ -61,10 +61,7 @@ class Dashboard:
         self.admin_key = admin_key
         self.signer = SessionSigner(derive_secret(config.session_secret, self.admin_key),
                                     config.session_hours * 3600)  # fmt: skip
-        self.env = Environment(loader=PackageLoader("tollway.dashboard", "templates"),
-                               autoescape=select_autoescape(["html"]))  # fmt: skip
-        self.env.filters["when"] = _fmt_time
-        self.env.filters["usd"] = usd_str
+        self._env: Environment | None = None  # built on the first page (jinja2: ~9 MB)
         self.static = self._load_static()
         self.pages = Pages(self)
         self._failures: dict[str, list[float]] = {}
@@ -87,6 +84,19 @@ class Dashboard:
 
     async def stop(self) -> None:
         await self.pages.stop()
+
+    @property
+    def env(self) -> Environment:
+        """The templates' environment, made (and jinja2 imported) on first use."""
+        if self._env is None:
+            from jinja2 import Environment, PackageLoader, select_autoescape
+
+            env = Environment(loader=PackageLoader("tollway.dashboard", "templates"),
+                              autoescape=select_autoescape(["html"]))  # fmt: skip
+            env.filters["when"] = _fmt_time
+            env.filters["usd"] = usd_str
+            self._env = env
+        return self._env
 
     def render(self, template: str, status: int = 200, **context: Any) -> Page:
         html = self.env.get_template(template).render(prefix=PREFIX, **context)

@@ -125,7 +125,7 @@ class LimitsFeature:
             raise model_not_allowed(alias)
         checks = plan.checks(alias)
         if checks:
-            tokens = _prompt_tokens(ctx) if any(c.tpm for c in checks) else 0
+            tokens = await _prompt_tokens(ctx) if any(c.tpm for c in checks) else 0
             decision = await self.counters.acquire(checks, tokens, ctx.request_id)
             ctx.response_headers.extend(rate_headers(decision))
             if decision.refused is not None:
@@ -181,8 +181,10 @@ class LimitsFeature:
         }
 
 
-def _prompt_tokens(ctx: Any) -> int:
-    from tollway.tokens import count_prompt_tokens
+async def _prompt_tokens(ctx: Any) -> int:
+    """The prompt's exact token count for tpm (the tokenizer loads off the loop once)."""
+    from tollway.tokens import count_prompt_tokens, load
 
+    await load()
     request = ctx.request
     return int(count_prompt_tokens(request.messages, request.tools))

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from tollway import tokens
 from tollway.calls import CUT, Budget, CallRecord
 from tollway.chunks import Event, Finish, Start, StreamError, TextDelta, ToolCallDelta, Usage
 from tollway.context import RequestContext
@@ -61,6 +62,8 @@ async def metered_call(
                     append(text)
                 seen += len(text) if text.isascii() else len(text.encode())
                 if seen >= check_at:
+                    if not tokens.loaded():  # the first exact count: load it off the loop
+                        await tokens.load()
                     check_at = _check(call, budget, ctx, seen)
             elif kind is ToolCallDelta:
                 part = (event.name or "") + event.arguments  # type: ignore[union-attr]
@@ -70,6 +73,8 @@ async def metered_call(
                     append(part)
                 seen += len(part) if part.isascii() else len(part.encode())
                 if seen >= check_at:
+                    if not tokens.loaded():  # the first exact count: load it off the loop
+                        await tokens.load()
                     check_at = _check(call, budget, ctx, seen)
             elif kind is Start:
                 call.deployment = ctx.deployment

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -113,6 +114,8 @@ class SimulatedProvider:
     def __init__(self, name: str, config: ProviderConfig, session: Any = None) -> None:
         self.name = name
         self._options = dict(config.options)
+        if not tokens.loaded():  # it counts every token: load the tokenizer now, off the loop
+            threading.Thread(target=tokens.encoding, name="tokenizer-load", daemon=True).start()
 
     async def aclose(self) -> None:
         return None
@@ -133,6 +136,7 @@ class SimulatedProvider:
         if behaviour == "hang":
             await asyncio.Event().wait()
 
+        await tokens.load()  # normally loaded already (started with the provider)
         yield Start(model=deployment.model, system_fingerprint="fp_tollway_sim")
         n = request.choices
         plans = [self._plan(behaviour, request, opts, c) for c in range(n)]

@@ -241,6 +241,7 @@ async def handle_count_tokens(gw: Pipeline, scope: Scope, receive: Receive, send
         counted = await _upstream_count(gw, body, scope)
         if counted is None:
             chat = to_chat(body, body["model"])
+            await tokens.load()
             counted = {"input_tokens": tokens.count_prompt_tokens(chat.messages, chat.tools)}
         await send_json(send, 200, counted, headers)
     except GatewayError as exc:
