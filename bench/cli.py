@@ -1,9 +1,11 @@
-"""``python -m bench``: run the scenarios direct and through tollway, print and save.
+"""``python -m bench``: run the scenarios direct, through the baseline passthrough and
+through tollway, print and save.
 
 Phases, each with a freshly started tollway (so RSS figures are not polluted by
-earlier phases): a–c; d; e (features on); f (soak); b again with ``--workers N``;
+earlier phases): a–c; d; e (features on); p (paced streams: passthrough, tollway
+features off, tollway all on, each fresh); f (soak); b again with ``--workers N``;
 and, opt-in, ``limits`` (tenant controls on vs off, see ``bench/limits.py``).
-The direct figures are measured once per scenario and reused by e.
+The direct and passthrough figures of a–c are measured once and reused by e.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from bench.scenarios import Scenario, Target, run_scenario, sizes
 
 __all__ = ["main"]
 
-ALL = ("a", "b", "c", "m", "d", "e", "f", "workers")
+ALL = ("a", "b", "c", "m", "d", "e", "p", "f", "workers")
 OPT_IN = ("limits",)  # run only when named in --scenarios
 
 
@@ -63,7 +65,7 @@ class Bench:
         self.args = args
         self.workdir = workdir
         self.table = sizes(args.smoke, args.d_streams, args.soak, args.loadgen_procs,
-                           args.d_delay)
+                           args.d_delay, args.p_streams)
         self.delays = tuple(sorted({5, 20, *([args.d_delay] if args.d_delay else [])}))
         self.upstream_port = procs.free_port()
         self.upstream: procs.Server | None = None
@@ -115,6 +117,34 @@ class Bench:
         finally:
             server.stop()
 
+    @contextlib.asynccontextmanager
+    async def passthrough(self, phase: str) -> AsyncIterator[Target | None]:
+        """A fresh baseline passthrough (``bench/passthrough.py``), warmed up.
+
+        None with ``--target`` (the bench then compares with whatever runs there).
+        """
+        if self.args.target:
+            yield None
+            return
+        port = procs.free_port()
+        server = await asyncio.to_thread(procs.start_passthrough, port, self.upstream_port,
+                                         self.workdir, f"-{phase}")
+        try:
+            target = Target("passthrough", "127.0.0.1", port, "bench-upstream", server.pid)
+            await self.warm(target)
+            yield target
+        finally:
+            server.stop()
+
+    def features_on(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(config, request fields) of every available feature: scenario e's tollway."""
+        config: dict[str, Any] = {}
+        request: dict[str, Any] = {}
+        for feat in self.available:
+            config.update(feat.config)
+            request.update(feat.request)
+        return config, request
+
     async def warm(self, target: Target) -> None:
         for stream in (False, True):
             spec = Spec(host=target.host, port=target.port, model=target.model, key=target.key,
@@ -140,11 +170,13 @@ class Bench:
         return out
 
     async def pair(self, names: list[str], target: Target, into: dict[str, Any],
-                   with_direct: bool = True) -> None:
+                   with_direct: bool = True, passthrough: Target | None = None) -> None:
         for name in names:
             slot = into.setdefault(name, {})
             if with_direct:
                 slot["direct"] = await self.run(self.table[name], self.direct)
+            if passthrough is not None:
+                slot["passthrough"] = await self.run(self.table[name], passthrough)
             slot["tollway"] = await self.run(self.table[name], target,
                                              profile=name in ("b", "c50"))
 
@@ -162,12 +194,12 @@ class Bench:
         if not names:
             return
         sc = self.results["scenarios"]
-        async with self.tollway("abc") as target:
-            await self.pair(names, target, sc)
+        async with self.passthrough("abc") as pt, self.tollway("abc") as target:
+            await self.pair(names, target, sc, passthrough=pt)
         if "c50" in sc and "c10" in sc:
             sc["c_marginal"] = {
                 side: self.marginal(sc["c50"][side], sc["c10"][side])
-                for side in ("direct", "tollway")}
+                for side in ("direct", "passthrough", "tollway") if side in sc["c50"]}
 
     async def phase_m(self) -> None:
         """The Messages API: passed through (m50, m10) and translated (mt50, mt10)."""
@@ -196,11 +228,7 @@ class Bench:
             entry["skipped"] = "no feature exists yet; e not run"
             self.note("e: skipped, no feature exists yet (billing, traces, firewall)")
             return
-        config: dict[str, Any] = {}
-        request: dict[str, Any] = {}
-        for feat in available:
-            config.update(feat.config)
-            request.update(feat.request)
+        config, request = self.features_on()
         names = ["a", "b", "c50", "c10"]
         entry["tollway"] = {}
         async with self.tollway("e", extra_config=config, extra_request=request) as target:
@@ -209,10 +237,34 @@ class Bench:
                     self.table[name], target, profile=name in ("b", "c50"), label="e:")
         entry["tollway"]["c_marginal"] = self.marginal(entry["tollway"]["c50"],
                                                        entry["tollway"]["c10"])
-        if need_direct:  # e was asked for without a–c: measure the floor too
-            for name in names:
-                self.results["scenarios"].setdefault(name, {})["direct"] = await self.run(
-                    self.table[name], self.direct)
+        if need_direct:  # e was asked for without a–c: measure the floor and baseline too
+            sc = self.results["scenarios"]
+            async with self.passthrough("e") as pt:
+                for name in names:
+                    slot = sc.setdefault(name, {})
+                    slot["direct"] = await self.run(self.table[name], self.direct)
+                    if pt is not None:
+                        slot["passthrough"] = await self.run(self.table[name], pt)
+            if "passthrough" in sc["c50"]:
+                sc.setdefault("c_marginal", {})["passthrough"] = self.marginal(
+                    sc["c50"]["passthrough"], sc["c10"]["passthrough"])
+
+    async def phase_p(self) -> None:
+        """Paced streams with probes: passthrough, tollway off, tollway all on; each fresh."""
+        sc = self.table["p"]
+        entry: dict[str, Any] = {"features": self.feature_notes}
+        self.results["scenarios"]["p"] = entry
+        async with self.passthrough("p") as pt:
+            if pt is not None:
+                entry["passthrough"] = await self.run(sc, pt)
+        async with self.tollway("p") as target:
+            entry["tollway"] = await self.run(sc, target)
+        if not self.available:
+            self.note("p: all-on run skipped, no feature exists yet")
+            return
+        config, request = self.features_on()
+        async with self.tollway("p-on", extra_config=config, extra_request=request) as target:
+            entry["tollway_all_on"] = await self.run(sc, target, label="e:")
 
     async def phase_f(self) -> None:
         async with self.tollway("f") as target:
@@ -255,6 +307,8 @@ class Bench:
                 await self.phase_d()
             if "e" in chosen:
                 await self.phase_e(need_direct=not ({"a", "b", "c"} <= chosen))
+            if "p" in chosen:
+                await self.phase_p()
             if "f" in chosen:
                 await self.phase_f()
             if "workers" in chosen:
@@ -271,7 +325,7 @@ class Bench:
         from bench.limits import limit_rows
 
         table = rows(self.results) + limit_rows(self.results)
-        self.results["table"] = [{**asdict(r), "diff": r.diff} for r in table]
+        self.results["table"] = [{**asdict(r), "diff": r.diff, "ratio": r.ratio} for r in table]
         return self.results
 
 
@@ -289,6 +343,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--soak", type=float, help="soak duration in seconds (default 180)")
     p.add_argument("--d-streams", type=int, help="open streams in d (default 1000; try 10000)")
     p.add_argument("--d-delay", type=int, help="ms between chunks in d (default 20)")
+    p.add_argument("--p-streams", type=int,
+                   help="paced streams held open in p (default 500; up to 8000 on this machine)")
     p.add_argument("--loadgen-procs", type=int, help="load generator processes (default 1)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy record tollway during b and c50 (perturbs their figures)")

@@ -45,6 +45,14 @@ class Spec:
     timeout: float = 30.0
     stream_every: int = 0  # >0: every k-th request streams (mixed load), the rest do not
     api: str = "chat"  # or "messages": Anthropic's POST /v1/messages
+    # probe mode (interval > 0): open loop, a new request on a new connection every
+    # ``interval`` s from ``start_after`` s after go until ``stop_before`` s before the
+    # end of ``duration``, alternately non-streaming and streaming; ``concurrency`` is
+    # ignored. Streams record TTFT (``ttft_ms``), whole answers their latency
+    # (``latency_ms``): the time until the first content reached the client.
+    interval: float = 0.0
+    start_after: float = 0.0
+    stop_before: float = 0.0
 
 
 @dataclass(slots=True)
@@ -267,11 +275,14 @@ class Runner:
         if len(self.result.error_samples) < 5:
             self.result.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
 
-    async def one(self, conn: Conn | None, record: bool) -> tuple[Conn | None, float, float, int]:
+    async def one(self, conn: Conn | None, record: bool, stream: bool | None = None
+                  ) -> tuple[Conn | None, float, float, int]:
         """One request; returns (connection or None if it broke, latency s, ttft s, chunks)."""
         spec = self.spec
         self.issued += 1
-        stream = spec.stream if spec.stream_every <= 0 else self.issued % spec.stream_every == 0
+        if stream is None:
+            stream = (spec.stream if spec.stream_every <= 0
+                      else self.issued % spec.stream_every == 0)
         loop = asyncio.get_running_loop()
         t = time.perf_counter()
         try:
@@ -320,6 +331,43 @@ class Runner:
                 await asyncio.sleep(spec.think)
 
 
+    async def probe_one(self, stream: bool) -> None:
+        """One probe request on a fresh connection (its connect time counts)."""
+        res = self.result
+        conn, lat, ttft, chunks = await self.one(None, True, stream)
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
+        if not lat:
+            return
+        res.ok += 1
+        res.chunks += chunks
+        if stream:
+            res.ttft_ms.append(round(ttft * 1000, 4))
+        else:
+            res.latency_ms.append(round(lat * 1000, 4))
+
+    async def probe(self) -> None:
+        """Open loop: a new request every ``interval`` s, alternately whole and streamed."""
+        spec = self.spec
+        for stream in (False, True):  # warm-up, unrecorded: imports, first connection
+            conn, *_ = await self.one(None, False, stream)
+            if conn is not None and conn.transport is not None:
+                conn.transport.close()
+        self.ready = spec.concurrency
+        self.all_ready.set()
+        await self.go.wait()
+        loop = asyncio.get_running_loop()
+        start = loop.time() + spec.start_after
+        stop = loop.time() + spec.duration - spec.stop_before
+        tasks = []
+        i = 0
+        while (at := start + i * spec.interval) < stop:
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            tasks.append(asyncio.create_task(self.probe_one(stream=i % 2 == 1)))
+            i += 1
+        await asyncio.gather(*tasks)
+
+
 def _expire(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError("request timed out"))
@@ -328,7 +376,8 @@ def _expire(fut: asyncio.Future[None]) -> None:
 async def run(spec: Spec, wait_for_go: bool = True) -> LoadResult:
     """Warm up, report ready, wait for the go line, run the measured phase."""
     runner = Runner(spec)
-    tasks = [asyncio.create_task(runner.slot(i)) for i in range(spec.concurrency)]
+    tasks = ([asyncio.create_task(runner.probe())] if spec.interval > 0
+             else [asyncio.create_task(runner.slot(i)) for i in range(spec.concurrency)])
     await runner.all_ready.wait()
     if wait_for_go:
         _emit({"event": "ready"})

@@ -31,7 +31,9 @@ __all__ = [
     "Server",
     "free_port",
     "raise_nofile",
+    "run_loadgen_groups",
     "run_loadgens",
+    "start_passthrough",
     "start_tollway",
     "start_upstream",
     "tollway_cli",
@@ -109,6 +111,15 @@ def start_upstream(port: int, logdir: Path) -> Server:
     return server
 
 
+def start_passthrough(port: int, upstream_port: int, logdir: Path, tag: str = "") -> Server:
+    """The baseline passthrough (``bench/passthrough.py``) in front of the upstream."""
+    server = Server("passthrough", [sys.executable, "-m", "bench.passthrough", "--port", str(port),
+                                    "--upstream", f"http://127.0.0.1:{upstream_port}"],
+                    port, logdir / f"passthrough{tag}.log")
+    server.wait_healthy()
+    return server
+
+
 def write_config(path: Path, port: int, upstream_port: int, workers: int, db: Path,
                  extra: dict[str, Any] | None = None, delays: tuple[int, ...] = (5, 20)) -> Path:
     """tollway's config (JSON, which is YAML) for the benchmark.
@@ -162,6 +173,17 @@ def tollway_cli(args: list[str], timeout: float = 60) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _merge(into: LoadResult, part: LoadResult) -> None:
+    into.ok += part.ok
+    into.errors += part.errors
+    into.error_samples += part.error_samples[: 5 - len(into.error_samples)]
+    into.chunks += part.chunks
+    into.latency_ms += part.latency_ms
+    into.ttft_ms += part.ttft_ms
+    into.cpu_s += part.cpu_s
+    into.wall_s = max(into.wall_s, part.wall_s)
+
+
 async def run_loadgens(spec: Spec, procs: int, on_go: Any = None) -> tuple[LoadResult, float]:
     """Run ``procs`` load generator processes sharing ``spec``; merge their results.
 
@@ -169,51 +191,56 @@ async def run_loadgens(spec: Spec, procs: int, on_go: Any = None) -> tuple[LoadR
     called right after all processes are told to start; returns (merged result,
     wall seconds from go until the last process reported).
     """
-    procs = max(1, min(procs, spec.concurrency))
-    children = []
-    for i in range(procs):
-        part = Spec(**{**asdict(spec),
-                       "concurrency": spec.concurrency // procs + (i < spec.concurrency % procs),
-                       "requests": spec.requests // procs + (i < spec.requests % procs)
-                       if spec.requests else 0})
-        children.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.loadgen", orjson.dumps(asdict(part)).decode(),
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 28))
+    (merged,), wall = await run_loadgen_groups([(spec, procs)], on_go)
+    return merged, wall
+
+
+async def run_loadgen_groups(groups: list[tuple[Spec, int]], on_go: Any = None
+                             ) -> tuple[list[LoadResult], float]:
+    """Several load shapes at once, each ``(spec, processes)``, started by one go.
+
+    Returns one merged result per group and the wall seconds from go until the
+    last process of any group reported.
+    """
+    children: list[tuple[int, asyncio.subprocess.Process]] = []
+    longest = max(spec.duration + spec.timeout for spec, _ in groups)
     try:
-        for child in children:
+        for g, (spec, procs) in enumerate(groups):
+            procs = max(1, min(procs, spec.concurrency))
+            for i in range(procs):
+                part = Spec(**{**asdict(spec),
+                               "concurrency": spec.concurrency // procs
+                               + (i < spec.concurrency % procs),
+                               "requests": spec.requests // procs + (i < spec.requests % procs)
+                               if spec.requests else 0})
+                children.append((g, await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "bench.loadgen", orjson.dumps(asdict(part)).decode(),
+                    cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 28)))
+        for _, child in children:
             assert child.stdout is not None
-            line = await asyncio.wait_for(child.stdout.readline(), spec.duration + 120)
+            line = await asyncio.wait_for(child.stdout.readline(), longest + 120)
             if not line.startswith(b'{"event":"ready"'):
                 raise RuntimeError(f"load generator did not start: {line[:300]!r}")
         t0 = time.perf_counter()
-        for child in children:
+        for _, child in children:
             assert child.stdin is not None
             child.stdin.write(b"go\n")
             await child.stdin.drain()
         if on_go is not None:
             on_go()
-        merged = LoadResult()
-        for child in children:
+        merged = [LoadResult() for _ in groups]
+        for g, child in children:
             assert child.stdout is not None
-            line = await asyncio.wait_for(child.stdout.readline(),
-                                          spec.duration + spec.timeout + 120)
+            line = await asyncio.wait_for(child.stdout.readline(), longest + 120)
             data = orjson.loads(line)
             data.pop("event")
-            part_result = LoadResult(**data)
-            merged.ok += part_result.ok
-            merged.errors += part_result.errors
-            merged.error_samples += part_result.error_samples[: 5 - len(merged.error_samples)]
-            merged.chunks += part_result.chunks
-            merged.latency_ms += part_result.latency_ms
-            merged.ttft_ms += part_result.ttft_ms
-            merged.cpu_s += part_result.cpu_s
-            merged.wall_s = max(merged.wall_s, part_result.wall_s)
+            _merge(merged[g], LoadResult(**data))
         wall = time.perf_counter() - t0
-        for child in children:
+        for _, child in children:
             await child.wait()
         return merged, wall
     finally:
-        for child in children:
+        for _, child in children:
             if child.returncode is None:
                 child.kill()
                 await child.wait()

@@ -20,7 +20,7 @@ from bench.measure import (
     percentile,
     rss_bytes,
 )
-from bench.procs import run_loadgens
+from bench.procs import run_loadgen_groups
 
 __all__ = ["SCENARIOS", "Scenario", "Target", "run_scenario", "sizes"]
 
@@ -59,6 +59,12 @@ class Scenario:
     timeout: float = 60.0
     api: str = "chat"  # "messages": Anthropic's POST /v1/messages
     model: str = ""  # a model instead of the target's (e.g. the Anthropic-format one)
+    # > 0: a probe load generator beside the streams sends a new request (fresh
+    # connection, alternately whole and streamed, 10 chunks, no delay) every
+    # ``probe_interval`` s from ``probe_after`` s after go until 0.5 s before the end
+    # (a quarter of ``duration`` if that is shorter)
+    probe_interval: float = 0.0
+    probe_after: float = 0.0
 
 
 _FULL = {
@@ -84,6 +90,10 @@ _FULL = {
     "d": Scenario("d", "streaming 100 chunks 20 ms apart, 1,000 open", stream=True,
                   chunks=100, concurrency=1000, requests=0, duration=12, suffix="-d20",
                   ramp=2.0, rss_interval=0.2),
+    "p": Scenario("p", "paced: 500 streams of 50 chunks 20 ms apart + a new request every 50 ms",
+                  stream=True, chunks=50, concurrency=500, requests=0, duration=12,
+                  suffix="-d20", ramp=2.0, warmup=0, rss_interval=0.2, probe_interval=0.05,
+                  probe_after=3.0),
     "f": Scenario("f", "soak: mixed load, 32 slots, half streams of 20 chunks 5 ms apart",
                   stream=True, chunks=20, concurrency=32, requests=0, duration=180,
                   suffix="-d5", think=0.02, stream_every=2, rss_interval=3.0),
@@ -103,6 +113,9 @@ _SMOKE = {
        for name in ("m50", "m10", "mt50", "mt10")},
     "d": replace(_FULL["d"], title="streaming 10 chunks 5 ms apart, 20 open", chunks=10,
                  concurrency=20, duration=1.0, suffix="-d5", ramp=0.2),
+    "p": replace(_FULL["p"], title="paced: 20 streams of 10 chunks 5 ms apart + probes",
+                 chunks=10, concurrency=20, duration=1.0, suffix="-d5", ramp=0.2,
+                 probe_after=0.25),
     "f": replace(_FULL["f"], title="soak: mixed load, 4 slots", concurrency=4, duration=3.0,
                  rss_interval=0.5),
 }
@@ -111,9 +124,18 @@ SCENARIOS = _FULL
 
 
 def sizes(smoke: bool, d_streams: int | None = None, soak: float | None = None,
-          loadgen_procs: int | None = None, d_delay: int | None = None) -> dict[str, Scenario]:
+          loadgen_procs: int | None = None, d_delay: int | None = None,
+          p_streams: int | None = None) -> dict[str, Scenario]:
     """The scenario table for this run, with command-line overrides applied."""
     table = dict(_SMOKE if smoke else _FULL)
+    if p_streams:
+        p = table["p"]
+        ramp = max(p.ramp, p_streams / 1000)  # connections opened at ≤ 1,000/s
+        table["p"] = replace(p, concurrency=p_streams, loadgen_procs=max(1, p_streams // 2500),
+                             ramp=ramp, duration=p.duration - p.ramp + ramp,
+                             probe_after=p.probe_after - p.ramp + ramp,
+                             title=p.title.replace(f"{p.concurrency} streams",
+                                                   f"{p_streams:,} streams"))
     if d_delay is not None:
         old = table["d"].suffix.removeprefix("-d")
         table["d"] = replace(table["d"], suffix=f"-d{d_delay}",
@@ -143,6 +165,13 @@ async def run_scenario(sc: Scenario, target: Target, upstream_pid: int) -> dict[
                 concurrency=sc.concurrency, requests=sc.requests, duration=sc.duration,
                 warmup=sc.warmup, ramp=sc.ramp, steady_after=sc.ramp, think=sc.think,
                 timeout=sc.timeout, stream_every=sc.stream_every)
+    groups = [(spec, sc.loadgen_procs)]
+    if sc.probe_interval > 0:
+        groups.append((replace(spec, model=sc.model or target.model, stream=False, chunks=10,
+                               concurrency=1, requests=0, warmup=0, ramp=0.0, steady_after=0.0,
+                               think=0.0, stream_every=0, interval=sc.probe_interval,
+                               start_after=sc.probe_after,
+                               stop_before=min(0.5, sc.duration / 4)), 1))
     pid = target.pid
     rss = RssSampler(pid, sc.rss_interval) if pid else None
     rss_rest = rss_bytes(pid) if pid else None
@@ -157,18 +186,22 @@ async def run_scenario(sc: Scenario, target: Target, upstream_pid: int) -> dict[
             assert rss is not None
             rss.start()
 
-    res, wall = await run_loadgens(spec, sc.loadgen_procs, on_go)
+    results, wall = await run_loadgen_groups(groups, on_go)
+    res = results[0]
+    probe = results[1] if len(results) > 1 else None
     busy = machine_busy_seconds() - marks["busy0"]
     up_cpu = cpu_seconds(upstream_pid) - marks["up0"]
     cpu = cpu_seconds(pid) - marks["cpu0"] if pid else None
-    ours = up_cpu + res.cpu_s + (cpu if cpu is not None and pid != upstream_pid else 0.0)
+    loadgen_cpu = res.cpu_s + (probe.cpu_s if probe else 0.0)
+    ours = up_cpu + loadgen_cpu + (cpu if cpu is not None and pid != upstream_pid else 0.0)
     others = max(0.0, busy - ours)
     if rss is not None:
         await rss.stop()
-    n, chunks = res.ok, res.chunks
+    n, chunks = res.ok, res.chunks + (probe.chunks if probe else 0)
     streams = n if sc.stream and not sc.stream_every else n // max(sc.stream_every, 1)
     out: dict[str, Any] = {
-        "ok": n, "errors": res.errors, "error_samples": res.error_samples,
+        "ok": n, "errors": res.errors + (probe.errors if probe else 0),
+        "error_samples": res.error_samples + (probe.error_samples if probe else []),
         "wall_s": _r(wall), "req_per_s": _r(n / wall if wall else None, 1),
         "chunks": chunks, "chunks_per_s": _r(chunks / wall if wall and chunks else None, 0),
         "latency_p50_ms": _r(percentile(res.latency_ms, 50)),
@@ -185,13 +218,25 @@ async def run_scenario(sc: Scenario, target: Target, upstream_pid: int) -> dict[
         "cpu_per_chunk_us": _r(cpu / chunks * 1e6 if cpu is not None and chunks else None, 2),
         "server_cpu_pct": _r(cpu / wall * 100 if cpu is not None and wall else None, 1),
         "upstream_cpu_s": _r(up_cpu),
-        "loadgen_cpu_s": _r(res.cpu_s),
+        "loadgen_cpu_s": _r(loadgen_cpu),
         "loadgen_cpu_pct": _r(res.cpu_s / res.wall_s * 100 if res.wall_s else None, 1),
         "loadgen_procs": sc.loadgen_procs,
         "machine_busy_pct": _r(busy / wall * 100 if wall else None, 1),
         "others_cpu_pct": _r(others / wall * 100 if wall else None, 1),
         "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0]),
     }
+    if probe is not None:
+        first = probe.ttft_ms + probe.latency_ms  # streams' TTFT, whole answers' latency
+        out.update({
+            "streams": n, "stream_chunks": res.chunks,
+            "probe_requests": probe.ok, "probe_errors": probe.errors,
+            "probe_chunks": probe.chunks, "probe_loadgen_cpu_s": _r(probe.cpu_s),
+            "probe_ttft_p50_ms": _r(percentile(first, 50)),
+            "probe_ttft_p99_ms": _r(percentile(first, 99)),
+            "probe_ttft_max_ms": _r(max(first) if first else None),
+            "probe_stream_ttft_p99_ms": _r(percentile(probe.ttft_ms, 99)),
+            "probe_whole_latency_p99_ms": _r(percentile(probe.latency_ms, 99)),
+        })
     if rss is not None and rss_rest is not None:
         out["rss_before_mb"] = _r(rss_rest / 2**20, 1)
         out["rss_peak_mb"] = _r(rss.peak / 2**20, 1)

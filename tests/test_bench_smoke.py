@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {"a", "b", "c50", "c10", "c_marginal", "m50", "m10", "mt50", "mt10", "m_marginal",
-            "d", "e", "f", "workers"}
+            "d", "e", "p", "f", "workers"}
 
 
 @pytest.mark.slow
@@ -31,4 +31,24 @@ def test_bench_smoke(tmp_path: Path) -> None:
             assert figures["ok"] > 0 and figures["errors"] == 0
     for name in ("mt50", "mt10"):
         assert results["scenarios"][name]["tollway"]["ok"] > 0
+    # the baseline passthrough beside direct and tollway (issue 18)
+    for name in ("a", "b", "c50", "c10"):
+        figures = results["scenarios"][name]["passthrough"]
+        assert figures["ok"] > 0 and figures["errors"] == 0
+        assert figures["server_cpu_s"] is not None
+    assert "fixed_per_stream_us" in results["scenarios"]["c_marginal"]["passthrough"]
+    paced = results["scenarios"]["p"]
+    sides = ["passthrough", "tollway"] + (["tollway_all_on"] if "e:p" in {
+        row["scenario"] for row in results["table"]} else [])
+    for side in sides:
+        figures = paced[side]
+        assert figures["ok"] > 0 and figures["errors"] == 0
+        assert figures["probe_requests"] > 0 and figures["probe_errors"] == 0
+        for key in ("cpu_per_chunk_us", "probe_ttft_p50_ms", "probe_ttft_p99_ms",
+                    "rss_per_open_stream_kb", "rss_before_mb"):
+            assert key in figures
     assert results["table"]
+    for row in results["table"]:
+        assert {"passthrough", "ratio", "diff"} <= set(row)
+    assert any(row["scenario"] == "p" and row["passthrough"] is not None
+               for row in results["table"])
