@@ -17,8 +17,8 @@ Nothing here may block the loop for long:
 
 Within one process an asyncio lock serializes transactions, and they are
 **group-committed**: the first caller opens a SQLite transaction and schedules
-its commit for the end of the current event-loop iteration; transactions that
-other tasks run before then join it, each inside a ``SAVEPOINT``, and every
+its commit a few event-loop iterations later (``COMMIT_AFTER_ITERATIONS``);
+transactions that other tasks run before then join it, each inside a ``SAVEPOINT``, and every
 member returns only once that commit is done. Under load one commit (one WAL
 write) serves many reservations and settlements; alone, a caller commits almost
 at once. A body that raises rolls back to its savepoint and leaves the others.
@@ -39,6 +39,11 @@ __all__ = ["SqliteDatabase", "sqlite_path"]
 
 BUSY_TIMEOUT_S = 30.0
 CHECKPOINT_INTERVAL_S = 5.0
+# Event-loop iterations a group stays open for other transactions to join. Idle, an
+# iteration costs microseconds; under load (64 requests at a time, every feature on) one
+# iteration joined 1.05 transactions per commit (≈ 56 µs each), eight join several:
+# CPU per request 800 → 560–610 µs, fixed CPU per stream 890–960 → 730–740 µs (bench e).
+COMMIT_AFTER_ITERATIONS = 8
 
 
 def sqlite_path(dsn: str) -> str:
@@ -195,16 +200,17 @@ class SqliteDatabase:
                 self._conn.execute("RELEASE member")
             self._members += 1
             if first:
-                # commit once the loop has run every task that is ready now: the
-                # transactions they start join this one and share its commit
-                asyncio.get_running_loop().call_soon(self._commit_soon, group)
+                # commit once the loop has run the tasks that are ready in the next few
+                # iterations: the transactions they start join this one and share its commit
+                loop = asyncio.get_running_loop()
+                loop.call_soon(self._commit_soon, group, COMMIT_AFTER_ITERATIONS)
         await asyncio.shield(group)
 
-    def _commit_soon(self, group: asyncio.Future[None]) -> None:
+    def _commit_soon(self, group: asyncio.Future[None], iterations: int = 1) -> None:
         if self._group is not group:
             return
-        if self._lock.locked():  # a member is mid-body (it awaited): let it finish first
-            asyncio.get_running_loop().call_soon(self._commit_soon, group)
+        if iterations > 1 or self._lock.locked():  # more may join; a member is mid-body
+            asyncio.get_running_loop().call_soon(self._commit_soon, group, max(iterations - 1, 1))
             return
         self._commit_group()
 
