@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -12,7 +11,8 @@ import orjson
 
 from tollway.api.batching import ReadyBatches
 from tollway.api.encode import collect
-from tollway.api.http import ClientGone, Receive, Scope, Send, read_body, send_error, send_json
+from tollway.api.http import Receive, Scope, Send, read_body, send_error, send_json
+from tollway.api.lifecycle import run_request
 from tollway.api.sse import encode_error_event, sse_stream
 from tollway.api.watch import ClientWatch
 from tollway.chunks import StreamError
@@ -90,40 +90,14 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     ctx = RequestContext(request_id=new_request_id(), client_request_id=client_request_id(scope))
     headers = id_headers(ctx.request_id, ctx.client_request_id)
     watch = ClientWatch()
-    try:
-        try:
-            await _serve(gw, ctx, scope, receive, send, headers, watch)
-        except GatewayError as exc:
-            ctx.fail(exc.status, exc.message, exc.code, exc.type)
-            watch.stop()
-            await send_error(send, exc, headers + ctx.response_headers)
-        except ClientGone:
-            _gone(ctx)
-        except Exception:
-            log.exception("unhandled error in request %s", ctx.request_id)
-            ctx.fail(500, "internal error")
-            watch.stop()
-            await send_error(
-                send, GatewayError("The server had an error processing your request."), headers
-            )
-    except asyncio.CancelledError:
-        if not watch.gone:
-            raise
-        task = asyncio.current_task()
-        assert task is not None
-        task.uncancel()
-        _gone(ctx)
-    finally:
-        watch.stop()
-        await gw.settle(ctx)
 
+    async def serve() -> None:
+        await _serve(gw, ctx, scope, receive, send, headers, watch)
 
-def _gone(ctx: RequestContext) -> None:
-    """The client disconnected before the response was complete."""
-    ctx.client_disconnected = True
-    ctx.status = 499
-    if ctx.error is None:
-        ctx.error_code = "client_disconnected"
+    async def answer_error(exc: GatewayError, with_headers: list[tuple[bytes, bytes]]) -> None:
+        await send_error(send, exc, with_headers)
+
+    await run_request(ctx, serve, answer_error, headers, watch, gw.settle)
 
 
 async def _serve(

@@ -112,9 +112,8 @@ class Billing:
         self.config = config
         self.instance_id = instance_id
         self._count = count_prompt_tokens or _default_counter()
-        # an injected counter (tests) is used as is, for both tries
+        # an injected counter (tests) is used as is: one try, no tokenizer
         self._bound = count_prompt_tokens or _default_bound()
-        self._exact_needs_tokenizer = count_prompt_tokens is None
 
     def policy_for(self, ctx: RequestContext) -> FeePolicy:
         """The fee policy of the request: frozen at admission, else the account's."""
@@ -161,8 +160,7 @@ class Billing:
         amount, counted = self.worst_case(ctx.request, deployments, policy, count)
         outcome = await self._reserve(ctx, amount)
         if (outcome is None or outcome.reservation is None) and self._bound is not self._count:
-            if self._exact_needs_tokenizer:
-                await tokens.load()
+            await tokens.load()  # in a thread, the first time
             count = PromptCount(self._count)
             exact, counted = self.worst_case(ctx.request, deployments, policy, count)
             if exact < amount:

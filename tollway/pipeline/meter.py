@@ -84,8 +84,8 @@ def usage_meter(pricer: Pricer | None = None) -> Stage:
                 yield event
             complete = True
             ctx.mark("last_token")
-            if reported is None and not tokens.loaded() and ctx.budget is None:
-                await tokens.load()  # the upstream reported no usage: count, off the loop
+            if reported is None and not tokens.loaded():
+                await tokens.load()  # no usage reported: it is counted (load off the loop)
             ctx.usage = _final(ctx, generated, reported, pricer, partial=False)
             yield ctx.usage
         finally:

@@ -28,7 +28,8 @@ from tollway.api.chat import (
     new_request_id,
 )
 from tollway.api.encode import dumps
-from tollway.api.http import ClientGone, read_body, send_error, send_json
+from tollway.api.http import read_body, send_error, send_json
+from tollway.api.lifecycle import run_request
 from tollway.api.watch import ClientWatch
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
@@ -134,31 +135,14 @@ class ResponsesPlugin:
         ctx.api = {"endpoint": "responses", "mode": "translated"}
         headers = id_headers(ctx.request_id, ctx.client_request_id)
         watch = ClientWatch()
-        try:
-            try:
-                await self._serve(gw, ctx, scope, receive, send, headers, watch)
-            except GatewayError as exc:
-                ctx.fail(exc.status, exc.message, exc.code, exc.type)
-                watch.stop()
-                await _answer_error(send, exc, headers, ctx)
-            except ClientGone:
-                _gone(ctx)
-            except Exception:
-                log.exception("unhandled error in request %s", ctx.request_id)
-                ctx.fail(500, "internal error")
-                watch.stop()
-                await _answer_error(send, GatewayError(
-                    "The server had an error processing your request."), headers, ctx)
-        except asyncio.CancelledError:
-            if not watch.gone:
-                raise
-            task = asyncio.current_task()
-            assert task is not None
-            task.uncancel()
-            _gone(ctx)
-        finally:
-            watch.stop()
-            await gw.settle(ctx)
+
+        async def serve() -> None:
+            await self._serve(gw, ctx, scope, receive, send, headers, watch)
+
+        async def answer_error(exc: GatewayError, with_headers: list[tuple[bytes, bytes]]) -> None:
+            await _answer_error(send, exc, with_headers, ctx)
+
+        await run_request(ctx, serve, answer_error, headers, watch, gw.settle)
 
     async def _serve(self, gw: Any, ctx: RequestContext, scope: Any, receive: Any, send: Any,
                      headers: list[tuple[bytes, bytes]], watch: ClientWatch) -> None:
@@ -409,7 +393,7 @@ async def _answer_error(send: Any, exc: GatewayError, headers: list[tuple[bytes,
                         ctx: RequestContext) -> None:  # fmt: skip
     """The error as a status before the stream began, else as its last event."""
     if ctx.delivered == "none":
-        await send_error(send, exc, headers + ctx.response_headers)
+        await send_error(send, exc, headers)
         return
     event = {"type": "error", "sequence_number": None, "code": exc.code,
              "message": exc.message, "param": None}  # fmt: skip
@@ -432,9 +416,3 @@ async def _write(send: Any, events: list[dict[str, Any]]) -> None:
                     for e in events)  # fmt: skip
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
-
-def _gone(ctx: RequestContext) -> None:
-    ctx.client_disconnected = True
-    ctx.status = 499
-    if ctx.error is None:
-        ctx.error_code = "client_disconnected"

@@ -9,7 +9,6 @@ hooks (firewall, platform tools) → admission (reservation) → route → stage
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -18,7 +17,6 @@ import orjson
 from tollway import tokens
 from tollway.api.batching import ReadyBatches
 from tollway.api.chat import (
-    _gone,
     _route_headers,
     aclose,
     client_request_id,
@@ -27,6 +25,7 @@ from tollway.api.chat import (
     new_request_id,
 )
 from tollway.api.http import ClientGone, Receive, Scope, Send, header_list, read_body, send_json
+from tollway.api.lifecycle import run_request
 from tollway.api.messages.encode import collect_message, message_sse
 from tollway.api.messages.errors import anthropic_error, error_event
 from tollway.api.messages.validate import validate_messages
@@ -125,32 +124,14 @@ async def handle_messages(gw: Pipeline, scope: Scope, receive: Receive, send: Se
     headers = [*id_headers(ctx.request_id, ctx.client_request_id),
                (b"request-id", ctx.request_id.encode())]
     watch = ClientWatch()
-    try:
-        try:
-            await _serve(gw, ctx, scope, receive, send, headers, watch)
-        except GatewayError as exc:
-            ctx.fail(exc.status, exc.message, exc.code, exc.type)
-            watch.stop()
-            await send_anthropic_error(send, exc, headers + ctx.response_headers)
-        except ClientGone:
-            _gone(ctx)
-        except Exception:
-            log.exception("unhandled error in request %s", ctx.request_id)
-            ctx.fail(500, "internal error")
-            watch.stop()
-            await send_anthropic_error(
-                send, GatewayError("The server had an error processing your request."), headers
-            )
-    except asyncio.CancelledError:
-        if not watch.gone:
-            raise
-        task = asyncio.current_task()
-        assert task is not None
-        task.uncancel()
-        _gone(ctx)
-    finally:
-        watch.stop()
-        await gw.settle(ctx)
+
+    async def serve() -> None:
+        await _serve(gw, ctx, scope, receive, send, headers, watch)
+
+    async def answer_error(exc: GatewayError, with_headers: list[tuple[bytes, bytes]]) -> None:
+        await send_anthropic_error(send, exc, with_headers)
+
+    await run_request(ctx, serve, answer_error, headers, watch, gw.settle)
 
 
 async def _serve(
