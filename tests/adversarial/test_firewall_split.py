@@ -29,7 +29,7 @@ from typing import Any
 import openai
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from openai import OpenAI
 
@@ -183,8 +183,27 @@ def _new_findings(policy: str, whole: dict[str, Any], split: dict[str, Any]) -> 
     return {f[:3] for f in find(scanner, text_read(split))} - found_whole
 
 
+def _kept_or_covered(finding: Any, found: list[Any], new_edges: set[int]) -> bool:
+    """The unsplit ``finding`` is among ``found``, or (the one exception ``joined.py``
+    documents) it runs across a new edge and findings of its rule cover it edge to edge."""
+    start, end, rule = finding[:3]
+    if any(g[:3] == (start, end, rule) for g in found):
+        return True
+    if not any(start < edge < end for edge in new_edges):
+        return False
+    covered: set[int] = set()
+    for g in found:
+        if g[2] == rule:
+            covered.update(range(max(g[0], start), min(g[1], end)))
+    return covered >= set(range(start, end))
+
+
 @SETTINGS
 @given(case=cases(), policy=st.sampled_from(["strict-block", "redact-all", "monitor"]))
+# found by `python -m tests.adversarial` (seed 3103447091): "192.168.1.10" across the
+# edge before "0" gives way to the edge reading "192.168.1.1" and the IPv6-like "0::abc"
+@example(case=("Hi", "", "192.168.1.10", ":", ":abc", [1, 11], ["message"] * 3),
+         policy="strict-block")  # fmt: skip
 def test_split_finds_the_unsplit_findings_plus_new_edge_readings(
     case: tuple[str, str, str, str, str, list[int], list[str]], policy: str,
 ) -> None:
@@ -196,7 +215,6 @@ def test_split_finds_the_unsplit_findings_plus_new_edge_readings(
     assert "".join(split) == "".join(whole)  # the same text, read in the same order
     scanner = POLICIES.get(policy).scanner
     found_whole, found_split = find(scanner, whole), find(scanner, split)
-    assert {f[:3] for f in found_whole} <= {f[:3] for f in found_split}
     edges, at = set(), 0
     for field in split[:-1]:
         at += len(field)
@@ -205,6 +223,8 @@ def test_split_finds_the_unsplit_findings_plus_new_edge_readings(
     for field in whole[:-1]:
         at += len(field)
         old_edges.add(at)
+    for f in found_whole:
+        assert _kept_or_covered(f, found_split, edges - old_edges), f
     for f in found_split:
         if f[:3] not in {g[:3] for g in found_whole}:
             assert {f[3], f[4]} & (edges - old_edges), f  # only readings of a new edge
