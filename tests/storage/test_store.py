@@ -54,3 +54,50 @@ async def test_reserve_settle_and_release(dsn: str) -> None:
         assert await store.reserved_mismatches() == []
     finally:
         await store.close()
+
+
+async def test_settlement_when_the_reservation_is_not_open(dsn: str) -> None:
+    """A settlement whose reservation crash recovery already released (a late zombie), or
+    that has none, debits once and gives nothing back twice; a repeat is a no-op."""
+    store = await open_storage(dsn)
+    try:
+        account = await store.create_account("late")
+        await store.append(NewEntry(account.id, "credit", 1000))
+        held = await store.reserve(account.id, "req-late", "inst", 600)
+        assert held.reservation is not None
+        assert await store.release_orphan(held.reservation.id, "owner gone") is not None
+
+        def debit(request_id: str, amount: int) -> NewEntry:
+            return NewEntry(account.id, "debit", -amount, request_id=request_id,
+                            base_cost_micros=amount, platform_fee_micros=0,
+                            total_cost_micros=amount)  # fmt: skip
+
+        assert await store.settle(held.reservation.id, debit("req-late", 250)) is not None
+        assert await store.settle(held.reservation.id, debit("req-late", 250)) is None
+        assert await store.settle(None, debit("req-none", 100)) is not None
+        assert await store.settle(None, debit("req-none", 100)) is None
+        final = await store.get_account(account.id)
+        assert final is not None and (final.balance_micros, final.reserved_micros) == (650, 0)
+        assert await store.balance_mismatches() == []
+        assert await store.reserved_mismatches() == []
+    finally:
+        await store.close()
+
+
+async def test_reservation_ids_are_time_ordered(dsn: str) -> None:
+    """Later reservations sort after earlier ones (their index inserts share pages)."""
+    import asyncio
+
+    store = await open_storage(dsn)
+    try:
+        account = await store.create_account("ordered")
+        await store.append(NewEntry(account.id, "credit", 10_000))
+        ids = []
+        for i in range(3):
+            outcome = await store.reserve(account.id, f"req-o{i}", "inst", 10)
+            assert outcome.reservation is not None
+            ids.append(outcome.reservation.id)
+            await asyncio.sleep(0.002)
+        assert ids == sorted(ids) and len(set(ids)) == 3
+    finally:
+        await store.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from tollway.chunks import StreamError
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound
 from tollway.gateway import Gateway
+from tollway.ids import ordered_hex
 from tollway.pipeline.compose import compose
 from tollway.providers.base import EXTENSION_FIELDS, ChatRequest
 from tollway.wire.openai import validate_chat_request
@@ -35,8 +35,11 @@ _SSE_HEADERS = [
 
 
 def new_request_id() -> str:
-    """Tollway's own request id: unique, it keys reservations, ledger entries and traces."""
-    return "req_" + os.urandom(16).hex()
+    """Tollway's own request id: unique, it keys reservations, ledger entries and traces.
+
+    Time-ordered (``tollway.ids``): 32 hex digits, 80 of their bits random.
+    """
+    return "req_" + ordered_hex(10)
 
 
 def client_request_id(scope: Scope) -> str | None:

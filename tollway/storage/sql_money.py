@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from tollway.bounds import MAX_MONEY_MICROS
+from tollway.ids import ordered_hex
 from tollway.storage.base import (
     BalanceOutOfRange,
     LedgerEntry,
@@ -42,6 +43,11 @@ _PLACEHOLDERS = ", ".join("?" for _ in ENTRY_COLUMNS.split(","))
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def new_reservation_id() -> str:
+    """Time-ordered (``tollway.ids``), so the rows of a group commit share index pages."""
+    return "res_" + ordered_hex(10)
 
 
 def _entry(row: dict[str, Any]) -> LedgerEntry:
@@ -81,9 +87,10 @@ async def _append(tx: Tx, e: NewEntry, *, move_balance: bool = True) -> LedgerEn
 
 
 async def _close_reservation(
-    tx: Tx, reservation_id: str, state: Literal["settled", "released"]
+    tx: Tx, reservation_id: str, state: Literal["settled", "released"], *, give_back: bool = True
 ) -> dict[str, Any] | None:
-    """Mark an open reservation closed and give its amount back; None if not open."""
+    """Mark an open reservation closed and (unless the caller does it in its own update of
+    the account) give its amount back; None if not open."""
     row = await tx.fetchrow(
         "UPDATE reservations SET state = ?, closed_at = ? WHERE id = ? AND state = 'open'"
         " RETURNING account_id, request_id, amount_micros",
@@ -91,13 +98,18 @@ async def _close_reservation(
         time.time(),
         reservation_id,
     )
-    if row is not None:
-        await tx.execute(
-            "UPDATE accounts SET reserved_micros = reserved_micros - ? WHERE id = ?",
-            int(row["amount_micros"]),
-            row["account_id"],
-        )
+    if row is not None and give_back:
+        await _give_back(tx, row)
     return row
+
+
+async def _give_back(tx: Tx, reservation: dict[str, Any]) -> None:
+    """Take a closed reservation's amount off its account's ``reserved_micros``."""
+    await tx.execute(
+        "UPDATE accounts SET reserved_micros = reserved_micros - ? WHERE id = ?",
+        int(reservation["amount_micros"]),
+        reservation["account_id"],
+    )
 
 
 async def _balance(tx: Tx, account_id: str) -> tuple[int, int]:
@@ -195,8 +207,9 @@ class MoneyQueries:
                 if row is None:
                     return ReserveOutcome(None, *await _balance(tx, account_id))
                 reservation = Reservation(
-                    new_id("res"), request_id, account_id, instance_id, amount_micros, "open", now
-                )
+                    new_reservation_id(), request_id, account_id, instance_id, amount_micros,
+                    "open", now,
+                )  # fmt: skip
                 await tx.execute(
                     "INSERT INTO reservations (id, request_id, account_id, instance_id,"
                     " amount_micros, state, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
@@ -268,20 +281,40 @@ class MoneyQueries:
     ) -> LedgerEntry | None:
         """Close the reservation and append the debit (and ``extra`` entries, e.g. a
         ``provider_overage`` line) atomically; None if the request is already debited.
-        ``capped``: the reservation holds spend caps, which the debit moves to spent."""
+        ``capped``: the reservation holds spend caps, which the debit moves to spent.
+
+        Three statements when the reservation was open: close it, insert the debit,
+        and one update of the account that gives the reservation back and moves the
+        balance. Only when it was not open (already settled, or released by crash
+        recovery) is the ledger searched for an earlier debit of the request; the
+        unique index ``ledger_one_debit`` forbids a second one either way.
+        """
         async with self.db.transaction() as tx:
+            closed = None
             if reservation_id is not None:
-                closed = await _close_reservation(tx, reservation_id, "settled")
+                closed = await _close_reservation(tx, reservation_id, "settled", give_back=False)
                 if capped and closed is not None:
                     from tollway.storage.sql_caps import settle_caps
 
                     await settle_caps(tx, reservation_id, -debit.amount_micros)
-            if await tx.fetchrow(
+            if closed is None and await tx.fetchrow(
                 "SELECT id FROM ledger_entries WHERE request_id = ? AND kind = 'debit'",
                 debit.request_id,
             ):
                 return None
-            entry = await _append(tx, debit)
+            if closed is not None and closed["account_id"] == debit.account_id:
+                entry = await _append(tx, debit, move_balance=False)
+                await tx.execute(
+                    "UPDATE accounts SET balance_micros = balance_micros + ?,"
+                    " reserved_micros = reserved_micros - ? WHERE id = ?",
+                    debit.amount_micros,
+                    int(closed["amount_micros"]),
+                    debit.account_id,
+                )
+            else:
+                if closed is not None:
+                    await _give_back(tx, closed)
+                entry = await _append(tx, debit)
             for other in extra:
                 await _append(tx, other)
             return entry
