@@ -258,13 +258,13 @@ class Bench:
             if pt is not None:
                 entry["passthrough"] = await self.run(sc, pt)
         async with self.tollway("p") as target:
-            entry["tollway"] = await self.run(sc, target)
+            entry["tollway"] = await self.run(sc, target, profile=True)
         if not self.available:
             self.note("p: all-on run skipped, no feature exists yet")
             return
         config, request = self.features_on()
         async with self.tollway("p-on", extra_config=config, extra_request=request) as target:
-            entry["tollway_all_on"] = await self.run(sc, target, label="e:")
+            entry["tollway_all_on"] = await self.run(sc, target, profile=True, label="e:")
 
     async def phase_f(self) -> None:
         async with self.tollway("f") as target:
@@ -347,7 +347,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="paced streams held open in p (default 500; up to 8000 on this machine)")
     p.add_argument("--loadgen-procs", type=int, help="load generator processes (default 1)")
     p.add_argument("--profile", action="store_true",
-                   help="py-spy record tollway during b and c50 (perturbs their figures)")
+                   help="py-spy record tollway during b, c50 and p (perturbs their figures)")
     p.add_argument("--target", help="use an already running tollway at this URL")
     p.add_argument("--target-pid", type=int, help="its pid, to measure CPU and RSS")
     p.add_argument("--target-model", default="bench-model", help="model alias at --target")

@@ -197,6 +197,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
     for n, fig in sorted((k, v) for k, v in w.items() if k.isdigit()):
         out.append(Row("workers", f"b requests/s, {n} worker(s)", _get(direct, "b", "req_per_s"),
                        fig.get("req_per_s")))
+        if fig.get("req_per_s") and fig.get("cpu_per_req_us"):
+            out.append(Row("workers", f"b requests/s per worker, {n} worker(s)", None,
+                           round(fig["req_per_s"] / int(n), 1)))
+            out.append(Row("workers", f"b server CPU µs/request, {n} worker(s)", None,
+                           fig["cpu_per_req_us"]))
     if "scaling" in w:
         out.append(Row("workers", "scaling 1 → 2 workers (×)", None, w["scaling"]))
     return out

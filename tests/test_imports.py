@@ -160,7 +160,7 @@ def test_the_graph_sees_the_imports() -> None:  # the rules above are not vacuou
 # Layers, bottom up: a module imports only its own layer and lower ones. Features sit above
 # the core (they import it), the assembly above everything.
 LAYERS: list[tuple[str, ...]] = [
-    ("asgi", "bounds", "errors", "tokens", "chunks", "entrypoints", "providers.registry",
+    ("asgi", "bounds", "ids", "errors", "tokens", "chunks", "entrypoints", "providers.registry",
      "providers.catalogue"),
     ("storage", "wire"),
     ("config",),
