@@ -16,10 +16,11 @@ from tollway.chunks import Usage
 from tollway.config import DeploymentConfig
 from tollway.providers.base import ChatRequest
 
-__all__ = ["CUT", "Budget", "CallRecord", "estimated_usage"]
+__all__ = ["COMPACT_AT", "CUT", "Budget", "CallRecord", "estimated_usage"]
 
 CallState = Literal["open", "done", "failed", "partial", "cut"]
 CUT = -1  # ``CallRecord.over_limit``: the limit is passed, cut the call
+COMPACT_AT = 256  # recorded pieces of one choice before they are joined (``compact``)
 
 
 def estimated_usage(prompt_tokens: int, completion_tokens: int, reported: Usage | None) -> Usage:
@@ -76,6 +77,24 @@ class CallRecord:
         if texts is None:
             texts = self.more[choice] = []
         texts.append(text)
+        if len(texts) >= COMPACT_AT:
+            self.compact(choice)
+
+    def compact(self, choice: int) -> None:
+        """Join a choice's recorded pieces into at most two strings: the part already
+        counted and the part not yet. A stream's text is then held as text (a few bytes a
+        token) instead of one string object per chunk (≈ 50 bytes each), and every count
+        is unchanged: counts join these same pieces in the same order and never cut
+        across the counted boundary. The pipeline calls it every ``COMPACT_AT`` pieces."""
+        texts = self.pieces if choice == 0 else self.more[choice]
+        state = self._counts.get(choice)
+        counted = state[0] if state is not None else 0
+        joined = ["".join(texts[:counted])] if counted else []
+        if counted < len(texts):
+            joined.append("".join(texts[counted:]))
+        texts[:] = joined
+        if state is not None and counted:
+            state[0] = 1
 
     def _outputs(self) -> list[tuple[int, list[str]]]:
         return [(0, self.pieces), *self.more.items()]

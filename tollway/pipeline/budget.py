@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tollway import tokens
-from tollway.calls import CUT, Budget, CallRecord
+from tollway.calls import COMPACT_AT, CUT, Budget, CallRecord
 from tollway.chunks import Event, Finish, Start, StreamError, TextDelta, ToolCallDelta, Usage
 from tollway.context import RequestContext
 from tollway.providers.base import ChatRequest
@@ -47,7 +47,8 @@ async def metered_call(
     """The events of one upstream call, recorded and held to the budget."""
     call = await budget.open_call(request)
     events = open_events(request)
-    append = call.pieces.append
+    pieces = call.pieces  # compacted in place: the list object stays the same
+    append = pieces.append
     seen = 0  # UTF-8 bytes of the output so far: an upper bound of its tokens
     check_at = call.floor + 1  # below this many bytes, the output is surely paid for
     finished: set[int] = set()
@@ -60,6 +61,8 @@ async def metered_call(
                     call.add(event.choice, text)  # type: ignore[union-attr]
                 else:
                     append(text)
+                    if len(pieces) >= COMPACT_AT:
+                        call.compact(0)
                 seen += len(text) if text.isascii() else len(text.encode())
                 if seen >= check_at:
                     if not tokens.loaded():  # the first exact count: load it off the loop
@@ -71,6 +74,8 @@ async def metered_call(
                     call.add(event.choice, part)  # type: ignore[union-attr]
                 else:
                     append(part)
+                    if len(pieces) >= COMPACT_AT:
+                        call.compact(0)
                 seen += len(part) if part.isascii() else len(part.encode())
                 if seen >= check_at:
                     if not tokens.loaded():  # the first exact count: load it off the loop

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tollway import tokens
-from tollway.calls import estimated_usage
+from tollway.calls import COMPACT_AT, estimated_usage
 from tollway.chunks import (
     Event,
     Finish,
@@ -63,11 +63,15 @@ def usage_meter(pricer: Pricer | None = None) -> Stage:
             async for event in events:
                 if isinstance(event, TextDelta):
                     append(event.text)
+                    if len(generated) >= COMPACT_AT:  # hold text, not a string per chunk
+                        generated[:] = ["".join(generated)]
                 elif isinstance(event, Usage):
                     reported = event
                     continue
                 elif isinstance(event, ToolCallDelta):
                     append((event.name or "") + event.arguments)
+                    if len(generated) >= COMPACT_AT:
+                        generated[:] = ["".join(generated)]
                 elif isinstance(event, Finish):
                     ctx.finish_reasons[event.choice] = event.reason
                 elif isinstance(event, Start):

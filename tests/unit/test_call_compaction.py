@@ -1,0 +1,97 @@
+"""A call's recorded output is compacted as it streams (text, not one string per
+chunk), and no count changes: the budget check and the final usage see the same
+numbers as without compaction, and a long stream holds a bounded number of pieces."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tollway.calls import COMPACT_AT, CallRecord
+from tollway.chunks import Event, Finish, TextDelta
+from tollway.context import RequestContext
+from tollway.pipeline.budget import metered_call
+from tollway.pipeline.meter import usage_meter
+from tollway.providers.base import ChatRequest
+
+
+def _request() -> ChatRequest:
+    return ChatRequest(body={}, model="m", stream=True, include_usage=True,
+                       messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+
+
+_piece = st.text(st.sampled_from(list("ab 1.\n€é🙂")), min_size=1, max_size=6)
+# (choice, text, then: 0 nothing, 1 a budget check, 2 compact that choice)
+_steps = st.lists(st.tuples(st.integers(0, 2), _piece, st.integers(0, 2)), max_size=120)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_steps, st.integers(1, 60))
+def test_compaction_changes_no_count(steps: list[tuple[int, str, int]], limit: int) -> None:
+    plain, compacted = CallRecord(_request(), 5), CallRecord(_request(), 5)
+    for record in (plain, compacted):
+        record.limit = limit
+        record.deployment = None
+    seen = 0
+    for choice, text, then in steps:
+        seen += len(text.encode())
+        for record in (plain, compacted):
+            if choice == 0:
+                record.pieces.append(text)
+            else:
+                record.add(choice, text)
+        if then == 1:
+            assert plain.over_limit(seen) == compacted.over_limit(seen)
+        elif then == 2 and (choice == 0 or choice in compacted.more):
+            compacted.compact(choice)
+            texts = compacted.pieces if choice == 0 else compacted.more[choice]
+            assert len(texts) <= 2
+    assert plain.counted_output() == compacted.counted_output()
+    assert plain.over_limit(seen) == compacted.over_limit(seen)
+    for choice, texts in [(0, plain.pieces), *plain.more.items()]:
+        other = compacted.pieces if choice == 0 else compacted.more[choice]
+        assert "".join(texts) == "".join(other)
+
+
+class _Budget:
+    """A budget that lets the call run (limit far away) and records the call."""
+
+    def __init__(self) -> None:
+        self.call: CallRecord | None = None
+
+    async def open_call(self, request: ChatRequest) -> CallRecord:
+        self.call = CallRecord(request, 1)
+        self.call.floor = 0
+        return self.call
+
+    def output_limit(self, call: CallRecord) -> int:
+        return 10**9
+
+
+def test_a_long_stream_holds_few_pieces() -> None:
+    """10,000 chunks through the budget and the meter: both hold the text in a bounded
+    number of strings, and what they counted is the whole text."""
+    chunks = [f"w{i % 7} " for i in range(10_000)]
+
+    async def upstream(_request: ChatRequest) -> AsyncIterator[Event]:
+        for text in chunks:
+            yield TextDelta(text, "content", 0)
+        yield Finish("stop", 0)
+
+    async def run() -> tuple[_Budget, RequestContext]:
+        budget = _Budget()
+        ctx = RequestContext(request_id="req_test")
+        ctx.request = _request()
+        events = metered_call(ctx.request, ctx, budget, upstream)  # type: ignore[arg-type]
+        async for _ in usage_meter()(events, ctx):
+            pass
+        return budget, ctx
+
+    budget, ctx = asyncio.run(run())
+    assert budget.call is not None
+    assert len(budget.call.pieces) < COMPACT_AT
+    assert "".join(budget.call.pieces) == "".join(chunks)
+    assert ctx.usage is not None and ctx.usage.completion_tokens == budget.call.counted_output()
