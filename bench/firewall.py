@@ -1,0 +1,107 @@
+"""CPU per streamed piece of each firewall preset, on text real providers sent.
+
+``python -m bench.firewall [--conformance DIR] [--passes N]``: the text deltas of the
+recorded streams in ``shared/conformance/streams`` (OpenAI-compatible ``delta.content``,
+Anthropic ``text_delta``; in file order, so each recording is one stream) go through
+each preset's stream filter one piece at a time, as the response stage feeds them, and
+this process's CPU per piece is printed; beside it, the same for the bench upstream's
+piece (``"tok "``, 50 per stream). The bench's streams repeat one short piece, which
+costs the scanner far less than real text does (its per-character tables are warm and
+most positions are skipped), so the whole-server figures of ``python -m bench`` e and p
+understate what a firewall costs on real traffic; this shows by how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+from tollway.firewalls import FirewallSet
+
+__all__ = ["measure", "recorded_pieces"]
+
+DEFAULT_CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+BENCH_STREAM = ["tok "] * 50
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _deltas(event: dict[str, Any]) -> list[str]:
+    out = []
+    for choice in event.get("choices") or []:
+        text = (choice.get("delta") or {}).get("content")
+        if isinstance(text, str) and text:
+            out.append(text)
+    if event.get("type") == "content_block_delta":
+        text = (event.get("delta") or {}).get("text")
+        if isinstance(text, str) and text:
+            out.append(text)
+    return out
+
+
+def recorded_pieces(conformance: Path) -> list[list[str]]:
+    """One list of text deltas per recorded stream that has any."""
+    streams = []
+    for path in sorted((conformance / "streams").glob("*/*.sse")):
+        pieces: list[str] = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.startswith("data:"):
+                continue
+            try:
+                event = json.loads(line[5:])
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                pieces += _deltas(event)
+        if pieces:
+            streams.append(pieces)
+    return streams
+
+
+def measure(streams: list[list[str]], preset: str, passes: int) -> float:
+    """CPU µs per piece: every stream through a fresh filter, ``passes`` times."""
+    scanner = FirewallSet.from_config().get(preset).scanner
+    pieces = sum(len(s) for s in streams) * passes
+    start = _cpu()
+    for _ in range(passes):
+        for stream in streams:
+            f = scanner.stream()
+            for piece in stream:
+                f.feed(piece)
+            f.flush()
+    return (_cpu() - start) * 1e6 / pieces
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.firewall", description=__doc__)
+    ap.add_argument("--conformance", type=Path, default=DEFAULT_CONFORMANCE)
+    ap.add_argument("--passes", type=int, default=50)
+    args = ap.parse_args(argv)
+    streams = recorded_pieces(args.conformance)
+    if not streams:
+        print(f"no recorded text deltas under {args.conformance}/streams",  # noqa: T201
+              file=sys.stderr)
+        return 1
+    pieces = sum(len(s) for s in streams)
+    chars = sum(len(p) for s in streams for p in s)
+    head = (f"{len(streams)} recorded streams, {pieces} text deltas, "
+            f"{chars / pieces:.1f} characters each on average")
+    print(head)  # noqa: T201
+    print(f"{'preset':14} {'recorded µs/piece':>18} {'bench upstream µs/piece':>24}")  # noqa: T201
+    for preset in ("strict-block", "redact-pii", "monitor"):
+        measure(streams, preset, 1)  # compile the scanner's per-character tables
+        real = measure(streams, preset, args.passes)
+        bench = measure([BENCH_STREAM], preset, args.passes * 10)
+        print(f"{preset:14} {real:18.2f} {bench:24.2f}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
