@@ -2,9 +2,9 @@
 
 A key that grows with time is inserted at the right edge of every B-tree index
 it is in (``reservations``, ``ledger_entries``, ``traces``), so the rows of one
-commit share a few pages instead of dirtying one random page each: on SQLite a
-group commit of 31 reservations and settlements wrote 140 µs of WAL instead of
-400 µs. The layout follows UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then
+commit share a few pages instead of dirtying one random page each: on SQLite the
+commit of a group of 31 reservations or settlements took 140 µs instead of
+310–400 µs. The layout follows UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then
 random bits, as lowercase hex of a fixed width so that text order is time order.
 """
 

@@ -182,3 +182,16 @@ def test_a_huge_error_is_cut_before_it_is_scanned() -> None:
     huge = "x" * 5_000_000 + UPSTREAM_KEY
     out = SecretRedactor([UPSTREAM_KEY]).text(huge)
     assert len(out) < MAX_CHARS + 50 and out.endswith(f"[{len(huge) - MAX_CHARS} more characters]")
+
+
+def test_a_mark_does_not_complete_a_fragment_with_the_text_beside_it() -> None:
+    """A secret with ``]`` in it, then its tail: the first mark's ``]`` and the tail
+    would read as a 12-character run of the secret (found by python -m tests.adversarial,
+    seed 3014729869); the text is redacted again until nothing is left."""
+    from tollway.routing.redact import FRAGMENT
+
+    secret = "000]00000000100"
+    out = SecretRedactor([secret]).text(secret + secret[4:])
+    runs = {secret[i:i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)}
+    assert not any(run in out for run in runs)
+    assert "0000000" not in out

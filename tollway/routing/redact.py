@@ -99,9 +99,22 @@ class SecretRedactor:
         return bool(self._where)
 
     def text(self, text: str) -> str:
-        """``text`` (cut to ``MAX_CHARS``) with every secret and long fragment replaced."""
+        """``text`` (cut to ``MAX_CHARS``) with every secret and long fragment replaced.
+
+        A mark's own characters may complete a fragment with the text beside it (a
+        secret with ``]0000…`` in it, after a mark that ends in ``]``), so the text is
+        redacted again until nothing changes; each pass that changes it makes it
+        shorter (``FRAGMENT`` or more characters become the shorter ``MARK``).
+        """
         if len(text) > MAX_CHARS:
             text = f"{text[:MAX_CHARS]}… [{len(text) - MAX_CHARS} more characters]"
+        while True:
+            redacted = self._once(text)
+            if redacted == text:
+                return text
+            text = redacted
+
+    def _once(self, text: str) -> str:
         where = self._where
         if not where or len(text) < MIN_SECRET:
             return text
