@@ -14,6 +14,7 @@ import re
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +33,11 @@ def _run_round(seed: int, env: dict[str, str], extra: list[str]) -> tuple[int, i
     )  # fmt: skip
     output = result.stdout + result.stderr
     if result.returncode != 0:
+        # the failure's details come first and hypothesis's statistics after them: keep all
+        kept = Path(tempfile.gettempdir()) / f"tollway-adversarial-{seed}.log"
+        kept.write_text(output, encoding="utf-8")
         sys.stdout.write(output[-20000:])
+        sys.stdout.write(f"\n[adversarial] the whole output of this round: {kept}\n")
     examples = sum(int(n) for n in _EXAMPLES.findall(output))
     passed = _PASSED.findall(output)
     return result.returncode, int(passed[-1]) if passed else 0, examples

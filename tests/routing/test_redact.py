@@ -195,3 +195,11 @@ def test_a_mark_does_not_complete_a_fragment_with_the_text_beside_it() -> None:
     runs = {secret[i:i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)}
     assert not any(run in out for run in runs)
     assert "0000000" not in out
+
+
+def test_a_value_within_the_mark_is_not_a_secret_and_does_not_hang() -> None:
+    """``REDACTED`` as a configured value would be found in every mark it leaves: it is
+    not kept (it used to make the repeated redaction loop forever)."""
+    redactor = SecretRedactor(["REDACTED", "EDACTED]", "sk-real-secret-value-123"])
+    out = redactor.text("key REDACTED and sk-real-secret-value-123 and EDACTED]")
+    assert out == "key REDACTED and [REDACTED] and EDACTED]"

@@ -13,7 +13,8 @@ header values and secret-looking ``options``; the admin key (config or
 environment values and URL passwords; OpenTelemetry export headers. Header and
 environment values are all treated as secret except a few well-known harmless
 ones (``content-type``, ``anthropic-version``, ``PATH``…). Values shorter than
-``MIN_SECRET`` characters are ignored: they would match ordinary words.
+``MIN_SECRET`` characters are ignored: they would match ordinary words; so are values
+that lie within ``MARK`` itself (``REDACTED``), which every mark would show.
 
 A secret is replaced wherever it occurs, and so is any run of ``FRAGMENT`` or
 more consecutive characters of one (an upstream that echoes a truncated key).
@@ -49,6 +50,7 @@ MIN_SECRET = 8
 FRAGMENT = 12
 MAX_CHARS = 4000  # an upstream's error text is cut to this many characters
 _BLOCK = FRAGMENT // 2
+_MAX_PASSES = 16  # SecretRedactor.text: redactions of a text, the first one included
 
 _HARMLESS_HEADERS = frozenset({
     "accept", "accept-encoding", "accept-language", "anthropic-beta", "anthropic-version",
@@ -87,7 +89,8 @@ class SecretRedactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         # block -> [(secret, offset of the block in it; -1: the secret must occur whole)]
         where: dict[str, list[tuple[str, int]]] = {}
-        for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET}):
+        # a value within the mark itself ("REDACTED") would be found in every mark
+        for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET and s not in MARK}):
             if len(secret) <= FRAGMENT:
                 where.setdefault(secret[:_BLOCK], []).append((secret, -1))
                 continue
@@ -103,16 +106,18 @@ class SecretRedactor:
 
         A mark's own characters may complete a fragment with the text beside it (a
         secret with ``]0000…`` in it, after a mark that ends in ``]``), so the text is
-        redacted again until nothing changes; each pass that changes it makes it
-        shorter (``FRAGMENT`` or more characters become the shorter ``MARK``).
+        redacted again until nothing changes. Each further pass replaces at least one
+        character that is not a mark's (no secret lies within ``MARK``: such values are
+        not kept, see ``__init__``), so the passes end; ``_MAX_PASSES`` bounds them anyway.
         """
         if len(text) > MAX_CHARS:
             text = f"{text[:MAX_CHARS]}… [{len(text) - MAX_CHARS} more characters]"
-        while True:
+        for _ in range(_MAX_PASSES):
             redacted = self._once(text)
             if redacted == text:
-                return text
+                break
             text = redacted
+        return text
 
     def _once(self, text: str) -> str:
         where = self._where
