@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from tollway.storage.migrate import dialect_of, upgrade
-from tollway.storage.sqlite import sqlite_path, write_gate
+from tollway.storage.sqlite import CHECKPOINT_INTERVAL_S, sqlite_path, write_gate
 
 __all__ = [
     "PostgresTraceStore",
@@ -174,7 +174,6 @@ _WRITER_PRAGMAS = (
     "PRAGMA wal_autocheckpoint = 0",
     "PRAGMA journal_size_limit = 67108864",
 )
-CHECKPOINT_INTERVAL_S = 5.0
 
 
 _ROWS_PER_INSERT = 99  # 990 parameters: below SQLite's 999 before 3.32
@@ -280,12 +279,13 @@ class SqliteTraceStore:
         if path == ":memory:":
             raise ValueError("traces need a file database: sqlite:///PATH")
         reader = await aiosqlite.connect(path)
+        writer = _Writer(path)
         try:
             await reader.execute("PRAGMA busy_timeout = 5000")
             await reader.execute("PRAGMA journal_mode = WAL")
-            writer = _Writer(path)
             await writer.run(lambda conn: None)  # opened now: errors surface here
         except BaseException:
+            await writer.close()
             await reader.close()
             raise
         return cls(writer, reader, path)
