@@ -140,7 +140,11 @@ class Bench:
         """(config, request fields) of every available feature: scenario e's tollway."""
         config: dict[str, Any] = {}
         request: dict[str, Any] = {}
+        chosen = self.args.features
         for feat in self.available:
+            if chosen is not None and feat.name not in chosen:
+                config.update(feat.off)  # measured with the others, but turned off
+                continue
             config.update(feat.config)
             request.update(feat.request)
         return config, request
@@ -352,11 +356,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target-pid", type=int, help="its pid, to measure CPU and RSS")
     p.add_argument("--target-model", default="bench-model", help="model alias at --target")
     p.add_argument("--target-key", default="x", help="API key for --target")
+    p.add_argument("--features", type=lambda s: [f for f in s.split(",") if f],
+                   help="scenario e and e:p with only these of billing,traces,firewall on "
+                        "(the others off); default: all")
     p.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
     args = p.parse_args(argv)
     unknown = set(args.scenarios) - set(ALL) - set(OPT_IN) - {"c50", "c10"}
     if unknown:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    known = {feat.name for feat in features.FEATURES}
+    if args.features is not None and set(args.features) - known:
+        p.error(f"unknown features: {', '.join(sorted(set(args.features) - known))}")
     return args
 
 

@@ -50,6 +50,9 @@ async def test_sqlite_uses_wal(tmp_path: Path) -> None:
     try:
         row = await db.fetchrow("PRAGMA journal_mode")
         assert row is not None and next(iter(row.values())) == "wal"
+        # the group commit's savepoints journal in memory, not in a temporary file
+        row = await db.fetchrow("PRAGMA temp_store")
+        assert row is not None and next(iter(row.values())) == 2  # MEMORY
     finally:
         await db.close()
 

@@ -29,6 +29,10 @@ transactions that other tasks run before then join it, each inside a ``SAVEPOINT
 member returns only once that commit is done. Under load one commit (one WAL
 write) serves many reservations and settlements; alone, a caller commits almost
 at once. A body that raises rolls back to its savepoint and leaves the others.
+A savepoint keeps the original of every page it changes in a statement journal,
+which SQLite writes to a temporary file unless ``temp_store`` is ``MEMORY``: the
+connection sets it, so that journal costs no ``pwrite`` (the few pages a group
+changes; reserve + settle 150 → 132 µs CPU in-process).
 """
 
 from __future__ import annotations
@@ -149,6 +153,7 @@ class SqliteDatabase:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA temp_store = MEMORY")  # the savepoints' statement journal
         conn.execute("PRAGMA busy_timeout = 0")
         db = cls(conn, path)
         if path != ":memory:":
