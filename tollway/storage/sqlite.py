@@ -32,7 +32,7 @@ at once. A body that raises rolls back to its savepoint and leaves the others.
 A savepoint keeps the original of every page it changes in a statement journal,
 which SQLite writes to a temporary file unless ``temp_store`` is ``MEMORY``: the
 connection sets it, so that journal costs no ``pwrite`` (the few pages a group
-changes; reserve + settle 150 → 132 µs CPU in-process).
+changes; reserve + settle 147–162 → 129–132 µs CPU in-process).
 """
 
 from __future__ import annotations
