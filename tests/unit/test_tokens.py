@@ -77,3 +77,37 @@ def test_the_loaded_encoding_counts_without_its_python_rank_table() -> None:
         "Hello, world! This is tollway."
     )
     assert tokens.loaded()
+
+
+def test_every_rank_of_the_bundled_file_is_the_encodings() -> None:
+    """The fast (C-level) parse of the BPE file gives every token its published rank."""
+    import base64
+    import gzip
+    from importlib import resources
+
+    raw = gzip.decompress(
+        resources.files("tollway.data").joinpath("o200k_base.tiktoken.gz").read_bytes()
+    )
+    enc = tokens.encoding()
+    lines = [line.split() for line in raw.splitlines() if line]
+    assert len(lines) > 199_000
+    for token, rank in lines:
+        assert enc.decode_single_token_bytes(int(rank)) == base64.b64decode(token)
+
+
+def test_loading_leaves_the_collector_as_it_was() -> None:
+    """The load turns the collector off while it builds the ranks, and back on."""
+    import gc
+
+    saved, tokens._encoding = tokens._encoding, None
+    try:
+        assert gc.isenabled()
+        tokens.encoding()
+        assert gc.isenabled() and tokens.loaded()
+        gc.disable()
+        tokens._encoding = None
+        tokens.encoding()
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
+        tokens._encoding = saved
