@@ -149,3 +149,26 @@ def test_plain_chunks_make_no_provider_fields() -> None:
                           "choices": [{"index": 0, "delta": {"content": "hi"},
                                        "logprobs": None, "finish_reason": None}]})
     assert [type(e).__name__ for e in events] == ["Start", "TextDelta"]
+
+
+def test_a_logprobs_field_that_is_not_an_object_is_dropped() -> None:
+    """An upstream that puts ``true`` (or a list) where the logprobs object goes: the answer
+    is still served, streamed and whole, without it (it crashed the whole answer's merge)."""
+    whole = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [{
+        "index": 0, "finish_reason": "stop", "logprobs": True,
+        "message": {"role": "assistant", "content": "hi"}}]}
+
+    async def source() -> Any:
+        for e in events_from_completion(whole):
+            yield e
+
+    body = asyncio.run(collect(source(), response_id="chatcmpl-own", created=42,
+                               fallback_model="alias"))
+    assert body["choices"][0]["message"]["content"] == "hi"
+    assert body["choices"][0]["logprobs"] is None
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "finish_reason": None, "logprobs": [1, 2],
+                          "delta": {"content": "hi"}}]}
+    reader = ChunkReader()
+    streamed = asyncio.run(_drain_sse(reader.feed(chunk) + reader.end()))
+    assert all(c["choices"][0].get("logprobs") is None for c in streamed if c["choices"])

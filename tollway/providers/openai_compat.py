@@ -148,6 +148,13 @@ class OpenAIProvider:
             )
 
 
+
+def _logprobs(choice: dict[str, Any]) -> dict[str, Any] | None:
+    """A choice's ``logprobs`` object; anything else an upstream puts there (``true``, a
+    list) is not one and is dropped rather than passed on or merged."""
+    value = choice.get("logprobs")
+    return value if isinstance(value, dict) else None
+
 def output_cap_field(
     body: dict[str, Any],
     deployment: DeploymentConfig,
@@ -263,7 +270,7 @@ def events_from_chunk(
             if reasoning:
                 out.append(TextDelta(reasoning, "reasoning", index))
             content = delta.get("content")
-            logprobs = choice.get("logprobs")
+            logprobs = _logprobs(choice)
             if content:
                 out.append(TextDelta(content, "content", index, logprobs))
                 logprobs = None
@@ -317,7 +324,7 @@ def events_from_completion(obj: dict[str, Any], convention: str = "auto") -> lis
         if reasoning:
             out.append(TextDelta(reasoning, "reasoning", index))
         if msg.get("content"):
-            out.append(TextDelta(msg["content"], "content", index, choice.get("logprobs")))
+            out.append(TextDelta(msg["content"], "content", index, _logprobs(choice)))
         if msg.get("refusal"):
             out.append(TextDelta(msg["refusal"], "refusal", index))
         for i, call in enumerate(msg.get("tool_calls") or ()):
