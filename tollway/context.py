@@ -43,7 +43,7 @@ class Attempt:
     misconfigured: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class RequestContext:
     """One request's state. ``request_id`` is tollway's own unique id: it keys the
     reservation, the ledger entry and the trace. ``client_request_id`` is the client's

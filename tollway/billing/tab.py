@@ -13,6 +13,7 @@ is billed never exceeds the reservation.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -144,7 +145,9 @@ class Tab:
         default_cap: int,
     ) -> None:
         self._store = store
-        self._ctx = ctx
+        # ctx holds the tab (ctx.budget): a strong reference back would make every billed
+        # request's context a reference cycle, left for the garbage collector to find
+        self._ctx_ref = weakref.ref(ctx)
         self.reservation = reservation
         self.reserved_micros = reservation.amount_micros
         self.policy = policy
@@ -156,6 +159,13 @@ class Tab:
         self.calls: list[CallRecord] = []
         self.extensions = 0
         self._billed: tuple[Any, tuple[Cost, Cost | None]] | None = None
+
+    @property
+    def _ctx(self) -> RequestContext:
+        ctx = self._ctx_ref()
+        if ctx is None:
+            raise RuntimeError("the request this tab belongs to is gone")
+        return ctx
 
     # -- the Budget protocol ------------------------------------------------------
 
