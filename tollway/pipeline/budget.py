@@ -55,28 +55,20 @@ async def metered_call(
     try:
         async for event in events:
             kind = type(event)
-            if kind is TextDelta:
-                text: str = event.text  # type: ignore[union-attr]
-                if event.choice:  # type: ignore[union-attr]
-                    call.add(event.choice, text)  # type: ignore[union-attr]
+            if kind is TextDelta or kind is ToolCallDelta:  # the output: recorded, bounded
+                text: str = (
+                    event.text  # type: ignore[union-attr]
+                    if kind is TextDelta
+                    else (event.name or "") + event.arguments  # type: ignore[union-attr]
+                )
+                choice: int = event.choice  # type: ignore[union-attr,assignment]
+                if choice:
+                    call.add(choice, text)
                 else:
                     append(text)
                     if len(pieces) >= COMPACT_AT:
                         call.compact(0)
                 seen += len(text) if text.isascii() else len(text.encode())
-                if seen >= check_at:
-                    if not tokens.loaded():  # the first exact count: load it off the loop
-                        await tokens.load()
-                    check_at = _check(call, budget, ctx, seen)
-            elif kind is ToolCallDelta:
-                part = (event.name or "") + event.arguments  # type: ignore[union-attr]
-                if event.choice:  # type: ignore[union-attr]
-                    call.add(event.choice, part)  # type: ignore[union-attr]
-                else:
-                    append(part)
-                    if len(pieces) >= COMPACT_AT:
-                        call.compact(0)
-                seen += len(part) if part.isascii() else len(part.encode())
                 if seen >= check_at:
                     if not tokens.loaded():  # the first exact count: load it off the loop
                         await tokens.load()

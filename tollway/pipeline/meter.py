@@ -61,17 +61,17 @@ def usage_meter(pricer: Pricer | None = None) -> Stage:
         complete = False
         try:
             async for event in events:
-                if isinstance(event, TextDelta):
-                    append(event.text)
+                if isinstance(event, TextDelta | ToolCallDelta):
+                    append(
+                        event.text
+                        if isinstance(event, TextDelta)
+                        else (event.name or "") + event.arguments
+                    )
                     if len(generated) >= COMPACT_AT:  # hold text, not a string per chunk
                         generated[:] = ["".join(generated)]
                 elif isinstance(event, Usage):
                     reported = event
                     continue
-                elif isinstance(event, ToolCallDelta):
-                    append((event.name or "") + event.arguments)
-                    if len(generated) >= COMPACT_AT:
-                        generated[:] = ["".join(generated)]
                 elif isinstance(event, Finish):
                     ctx.finish_reasons[event.choice] = event.reason
                 elif isinstance(event, Start):

@@ -148,12 +148,12 @@ class OpenAIProvider:
             )
 
 
-
 def _logprobs(choice: dict[str, Any]) -> dict[str, Any] | None:
     """A choice's ``logprobs`` object; anything else an upstream puts there (``true``, a
     list) is not one and is dropped rather than passed on or merged."""
     value = choice.get("logprobs")
     return value if isinstance(value, dict) else None
+
 
 def output_cap_field(
     body: dict[str, Any],
