@@ -9,6 +9,12 @@ piece (``"tok "``, 50 per stream). The bench's streams repeat one short piece, w
 costs the scanner far less than real text does (its per-character tables are warm and
 most positions are skipped), so the whole-server figures of ``python -m bench`` e and p
 understate what a firewall costs on real traffic; this shows by how much.
+
+Then the request side: each recorded Anthropic request body in
+``shared/conformance/anthropic-requests`` (real clients' bodies: Claude Code, SDKs; base64
+data and signatures are not text and are skipped by the firewall itself) through each
+preset's ``apply_body``, as ``/v1/messages`` scans it before the upstream call; CPU µs per
+body and per thousand characters of text, for the largest body and for all of them.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tollway.firewalls import FirewallSet
+from tollway.firewalls import FirewallBlocked, FirewallSet, apply_body
+from tollway.firewalls.segments import segments
 
-__all__ = ["measure", "recorded_pieces"]
+__all__ = ["measure", "measure_requests", "recorded_bodies", "recorded_pieces"]
 
 DEFAULT_CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 BENCH_STREAM = ["tok "] * 50
@@ -79,6 +86,48 @@ def measure(streams: list[list[str]], preset: str, passes: int) -> float:
     return (_cpu() - start) * 1e6 / pieces
 
 
+def recorded_bodies(conformance: Path) -> list[dict[str, Any]]:
+    """The recorded Anthropic request bodies that hold any text, largest text first."""
+    bodies = []
+    for path in sorted((conformance / "anthropic-requests").glob("*.request.json")):
+        body = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(body, dict) and segments(body, ("model",)):
+            bodies.append(body)
+    return sorted(bodies, key=lambda b: -_text_chars(b))
+
+
+def _text_chars(body: dict[str, Any]) -> int:
+    return sum(len(s.text) for s in segments(body, ("model",)))
+
+
+def measure_requests(bodies: list[dict[str, Any]], policy: Any, passes: int) -> float:
+    """CPU µs per body: every body through ``policy``'s request side, ``passes`` times."""
+    start = _cpu()
+    for _ in range(passes):
+        for body in bodies:
+            try:
+                apply_body(policy, body, ("model",))
+            except FirewallBlocked:
+                pass
+    return (_cpu() - start) * 1e6 / (len(bodies) * passes)
+
+
+def _requests_table(bodies: list[dict[str, Any]], passes: int) -> None:
+    largest = bodies[:1]
+    chars, total = _text_chars(bodies[0]), sum(map(_text_chars, bodies))
+    print(f"\n{len(bodies)} recorded request bodies, {total} characters of text; "  # noqa: T201
+          f"the largest {chars}")
+    print(f"{'preset':14} {'largest µs':>11} {'µs/1k chars':>12} "  # noqa: T201
+          f"{'all µs/body':>12} {'µs/1k chars':>12}")
+    for preset in ("strict-block", "redact-pii", "monitor"):
+        policy = FirewallSet.from_config().get(preset)
+        measure_requests(bodies, policy, 1)  # compile the per-character tables
+        one = measure_requests(largest, policy, passes)
+        every = measure_requests(bodies, policy, passes)
+        print(f"{preset:14} {one:11.1f} {one * 1000 / chars:12.1f} "  # noqa: T201
+              f"{every:12.1f} {every * len(bodies) * 1000 / total:12.1f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.firewall", description=__doc__)
     ap.add_argument("--conformance", type=Path, default=DEFAULT_CONFORMANCE)
@@ -100,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         real = measure(streams, preset, args.passes)
         bench = measure([BENCH_STREAM], preset, args.passes * 10)
         print(f"{preset:14} {real:18.2f} {bench:24.2f}")  # noqa: T201
+    bodies = recorded_bodies(args.conformance)
+    if bodies:
+        _requests_table(bodies, max(args.passes // 5, 1))
     return 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.firewall import main, recorded_pieces
+from bench.firewall import main, recorded_bodies, recorded_pieces
 
 
 def test_it_measures_every_preset_on_recorded_text(
@@ -16,10 +16,21 @@ def test_it_measures_every_preset_on_recorded_text(
     assert len(streams) >= 5 and all(streams)
     assert any(" " in piece for stream in streams for piece in stream)  # real text
     assert main(["--conformance", str(conformance_dir), "--passes", "1"]) == 0
-    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    pieces, requests = capsys.readouterr().out.split("\n\n")
+    rows = {line.split()[0]: line.split()[1:] for line in pieces.splitlines()}
     for preset in ("strict-block", "redact-pii", "monitor"):
         recorded, bench = (float(x) for x in rows[preset])
         assert recorded > 0 and bench > 0
+    rows = {line.split()[0]: line.split()[1:] for line in requests.splitlines()}
+    assert requests.startswith(f"{len(recorded_bodies(conformance_dir))} recorded request bodies")
+    for preset in ("strict-block", "redact-pii", "monitor"):
+        assert all(float(x) > 0 for x in rows[preset])
+
+
+def test_request_bodies_are_real_text(conformance_dir: Path) -> None:
+    bodies = recorded_bodies(conformance_dir)
+    assert len(bodies) >= 5
+    assert all("model" in b for b in bodies)  # Anthropic Messages bodies
 
 
 def test_no_recordings_is_an_error(tmp_path: Path) -> None:

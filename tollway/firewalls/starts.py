@@ -7,7 +7,8 @@ character is not ASCII alphanumeric (a leading negative lookbehind covering
 ``first_chars`` over-approximates the set of ASCII characters a match can begin
 with; ``None`` means "any character". ``blind_before`` under-approximates the
 characters a pattern cannot tell, just before a position, from the start of the
-text. All are conservative by construction.
+text. ``required_literal`` finds a string every match contains (``"@"`` in an e-mail
+address), so text without it cannot hold a match. All are conservative by construction.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import string
 from typing import Any
 
-__all__ = ["ALNUM", "blind_before", "first_chars", "word_start"]
+__all__ = ["ALNUM", "blind_before", "first_chars", "required_literal", "word_start"]
 
 _P: Any = re._parser  # type: ignore[attr-defined]
 _C: Any = re._constants  # type: ignore[attr-defined]
@@ -173,3 +174,36 @@ def blind_before(pattern: str) -> frozenset[str]:
         return frozenset()
     out = set(_ASCII)
     return frozenset(out) if _blind(list(parsed), parsed.state.flags, True, out) else frozenset()
+
+
+def _runs(seq: Any, flags: int, runs: list[str]) -> None:
+    """Append to ``runs`` the runs of case-sensitive literal characters that every match of
+    ``seq`` consumes one after another; anything else ends a run."""
+    for op, av in seq:
+        if op is _C.LITERAL and not flags & re.IGNORECASE:
+            runs[-1] += chr(av)
+        elif op is _C.SUBPATTERN and not (flags | av[1]) & ~av[2] & re.IGNORECASE:
+            _runs(av[3], (flags | av[1]) & ~av[2], runs)
+        elif op is _C.MAX_REPEAT or op is _C.MIN_REPEAT or op is _C.POSSESSIVE_REPEAT:
+            runs.append("")
+            if av[0] >= 1:  # at least once: its own literals are in every match
+                _runs(av[2], flags, runs)
+            runs.append("")
+        else:
+            runs.append("")
+
+
+def required_literal(pattern: str) -> str | None:
+    """The longest string (compared case-sensitively) every match of ``pattern`` contains,
+    from the literal characters its top-level sequence must consume; None if there is none
+    or the pattern is not ASCII (``re`` would read a non-ASCII class differently)."""
+    if not pattern.isascii():
+        return None
+    try:
+        parsed = _P.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return None
+    runs = [""]
+    _runs(list(parsed), parsed.state.flags, runs)
+    best = max(runs, key=len)
+    return best or None
