@@ -19,7 +19,9 @@ platform-tool round):
    open choice finishes with ``"length"``.
 
 The records are what billing prices: the usage the upstream reported for a call
-that ended normally, else an estimate from the recorded text (``estimated``). A
+that ended normally, else an estimate from the recorded text (``estimated``), at
+the prices of the deployment that answered: the one its ``Start`` names, else (an
+adapter that sends none) the router's choice when the first output or usage arrives. A
 record is complete at any moment, so settlement never depends on the order in
 which cancelled generators are finalized.
 """
@@ -62,6 +64,8 @@ async def metered_call(
                     else (event.name or "") + event.arguments  # type: ignore[union-attr]
                 )
                 choice: int = event.choice  # type: ignore[union-attr,assignment]
+                if call.deployment is None:  # an adapter that sends no Start: the router's
+                    call.deployment = ctx.deployment
                 if choice:
                     call.add(choice, text)
                 else:
@@ -77,6 +81,8 @@ async def metered_call(
                 call.deployment = ctx.deployment
                 call.start_usage = event.usage  # type: ignore[union-attr]
             elif kind is Usage:
+                if call.deployment is None:
+                    call.deployment = ctx.deployment
                 call.reported = event  # type: ignore[assignment]
                 output = event.output_tokens  # type: ignore[union-attr]
                 if len(finished) < request.choices and output > _limit(call, budget, ctx):

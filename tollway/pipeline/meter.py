@@ -11,7 +11,8 @@ a ``Start`` in ``ctx``.
 
 With billing on, the request's budget recorded every upstream call
 (``tollway.pipeline.budget``): the final usage is theirs, summed, so that what the
-client sees, what the ledger debits and what the trace shows are one figure.
+client sees, what the ledger debits and what the trace shows are one figure; the
+meter then keeps no copy of the text.
 """
 
 from __future__ import annotations
@@ -57,18 +58,22 @@ def usage_meter(pricer: Pricer | None = None) -> Stage:
     async def meter(events: AsyncIterator[Event], ctx: RequestContext) -> AsyncIterator[Event]:
         generated: list[str] = []
         append = generated.append
+        # with billing, every upstream call's text is recorded by its budget, whose
+        # usage is the final one: the meter keeps a copy only without a budget
+        record = ctx.budget is None
         reported: Usage | None = None
         complete = False
         try:
             async for event in events:
                 if isinstance(event, TextDelta | ToolCallDelta):
-                    append(
-                        event.text
-                        if isinstance(event, TextDelta)
-                        else (event.name or "") + event.arguments
-                    )
-                    if len(generated) >= COMPACT_AT:  # hold text, not a string per chunk
-                        generated[:] = ["".join(generated)]
+                    if record:
+                        append(
+                            event.text
+                            if isinstance(event, TextDelta)
+                            else (event.name or "") + event.arguments
+                        )
+                        if len(generated) >= COMPACT_AT:  # text, not a string per chunk
+                            generated[:] = ["".join(generated)]
                 elif isinstance(event, Usage):
                     reported = event
                     continue
