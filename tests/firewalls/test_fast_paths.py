@@ -3,8 +3,9 @@
 Two shortcuts sit in front of the complete match at a candidate start: a std ``re`` twin
 of the combined pattern where the text within the rules' reach is plain ASCII, and
 skipping the rules whose required literal (``"@"``, ``"Q~"``…) the rest of the text does
-not hold. The reference below is the same scanner without either: every complete match
-on ``regex``, every rule tried.
+not hold; and the question whether a position is still open is only asked of the rules
+whose reach passes the end of the text. The reference below is the same scanner without
+any of them: every complete match on ``regex``, every rule tried, every rule asked.
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ NAMES = [*PRESET_NAMES, "terms", "free", "classes"]
 
 
 class Reference(Scanner):
-    """The scanner with both shortcuts off."""
+    """The scanner with the shortcuts off: every rule asked whether it is open wherever
+    the widest could be."""
 
     __slots__ = ()
+
+    def _reach(self, ch: str) -> Any:
+        return [self.window], (self._bucket(ch), None)
 
     def _absent(self, buf: str, scan: int) -> int:
         return 0
@@ -126,3 +131,14 @@ def test_a_rule_without_its_literal_in_the_text_is_skipped_not_lost() -> None:
     text = "no address here, " * 4 + "but one at the end: ann@example.org"
     assert sc.scan(text).text.endswith("[REDACTED:email]")
     assert sc.scan(text.replace("@", " ")).counts == {}
+
+
+def test_a_text_read_again_from_further_back_finds_its_literal() -> None:
+    """What ``_absent`` keeps for one text holds only from where it was searched: a second
+    reading of the same string from its start (a field read again as the end of the
+    joined text, or the same text scanned twice) still tries the rule."""
+    sc = POLICIES.get("redact-pii").scanner
+    text = "ann@example.org " + "and some words after it " * 3
+    assert sc.scan(text).counts == {"email": 1}
+    assert [f[2] for f in find(sc, [text])] == [4]  # the same str object, from 0 again
+    assert sc._absent(text, 20) != 0 and sc._absent(text, 0) == 0

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -105,7 +106,7 @@ class Scanner:
 
     __slots__ = ("rules", "window", "blind", "reach", "_full", "_probe", "_tags", "_block",
                  "_redact", "_gate", "_firsts", "_tails", "_probes", "_buckets", "_by_set",
-                 "_literals", "_completes", "_complete_by_set", "_seen")
+                 "_literals", "_completes", "_complete_by_set", "_seen", "_reaches")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         if not rules:
@@ -145,7 +146,8 @@ class Scanner:
         """(bit of the rule, a string every match of the rule contains)."""
         self._completes: dict[int, dict[str, _Complete | None]] = {}
         self._complete_by_set: dict[frozenset[int], _Complete | None] = {}
-        self._seen: tuple[str, list[int]] | None = None  # see _absent
+        self._seen: tuple[str, list[tuple[int, int]]] | None = None  # see _absent
+        self._reaches: dict[str, tuple[list[int], tuple[_Bucket | None, ...]]] = {}
 
     def _bucket(self, ch: str) -> _Bucket | None:
         """The patterns of the rules that can start with ``ch``; None if no rule can."""
@@ -161,22 +163,48 @@ class Scanner:
             self._buckets[ch] = self._by_set[idx]
         return self._by_set[idx]
 
+    def _reach(self, ch: str) -> tuple[list[int], tuple[_Bucket | None, ...]]:
+        """For the rules that can start with ``ch``: their distinct ``width``s, ascending,
+        and for each the bucket of the rules at least that wide (then None). A match at
+        ``p`` reads at most ``width`` characters on (look-ahead included), so where the
+        text goes on ``d`` characters past ``p``, only the rules wider than ``d`` may still
+        be open: ``buckets[bisect_right(widths, d)]``."""
+        got = self._reaches.get(ch)
+        if got is not None:
+            return got
+        rules = [
+            i for i, f in enumerate(self._firsts) if f is None or ord(ch) > 127 or ch in f
+        ]  # fmt: skip
+        widths = sorted({self.rules[i].detector.width for i in rules})
+        buckets: list[_Bucket | None] = []
+        for w in widths:
+            idx = frozenset(i for i in rules if self.rules[i].detector.width >= w)
+            if idx not in self._by_set:
+                self._by_set[idx] = self._compile(sorted(idx))
+            buckets.append(self._by_set[idx])
+        got = (widths, (*buckets, None))
+        if len(self._reaches) < 4096:
+            self._reaches[ch] = got
+        return got
+
     def _absent(self, buf: str, scan: int) -> int:
         """A bit for each rule whose required literal is not in ``buf[scan:]``: no match of
         it starts there (the literal lies within the match). Not asked of short text.
 
         A reading asks again after each candidate, further on in the same text: where each
-        literal was found is kept for that text (a str is immutable), so each is searched
-        for again only once the reading has passed it."""
+        literal was found (or from where it was not) is kept for that text (a str is
+        immutable), so it is searched for again only once a reading has passed it, or
+        from further back."""
         seen = self._seen
         if seen is None or seen[0] is not buf:
-            seen = self._seen = (buf, [-2] * len(self._literals))
+            seen = self._seen = (buf, [(-1, -1)] * len(self._literals))
         found = seen[1]
         absent = 0
         for k, (bit, literal) in enumerate(self._literals):
-            at = found[k]
-            if at < scan and at != -1:
-                at = found[k] = buf.find(literal, scan)
+            since, at = found[k]  # buf.find(literal, since) == at
+            if not since <= scan <= at and not (at == -1 and 0 <= since <= scan):
+                at = buf.find(literal, scan)
+                found[k] = (scan, at)
             if at == -1:
                 absent |= bit
         return absent
@@ -295,10 +323,12 @@ class Scanner:
 
     def _next_long(self, buf: str, scan: int, end: int, eof: bool) -> tuple[int, Any]:
         """The gated search of ``_next_before`` on text long enough for the shortcuts: the
-        rules whose literal the text lacks are not tried, and the complete match runs on
-        the std twin where the text within the rules' reach is plain (see the top)."""
+        rules whose literal the text lacks are not tried, the complete match runs on the
+        std twin where the text within the rules' reach is plain (see the top), and only
+        the rules that reach the end of the text are asked whether they are still open
+        (``_reach``: far from the end, only a private key or a JWT may be)."""
         assert self._gate is not None
-        buckets, search, ascii = self._buckets, self._gate.search, buf.isascii()
+        reaches, search, ascii, n = self._reaches, self._gate.search, buf.isascii(), len(buf)
         absent = self._absent(buf, scan)
         completes = self._completes.get(absent) or self._completes.setdefault(absent, {})
         odd = _UNKNOWN  # the first character a std twin may not see, found when needed
@@ -307,9 +337,11 @@ class Scanner:
             p = g.start()
             ch = buf[p]
             if not eof and p > settled:
-                b: Any = buckets.get(ch, _MISSING)
-                if b is _MISSING:
-                    b = self._bucket(ch)
+                # only a rule whose match may reach the end of the text may be open
+                reach: Any = reaches.get(ch)
+                if reach is None:
+                    reach = self._reach(ch)
+                b = reach[1][bisect_right(reach[0], n - p)]
                 if b is not None and _open(b, buf, p, ascii):
                     return p, None
             c: Any = completes.get(ch, _MISSING)
