@@ -45,7 +45,7 @@ class Reference(Scanner):
     __slots__ = ()
 
     def _reach(self, ch: str) -> Any:
-        return [self.window], (self._bucket(ch), None)
+        return [self.window], [self._bucket(ch), None]
 
     def _absent(self, buf: str, scan: int) -> int:
         return 0

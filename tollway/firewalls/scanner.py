@@ -147,7 +147,7 @@ class Scanner:
         self._completes: dict[int, dict[str, _Complete | None]] = {}
         self._complete_by_set: dict[frozenset[int], _Complete | None] = {}
         self._seen: tuple[str, list[tuple[int, int]]] | None = None  # see _absent
-        self._reaches: dict[str, tuple[list[int], tuple[_Bucket | None, ...]]] = {}
+        self._reaches: dict[str, tuple[list[int], list[Any]]] = {}
 
     def _bucket(self, ch: str) -> _Bucket | None:
         """The patterns of the rules that can start with ``ch``; None if no rule can."""
@@ -163,12 +163,13 @@ class Scanner:
             self._buckets[ch] = self._by_set[idx]
         return self._by_set[idx]
 
-    def _reach(self, ch: str) -> tuple[list[int], tuple[_Bucket | None, ...]]:
+    def _reach(self, ch: str) -> tuple[list[int], list[Any]]:
         """For the rules that can start with ``ch``: their distinct ``width``s, ascending,
-        and for each the bucket of the rules at least that wide (then None). A match at
-        ``p`` reads at most ``width`` characters on (look-ahead included), so where the
-        text goes on ``d`` characters past ``p``, only the rules wider than ``d`` may still
-        be open: ``buckets[bisect_right(widths, d)]``."""
+        and for each the bucket of the rules at least that wide (then None), each compiled
+        when first needed (``_reach_bucket``). A match at ``p`` reads at most ``width``
+        characters on (look-ahead included), so where the text goes on ``d`` characters
+        past ``p``, only the rules wider than ``d`` may still be open: bucket
+        ``bisect_right(widths, d)``."""
         got = self._reaches.get(ch)
         if got is not None:
             return got
@@ -176,16 +177,24 @@ class Scanner:
             i for i, f in enumerate(self._firsts) if f is None or ord(ch) > 127 or ch in f
         ]  # fmt: skip
         widths = sorted({self.rules[i].detector.width for i in rules})
-        buckets: list[_Bucket | None] = []
-        for w in widths:
-            idx = frozenset(i for i in rules if self.rules[i].detector.width >= w)
-            if idx not in self._by_set:
-                self._by_set[idx] = self._compile(sorted(idx))
-            buckets.append(self._by_set[idx])
-        got = (widths, (*buckets, None))
+        got = (widths, [*([_MISSING] * len(widths)), None])
         if len(self._reaches) < 4096:
             self._reaches[ch] = got
         return got
+
+    def _reach_bucket(self, ch: str, k: int) -> _Bucket:
+        """Bucket ``k`` of ``_reach(ch)``: the rules that can start with ``ch`` and are at
+        least as wide as its ``k``-th width."""
+        widths, buckets = self._reach(ch)
+        idx = frozenset(
+            i for i, f in enumerate(self._firsts)
+            if (f is None or ord(ch) > 127 or ch in f) and self.rules[i].detector.width >= widths[k]
+        )  # fmt: skip
+        if idx not in self._by_set:
+            self._by_set[idx] = self._compile(sorted(idx))
+        bucket = buckets[k] = self._by_set[idx]
+        assert bucket is not None
+        return bucket
 
     def _absent(self, buf: str, scan: int) -> int:
         """A bit for each rule whose required literal is not in ``buf[scan:]``: no match of
@@ -341,7 +350,10 @@ class Scanner:
                 reach: Any = reaches.get(ch)
                 if reach is None:
                     reach = self._reach(ch)
-                b = reach[1][bisect_right(reach[0], n - p)]
+                k = bisect_right(reach[0], n - p)
+                b = reach[1][k]
+                if b is _MISSING:
+                    b = self._reach_bucket(ch, k)
                 if b is not None and _open(b, buf, p, ascii):
                     return p, None
             c: Any = completes.get(ch, _MISSING)
