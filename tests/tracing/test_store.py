@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.tracing.conftest import make_ctx
 from tollway.storage.migrate import upgrade
 from tollway.tracing.record import build_record
-from tollway.tracing.store import TraceQuery, TraceRow, open_trace_store
+from tollway.tracing.store import TraceQuery, TraceRow, _insert_sizes, open_trace_store
 from tollway.tracing.writer import TraceWriter
 
 
@@ -158,5 +162,36 @@ def test_bounded_queue_drops_while_database_is_down() -> None:
         store.up = True
         await writer.stop()
         assert len(store.rows) == 20 and writer.stats.written == 20
+
+    asyncio.run(main())
+
+
+@given(st.integers(0, 5000))
+def test_a_batch_is_cut_into_few_statement_sizes(rows: int) -> None:
+    """Every batch size uses statements from one small set of row counts, so the writer
+    connection holds at most 8 prepared inserts, whatever the load's batch sizes."""
+    sizes = _insert_sizes(rows)
+    assert sum(sizes) == rows
+    assert set(sizes) <= {99, 64, 32, 16, 8, 4, 2, 1}
+    assert sizes == sorted(sizes, reverse=True) and sizes.count(64) <= 1
+
+
+def test_batches_of_every_size_are_written_whole(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await open_trace_store(f"sqlite:///{tmp_path / 't.db'}")
+        writer = TraceWriter(store, flush_interval=0.05, batch_size=1000)
+        await writer.start()
+        try:
+            n = 0
+            for size in (1, 3, 63, 98, 99, 100, 231):
+                for _ in range(size):
+                    assert writer.submit(build_record(make_ctx(f"req_{n:05d}")))
+                    n += 1
+                await writer.flush()
+            found = await store.find(TraceQuery(account_id="acct_1", limit=1000))
+            assert sorted(t["id"] for _seq, t in found) == [f"req_{i:05d}" for i in range(n)]
+        finally:
+            await writer.stop()
+            await store.close()
 
     asyncio.run(main())
