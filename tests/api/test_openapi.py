@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,49 @@ def test_the_readme_links_the_document() -> None:
 @pytest.mark.parametrize("path", ["/openapi.json", "/health"])
 def test_public_documents_need_no_key(sim_gateway: str, path: str) -> None:
     assert httpx.get(f"{sim_gateway}{path}").status_code == 200
+
+
+def _events(body: str) -> list[dict[str, str]]:
+    """A text/event-stream body as the {event, data} objects its schema describes."""
+    out = []
+    for block in body.strip().split("\n\n"):
+        event: dict[str, str] = {}
+        for line in block.splitlines():
+            field, _, value = line.partition(": ")
+            event[field] = value
+        out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("model", ["sim-reasoner", "sim-tool", "sim-lorem"])
+def test_every_streamed_event_matches_its_documented_schema(sim_gateway: str, model: str) -> None:
+    """Each event of a streamed chat completion and message is an instance of the
+    ``text/event-stream`` schema the document publishes for it (schemathesis checks
+    streamed answers against it too), and its data is JSON of the documented kind."""
+    document = httpx.get(f"{sim_gateway}/openapi.json").json()
+    streams = [
+        ("/v1/chat/completions", "ChatCompletionEvent", {"Authorization": "Bearer x"},
+         {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/messages", "MessageStreamEvent",
+         {"x-api-key": "x", "anthropic-version": "2023-06-01"},
+         {"model": model, "stream": True, "max_tokens": 64,
+          "messages": [{"role": "user", "content": "hi"}]}),
+    ]  # fmt: skip
+    for path, name, headers, body in streams:
+        response = httpx.post(f"{sim_gateway}{path}", json=body, headers=headers)
+        assert response.status_code == 200 and "event-stream" in response.headers["content-type"]
+        content = document["paths"][path]["post"]["responses"]["200"]["content"]
+        assert content["text/event-stream"]["schema"] == {"$ref": f"#/components/schemas/{name}"}
+        validator = _validator(document, name)
+        data = document["components"]["schemas"][name]["properties"]["data"]
+        at = f"components/schemas/{name}/properties/data"
+        if "anyOf" in data:  # chat: "[DONE]" or a JSON chunk
+            k = next(i for i, s in enumerate(data["anyOf"]) if "contentSchema" in s)
+            at += f"/anyOf/{k}"
+        inner = _validator(document, "").evolve(schema={"$ref": f"urn:tollway#/{at}/contentSchema"})
+        events = _events(response.text)
+        assert len(events) >= 3
+        for event in events:
+            validator.validate(event)
+            if event["data"] != "[DONE]":
+                inner.validate(json.loads(event["data"]))

@@ -47,12 +47,20 @@ _SCHEMAS: dict[str, Any] = {
         "stop_reason": NSTR, "usage": {"type": "object"},
     }),
     "MessageTokensCount": obj(["input_tokens"], {"input_tokens": INT}),
+    # one server-sent event of a streamed message: its name (message_start,
+    # content_block_start / _delta / _stop, message_delta, message_stop, ping, error, or
+    # an event a passed-through upstream added) and a JSON object that names its type
+    "MessageStreamEvent": obj(["event", "data"], {
+        "event": STR,
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": obj(["type"], {"type": STR})},
+    }, extra=False),
 }  # fmt: skip
 
 MESSAGES = Operation(
     "Create a message (Anthropic's Messages API; errors in Anthropic's envelope)", "messages",
     {200: {"content": {"application/json": {"schema": ref("Message")},
-                       "text/event-stream": {"schema": STR}}}},
+                       "text/event-stream": {"schema": ref("MessageStreamEvent")}}}},
     errors=(402, 404, 502, 504, 529), body="MessagesRequest", body_required=True,
     schemas=_SCHEMAS, error_schema="AnthropicError",
 )
