@@ -405,8 +405,8 @@ def _std_twin(pattern: str) -> Any:
     """``pattern`` compiled by std ``re``, for text ``_NOT_PLAIN`` finds nothing in: None
     unless the pattern is ASCII and ``re`` compiles it without a warning (``[[:alpha:]]``
     is a POSIX class to ``regex`` and a set with a warning to ``re``). On such text the
-    two engines match alike (``tests/firewalls/test_scanner.py`` checks every built-in
-    detector's bucket against ``regex``)."""
+    two engines match alike (``tests/firewalls/test_fast_paths.py`` holds the scanner to
+    the same scanner on ``regex`` alone)."""
     if not pattern.isascii():
         return None
     with warnings.catch_warnings():
