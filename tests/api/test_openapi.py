@@ -114,35 +114,47 @@ def _events(body: str) -> list[dict[str, str]]:
     return out
 
 
+def _absolute(schema: Any) -> Any:
+    """``schema`` with its document-relative ``$ref``s made absolute (``urn:tollway#…``)."""
+    if isinstance(schema, dict):
+        return {k: ("urn:tollway" + v if k == "$ref" and v.startswith("#") else _absolute(v))
+                for k, v in schema.items()}  # fmt: skip
+    if isinstance(schema, list):
+        return [_absolute(v) for v in schema]
+    return schema
+
+
 @pytest.mark.parametrize("model", ["sim-reasoner", "sim-tool", "sim-lorem"])
 def test_every_streamed_event_matches_its_documented_schema(sim_gateway: str, model: str) -> None:
-    """Each event of a streamed chat completion and message is an instance of the
+    """Each event of a streamed chat completion, message and response is an instance of the
     ``text/event-stream`` schema the document publishes for it (schemathesis checks
     streamed answers against it too), and its data is JSON of the documented kind."""
     document = httpx.get(f"{sim_gateway}/openapi.json").json()
+    hi = [{"role": "user", "content": "hi"}]
     streams = [
-        ("/v1/chat/completions", "ChatCompletionEvent", {"Authorization": "Bearer x"},
-         {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
-        ("/v1/messages", "MessageStreamEvent",
-         {"x-api-key": "x", "anthropic-version": "2023-06-01"},
-         {"model": model, "stream": True, "max_tokens": 64,
-          "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/chat/completions", {"Authorization": "Bearer x"},
+         {"model": model, "stream": True, "messages": hi}),
+        ("/v1/messages", {"x-api-key": "x", "anthropic-version": "2023-06-01"},
+         {"model": model, "stream": True, "max_tokens": 64, "messages": hi}),
+        ("/v1/responses", {"Authorization": "Bearer x"},
+         {"model": model, "stream": True, "input": "hi"}),
     ]  # fmt: skip
-    for path, name, headers, body in streams:
+    base = _validator(document, "")
+    for path, headers, body in streams:
         response = httpx.post(f"{sim_gateway}{path}", json=body, headers=headers)
         assert response.status_code == 200 and "event-stream" in response.headers["content-type"]
         content = document["paths"][path]["post"]["responses"]["200"]["content"]
-        assert content["text/event-stream"]["schema"] == {"$ref": f"#/components/schemas/{name}"}
-        validator = _validator(document, name)
-        data = document["components"]["schemas"][name]["properties"]["data"]
-        at = f"components/schemas/{name}/properties/data"
-        if "anyOf" in data:  # chat: "[DONE]" or a JSON chunk
-            k = next(i for i, s in enumerate(data["anyOf"]) if "contentSchema" in s)
-            at += f"/anyOf/{k}"
-        inner = _validator(document, "").evolve(schema={"$ref": f"urn:tollway#/{at}/contentSchema"})
+        schema = content["text/event-stream"]["schema"]
+        validator = base.evolve(schema=_absolute(schema))
+        if "$ref" in schema:  # the event's schema itself, to read what its data holds
+            schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        data = schema["properties"]["data"]
+        inner = data.get("contentSchema") or next(
+            s["contentSchema"] for s in data["anyOf"] if "contentSchema" in s)
+        inner_validator = base.evolve(schema=_absolute(inner))
         events = _events(response.text)
         assert len(events) >= 3
         for event in events:
             validator.validate(event)
             if event["data"] != "[DONE]":
-                inner.validate(json.loads(event["data"]))
+                inner_validator.validate(json.loads(event["data"]))

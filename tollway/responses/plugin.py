@@ -61,9 +61,18 @@ _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control
 _DOC = Operation(
     summary="Create a model response (OpenAI Responses API), translated onto chat completions",
     tag="Responses",
-    ok={200: obj(["id", "object", "status", "output"], {"id": STR, "object": {"const": "response"},
-                                                         "status": STR,
-                                                         "output": {"type": "array"}})},
+    ok={200: {"content": {
+        "application/json": {"schema": obj(["id", "object", "status", "output"], {
+            "id": STR, "object": {"const": "response"}, "status": STR,
+            "output": {"type": "array"}})},
+        # with "stream": true, one server-sent event per step (response.created, …
+        # response.completed), each a JSON object that names its type
+        "text/event-stream": {"schema": obj(["event", "data"], {
+            "event": STR,
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": obj(["type"], {"type": STR})},
+        }, extra=False)},
+    }}},
     errors=(400, 401, 402, 404, 429, 502, 503),
     body="CreateResponse",
     body_required=True,
