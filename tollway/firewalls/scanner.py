@@ -149,14 +149,16 @@ class Scanner:
         self._seen: tuple[str, list[tuple[int, int]]] | None = None  # see _absent
         self._reaches: dict[str, tuple[list[int], list[Any]]] = {}
 
+    def _starters(self, ch: str) -> list[int]:
+        """The rules that can start with ``ch`` (all of them for a non-ASCII character)."""
+        return [i for i, f in enumerate(self._firsts) if f is None or ord(ch) > 127 or ch in f]
+
     def _bucket(self, ch: str) -> _Bucket | None:
         """The patterns of the rules that can start with ``ch``; None if no rule can."""
         got = self._buckets.get(ch, _MISSING)
         if got is not _MISSING:
             return got  # type: ignore[return-value]
-        idx = frozenset(
-            i for i, f in enumerate(self._firsts) if f is None or ord(ch) > 127 or ch in f
-        )
+        idx = frozenset(self._starters(ch))
         if idx not in self._by_set:
             self._by_set[idx] = self._compile(sorted(idx)) if idx else None
         if len(self._buckets) < 4096:
@@ -173,10 +175,7 @@ class Scanner:
         got = self._reaches.get(ch)
         if got is not None:
             return got
-        rules = [
-            i for i, f in enumerate(self._firsts) if f is None or ord(ch) > 127 or ch in f
-        ]  # fmt: skip
-        widths = sorted({self.rules[i].detector.width for i in rules})
+        widths = sorted({self.rules[i].detector.width for i in self._starters(ch)})
         got = (widths, [*([_MISSING] * len(widths)), None])
         if len(self._reaches) < 4096:
             self._reaches[ch] = got
@@ -187,9 +186,8 @@ class Scanner:
         least as wide as its ``k``-th width."""
         widths, buckets = self._reach(ch)
         idx = frozenset(
-            i for i, f in enumerate(self._firsts)
-            if (f is None or ord(ch) > 127 or ch in f) and self.rules[i].detector.width >= widths[k]
-        )  # fmt: skip
+            i for i in self._starters(ch) if self.rules[i].detector.width >= widths[k]
+        )
         if idx not in self._by_set:
             self._by_set[idx] = self._compile(sorted(idx))
         bucket = buckets[k] = self._by_set[idx]
@@ -227,10 +225,7 @@ class Scanner:
         got = table.get(ch, _MISSING)
         if got is not _MISSING:
             return got  # type: ignore[return-value]
-        idx = frozenset(
-            i for i, f in enumerate(self._firsts)
-            if (f is None or ord(ch) > 127 or ch in f) and not absent >> i & 1
-        )  # fmt: skip
+        idx = frozenset(i for i in self._starters(ch) if not absent >> i & 1)
         if idx not in self._complete_by_set:
             order = sorted(idx)
             full = "|".join(f"(?P<d{i}>{self.rules[i].detector.pattern})" for i in order)
