@@ -180,6 +180,15 @@ class Usage:
     reasoning: ReasoningConvention = "included"
     provider_total: int | None = None
 
+    def with_cost(self, cost: dict[str, Any] | None) -> Usage:
+        """This usage with ``cost`` set (``dataclasses.replace`` costs twice as much, and
+        billing prices every request's usage twice)."""
+        return Usage(
+            self.prompt_tokens, self.completion_tokens, self.cached_tokens,
+            self.reasoning_tokens, self.estimated, cost, self.extra, self.cache_write_tokens,
+            self.cache_write_1h_tokens, self.reasoning, self.provider_total,
+        )  # fmt: skip
+
     @property
     def output_tokens(self) -> int:
         """Tokens billed at the output price: completion, plus reasoning when separate."""

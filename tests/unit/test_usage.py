@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,3 +62,19 @@ def test_summing_keeps_every_token_once(a: Usage, b: Usage) -> None:
         a.extra["completion_tokens_details"]["audio_tokens"]
         + b.extra["completion_tokens_details"]["audio_tokens"]
     )
+
+
+@given(usages(), st.booleans(), st.none() | st.dictionaries(st.text(max_size=5), counts))
+def test_with_cost_is_replace_of_cost_alone(usage: Usage, estimated: bool,
+                                             cost: dict[str, int] | None) -> None:
+    """``with_cost`` carries every other field, including any added later."""
+    usage = dataclasses.replace(usage, estimated=estimated, cost={"old": 1})
+    assert usage.with_cost(cost) == dataclasses.replace(usage, cost=cost)
+    assert usage.with_cost(cost).extra is usage.extra
+
+
+def test_with_cost_names_every_field() -> None:
+    """A field whose value with_cost did not copy would come back as its default."""
+    values = {f.name: f"v{i}" for i, f in enumerate(dataclasses.fields(Usage)) if f.name != "cost"}
+    usage = Usage(**values)  # type: ignore[arg-type]
+    assert usage.with_cost({"c": 1}) == dataclasses.replace(usage, cost={"c": 1})

@@ -211,7 +211,7 @@ class Billing:
 
     def price(self, ctx: RequestContext, usage: Usage) -> Usage:
         """``usage`` with ``cost`` filled (Decimal USD); the figures settle() will debit."""
-        return dataclasses.replace(usage, cost=self.cost_of(ctx).usage_cost())
+        return usage.with_cost(self.cost_of(ctx).usage_cost())
 
     async def settle(self, ctx: RequestContext) -> LedgerEntry | None:
         """Release the reservation and debit the actual cost in one transaction.
@@ -228,7 +228,7 @@ class Billing:
         usage = self.final_usage(ctx)
         billed, overage = self.bill(ctx)
         if usage is not None:
-            ctx.usage = dataclasses.replace(usage, cost=billed.usage_cost())
+            ctx.usage = usage.with_cost(billed.usage_cost())
         tab = ctx.budget if isinstance(ctx.budget, Tab) else None
         dep = ctx.deployment
         policy = self.policy_for(ctx)

@@ -17,7 +17,6 @@ meter then keeps no copy of the text.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -124,5 +123,5 @@ def _final(
     if pricer is not None:
         cost = pricer(usage, ctx)
         if cost is not None:
-            usage = dataclasses.replace(usage, cost=cost)
+            usage = usage.with_cost(cost)
     return usage

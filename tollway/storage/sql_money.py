@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, Literal
 
 from tollway.bounds import MAX_MONEY_MICROS
@@ -38,6 +39,7 @@ ENTRY_COLUMNS = (
     " cache_write_1h_tokens, output_tokens, created_at"
 )
 _ENTRY_FIELDS = [c for c in ENTRY_COLUMNS.replace(" ", "").split(",") if c != "created_at"]
+_entry_values = attrgetter(*_ENTRY_FIELDS)  # an entry's values in column order (a tuple)
 _PLACEHOLDERS = ", ".join("?" for _ in ENTRY_COLUMNS.split(","))
 
 
@@ -74,7 +76,7 @@ async def _append(tx: Tx, e: NewEntry, *, move_balance: bool = True) -> LedgerEn
     now = time.time()
     row = await tx.fetchrow(
         f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({_PLACEHOLDERS}) RETURNING id",
-        *(getattr(e, name) for name in _ENTRY_FIELDS), now,
+        *_entry_values(e), now,
     )  # fmt: skip
     assert row is not None
     if e.amount_micros and move_balance:
