@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 __all__ = ["Database", "Tx", "dollar_params"]
+
+T = TypeVar("T")
 
 
 class Tx(Protocol):
@@ -36,6 +39,12 @@ class Database(Tx, Protocol):
     def dialect(self) -> Literal["sqlite", "postgres"]: ...
 
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+
+    async def run(self, body: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        """``body(tx)`` in a write transaction, returning what it returns. The body may
+        await only ``tx``'s statements: SQLite queues it and runs it just before its
+        group commits (``tollway.storage.sqlite``); PostgreSQL runs it at once."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -8,13 +8,15 @@ so concurrent reservations on one account serialize and never overdraw it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 
 from tollway.storage.database import dollar_params
+
+T = TypeVar("T")
 
 __all__ = ["PostgresDatabase"]
 
@@ -70,6 +72,11 @@ class PostgresDatabase:
         """One connection, one transaction; rolled back on any exception."""
         async with self._pool.acquire() as conn, conn.transaction():
             yield _PgTx(conn)
+
+    async def run(self, body: Callable[[_PgTx], Coroutine[Any, Any, T]]) -> T:
+        """``body(tx)`` in one transaction (``Database.run``)."""
+        async with self.transaction() as tx:
+            return await body(tx)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -196,36 +196,39 @@ class MoneyQueries:
         """Hold ``amount_micros`` against the balance and, in the same transaction, against
         every spend cap in ``caps`` (``tollway.storage.sql_caps.Cap``); all or nothing."""
         now = time.time()
-        try:
-            async with self.db.transaction() as tx:
-                row = await tx.fetchrow(
-                    "UPDATE accounts SET reserved_micros = reserved_micros + ?"
-                    " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
-                    " RETURNING balance_micros, reserved_micros",
-                    amount_micros,
-                    account_id,
-                    amount_micros,
-                )
-                if row is None:
-                    return ReserveOutcome(None, *await _balance(tx, account_id))
-                reservation = Reservation(
-                    new_reservation_id(), request_id, account_id, instance_id, amount_micros,
-                    "open", now,
-                )  # fmt: skip
-                await tx.execute(
-                    "INSERT INTO reservations (id, request_id, account_id, instance_id,"
-                    " amount_micros, state, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
-                    reservation.id, request_id, account_id, instance_id, amount_micros, now,
-                )  # fmt: skip
-                if caps:
-                    from tollway.storage.sql_caps import hold_caps
 
-                    refused = await hold_caps(tx, reservation.id, caps, amount_micros)
-                    if refused is not None:
-                        raise _Refused(account_id, refused)  # rolls every hold back
-                return ReserveOutcome(
-                    reservation, int(row["balance_micros"]), int(row["reserved_micros"])
-                )
+        async def body(tx: Tx) -> ReserveOutcome:
+            row = await tx.fetchrow(
+                "UPDATE accounts SET reserved_micros = reserved_micros + ?"
+                " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
+                " RETURNING balance_micros, reserved_micros",
+                amount_micros,
+                account_id,
+                amount_micros,
+            )
+            if row is None:
+                return ReserveOutcome(None, *await _balance(tx, account_id))
+            reservation = Reservation(
+                new_reservation_id(), request_id, account_id, instance_id, amount_micros,
+                "open", now,
+            )  # fmt: skip
+            await tx.execute(
+                "INSERT INTO reservations (id, request_id, account_id, instance_id,"
+                " amount_micros, state, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
+                reservation.id, request_id, account_id, instance_id, amount_micros, now,
+            )  # fmt: skip
+            if caps:
+                from tollway.storage.sql_caps import hold_caps
+
+                refused = await hold_caps(tx, reservation.id, caps, amount_micros)
+                if refused is not None:
+                    raise _Refused(account_id, refused)  # rolls every hold back
+            return ReserveOutcome(
+                reservation, int(row["balance_micros"]), int(row["reserved_micros"])
+            )
+
+        try:
+            return await self.db.run(body)
         except _Refused as refused:
             async with self.db.transaction() as tx:
                 balance, reserved = await _balance(tx, account_id)
@@ -239,35 +242,37 @@ class MoneyQueries:
         One conditional update, like ``reserve``; on refusal (or a reservation no
         longer open) nothing changes and ``reservation`` is None.
         """
-        try:
-            async with self.db.transaction() as tx:
-                res = await tx.fetchrow(
-                    "UPDATE reservations SET amount_micros = amount_micros + ?"
-                    " WHERE id = ? AND state = 'open' RETURNING *",
-                    amount_micros,
-                    reservation_id,
-                )
-                if res is None:
-                    raise _Refused(None)
-                row = await tx.fetchrow(
-                    "UPDATE accounts SET reserved_micros = reserved_micros + ?"
-                    " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
-                    " RETURNING balance_micros, reserved_micros",
-                    amount_micros,
-                    res["account_id"],
-                    amount_micros,
-                )
-                if row is None:
-                    raise _Refused(res["account_id"])
-                if caps:
-                    from tollway.storage.sql_caps import extend_caps
+        async def body(tx: Tx) -> ReserveOutcome:
+            res = await tx.fetchrow(
+                "UPDATE reservations SET amount_micros = amount_micros + ?"
+                " WHERE id = ? AND state = 'open' RETURNING *",
+                amount_micros,
+                reservation_id,
+            )
+            if res is None:
+                raise _Refused(None)
+            row = await tx.fetchrow(
+                "UPDATE accounts SET reserved_micros = reserved_micros + ?"
+                " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
+                " RETURNING balance_micros, reserved_micros",
+                amount_micros,
+                res["account_id"],
+                amount_micros,
+            )
+            if row is None:
+                raise _Refused(res["account_id"])
+            if caps:
+                from tollway.storage.sql_caps import extend_caps
 
-                    refused = await extend_caps(tx, reservation_id, caps, amount_micros)
-                    if refused is not None:
-                        raise _Refused(res["account_id"], refused)
-                return ReserveOutcome(
-                    _reservation(res), int(row["balance_micros"]), int(row["reserved_micros"])
-                )
+                refused = await extend_caps(tx, reservation_id, caps, amount_micros)
+                if refused is not None:
+                    raise _Refused(res["account_id"], refused)
+            return ReserveOutcome(
+                _reservation(res), int(row["balance_micros"]), int(row["reserved_micros"])
+            )
+
+        try:
+            return await self.db.run(body)
         except _Refused as refused:
             account_id = refused.args[0]
             if account_id is None:
@@ -291,7 +296,8 @@ class MoneyQueries:
         recovery) is the ledger searched for an earlier debit of the request; the
         unique index ``ledger_one_debit`` forbids a second one either way.
         """
-        async with self.db.transaction() as tx:
+
+        async def body(tx: Tx) -> LedgerEntry | None:
             closed = None
             if reservation_id is not None:
                 closed = await _close_reservation(tx, reservation_id, "settled", give_back=False)
@@ -320,6 +326,8 @@ class MoneyQueries:
             for other in extra:
                 await _append(tx, other)
             return entry
+
+        return await self.db.run(body)
 
     async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None:
         """Release a reservation nobody will settle and record it as ``unsettled``."""

@@ -33,6 +33,18 @@ A savepoint keeps the original of every page it changes in a statement journal,
 which SQLite writes to a temporary file unless ``temp_store`` is ``MEMORY``: the
 connection sets it, so that journal costs no ``pwrite`` (the few pages a group
 changes; reserve + settle 147–162 → 129–132 µs CPU in-process).
+
+``run(body)`` is a transaction whose body needs nothing but its own statements (a
+reservation, a settlement): it is queued, and the group runs every queued body back to
+back, each in its own ``SAVEPOINT``, just before its ``COMMIT``. The caller waits for
+that commit as a member does, so it waits no longer; but the statements no longer run
+one by one between the unrelated work of hundreds of requests, each on cold CPU caches
+(a reservation's ``INSERT`` cost 7 µs of CPU back to back and 21–31 µs after 4 MiB of
+other work, closing it 9 against 23–36 µs), and a group holds every body that came during
+its window (50 requests a commit instead of 7 under load: the hot pages are written to
+the WAL once for all). A server with billing alone, 64 requests at a time: 597–711 →
+465–558 µs of CPU a request. A body runs in the order it was queued, and not at all if
+its caller was cancelled before the group reached it (``tests/storage/test_run.py``).
 """
 
 from __future__ import annotations
@@ -43,10 +55,14 @@ import os
 import sqlite3
 import time
 import weakref
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 __all__ = ["SqliteDatabase", "sqlite_path", "write_gate"]
+
+T = TypeVar("T")
+_Body = Callable[[Any], Coroutine[Any, Any, Any]]  # a queued transaction body (``run``)
 
 BUSY_TIMEOUT_S = 30.0
 CHECKPOINT_INTERVAL_S = 5.0
@@ -140,6 +156,9 @@ class SqliteDatabase:
         self._checkpointer: asyncio.Task[None] | None = None
         self._gate = write_gate(path) if path != ":memory:" else None
         self.busy_waits = 0  # times BEGIN met another process's write lock and slept
+        self._queued: list[tuple[_Body, asyncio.Future[Any]]] = []
+        self._opening: asyncio.Task[None] | None = None  # opens a group for queued bodies
+        self._ran: list[tuple[asyncio.Future[Any], Any, bool]] = []  # run, awaiting commit
 
     @classmethod
     async def connect(cls, dsn: str) -> SqliteDatabase:
@@ -208,6 +227,59 @@ class SqliteDatabase:
         """
         return _Transaction(self)
 
+    async def run(self, body: Callable[[_SqliteTx], Coroutine[Any, Any, T]]) -> T:
+        """``body(tx)`` in a write transaction, as ``async with transaction() as tx`` would
+        run it, but queued: the group runs it just before its commit, with the other
+        queued bodies (see the top). ``body`` may await only ``tx``'s statements (which
+        never suspend). Returns after that commit; raises what the body raised, or the
+        commit's error."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._queued.append((body, done))
+        self._ensure_group()
+        return await done
+
+    def _ensure_group(self) -> None:
+        """Queued bodies and no group open or opening: open one for them."""
+        if self._queued and self._group is None and (
+            self._opening is None or self._opening.done()
+        ):
+            self._opening = asyncio.get_running_loop().create_task(self._open_for_queued())
+
+    async def _open_for_queued(self) -> None:
+        """Open a group (as a member with an empty body) for the bodies queued meanwhile."""
+        try:
+            async with self.transaction():
+                pass
+        except Exception as exc:  # noqa: BLE001 (BEGIN failed: the queued bodies cannot run)
+            queued, self._queued = self._queued, []
+            for _, done in queued:
+                if not done.done():
+                    done.set_exception(exc)
+        finally:
+            if self._opening is asyncio.current_task():
+                self._opening = None
+
+    def _run_queued(self) -> None:
+        """Run every queued body of a caller still waiting, each in its own savepoint;
+        keep the outcomes until the commit (``_ran``)."""
+        conn = self._conn
+        while self._queued:
+            queued, self._queued = self._queued, []
+            for body, done in queued:
+                if done.done():  # its caller was cancelled: it never runs
+                    continue
+                conn.execute("SAVEPOINT queued")
+                try:
+                    value: Any = _drive(body(self._tx))
+                except BaseException as exc:  # noqa: BLE001 (it goes to the caller)
+                    conn.execute("ROLLBACK TO queued")
+                    conn.execute("RELEASE queued")
+                    self._ran.append((done, exc, False))
+                else:
+                    conn.execute("RELEASE queued")
+                    self._ran.append((done, value, True))
+
     def _commit_soon(self, group: list[asyncio.Future[None]], iterations: int = 1) -> None:
         if self._group is not group:
             return
@@ -217,9 +289,14 @@ class SqliteDatabase:
         self._commit_group()
 
     def _commit_group(self) -> None:
-        group, self._group = self._group, None
-        if group is None:
+        if self._group is None:
             return
+        try:
+            self._run_queued()
+        except sqlite3.Error:  # a savepoint statement failed: the commit fails with it
+            pass
+        group, self._group = self._group, None
+        ran, self._ran = self._ran, []
         try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -229,11 +306,21 @@ class SqliteDatabase:
             for waiter in group:  # members re-raise it themselves
                 if not waiter.done():
                     waiter.set_exception(exc)
+            for done, _, _ in ran:
+                if not done.done():
+                    done.set_exception(exc)
             return
         self._open_gate()
         for waiter in group:
             if not waiter.done():  # a member whose task was cancelled no longer waits
                 waiter.set_result(None)
+        for done, value, ok in ran:
+            if not done.done():
+                if ok:
+                    done.set_result(value)
+                else:
+                    done.set_exception(value)
+        self._ensure_group()  # bodies a failed savepoint left behind
 
     def _open_gate(self) -> None:
         """The group's transaction is over: let the file's other connections write."""
@@ -301,6 +388,7 @@ class _Transaction:
                         db._conn.execute("ROLLBACK")
                     finally:
                         db._open_gate()
+                        db._ensure_group()  # bodies queued for this group: another one
                 else:
                     db._conn.execute("ROLLBACK TO member")
                     db._conn.execute("RELEASE member")
@@ -318,3 +406,13 @@ class _Transaction:
         finally:
             db._lock.release()
         await waiter
+
+
+def _drive(body: Coroutine[Any, Any, T]) -> T:
+    """Run a queued body's coroutine to its end at once (its statements never suspend)."""
+    try:
+        body.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    body.close()
+    raise RuntimeError("a queued transaction body waited for something other than its statements")
