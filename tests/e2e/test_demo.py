@@ -72,6 +72,38 @@ def test_the_banner_is_printed_once_the_server_answers(demo: DemoProcess) -> Non
     assert sum("tollway demo is running" in line for line in demo.out) == 1
 
 
+def test_the_server_listens_on_several_handles_of_one_socket(demo: DemoProcess) -> None:
+    """``tollway serve`` accepts up to ACCEPTS_PER_ITERATION connections a loop iteration:
+    it listens on that many descriptors of its one listening socket."""
+    from tollway.server import ACCEPTS_PER_ITERATION
+
+    assert demo.proc is not None
+    port = int(demo.url().rsplit(":", 1)[1].split("/")[0])
+    inodes = _listening_inodes(port)
+    assert len(inodes) == 1, inodes  # one socket, one kernel queue
+    target = f"socket:[{inodes.pop()}]"
+    held = [fd for fd in Path(f"/proc/{demo.proc.pid}/fd").iterdir() if _readlink(fd) == target]
+    assert len(held) == ACCEPTS_PER_ITERATION
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The inodes of the TCP sockets listening on ``port`` (``/proc/net/tcp``)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                found.add(fields[9])
+    return found
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return ""
+
+
 def test_the_banner_shows_every_seed_feature(demo: DemoProcess) -> None:
     cmds = commands(demo.banner())
     assert len(cmds) == 5, cmds
