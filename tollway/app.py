@@ -276,7 +276,7 @@ class TollwayApp:
             "method": scope["method"],
             "path": scope["path"],
             "path_params": _clean(params),
-            "query": _clean(dict(parse_qsl(query, keep_blank_values=True))),
+            "query": _clean(_single_values(parse_qsl(query, keep_blank_values=True))),
             "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
             "json": parsed,
             "auth": auth,
@@ -320,6 +320,21 @@ class TollwayApp:
 
 
 _STARTED = int(time.time())
+
+
+def _single_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Query parameters by name; one given twice is refused (every documented one is a
+    single value: ``?replace=x&replace=true`` would otherwise be read as ``true``)."""
+    values = dict(pairs)
+    if len(values) < len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                shown = name.replace("\x00", "")
+                raise InvalidRequest(f"'{shown}' is given more than once; give it once.",
+                                     param=shown, code="invalid_value")  # fmt: skip
+            seen.add(name)
+    return values
 
 
 def _clean(values: dict[str, str]) -> dict[str, str]:

@@ -135,6 +135,20 @@ def test_keys_stored_with_any_expiry_still_list(gateway: httpx.Client, dsn: str)
     assert listed.status_code == 200 and listed.json()["data"][0]["expires_at"] == 1e300
 
 
+def test_a_query_parameter_given_twice_is_refused(gateway: httpx.Client) -> None:
+    """None of the documented query parameters takes several values: the last one must
+    not silently win over invalid ones before it (a fuzz found ``?replace=&replace=true``
+    accepted)."""
+    c = gateway
+    acct = c.post("/admin/accounts", headers=ADMIN, json={"name": "twice"}).json()
+    key = c.post(f"/admin/accounts/{acct['id']}/keys", headers=ADMIN, json={}).json()
+    limits = f"/admin/keys/{key['id']}/limits"
+    _bad(c.post(f"{limits}?replace=&replace=true", headers=ADMIN, json={}), "replace")
+    _bad(c.post(f"{limits}?replace=true&replace=true", headers=ADMIN, json={}), "replace")
+    _bad(c.get("/admin/traces?limit=5&limit=5", headers=ADMIN), "limit")
+    assert c.post(f"{limits}?replace=true", headers=ADMIN, json={}).status_code == 200
+
+
 def test_paging_and_path_parameters_out_of_range(gateway: httpx.Client) -> None:
     c = gateway
     acct = c.post("/admin/accounts", json={"name": "a", "credit_usd": 1}, headers=ADMIN).json()
