@@ -168,3 +168,28 @@ async def test_queued_bodies_join_a_group_already_open(tmp_path: Any) -> None:
         assert await _balance(store, account.id) == 101
     finally:
         await store.close()
+
+
+async def test_queued_bodies_outlive_a_cancelled_opener(tmp_path: Any) -> None:
+    """The task that opens a group for queued bodies may be cancelled before it does
+    (shutdown, a write gate held long): the bodies still run in another group."""
+    store = await open_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    try:
+        db = store.db
+        assert isinstance(db, SqliteDatabase)
+        account = await store.create_account("o")
+        await db._lock.acquire()  # hold the opener back at its first step
+        try:
+            waiting = asyncio.ensure_future(db.run(_credit(account.id, 9, "waits")))
+            await asyncio.sleep(0)
+            opener = db._opening
+            assert opener is not None
+            await asyncio.sleep(0)  # the opener now waits for the lock
+            opener.cancel()
+            await asyncio.sleep(0)
+        finally:
+            db._lock.release()
+        assert await asyncio.wait_for(waiting, 5) == 9
+        assert await _balance(store, account.id) == 9
+    finally:
+        await store.close()

@@ -259,26 +259,33 @@ class SqliteDatabase:
         finally:
             if self._opening is asyncio.current_task():
                 self._opening = None
+                self._ensure_group()  # cancelled before its group opened: bodies still wait
 
     def _run_queued(self) -> None:
         """Run every queued body of a caller still waiting, each in its own savepoint;
-        keep the outcomes until the commit (``_ran``)."""
+        keep the outcomes until the commit (``_ran``). If a savepoint statement itself
+        fails, this body and the rest of the batch fail with it and the error is raised:
+        the group must not commit."""
         conn = self._conn
         while self._queued:
             queued, self._queued = self._queued, []
-            for body, done in queued:
+            for index, (body, done) in enumerate(queued):
                 if done.done():  # its caller was cancelled: it never runs
                     continue
-                conn.execute("SAVEPOINT queued")
                 try:
-                    value: Any = _drive(body(self._tx))
-                except BaseException as exc:  # noqa: BLE001 (it goes to the caller)
-                    conn.execute("ROLLBACK TO queued")
-                    conn.execute("RELEASE queued")
-                    self._ran.append((done, exc, False))
-                else:
-                    conn.execute("RELEASE queued")
-                    self._ran.append((done, value, True))
+                    conn.execute("SAVEPOINT queued")
+                    try:
+                        value: Any = _drive(body(self._tx))
+                    except BaseException as exc:  # noqa: BLE001 (it goes to the caller)
+                        conn.execute("ROLLBACK TO queued")
+                        conn.execute("RELEASE queued")
+                        self._ran.append((done, exc, False))
+                    else:
+                        conn.execute("RELEASE queued")
+                        self._ran.append((done, value, True))
+                except sqlite3.Error as exc:  # the savepoint machinery, not the body
+                    self._ran.extend((left, exc, False) for _, left in queued[index:])
+                    raise
 
     def _commit_soon(self, group: list[asyncio.Future[None]], iterations: int = 1) -> None:
         if self._group is not group:
@@ -291,24 +298,28 @@ class SqliteDatabase:
     def _commit_group(self) -> None:
         if self._group is None:
             return
+        failed: sqlite3.Error | None = None
         try:
             self._run_queued()
-        except sqlite3.Error:  # a savepoint statement failed: the commit fails with it
-            pass
+        except sqlite3.Error as exc:  # a savepoint statement failed: no commit
+            failed = exc
         group, self._group = self._group, None
         ran, self._ran = self._ran, []
-        try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        if failed is None:
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                failed = exc
+        if failed is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             self._open_gate()
             for waiter in group:  # members re-raise it themselves
                 if not waiter.done():
-                    waiter.set_exception(exc)
+                    waiter.set_exception(failed)
             for done, _, _ in ran:
                 if not done.done():
-                    done.set_exception(exc)
+                    done.set_exception(failed)
             return
         self._open_gate()
         for waiter in group:
@@ -320,7 +331,6 @@ class SqliteDatabase:
                     done.set_result(value)
                 else:
                     done.set_exception(value)
-        self._ensure_group()  # bodies a failed savepoint left behind
 
     def _open_gate(self) -> None:
         """The group's transaction is over: let the file's other connections write."""
