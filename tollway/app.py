@@ -325,15 +325,13 @@ _STARTED = int(time.time())
 def _single_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
     """Query parameters by name; one given twice is refused (every documented one is a
     single value: ``?replace=x&replace=true`` would otherwise be read as ``true``)."""
-    values = dict(pairs)
-    if len(values) < len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                shown = name.replace("\x00", "")
-                raise InvalidRequest(f"'{shown}' is given more than once; give it once.",
-                                     param=shown, code="invalid_value")  # fmt: skip
-            seen.add(name)
+    values: dict[str, str] = {}
+    for name, value in pairs:
+        if name in values:
+            shown = name.replace("\x00", "")
+            raise InvalidRequest(f"'{shown}' is given more than once; give it once.",
+                                 param=shown, code="invalid_value")  # fmt: skip
+        values[name] = value
     return values
 
 

@@ -152,13 +152,11 @@ class SqliteDatabase:
         self._lock = asyncio.Lock()
         # the open shared transaction: a future per member waiting for its commit
         self._group: list[asyncio.Future[None]] | None = None
-        self._members = 0
         self._checkpointer: asyncio.Task[None] | None = None
         self._gate = write_gate(path) if path != ":memory:" else None
         self.busy_waits = 0  # times BEGIN met another process's write lock and slept
         self._queued: list[tuple[_Body, asyncio.Future[Any]]] = []
         self._opening: asyncio.Task[None] | None = None  # opens a group for queued bodies
-        self._ran: list[tuple[asyncio.Future[Any], Any, bool]] = []  # run, awaiting commit
 
     @classmethod
     async def connect(cls, dsn: str) -> SqliteDatabase:
@@ -261,11 +259,11 @@ class SqliteDatabase:
                 self._opening = None
                 self._ensure_group()  # cancelled before its group opened: bodies still wait
 
-    def _run_queued(self) -> None:
+    def _run_queued(self, ran: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
         """Run every queued body of a caller still waiting, each in its own savepoint;
-        keep the outcomes until the commit (``_ran``). If a savepoint statement itself
-        fails, this body and the rest of the batch fail with it and the error is raised:
-        the group must not commit."""
+        add each outcome to ``ran`` (told once the group commits). If a savepoint statement
+        itself fails, this body and the rest of the batch fail with it and the error is
+        raised: the group must not commit."""
         conn = self._conn
         while self._queued:
             queued, self._queued = self._queued, []
@@ -279,12 +277,12 @@ class SqliteDatabase:
                     except BaseException as exc:  # noqa: BLE001 (it goes to the caller)
                         conn.execute("ROLLBACK TO queued")
                         conn.execute("RELEASE queued")
-                        self._ran.append((done, exc, False))
+                        ran.append((done, exc, False))
                     else:
                         conn.execute("RELEASE queued")
-                        self._ran.append((done, value, True))
+                        ran.append((done, value, True))
                 except sqlite3.Error as exc:  # the savepoint machinery, not the body
-                    self._ran.extend((left, exc, False) for _, left in queued[index:])
+                    ran.extend((left, exc, False) for _, left in queued[index:])
                     raise
 
     def _commit_soon(self, group: list[asyncio.Future[None]], iterations: int = 1) -> None:
@@ -299,12 +297,12 @@ class SqliteDatabase:
         if self._group is None:
             return
         failed: sqlite3.Error | None = None
+        ran: list[tuple[asyncio.Future[Any], Any, bool]] = []
         try:
-            self._run_queued()
+            self._run_queued(ran)
         except sqlite3.Error as exc:  # a savepoint statement failed: no commit
             failed = exc
         group, self._group = self._group, None
-        ran, self._ran = self._ran, []
         if failed is None:
             try:
                 self._conn.execute("COMMIT")
@@ -377,7 +375,6 @@ class _Transaction:
                         gate.release()
                     raise
                 db._group = []
-                db._members = 0
             else:
                 db._conn.execute("SAVEPOINT member")
         except BaseException:
@@ -405,7 +402,6 @@ class _Transaction:
                 return  # the body's exception goes on
             if not self._first:
                 db._conn.execute("RELEASE member")
-            db._members += 1
             loop = asyncio.get_running_loop()
             if self._first:
                 # commit once the loop has run the tasks that are ready in the next few
