@@ -195,3 +195,53 @@ def test_batches_of_every_size_are_written_whole(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_the_writer_lets_the_write_gate_go_as_soon_as_its_thread_is_done(tmp_path: Path) -> None:
+    """A transaction waiting for the file's write gate behind a trace batch gets it in the
+    loop iteration after the batch's thread is done, not one later, when the writer's task
+    resumes: under load an iteration lasts milliseconds, and admissions wait here."""
+    import threading
+
+    from tollway.tracing.store import _Writer
+
+    async def main() -> tuple[int, int]:
+        writer = _Writer(str(tmp_path / "gate.db"))
+        gate = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        ticks, running = 0, True
+
+        def tick() -> None:  # one per loop iteration
+            nonlocal ticks
+            ticks += 1
+            if running:
+                loop.call_soon(tick)
+
+        release = threading.Event()
+
+        async def batch() -> int:  # the iteration in which the writer's task resumes
+            assert await writer.run_holding(gate, lambda conn: release.wait(5)) is True
+            return ticks
+
+        holder = asyncio.create_task(batch())
+        while not gate.locked():
+            await asyncio.sleep(0)
+        got_at = -1
+
+        async def waiter() -> None:
+            nonlocal got_at
+            async with gate:
+                got_at = ticks
+
+        other = asyncio.create_task(waiter())
+        loop.call_soon(tick)
+        await asyncio.sleep(0.01)
+        release.set()
+        resumed_at = await holder
+        await other
+        running = False
+        await writer.close()
+        return got_at, resumed_at
+
+    got_at, resumed_at = asyncio.run(main())
+    assert 0 <= got_at <= resumed_at
