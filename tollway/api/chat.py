@@ -103,6 +103,24 @@ async def handle_chat(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
     await run_request(ctx, serve, answer_error, headers, watch, gw.settle)
 
 
+def _parse_body(raw: bytes) -> tuple[dict[str, Any], str, bool, bool]:
+    """The request body, validated: (the JSON object, model, stream, include_usage).
+
+    The bytes and the validated model are not kept: this frame would hold them, two more
+    copies of the request, for as long as the response streams."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON.",
+            code="invalid_json",
+        ) from None
+    parsed = validate_chat_request(body, raw)
+    stream = bool(parsed.stream)
+    include_usage = bool(stream and parsed.stream_options and parsed.stream_options.include_usage)
+    return body, parsed.model, stream, include_usage
+
+
 async def _serve(
     gw: Gateway,
     ctx: RequestContext,
@@ -119,23 +137,14 @@ async def _serve(
         ctx.account_id = caller.account_id
         ctx.key_id = caller.key_id
         ctx.account = caller
-    raw = await read_body(receive, server.max_body_bytes, scope)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request. The body must be valid JSON.",
-            code="invalid_json",
-        ) from None
-    parsed = validate_chat_request(body, raw)
-    alias = parsed.model
+    body, alias, stream, include_usage = _parse_body(
+        await read_body(receive, server.max_body_bytes, scope)
+    )
     ctx.requested_model = alias
     if alias not in gw.settings.models:
         raise ModelNotFound(
             f"The model `{alias}` does not exist or you do not have access to it.", param="model"
         )
-    stream = bool(parsed.stream)
-    include_usage = bool(stream and parsed.stream_options and parsed.stream_options.include_usage)
     request = build_request(body, stream, include_usage)
     ctx.request = request
     await gw.prepare(ctx)

@@ -37,11 +37,12 @@ async def upstream_events(
     read_whole: Callable[[Any], list[Event]],
 ) -> AsyncIterator[Event]:
     """POST ``make_body()`` to ``url`` and yield the events of the answer."""
-    body = make_body()
     connect = deployment.timeouts.connect
     timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
     try:
-        resp = await session.post(url, data=body, headers=headers, timeout=timeout)
+        # the body is not kept here: orjson's bytes hold a buffer of up to 16 times their
+        # length, and a stream would hold it to its end (aiohttp lets it go once sent)
+        resp = await session.post(url, data=make_body(), headers=headers, timeout=timeout)
     except TimeoutError:
         raise UpstreamTimeout(f"connecting to provider {provider!r} timed out") from None
     except (aiohttp.ClientError, OSError) as exc:

@@ -158,12 +158,7 @@ class ResponsesPlugin:
         if gw.has_auth:
             caller = await gw.authenticate(header_value(scope, b"authorization"))
             ctx.account_id, ctx.key_id, ctx.account = caller.account_id, caller.key_id, caller
-        raw = await read_body(receive, gw.settings.server.max_body_bytes, scope)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest("We could not parse the JSON body of your request. The body "
-                                 "must be valid JSON.", code="invalid_json") from None
+        body = _json_body(await read_body(receive, gw.settings.server.max_body_bytes, scope))
         items = [{"id": _item_id(i), **i} if isinstance(i, dict) and "id" not in i else i
                  for i in input_items(body)]  # fmt: skip
         native = self._native(gw, body.get("model"))
@@ -410,6 +405,15 @@ async def _answer_error(send: Any, exc: GatewayError, headers: list[tuple[bytes,
                 "body": b"event: error\ndata: " + dumps(event) + b"\n\n"})
 
 
+
+
+def _json_body(raw: bytes) -> Any:
+    """The request body's JSON (the bytes are not kept: a stream would hold them to its end)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("We could not parse the JSON body of your request. The body "
+                             "must be valid JSON.", code="invalid_json") from None
 
 
 def _item_id(item: dict[str, Any]) -> str:

@@ -107,7 +107,9 @@ class BedrockProvider:
         model = deployment.model
         method = "converse-stream" if request.stream else "converse"
         url = f"{self._base}/model/{quote(model, safe='')}/{method}"
-        body = orjson.dumps(self.build_body(request, deployment))
+        # kept (signed, then sent) while the answer streams: an exact-size copy, since
+        # orjson's own bytes keep a buffer of up to 16 times their length
+        body = bytes(memoryview(orjson.dumps(self.build_body(request, deployment))))
         headers = dict(self._headers)
         if request.stream:
             headers["Accept"] = "application/vnd.amazon.eventstream"
