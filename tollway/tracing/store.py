@@ -228,21 +228,16 @@ class _Writer:
         self._conn = conn
 
     async def run(self, fn: Any, *args: Any) -> Any:
-        """``fn(connection, *args)`` in the writer's thread; its result. A cancelled
-        caller still waits for the thread, so whatever it holds stays held till then."""
-        future = asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn, args)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            with contextlib.suppress(BaseException):
-                await future
-            raise
+        """``fn(connection, *args)`` in the writer's thread; its result."""
+        return await _thread_result(
+            asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn, args)
+        )
 
     async def run_holding(self, gate: asyncio.Lock, fn: Any, *args: Any) -> Any:
         """``run(fn, *args)`` holding ``gate`` (the file's write gate), which is let go as
-        soon as the thread is done: in the loop iteration that learns so, not in the next
-        one, when this task resumes. Under load an iteration lasts milliseconds, and the
-        writer's turn is then that much shorter for the admissions waiting behind it."""
+        soon as the thread is done, in the loop iteration that learns so; this task resumes
+        one or two iterations later (through ``asyncio.shield``). Under load an iteration
+        lasts milliseconds, and the admissions waiting behind the writer wait that much less."""
         await gate.acquire()
         loop = asyncio.get_running_loop()
         try:
@@ -250,18 +245,13 @@ class _Writer:
         except BaseException:
             gate.release()
             raise
+
         def let_go(_: Any) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(gate.release)
 
         done.add_done_callback(let_go)
-        future = asyncio.wrap_future(done)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            with contextlib.suppress(BaseException):
-                await future
-            raise
+        return await _thread_result(asyncio.wrap_future(done))
 
     def _call(self, fn: Any, args: tuple[Any, ...]) -> Any:
         if self._conn is None:
@@ -275,6 +265,17 @@ class _Writer:
         if self._conn is not None:
             await self.run(shut)
         self._pool.shutdown(wait=True)
+
+
+async def _thread_result(future: asyncio.Future[Any]) -> Any:
+    """The result of the writer thread's ``future``. A cancelled caller still waits for the
+    thread, so whatever it holds (the write gate) stays held till then."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[TraceRow]) -> None:
