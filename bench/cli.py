@@ -19,6 +19,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ import orjson
 
 from bench import features, procs
 from bench.loadgen import Spec
-from bench.measure import marginal_chunk_cost
+from bench.measure import marginal_chunk_cost, probe_timings
 from bench.profile import Profiler
 from bench.report import format_table, rows, soak_drift
 from bench.scenarios import Scenario, Target, run_scenario, sizes
@@ -268,7 +269,12 @@ class Bench:
             return
         config, request = self.features_on()
         async with self.tollway("p-on", extra_config=config, extra_request=request) as target:
+            since = time.time()
             entry["tollway_all_on"] = await self.run(sc, target, profile=True, label="e:")
+        if (config.get("tracing") or {}).get("enabled") and not self.args.target:
+            # the server has stopped and flushed its traces: where the probes waited, in it
+            entry["tollway_all_on"].update(
+                probe_timings(self.workdir / "p-on.db", "bench-model", since))
 
     async def phase_f(self) -> None:
         async with self.tollway("f") as target:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = [
     "CLK_TCK",
@@ -126,6 +127,32 @@ def percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
     return ordered[rank]
+
+
+def probe_timings(db: Path, model: str, since: float) -> dict[str, float | None]:
+    """What tollway's own traces say of the probe requests (``model``, received after
+    ``since``, a Unix time): admission and first-token percentiles, measured in the server
+    from the request's arrival, so neither the load generator's loop nor the connect counts."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT json_extract(data, '$.timings.admitted_ms'),"
+            " json_extract(data, '$.timings.first_token_ms')"
+            " FROM traces WHERE model = ? AND received_at >= ?", (model, since)
+        ).fetchall()
+    except sqlite3.Error:  # no traces table: traces were off
+        return {}
+    finally:
+        conn.close()
+    admitted = [float(a) for a, _ in rows if a is not None]
+    first = [float(f) for _, f in rows if f is not None]
+    out: dict[str, float | None] = {"probe_traces": float(len(rows))}
+    for name, values in (("admitted", admitted), ("first_token", first)):
+        for q in (50, 99):
+            out[f"probe_{name}_p{q}_ms"] = percentile(values, q)
+    return out
 
 
 def marginal_chunk_cost(

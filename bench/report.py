@@ -122,6 +122,12 @@ def _paced_rows(p: dict[str, Any]) -> list[Row]:
         out.append(_vs_passthrough(Row(label, "new request TTFT p99 ms", None,
                                        fig.get("probe_ttft_p99_ms"),
                                        passthrough=pt.get("probe_ttft_p99_ms")), 2))
+        for name, what in (("admitted", "admission"), ("first_token", "first token")):
+            for q in (50, 99):
+                value = fig.get(f"probe_{name}_p{q}_ms")
+                if value is not None:  # from tollway's traces (e:p with traces on)
+                    out.append(Row(label, f"new request {what} p{q} ms (traces)", None,
+                                   round(value, 1)))
         per = fig.get("rss_per_open_stream_kb")
         out.append(Row(label, "RSS KiB per open stream", None, per, "≤ 20", _check(per, 20),
                        passthrough=pt.get("rss_per_open_stream_kb")))
