@@ -17,10 +17,13 @@ from tests.dashboard.support import (
     ADMIN_KEY,
     Browser,
     Gateway,
+    dashboard_config,
     gateway,
     logged_in,
+    new_tenant,
     wait_for_trace,
 )
+from tests.support.servers import run_tollway
 from tollway.assembly import create_app
 from tollway.config import parse_settings
 
@@ -304,3 +307,17 @@ def test_repeated_failed_logins_from_one_address_are_throttled(tmp_path: Path) -
         codes = [browser.login(f"wrong-{i}").status_code for i in range(11)]
         assert codes == [401] * 10 + [429]
         assert browser.login(ADMIN_KEY).status_code == 429  # even the right key, for a while
+
+
+def test_traces_kept_in_their_own_database_are_the_ones_shown(tmp_path: Path) -> None:
+    """``tracing.database`` (traces in a file of their own): the dashboard's trace pages read
+    them there, not from the main database, which holds none."""
+    config = dashboard_config(f"sqlite:///{tmp_path / 'main.db'}")
+    config["tracing"] = {**config["tracing"], "database": f"sqlite:///{tmp_path / 'traces.db'}"}
+    with run_tollway(config) as url:
+        admin_api = httpx.Client(base_url=url, headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        tenant = new_tenant(admin_api, "gamma")
+        request_id = Gateway(url, tenant, tenant).chat(tenant, "kept elsewhere")
+        admin = logged_in(url, ADMIN_KEY)
+        assert wait_for_trace(admin, request_id).status_code == 200
+        assert request_id in admin.get("/dashboard/traces").text

@@ -87,8 +87,11 @@ class Pages:
     async def start(self) -> None:
         self._store = await open_storage(self.settings.database)
         self.keys = KeyAuthenticator(self._store, self.settings.billing)
-        if self.settings.tracing.enabled:
-            self.traces = await open_trace_store(self.settings.database, migrate=False)
+        tracing = self.settings.tracing
+        if tracing.enabled:  # where the traces are kept: their own database, if they have one
+            self.traces = await open_trace_store(
+                tracing.database or self.settings.database, migrate=False
+            )
         self.rollups = Rollups(self._store.db)
         self.rollups.start()
 
