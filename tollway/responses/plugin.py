@@ -270,8 +270,9 @@ class ResponsesPlugin:
                            param="previous_response_id", code="previous_response_not_found")
         stream = body.get("stream") is True
         cap = body.get("max_output_tokens")
-        prompt = orjson.dumps({k: body.get(k) for k in ("instructions", "input", "tools")})
-        text = prompt.decode()
+        # a str at once: orjson's bytes (up to 16 times their length) would stay in this
+        # frame for as long as the answer streams
+        text = orjson.dumps({k: body.get(k) for k in ("instructions", "input", "tools")}).decode()
         ctx.request = build_request({"model": alias, "messages": [
             {"role": "user", "content": text}],
             **({"max_completion_tokens": cap} if type(cap) is int and cap > 0 else {}),
