@@ -26,7 +26,12 @@ DEP = DeploymentConfig(
     provider="sim", model="m",
     prices=Prices(input_per_mtok=Decimal(10_000), output_per_mtok=Decimal(10_000)),
 )  # fmt: skip
-CONFIG = BillingConfig(prompt_margin_fraction=Decimal(0), platform_fee_fraction=Decimal("0.1"))
+# roomy_output_factor=1: these tests check the reservation's arithmetic at the output cap
+# (the roomy reservation has tests of its own in test_roomy_reservation.py)
+CONFIG = BillingConfig(
+    prompt_margin_fraction=Decimal(0), platform_fee_fraction=Decimal("0.1"), roomy_output_factor=1
+)
+TIGHT = BillingConfig(prompt_margin_fraction=Decimal(0), roomy_output_factor=1)
 
 
 def count_words(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
@@ -82,8 +87,7 @@ async def test_reservation_takes_the_worst_deployment(dsn: str) -> None:
             provider="sim", model="capped", max_output_tokens=5,
             prices=Prices(input_per_mtok=0, output_per_mtok=1_000_000),
         )  # fmt: skip
-        billing = Billing(store, BillingConfig(prompt_margin_fraction=Decimal(0)), "i",
-                          count_prompt_tokens=count_words)  # fmt: skip
+        billing = Billing(store, TIGHT, "i", count_prompt_tokens=count_words)
         ctx = make_ctx(account, "r", words=0, cap=100)
         hold = await billing.admit(ctx, [DEP, dear])
         assert isinstance(hold, Hold) and hold.reservation.amount_micros == 2_000_000
@@ -230,8 +234,7 @@ async def test_worst_case_counts_every_choice_and_the_dearest_prompt_price(dsn: 
                         cache_write_per_mtok=Decimal("3.75"), cache_write_1h_per_mtok=6,
                         output_per_mtok=15)  # fmt: skip
         cached = DeploymentConfig(provider="sim", model="c", prices=prices)
-        billing = Billing(store, BillingConfig(prompt_margin_fraction=Decimal(0)), "i",
-                          count_prompt_tokens=count_words)  # fmt: skip
+        billing = Billing(store, TIGHT, "i", count_prompt_tokens=count_words)
         ctx = make_ctx(account, "r", words=10, cap=100)
         assert ctx.request is not None
         ctx.request.body["n"] = 3

@@ -38,6 +38,7 @@ from tollway.billing.config import BillingConfig
 from tollway.billing.pricing import Cost, FeePolicy, fee_policy, priced, prices_json, usd_str
 from tollway.billing.tab import (
     MAX_RESERVATION_MICROS,
+    ROOMY_HEADROOM,
     PromptCount,
     PromptCounter,
     Tab,
@@ -128,21 +129,56 @@ class Billing:
         deployments: Sequence[DeploymentConfig],
         policy: FeePolicy,
         count: PromptCounter | None = None,
+        output_factor: int = 1,
     ) -> tuple[int, int]:
-        """(reservation in micro-USD, prompt tokens counted) over the candidate deployments."""
+        """(reservation in micro-USD, prompt tokens counted) over the candidate deployments
+        (``output_factor``: times the output cap, for a roomy reservation)."""
         counted = (count or self._count)(request.messages, request.tools)
         prompt = math.ceil(counted * (1 + self.config.prompt_margin_fraction))
-        base = worst_base_usd(request, prompt, deployments, self.config.default_max_output_tokens)
+        base = worst_base_usd(
+            request, prompt, deployments, self.config.default_max_output_tokens, output_factor
+        )
         return priced(base, policy).total_micros, counted
 
-    async def _reserve(self, ctx: RequestContext, amount: int) -> ReserveOutcome | None:
-        """The store's answer to reserving ``amount`` (None: more than any account may hold)."""
+    def _roomy(
+        self,
+        ctx: RequestContext,
+        deployments: Sequence[DeploymentConfig],
+        policy: FeePolicy,
+        count: PromptCounter,
+        amount: int,
+    ) -> tuple[int, int] | None:
+        """(the roomy reservation, the available balance it needs), or None for none.
+
+        With ``roomy_output_factor`` times the output cap reserved, the budget guard's
+        byte bound of an answer stays within what the reservation pays for, so the
+        tokenizer is not needed to hold the answer to it. Not with spend caps (a roomy
+        hold would count against them) and only while the account has
+        ``ROOMY_HEADROOM`` times it available.
+        """
+        factor = self.config.roomy_output_factor
+        if factor == 1 or ctx.spend_caps or ctx.request is None:
+            return None
+        larger = self.worst_case(ctx.request, deployments, policy, count, factor)[0]
+        if larger <= amount or larger > MAX_RESERVATION_MICROS:
+            return None
+        return larger, larger * ROOMY_HEADROOM
+
+    async def _reserve(
+        self, ctx: RequestContext, amount: int, roomy: tuple[int, int] | None = None
+    ) -> ReserveOutcome | None:
+        """The store's answer to reserving ``amount``, or ``roomy[0]`` when the account
+        has ``roomy[1]`` available (None: more than any account may hold)."""
         assert ctx.account_id is not None
         if amount > MAX_RESERVATION_MICROS:
             return None
         if ctx.spend_caps:  # tollway.limits: the same reservation holds each spend cap
             return await self._store.reserve(
                 ctx.account_id, ctx.request_id, self.instance_id, amount, caps=ctx.spend_caps
+            )
+        if roomy is not None:
+            return await self._store.reserve(
+                ctx.account_id, ctx.request_id, self.instance_id, amount, roomy=roomy
             )
         return await self._store.reserve(ctx.account_id, ctx.request_id, self.instance_id, amount)
 
@@ -158,7 +194,8 @@ class Billing:
         policy = self.policy_for(ctx)
         count = PromptCount(self._bound)
         amount, counted = self.worst_case(ctx.request, deployments, policy, count)
-        outcome = await self._reserve(ctx, amount)
+        roomy = self._roomy(ctx, deployments, policy, count, amount)
+        outcome = await self._reserve(ctx, amount, roomy)
         if (outcome is None or outcome.reservation is None) and self._bound is not self._count:
             await tokens.load()  # in a thread, the first time
             count = PromptCount(self._count)

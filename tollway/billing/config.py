@@ -38,6 +38,15 @@ class BillingConfig(BaseModel):
         description="output cap when neither the client nor the deployment sets one; "
         "sent upstream so the cost cannot exceed the reservation",
     )
+    roomy_output_factor: int = Field(
+        default=6,
+        ge=1,
+        le=64,
+        description="an account with ample balance reserves this many times the output "
+        "cap's cost, so the budget guard holds an answer to its reservation by UTF-8 bytes "
+        "alone and never loads the tokenizer (~50 MB) for it; taken only with no spend cap "
+        "and at least 8 times that amount available (else the cap's cost, as with 1: off)",
+    )
     prompt_margin_fraction: Decimal = Field(
         default=Decimal("0.1"),
         ge=0,

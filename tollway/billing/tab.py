@@ -39,6 +39,7 @@ from tollway.storage.base import Reservation, ReservationStore
 __all__ = [
     "CUT_SLACK_TOKENS",
     "MAX_RESERVATION_MICROS",
+    "ROOMY_HEADROOM",
     "PromptCount",
     "PromptCounter",
     "Tab",
@@ -55,6 +56,9 @@ _HALF_MICRO = Decimal("0.0000005")
 MAX_RESERVATION_MICROS = 10**15  # $1,000,000,000
 _UNLIMITED = 1 << 62
 CUT_SLACK_TOKENS = 16  # with the prompt margin: how far past its budget a call may run
+# a roomy reservation (BillingConfig.roomy_output_factor) is taken only while the account
+# has this many times it available, so it never takes the last of a balance from others
+ROOMY_HEADROOM = 8
 
 
 def output_cap(request: ChatRequest, deployment: DeploymentConfig, default: int) -> int:
@@ -67,14 +71,16 @@ def worst_base_usd(
     prompt_tokens: int,
     deployments: Sequence[DeploymentConfig],
     default_cap: int,
+    output_factor: int = 1,
 ) -> Decimal:
     """The dearest one upstream call of ``request`` may be, over ``deployments``.
 
     Every prompt token at the deployment's highest input price (any of them may be
-    a cache write), plus choices × cap output tokens at its output price.
+    a cache write), plus choices × cap output tokens at its output price (× ``output_factor``
+    for a roomy reservation).
     """
     worst = Decimal(0)
-    choices = request.choices
+    choices = request.choices * output_factor
     for dep in deployments:
         prices = dep.prices
         cap = output_cap(request, dep, default_cap)

@@ -12,8 +12,10 @@ platform-tool round):
    ``budget.output_limit(call)`` tokens, the most the rest of the reservation pays
    for. The check is nearly free per chunk: the UTF-8 length of the text is an
    upper bound of its tokens (a token is at least one byte; ``str.isascii()``
-   makes ``len()`` exact for ASCII), and the tokenizer runs only when that bound
-   passes the limit, on the text not counted yet. A cumulative usage reported
+   makes ``len()`` exact for ASCII), and the tokenizer is loaded and run only when
+   that bound passes the limit, on the text not counted yet (billing's roomy
+   reservation, ``BillingConfig.roomy_output_factor``, pays for several bytes per
+   output token, so with it that is rare). A cumulative usage reported
    mid-stream is checked as it arrives;
 3. when the limit is passed, the call is cut: the upstream is closed and every
    open choice finishes with ``"length"``.
@@ -74,9 +76,11 @@ async def metered_call(
                         call.compact(0)
                 seen += len(text) if text.isascii() else len(text.encode())
                 if seen >= check_at:
-                    if not tokens.loaded():  # the first exact count: load it off the loop
-                        await tokens.load()
-                    check_at = _check(call, budget, ctx, seen)
+                    check_at = _limit(call, budget, ctx) + 1  # bytes the reservation pays for
+                    if seen >= check_at:  # only now may the output be past it: count
+                        if not tokens.loaded():  # the first exact count: load it off the loop
+                            await tokens.load()
+                        check_at = call.over_limit(seen)
             elif kind is Start:
                 call.deployment = ctx.deployment
                 call.start_usage = event.usage  # type: ignore[union-attr]
@@ -115,13 +119,6 @@ def _limit(call: CallRecord, budget: Budget, ctx: RequestContext) -> int:
             call.deployment = ctx.deployment
         call.limit = budget.output_limit(call)
     return call.limit
-
-
-def _check(call: CallRecord, budget: Budget, ctx: RequestContext, seen: int) -> int:
-    limit = _limit(call, budget, ctx)
-    if seen <= limit:
-        return limit + 1  # the bound cannot pass the limit before this many bytes
-    return call.over_limit(seen)
 
 
 async def _aclose(events: Any) -> None:

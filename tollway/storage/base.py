@@ -192,7 +192,7 @@ class LedgerStore(Protocol):
 class ReservationStore(Protocol):
     async def reserve(
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
-        *, caps: Sequence[Any] = (),
+        *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
     ) -> ReserveOutcome: ...
 
     async def extend(

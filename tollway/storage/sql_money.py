@@ -41,6 +41,12 @@ ENTRY_COLUMNS = (
 _ENTRY_FIELDS = [c for c in ENTRY_COLUMNS.replace(" ", "").split(",") if c != "created_at"]
 _entry_values = attrgetter(*_ENTRY_FIELDS)  # an entry's values in column order (a tuple)
 _PLACEHOLDERS = ", ".join("?" for _ in ENTRY_COLUMNS.split(","))
+# hold an amount (1st) against account (2nd) if at least the 3rd is available
+_HOLD = (
+    "UPDATE accounts SET reserved_micros = reserved_micros + ?"
+    " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
+    " RETURNING balance_micros, reserved_micros"
+)
 
 
 def new_id(prefix: str) -> str:
@@ -191,36 +197,51 @@ class MoneyQueries:
 
     async def reserve(
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
-        *, caps: Sequence[Any] = (),
+        *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
     ) -> ReserveOutcome:
         """Hold ``amount_micros`` against the balance and, in the same transaction, against
-        every spend cap in ``caps`` (``tollway.storage.sql_caps.Cap``); all or nothing."""
+        every spend cap in ``caps`` (``tollway.storage.sql_caps.Cap``); all or nothing.
+
+        ``roomy = (larger, available_at_least)``: hold ``larger`` instead when the
+        account's available balance is at least ``available_at_least`` (and ``larger``);
+        else ``amount_micros`` as usual. One more statement only when it is not.
+        """
         now = time.time()
 
         async def body(tx: Tx) -> ReserveOutcome:
-            row = await tx.fetchrow(
-                "UPDATE accounts SET reserved_micros = reserved_micros + ?"
-                " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
-                " RETURNING balance_micros, reserved_micros",
-                amount_micros,
-                account_id,
-                amount_micros,
-            )
+            amount = amount_micros
+            row = None
+            if roomy is not None:
+                amount = roomy[0]
+                row = await tx.fetchrow(
+                    _HOLD,
+                    amount,
+                    account_id,
+                    max(roomy),
+                )
+            if row is None:
+                amount = amount_micros
+                row = await tx.fetchrow(
+                    _HOLD,
+                    amount,
+                    account_id,
+                    amount,
+                )
             if row is None:
                 return ReserveOutcome(None, *await _balance(tx, account_id))
             reservation = Reservation(
-                new_reservation_id(), request_id, account_id, instance_id, amount_micros,
+                new_reservation_id(), request_id, account_id, instance_id, amount,
                 "open", now,
             )  # fmt: skip
             await tx.execute(
                 "INSERT INTO reservations (id, request_id, account_id, instance_id,"
                 " amount_micros, state, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
-                reservation.id, request_id, account_id, instance_id, amount_micros, now,
+                reservation.id, request_id, account_id, instance_id, amount, now,
             )  # fmt: skip
             if caps:
                 from tollway.storage.sql_caps import hold_caps
 
-                refused = await hold_caps(tx, reservation.id, caps, amount_micros)
+                refused = await hold_caps(tx, reservation.id, caps, amount)
                 if refused is not None:
                     raise _Refused(account_id, refused)  # rolls every hold back
             return ReserveOutcome(
@@ -252,9 +273,7 @@ class MoneyQueries:
             if res is None:
                 raise _Refused(None)
             row = await tx.fetchrow(
-                "UPDATE accounts SET reserved_micros = reserved_micros + ?"
-                " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
-                " RETURNING balance_micros, reserved_micros",
+                _HOLD,
                 amount_micros,
                 res["account_id"],
                 amount_micros,
