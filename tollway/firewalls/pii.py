@@ -2,18 +2,19 @@
 
 Candidates come from bounded regexes (needed for streaming); checksums and
 number plans come from maintained libraries: ``python-stdnum`` (Luhn, IBAN
-country formats and mod-97, SSN area/group rules) and ``phonenumbers`` (lite).
+country formats and mod-97, SSN area/group rules) and ``phonenumbers`` (lite),
+each imported the first time a candidate needs it (together ≈ 3 MiB a process
+that never sees one does not hold).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
-from stdnum import iban as _iban
-from stdnum import luhn as _luhn
-from stdnum.us import ssn as _ssn
 
 from tollway.firewalls.detector import Detector, DetectorSpec, shrink_at
 
@@ -38,13 +39,30 @@ EMAIL = Detector(
 _CARD_PREFIXES = ("4", "5", "2", "34", "37", "36", "38", "35", "6")
 
 
+@functools.cache
+def _stdnum() -> Any:
+    """python-stdnum's validators, imported on first use."""
+    from stdnum import iban, luhn
+    from stdnum.us import ssn
+
+    return SimpleNamespace(iban=iban, luhn=luhn, ssn=ssn)
+
+
+@functools.cache
+def _phonenumbers() -> ModuleType:
+    """phonenumbers, imported on first use."""
+    import phonenumbers
+
+    return phonenumbers
+
+
 def is_card_number(candidate: str) -> bool:
     """13–19 digits, a known issuer prefix and a valid Luhn checksum."""
     digits = candidate.replace(" ", "").replace("-", "")
     return (
         13 <= len(digits) <= 19
         and digits.startswith(_CARD_PREFIXES)
-        and _luhn.is_valid(digits)
+        and _stdnum().luhn.is_valid(digits)
     )
 
 
@@ -56,7 +74,7 @@ CREDIT_CARD = Detector(
 
 
 def _is_iban(candidate: str) -> bool:
-    return len(candidate.replace(" ", "")) >= 15 and bool(_iban.is_valid(candidate))
+    return len(candidate.replace(" ", "")) >= 15 and bool(_stdnum().iban.is_valid(candidate))
 
 
 IBAN = Detector(
@@ -68,7 +86,7 @@ IBAN = Detector(
 US_SSN = Detector(
     "us_ssn",
     r"(?<![A-Za-z0-9-])(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})(?![0-9-])",
-    lambda c: len(c) if _ssn.is_valid(c) else 0,
+    lambda c: len(c) if _stdnum().ssn.is_valid(c) else 0,
 )
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
@@ -106,11 +124,12 @@ def phone(params: PhoneParams) -> Detector:
     def valid(text: str) -> bool:
         if sum(ch.isdigit() for ch in text) < 7:
             return False
+        lib = _phonenumbers()
         try:
-            number = phonenumbers.parse(text, region)
-        except phonenumbers.NumberParseException:
+            number = lib.parse(text, region)
+        except lib.NumberParseException:
             return False
-        return bool(phonenumbers.is_valid_number(number))
+        return bool(lib.is_valid_number(number))
 
     return Detector(
         "phone",
