@@ -1,6 +1,7 @@
 """The firewalls plugin: the request side (``Phase.FILTER``), the response stage, tool results.
 
-Every policy is compiled once. Per request the policy is the ``firewall`` extension
+Every policy is compiled once (a preset the configuration does not name, when a
+request first does, in a thread). Per request the policy is the ``firewall`` extension
 field, else the key's, the account's or the global default (``Settings.default_for``);
 its request side applies to everything the upstream will receive, before admission,
 and its response stage to the answer. Platform tools' results pass through the same
@@ -10,6 +11,7 @@ non-streaming response reports the policy and its verdicts. An unknown name is a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -34,12 +36,16 @@ def policy_for(
     firewalls: FirewallSet, ctx: RequestContext, default_policy: DefaultPolicy | None = None
 ) -> CompiledPolicy | None:
     """The policy this request uses: its ``firewall`` field, else the default, else none."""
+    name = policy_name(ctx, default_policy)
+    return firewalls.get(name) if name else None
+
+
+def policy_name(ctx: RequestContext, default_policy: DefaultPolicy | None = None) -> str | None:
+    """The name of the policy this request uses, or None."""
     name = ctx.request.extensions.get("firewall") if ctx.request is not None else None
     if not name and default_policy is not None:
         name = default_policy(ctx)
-    if not name:
-        return None
-    return firewalls.get(str(name))
+    return str(name) if name else None
 
 
 class Firewalls:
@@ -53,9 +59,16 @@ class Firewalls:
         return policy_for(self.firewalls, ctx, self.default_policy)
 
     async def request_side(self, ctx: RequestContext) -> None:
-        """Request hook: apply the policy to what the upstream will receive."""
-        policy = self.policy(ctx)
-        if policy is None or ctx.request is None:
+        """Request hook: apply the policy to what the upstream will receive (a preset
+        used for the first time is compiled in a thread, not on the event loop)."""
+        name = policy_name(ctx, self.default_policy)
+        if not name:
+            return
+        firewalls = self.firewalls
+        policy = firewalls.get(name) if firewalls.ready(name) else await asyncio.to_thread(
+            firewalls.get, name
+        )
+        if ctx.request is None:
             return
         ctx.request.extensions["firewall"] = policy.name  # reported in the response
         try:
@@ -113,9 +126,19 @@ class FirewallsPlugin:
                     account_name=getattr(ctx.account, "account_name", None),
                 )  # fmt: skip
 
-        compiled = FirewallSet.from_config(getattr(settings, "firewalls", None) or {})
+        compiled = FirewallSet.from_config(
+            getattr(settings, "firewalls", None) or {}, _configured_defaults(settings)
+        )
         self.feature = feature = Firewalls(compiled, default_policy)
         host.request_hook(feature.request_side, Phase.FILTER)
         host.stage(feature.response_side, Phase.FILTER)
         host.tool_result_inspector(feature.tool_result)
         host.response_fields(feature.response_fields)
+
+
+def _configured_defaults(settings: Any) -> set[str]:
+    """The firewall names the configuration's defaults give (global, per key, per account)."""
+    tables = [getattr(settings, "defaults", None)]
+    for attr in ("key_defaults", "account_defaults"):
+        tables += list((getattr(settings, attr, None) or {}).values())
+    return {str(t.firewall) for t in tables if t is not None and getattr(t, "firewall", None)}
