@@ -113,21 +113,27 @@ class Scanner:
             raise ValueError("a scanner needs at least one rule")
         self.rules = tuple(rules)
         self.window = max(r.detector.width for r in self.rules)
-        alts = [f"(?P<d{i}>{r.detector.pattern})" for i, r in enumerate(self.rules)]
-        self._full: Any = regex.compile("|".join(alts))
-        probe = "|".join(f"(?:{r.detector.pattern})" for r in self.rules)
-        self._probe: Any = regex.compile(f"(?:{probe})(?!)")
         self._tags = tuple(f"[REDACTED:{r.detector.name}]" for r in self.rules)
         self._block = tuple(r.action == "block" for r in self.rules)
         self._redact = tuple(r.action == "redact" for r in self.rules)
         self._firsts = tuple(first_chars(r.detector.pattern) for r in self.rules)
         self._tails = tuple(open_tail(r.detector.pattern) for r in self.rules)
-        self._probes = tuple(regex.compile(f"(?:{r.detector.pattern})(?!)") for r in self.rules)
+        # each rule's partial probe, compiled when a bucket first needs it
+        self._probes: list[Any] = [None] * len(self.rules)
         gateable = all(
             f is not None and not (f & _SPACE) and word_start(r.detector.pattern)
             for r, f in zip(self.rules, self._firsts, strict=True)
         )
         self._gate: Any = _GATE if gateable else None
+        # the combined pattern and its probe serve only a scanner without the gate (which
+        # searches per-character buckets instead): ≈ 1 MiB not held by one with it
+        self._full: Any = None
+        self._probe: Any = None
+        if not gateable:
+            alts = [f"(?P<d{i}>{r.detector.pattern})" for i, r in enumerate(self.rules)]
+            self._full = regex.compile("|".join(alts))
+            probe = "|".join(f"(?:{r.detector.pattern})" for r in self.rules)
+            self._probe = regex.compile(f"(?:{probe})(?!)")
         blinds = [blind_before(r.detector.pattern) for r in self.rules]
         self.blind = frozenset.intersection(*blinds)
         """ASCII characters no rule tells, just before a position, from the text's start."""
@@ -244,8 +250,12 @@ class Scanner:
 
     def _compile(self, order: list[int]) -> _Bucket:
         """The ``_Bucket`` of the rules ``order`` (in priority order)."""
-        always = tuple(self._probes[i] for i in order if self._tails[i] is None)
-        tested = [(t, self._probes[i]) for i in order if (t := self._tails[i]) is not None]
+        probes = self._probes
+        for i in order:
+            if probes[i] is None:
+                probes[i] = regex.compile(f"(?:{self.rules[i].detector.pattern})(?!)")
+        always = tuple(probes[i] for i in order if self._tails[i] is None)
+        tested = [(t, probes[i]) for i in order if (t := self._tails[i]) is not None]
         alts = "|".join(f"(?:{t})" for t in dict.fromkeys(t for t, _ in tested))
         pretest = re.compile(alts) if tested else None
         checks = tuple((re.compile(t), probe) for t, probe in tested)
