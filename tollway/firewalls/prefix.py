@@ -95,7 +95,7 @@ def _render(op: Any, av: Any) -> str | None:
 def _ascii(item: str, flags: int) -> frozenset[str]:
     """The ASCII characters ``regex`` matches with the one-character ``item``."""
     on = "".join(c for f, c in ((re.IGNORECASE, "i"), (re.DOTALL, "s")) if flags & f)
-    rx = regex.compile(f"(?{on}:{item})" if on else item)
+    rx = regex.compile(f"(?{on}:{item})" if on else item, cache_pattern=False)  # one use
     return frozenset(c for c in _ASCII if rx.fullmatch(c))
 
 
