@@ -91,6 +91,51 @@ async def test_spend_caps_keep_the_tight_reservation(dsn: str) -> None:
         await store.close()
 
 
+async def test_concurrent_admissions_take_roomy_holds_then_tight_ones(dsn: str) -> None:
+    """60 requests at once on $100: roomy holds ($6.10) while $48.80 is available (9 of them,
+    leaving $45.10), then the cap's cost ($1.10: 41 more), then 402; never an overdraft,
+    every debit the truth, the books audited."""
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "busy", credit_usd="100")
+        billing = Billing(store, ROOMY, "i", count_prompt_tokens=count_words)
+        everyone_tried = asyncio.Event()
+        tried = 0
+        lowest = [10**18]
+        holds: list[int] = []
+
+        async def one(i: int) -> bool:
+            nonlocal tried
+            ctx = make_ctx(account, f"req-{i}")
+            try:
+                hold = await billing.admit(ctx, [DEP])
+            except PaymentRequired:
+                hold = None
+            tried += 1
+            if tried == 60:
+                everyone_tried.set()
+            now = await store.get_account(account.id)
+            assert now is not None
+            lowest[0] = min(lowest[0], now.available_micros)
+            if hold is None:
+                return False
+            holds.append(hold.reservation.amount_micros)
+            await everyone_tried.wait()
+            await finish(ctx, completion=50)
+            await asyncio.shield(billing.settle(ctx))
+            return True
+
+        results = await asyncio.gather(*(one(i) for i in range(60)))
+        assert results.count(True) == 50 and lowest[0] >= 0
+        assert sorted(holds) == [TIGHT_MICROS] * 41 + [ROOMY_MICROS] * 9
+        final = await store.get_account(account.id)
+        assert final is not None and final.reserved_micros == 0
+        assert final.balance_micros == 100_000_000 - 50 * (10 + 50) * 10_000
+        assert await audit(store, ROOMY) == []
+    finally:
+        await store.close()
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
