@@ -172,15 +172,11 @@ class Billing:
         assert ctx.account_id is not None
         if amount > MAX_RESERVATION_MICROS:
             return None
-        if ctx.spend_caps:  # tollway.limits: the same reservation holds each spend cap
-            return await self._store.reserve(
-                ctx.account_id, ctx.request_id, self.instance_id, amount, caps=ctx.spend_caps
-            )
-        if roomy is not None:
-            return await self._store.reserve(
-                ctx.account_id, ctx.request_id, self.instance_id, amount, roomy=roomy
-            )
-        return await self._store.reserve(ctx.account_id, ctx.request_id, self.instance_id, amount)
+        # tollway.limits: the same reservation holds each spend cap (never a roomy one)
+        return await self._store.reserve(
+            ctx.account_id, ctx.request_id, self.instance_id, amount,
+            caps=ctx.spend_caps, roomy=roomy,
+        )  # fmt: skip
 
     async def admit(
         self, ctx: RequestContext, deployments: Sequence[DeploymentConfig]

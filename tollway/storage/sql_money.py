@@ -209,24 +209,13 @@ class MoneyQueries:
         now = time.time()
 
         async def body(tx: Tx) -> ReserveOutcome:
-            amount = amount_micros
-            row = None
+            amount, row = amount_micros, None
             if roomy is not None:
-                amount = roomy[0]
-                row = await tx.fetchrow(
-                    _HOLD,
-                    amount,
-                    account_id,
-                    max(roomy),
-                )
+                row = await tx.fetchrow(_HOLD, roomy[0], account_id, max(roomy))
+                if row is not None:
+                    amount = roomy[0]
             if row is None:
-                amount = amount_micros
-                row = await tx.fetchrow(
-                    _HOLD,
-                    amount,
-                    account_id,
-                    amount,
-                )
+                row = await tx.fetchrow(_HOLD, amount, account_id, amount)
             if row is None:
                 return ReserveOutcome(None, *await _balance(tx, account_id))
             reservation = Reservation(
