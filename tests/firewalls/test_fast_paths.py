@@ -10,6 +10,7 @@ any of them: every complete match on ``regex``, every rule tried, every rule ask
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -50,9 +51,8 @@ class Reference(Scanner):
     def _absent(self, buf: str, scan: int) -> int:
         return 0
 
-    def _complete(self, ch: str, absent: int) -> Any:
-        got = super()._complete(ch, absent)
-        return None if got is None else (got[0], None, got[2])
+    def _twin(self, pattern: str) -> Any:
+        return None
 
 
 with warnings.catch_warnings():
@@ -107,13 +107,14 @@ def test_the_shortcuts_are_taken() -> None:
     sc = POLICIES.get("strict-block").scanner
     assert {lit for _bit, lit in sc._literals} >= {"@", "Q~"}
     complete = sc._complete("a", 0)
-    assert complete is not None and complete[1] is not None  # a std twin
+    assert complete is not None and isinstance(complete.plain, re.Pattern)  # a std twin
+    assert not isinstance(REFERENCES["strict-block"]._complete("a", 0).plain, re.Pattern)
     assert sc._absent("plain words and nothing else " * 3, 0) != 0
     # a POSIX class means something else to re: no twin for a bucket holding it
     classes = POLICIES.get("classes").scanner
     for ch, twinned in [("a", False), ("q", True), ("!", None)]:
         got = classes._complete(ch, 0)
-        assert (got[1] is not None if got else None) is twinned, ch
+        assert (isinstance(got.plain, re.Pattern) if got else None) is twinned, ch
 
 
 def test_required_literal() -> None:

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from tollway.firewalls import FirewallSet, PolicyConfig
 from tollway.firewalls.prefix import open_tail
-from tollway.firewalls.scanner import _open
 
 from .test_property import FRAGMENTS, PRESET_NAMES
 
@@ -71,4 +70,4 @@ def test_fast_hold_decision_equals_the_exact_probe(text: str, name: str) -> None
     for p in range(len(text)):
         b = sc._bucket(text[p])
         if b is not None:
-            assert _open(b, text, p, True) == _open(b, text, p, False), (name, text, p)
+            assert b.open(text, p, True) == b.open(text, p, False), (name, text, p)

@@ -61,15 +61,6 @@ from tollway.firewalls.starts import blind_before, first_chars, required_literal
 __all__ = ["Action", "Rule", "ScanResult", "Scanner", "StreamFilter"]
 
 Action = Literal["block", "redact", "monitor"]
-_Bucket = tuple[tuple[Any, ...], Any, tuple[tuple[Any, Any], ...], Any, Any]
-"""Of the rules one character can start, for ASCII text: the exact partial probes of
-those without an ``open_tail`` test, a test any of the others passes when it might be
-open (None if there are none), their (test, probe) pairs; for any text: the exact
-probe of them all; the full pattern."""
-_Complete = tuple[Any, Any, int]
-"""Of the rules one character can start that the text may hold (``Scanner._complete``):
-their combined pattern, its std ``re`` twin (None where it has none), the widest rule's
-``width``."""
 _LITERAL_RULES = 4  # at most this many rules are skipped by their literal: 2**4 tables
 _LITERAL_TEXT = 48  # on text shorter than this (a streamed piece) neither shortcut is taken:
 # they cost ≈ 0.2 µs a call, more than they save there
@@ -106,7 +97,7 @@ class Scanner:
 
     __slots__ = ("rules", "window", "blind", "reach", "_full", "_probe", "_tags", "_block",
                  "_redact", "_gate", "_firsts", "_tails", "_probes", "_buckets", "_by_set",
-                 "_literals", "_completes", "_complete_by_set", "_seen", "_reaches")
+                 "_literals", "_completes", "_seen", "_reaches")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         if not rules:
@@ -140,7 +131,9 @@ class Scanner:
         self.reach = 1 if all(blinds) else LOOKAROUND
         """How far back from a position any rule may look (1: the character before)."""
         self._buckets: dict[str, _Bucket | None] = {}
-        self._by_set: dict[frozenset[int], _Bucket | None] = {}
+        self._by_set: dict[frozenset[int], _Bucket] = {}
+        """Every bucket built, by its rules: a character's, a reach's and a complete's
+        bucket of the same rules are one object."""
         # of the rules with a required literal, those tried at the most characters for the
         # longest (an address at every word start, a private key's 3,900 characters)
         literals = [(i, lit) for i, r in enumerate(self.rules)
@@ -150,8 +143,7 @@ class Scanner:
                       * self.rules[il[0]].detector.width)
         self._literals = tuple((1 << i, lit) for i, lit in literals[:_LITERAL_RULES])
         """(bit of the rule, a string every match of the rule contains)."""
-        self._completes: dict[int, dict[str, _Complete | None]] = {}
-        self._complete_by_set: dict[frozenset[int], _Complete | None] = {}
+        self._completes: dict[int, dict[str, _Bucket | None]] = {}
         self._seen: tuple[str, list[tuple[int, int]]] | None = None  # see _absent
         self._reaches: dict[str, tuple[list[int], list[Any]]] = {}
 
@@ -164,12 +156,19 @@ class Scanner:
         got = self._buckets.get(ch, _MISSING)
         if got is not _MISSING:
             return got  # type: ignore[return-value]
-        idx = frozenset(self._starters(ch))
-        if idx not in self._by_set:
-            self._by_set[idx] = self._compile(sorted(idx)) if idx else None
+        got = self._of(frozenset(self._starters(ch)))
         if len(self._buckets) < 4096:
-            self._buckets[ch] = self._by_set[idx]
-        return self._by_set[idx]
+            self._buckets[ch] = got
+        return got
+
+    def _of(self, idx: frozenset[int]) -> _Bucket | None:
+        """The one bucket of the rules ``idx``; None for no rule."""
+        if not idx:
+            return None
+        got = self._by_set.get(idx)
+        if got is None:
+            got = self._by_set[idx] = _Bucket(self, sorted(idx))
+        return got
 
     def _reach(self, ch: str) -> tuple[list[int], list[Any]]:
         """For the rules that can start with ``ch``: their distinct ``width``s, ascending,
@@ -191,13 +190,11 @@ class Scanner:
         """Bucket ``k`` of ``_reach(ch)``: the rules that can start with ``ch`` and are at
         least as wide as its ``k``-th width."""
         widths, buckets = self._reach(ch)
-        idx = frozenset(
+        bucket = self._of(frozenset(
             i for i in self._starters(ch) if self.rules[i].detector.width >= widths[k]
-        )
-        if idx not in self._by_set:
-            self._by_set[idx] = self._compile(sorted(idx))
-        bucket = buckets[k] = self._by_set[idx]
+        ))
         assert bucket is not None
+        buckets[k] = bucket
         return bucket
 
     def _absent(self, buf: str, scan: int) -> int:
@@ -222,47 +219,28 @@ class Scanner:
                 absent |= bit
         return absent
 
-    def _complete(self, ch: str, absent: int) -> _Complete | None:
-        """The combined pattern of the rules that can start with ``ch``, but those
-        ``absent`` (``_absent``); None if no rule is left."""
+    def _complete(self, ch: str, absent: int) -> _Bucket | None:
+        """The bucket of the rules that can start with ``ch``, but those ``absent``
+        (``_absent``); None if no rule is left."""
         table = self._completes.get(absent)
         if table is None:
             table = self._completes[absent] = {}
         got = table.get(ch, _MISSING)
         if got is not _MISSING:
             return got  # type: ignore[return-value]
-        idx = frozenset(i for i in self._starters(ch) if not absent >> i & 1)
-        if idx not in self._complete_by_set:
-            order = sorted(idx)
-            full = "|".join(f"(?P<d{i}>{self.rules[i].detector.pattern})" for i in order)
-            width = max((self.rules[i].detector.width for i in order), default=0)
-            self._complete_by_set[idx] = (
-                (regex.compile(full), _std_twin(full), width) if idx else None
-            )
+        got = self._of(frozenset(i for i in self._starters(ch) if not absent >> i & 1))
         if len(table) < 4096:
-            table[ch] = self._complete_by_set[idx]
-        return self._complete_by_set[idx]
+            table[ch] = got
+        return got
 
     def can_start(self, ch: str) -> bool:
         """Might a rule match starting with the character ``ch``?"""
         got = self._buckets.get(ch, _MISSING)
         return (self._bucket(ch) if got is _MISSING else got) is not None
 
-    def _compile(self, order: list[int]) -> _Bucket:
-        """The ``_Bucket`` of the rules ``order`` (in priority order)."""
-        probes = self._probes
-        for i in order:
-            if probes[i] is None:
-                probes[i] = regex.compile(f"(?:{self.rules[i].detector.pattern})(?!)")
-        always = tuple(probes[i] for i in order if self._tails[i] is None)
-        tested = [(t, probes[i]) for i in order if (t := self._tails[i]) is not None]
-        alts = "|".join(f"(?:{t})" for t in dict.fromkeys(t for t, _ in tested))
-        pretest = re.compile(alts) if tested else None
-        checks = tuple((re.compile(t), probe) for t, probe in tested)
-        pats = [self.rules[i].detector.pattern for i in order]
-        probe = "|".join(f"(?:{p})" for p in pats)
-        full = "|".join(f"(?P<d{i}>{p})" for i, p in zip(order, pats, strict=True))
-        return always, pretest, checks, regex.compile(f"(?:{probe})(?!)"), regex.compile(full)
+    def _twin(self, pattern: str) -> Any:
+        """``pattern``'s std ``re`` twin, or None (``_std_twin``)."""
+        return _std_twin(pattern)
 
     def _next(self, buf: str, scan: int, eof: bool) -> tuple[int, Any]:
         """From ``scan`` on, whichever comes first: ``(p, None)`` for the leftmost position
@@ -289,14 +267,17 @@ class Scanner:
             return self._next_long(buf, scan, len(buf), eof)
         buckets, search, ascii = self._buckets, gate.search, buf.isascii()
         settled = len(buf) - self.window  # positions up to here are decided
+        odd = _UNKNOWN  # the first character a std twin may not see, found when needed
         while (g := search(buf, scan)) is not None:
             p = g.start()
             got = buckets.get(buf[p], _MISSING)
             b = self._bucket(buf[p]) if got is _MISSING else cast(_Bucket | None, got)
             if b is not None:
-                if not eof and p > settled and _open(b, buf, p, ascii):
+                if not eof and p > settled and b.open(buf, p, ascii):
                     return p, None
-                m = b[4].match(buf, p)
+                if odd < p - LOOKAROUND:
+                    odd = _odd_from(buf, p)
+                m = (b.plain if odd >= p + b.width else b.full or b.compile()).match(buf, p)
                 if m is not None:
                     return p, m
             scan = p + 1
@@ -322,14 +303,17 @@ class Scanner:
             return self._next_long(buf, scan, end, eof)
         buckets, search, ascii = self._buckets, gate.search, buf.isascii()
         settled = len(buf) - self.window
+        odd = _UNKNOWN
         while (g := search(buf, scan, end)) is not None:
             p = g.start()
             got = buckets.get(buf[p], _MISSING)
             b = self._bucket(buf[p]) if got is _MISSING else cast(_Bucket | None, got)
             if b is not None:
-                if not eof and p > settled and _open(b, buf, p, ascii):
+                if not eof and p > settled and b.open(buf, p, ascii):
                     return p, None
-                m = b[4].match(buf, p)
+                if odd < p - LOOKAROUND:
+                    odd = _odd_from(buf, p)
+                m = (b.plain if odd >= p + b.width else b.full or b.compile()).match(buf, p)
                 if m is not None:
                     return p, m
             scan = p + 1
@@ -359,7 +343,7 @@ class Scanner:
                 b = reach[1][k]
                 if b is _MISSING:
                     b = self._reach_bucket(ch, k)
-                if b is not None and _open(b, buf, p, ascii):
+                if b is not None and b.open(buf, p, ascii):
                     return p, None
             c: Any = completes.get(ch, _MISSING)
             if c is _MISSING:
@@ -368,7 +352,7 @@ class Scanner:
                 if odd < p - LOOKAROUND:
                     odd = _odd_from(buf, p)
                 # nothing within the rules' reach that a std twin could tell apart?
-                m = (c[1] or c[0]).match(buf, p) if odd >= p + c[2] else c[0].match(buf, p)
+                m = (c.plain if odd >= p + c.width else c.full or c.compile()).match(buf, p)
                 if m is not None:
                     return p, m
             scan = p + 1
@@ -422,23 +406,80 @@ def _std_twin(pattern: str) -> Any:
             return None
 
 
-def _open(b: _Bucket, buf: str, p: int, ascii: bool) -> bool:
-    """Might a rule of bucket ``b`` still match at ``p`` given more text (a partial match)?
+class _Bucket:
+    """The rules of one set (those one character can start, or some of them) in priority
+    order, each part compiled when first needed: a bucket that only reads whole text (a
+    request's) compiles no partial probe, and one that only meets plain text compiles no
+    ``regex`` pattern where it has a std twin (≈ 100–200 KiB each, per bucket).
 
-    The answer is the exact probe's; on ASCII text each rule's probe is only asked when
-    its ``open_tail`` test, far cheaper, allows a partial match at all.
+    ``plain`` matches completely on text a std twin may see (``_NOT_PLAIN``): the twin,
+    or the ``regex`` pattern where there is none; ``full`` (the ``regex`` pattern, None
+    until ``compile``) on any text; ``width`` is the widest rule's.
     """
-    always, pretest, checks, probe, _full = b
-    if not ascii:  # the tests only hold for ASCII text
-        return probe.match(buf, p, partial=True) is not None
-    for one in always:
-        if one.match(buf, p, partial=True) is not None:
-            return True
-    if pretest is not None and pretest.match(buf, p) is not None:
-        for test, one in checks:
-            if test.match(buf, p) is not None and one.match(buf, p, partial=True) is not None:
+
+    __slots__ = ("plain", "full", "width", "_sc", "_order", "_armed", "_probe")
+
+    def __init__(self, sc: Scanner, order: list[int]) -> None:
+        self._sc, self._order = sc, tuple(order)
+        self.width = max(sc.rules[i].detector.width for i in order)
+        self.full: Any = None
+        twin = sc._twin(self._pattern())
+        self.plain: Any = twin if twin is not None else self.compile()
+        self._armed: tuple[tuple[Any, ...], Any, tuple[tuple[Any, Any], ...]] | None = None
+        self._probe: Any = None
+
+    def _pattern(self) -> str:
+        rules = self._sc.rules
+        return "|".join(f"(?P<d{i}>{rules[i].detector.pattern})" for i in self._order)
+
+    def compile(self) -> Any:
+        """The ``regex`` pattern of the rules, compiled on first use."""
+        if self.full is None:
+            self.full = regex.compile(self._pattern())
+        return self.full
+
+    def open(self, buf: str, p: int, ascii: bool) -> bool:
+        """Might a rule of the bucket still match at ``p`` given more text (a partial match)?
+
+        The answer is the exact probe's; on ASCII text each rule's probe is only asked when
+        its ``open_tail`` test, far cheaper, allows a partial match at all.
+        """
+        if not ascii:  # the tests only hold for ASCII text
+            probe = self._probe or self._combined_probe()
+            return probe.match(buf, p, partial=True) is not None
+        always, pretest, checks = self._armed or self._arm()
+        for one in always:
+            if one.match(buf, p, partial=True) is not None:
                 return True
-    return False
+        if pretest is not None and pretest.match(buf, p) is not None:
+            for test, one in checks:
+                if test.match(buf, p) is not None and one.match(buf, p, partial=True) is not None:
+                    return True
+        return False
+
+    def _arm(self) -> tuple[tuple[Any, ...], Any, tuple[tuple[Any, Any], ...]]:
+        """For ASCII text: the exact partial probes of the rules without an ``open_tail``
+        test, a test any of the others passes when it might be open (None if there are
+        none), and their (test, probe) pairs. Each rule's probe is the scanner's, shared."""
+        sc, order = self._sc, self._order
+        probes = sc._probes
+        for i in order:
+            if probes[i] is None:
+                probes[i] = regex.compile(f"(?:{sc.rules[i].detector.pattern})(?!)")
+        always = tuple(probes[i] for i in order if sc._tails[i] is None)
+        tested = [(t, probes[i]) for i in order if (t := sc._tails[i]) is not None]
+        alts = "|".join(f"(?:{t})" for t in dict.fromkeys(t for t, _ in tested))
+        pretest = re.compile(alts) if tested else None
+        checks = tuple((re.compile(t), probe) for t, probe in tested)
+        self._armed = (always, pretest, checks)
+        return self._armed
+
+    def _combined_probe(self) -> Any:
+        """One exact partial probe of all the rules, for text that is not ASCII."""
+        rules = self._sc.rules
+        probe = "|".join(f"(?:{rules[i].detector.pattern})" for i in self._order)
+        self._probe = regex.compile(f"(?:{probe})(?!)")
+        return self._probe
 
 
 class StreamFilter:
