@@ -3,7 +3,9 @@ configured policies at start, so a bad one stops the gateway there."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -11,7 +13,7 @@ from tollway.assembly import create_app
 from tollway.config import parse_settings
 from tollway.firewalls import FirewallSet, UnknownFirewall
 from tollway.firewalls.config import PRESETS
-from tollway.firewalls.plugin import FirewallsPlugin
+from tollway.firewalls.plugin import Firewalls, FirewallsPlugin
 
 
 def test_a_preset_is_compiled_on_first_use_and_an_unknown_name_refused_at_once() -> None:
@@ -60,3 +62,32 @@ def test_the_configured_defaults_are_compiled_at_start(tmp_path: object) -> None
     assert plugin.feature is not None
     fs = plugin.feature.firewalls
     assert fs.ready("redact-pii") and fs.ready("monitor") and not fs.ready("strict-block")
+
+
+def test_requests_meeting_one_uncompiled_preset_share_one_compile() -> None:
+    """Not a thread each: one compile in one thread, awaited by all; a request cancelled
+    meanwhile (its client gone) leaves the compile running for the others."""
+    main = threading.get_ident()
+    threads: list[int] = []
+
+    class Recording(FirewallSet):
+        def get(self, name: str) -> Any:
+            if threading.get_ident() != main:
+                threads.append(threading.get_ident())
+            return super().get(name)
+
+    fs = Recording({}, PRESETS)
+    fw = Firewalls(fs, None)
+
+    async def scenario() -> list[Any]:
+        jobs = [asyncio.ensure_future(fw._compiled("strict-block")) for _ in range(8)]
+        await asyncio.sleep(0)
+        jobs[0].cancel()
+        got = await asyncio.gather(*jobs, return_exceptions=True)
+        assert isinstance(got[0], asyncio.CancelledError)
+        assert not fw._compiling  # done: the next first use would start afresh
+        return got[1:]
+
+    got = asyncio.run(scenario())
+    assert len(threads) == 1 and fs.ready("strict-block")
+    assert all(p is fs.get("strict-block") for p in got)

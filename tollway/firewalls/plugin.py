@@ -54,6 +54,7 @@ class Firewalls:
     def __init__(self, firewalls: FirewallSet, default_policy: DefaultPolicy | None) -> None:
         self.firewalls = firewalls
         self.default_policy = default_policy
+        self._compiling: dict[str, asyncio.Future[CompiledPolicy]] = {}
 
     def policy(self, ctx: RequestContext) -> CompiledPolicy | None:
         return policy_for(self.firewalls, ctx, self.default_policy)
@@ -65,9 +66,7 @@ class Firewalls:
         if not name:
             return
         firewalls = self.firewalls
-        policy = firewalls.get(name) if firewalls.ready(name) else await asyncio.to_thread(
-            firewalls.get, name
-        )
+        policy = firewalls.get(name) if firewalls.ready(name) else await self._compiled(name)
         if ctx.request is None:
             return
         ctx.request.extensions["firewall"] = policy.name  # reported in the response
@@ -77,6 +76,23 @@ class Firewalls:
             merge_verdicts(ctx.firewall_verdicts, exc.verdicts)
             raise
         merge_verdicts(ctx.firewall_verdicts, verdicts)
+
+    async def _compiled(self, name: str) -> CompiledPolicy:
+        """A preset's first use: one compile in a thread, which every request that names it
+        meanwhile awaits (not a thread each), and which a request's cancellation leaves
+        running for the others."""
+        job = self._compiling.get(name)
+        if job is None:
+            job = self._compiling[name] = asyncio.ensure_future(
+                asyncio.to_thread(self.firewalls.get, name)
+            )
+            job.add_done_callback(lambda done: self._finished(name, done))
+        return await asyncio.shield(job)
+
+    def _finished(self, name: str, job: asyncio.Future[CompiledPolicy]) -> None:
+        self._compiling.pop(name, None)
+        if not job.cancelled():
+            job.exception()  # retrieved: raised to whoever awaited it, not logged as lost
 
     def response_side(self, ctx: RequestContext) -> Stage | None:
         """Stage factory: the policy's response stage, if it filters responses."""
