@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from tests.tracing.conftest import make_ctx
 from tollway.storage.migrate import upgrade
 from tollway.tracing.record import build_record
-from tollway.tracing.store import TraceQuery, TraceRow, _insert_sizes, open_trace_store
+from tollway.tracing.store import (
+    TraceQuery,
+    TraceRow,
+    _insert_sizes,
+    open_trace_store,
+    record_to_row,
+)
 from tollway.tracing.writer import TraceWriter
 
 
@@ -245,3 +251,22 @@ def test_the_writer_lets_the_write_gate_go_as_soon_as_its_thread_is_done(tmp_pat
 
     got_at, resumed_at = asyncio.run(main())
     assert 0 <= got_at <= resumed_at
+
+
+def test_sqlite_reader_opens_on_first_read_and_once(tmp_path: Path) -> None:
+    """A process that only writes traces holds no reader thread or connection; the first
+    reads (several at once) open one, and close closes it."""
+    import threading
+
+    async def main() -> None:
+        store = await open_trace_store(f"sqlite:///{tmp_path}/t.db")
+        threads = threading.active_count()
+        await store.insert_many([record_to_row(build_record(make_ctx("req_a")))])
+        assert store._r is None and threading.active_count() == threads  # type: ignore[attr-defined]
+        got = await asyncio.gather(*(store.get("req_a", None) for _ in range(5)))
+        assert all(g is not None and g["id"] == "req_a" for g in got)
+        assert store._r is not None and threading.active_count() == threads + 1  # type: ignore[attr-defined]
+        await store.close()
+        assert store._r is None
+
+    asyncio.run(main())

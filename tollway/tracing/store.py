@@ -307,13 +307,17 @@ def _delete_before(conn: sqlite3.Connection, before: float, batch: int) -> int:
 
 
 class SqliteTraceStore:
-    """SQLite in WAL mode: a writer connection on its own thread, an aiosqlite reader."""
+    """SQLite in WAL mode: a writer connection on its own thread, and an aiosqlite reader
+    opened when something first reads (the dashboard, the trace API): until then no reader
+    thread, connection or aiosqlite import (≈ 0.4 MiB) in a process that only writes."""
 
     dialect = "sqlite"
 
-    def __init__(self, writer: _Writer, reader: Any, path: str) -> None:
+    def __init__(self, writer: _Writer, path: str) -> None:
         self._w = writer
-        self._r = reader
+        self._r: Any = None
+        self._opening = asyncio.Lock()
+        self._path = path
         # the file's write gate (``tollway.storage.sqlite.write_gate``): the writer takes
         # turns with the process's other connections (billing's) instead of meeting busy
         self._lock = write_gate(path)
@@ -321,23 +325,36 @@ class SqliteTraceStore:
 
     @classmethod
     async def connect(cls, dsn: str) -> SqliteTraceStore:
-        """Open both connections (the schema must exist)."""
-        import aiosqlite
-
+        """Open the writer's connection (the schema must exist); the reader's opens on
+        first use (``_reader``)."""
         path = sqlite_path(dsn)
         if path == ":memory:":
             raise ValueError("traces need a file database: sqlite:///PATH")
-        reader = await aiosqlite.connect(path)
         writer = _Writer(path)
         try:
-            await reader.execute("PRAGMA busy_timeout = 5000")
-            await reader.execute("PRAGMA journal_mode = WAL")
             await writer.run(lambda conn: None)  # opened now: errors surface here
         except BaseException:
             await writer.close()
-            await reader.close()
             raise
-        return cls(writer, reader, path)
+        return cls(writer, path)
+
+    async def _reader(self) -> Any:
+        """The reader's connection, opened on first use."""
+        if self._r is not None:
+            return self._r
+        async with self._opening:
+            if self._r is None:
+                import aiosqlite
+
+                reader = await aiosqlite.connect(self._path)
+                try:
+                    await reader.execute("PRAGMA busy_timeout = 5000")
+                    await reader.execute("PRAGMA journal_mode = WAL")
+                except BaseException:
+                    await reader.close()
+                    raise
+                self._r = reader
+        return self._r
 
     async def insert_many(self, rows: Sequence[TraceRow]) -> None:
         """Insert in one transaction, up to ``_ROWS_PER_INSERT`` rows per statement.
@@ -358,7 +375,7 @@ class SqliteTraceStore:
         """The newest trace with this id (tollway's or the client's), scoped to an
         account unless ``account_id`` is None."""
         sql, args = _get_sql(request_id, account_id, lambda n: f"?{n}")
-        async with self._r.execute(sql, args) as cur:
+        async with (await self._reader()).execute(sql, args) as cur:
             row = await cur.fetchone()
         return None if row is None else _merge(row[0], row[1])
 
@@ -366,13 +383,13 @@ class SqliteTraceStore:
         """``(seq, record)`` newest first, without bodies."""
         where, args = _where(query, lambda: "?")
         sql = f"SELECT seq, data FROM traces{where} ORDER BY received_at DESC, seq DESC LIMIT ?"
-        async with self._r.execute(sql, [*args, query.limit]) as cur:
+        async with (await self._reader()).execute(sql, [*args, query.limit]) as cur:
             rows = await cur.fetchall()
         return [(int(r[0]), orjson.loads(r[1])) for r in rows]
 
     async def report(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         """A read-only query on the reader connection (``tracing.reports`` builds them)."""
-        async with self._r.execute(sql, list(args)) as cur:
+        async with (await self._reader()).execute(sql, list(args)) as cur:
             return [tuple(r) for r in await cur.fetchall()]
 
     async def prune(self, before: float, batch: int = 5000) -> int:
@@ -391,7 +408,10 @@ class SqliteTraceStore:
     async def close(self) -> None:
         """Close both connections."""
         await self._w.close()
-        await self._r.close()
+        async with self._opening:
+            if self._r is not None:
+                await self._r.close()
+                self._r = None
 
 
 class PostgresTraceStore:
