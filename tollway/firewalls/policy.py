@@ -67,8 +67,9 @@ class FirewallSet:
     there, and so are the presets named in ``preload`` (the configuration's
     defaults). Any other preset (known good) is compiled the first time a request
     names it, so a process holds the scanners of the presets it uses, not all of
-    them (≈ 0.7 MiB each; strict-block takes ≈ 70 ms to compile, so the request path
-    compiles one in a thread: ``ready`` and ``get``).
+    them (≈ 0.2 MiB each, and their buckets as text needs them; strict-block takes
+    ≈ 70 ms to compile, so the request path compiles one in a thread: ``ready`` and
+    ``get``).
     """
 
     __slots__ = ("_lock", "_policies", "_presets")

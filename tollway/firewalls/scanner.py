@@ -30,17 +30,18 @@ yes, so what is held is exactly what the probe alone would hold. Without the gat
 pattern at every position: same results, slower.
 
 Where a rule matches completely, the ``regex`` module's match costs ~1.8 µs per gated
-position against std ``re``'s ~0.6 µs for the same combined pattern. The two engines
-agree on ASCII text except that ``re``'s ``\\s`` also takes ``\\x1c``–``\\x1f``. Whether a
-bucket matches at ``p`` depends only on the text from ``p - LOOKAROUND`` to ``p`` + the
-bucket's widest rule, so where that span holds none of those characters and nothing
-non-ASCII (``_NOT_PLAIN``), the complete match runs on a std ``re`` twin of the bucket's
-pattern; the twin exists only where every pattern of the bucket is ASCII and ``re`` takes
-it without a warning (``_std_twin``). The partial probes stay on ``regex`` (``re`` has no
-partial match). And a rule whose every match holds a literal (``"@"`` in an address,
-``"Q~"``, ``".eyJ"``, ``"-----BEGIN "``: ``starts.required_literal``) is not tried at all
-where the rest of the text lacks it. Both shortcuts are taken on text of 48 characters
-or more (``_next_long``): a request's text, not a streamed piece.
+position against std ``re``'s ~0.6 µs for the same combined pattern. With ``re.ASCII``
+the two engines agree on ASCII text (without it ``re``'s ``\\s`` also takes
+``\\x1c``–``\\x1f``, which ``regex``'s does not). Whether a bucket matches at ``p``
+depends only on the text from ``p - LOOKAROUND`` to ``p`` + the bucket's widest rule, so
+where that span is ASCII (on a short text: where the whole text is), the complete match
+runs on a std ``re`` twin of the bucket's pattern; the twin exists only where every
+pattern of the bucket is ASCII and ``re`` takes it without a warning (``_std_twin``).
+The partial probes stay on ``regex`` (``re`` has no partial match). And a rule whose
+every match holds a literal (``"@"`` in an address, ``"Q~"``, ``".eyJ"``,
+``"-----BEGIN "``: ``starts.required_literal``) is not tried at all where the rest of the
+text lacks it, on text of 48 characters or more (``_next_long``): a request's text, not a
+streamed piece.
 """
 
 from __future__ import annotations
@@ -69,9 +70,8 @@ _GATE = re.compile(r"(?<![A-Za-z0-9])\S|[^A-Za-z0-9\s]")
 _SPACE = frozenset(" \t\n\r\x0b\x0c")
 _ALL_ASCII = frozenset(map(chr, range(128)))
 _UNKNOWN = -(1 << 62)
-_NOT_PLAIN = re.compile(r"[^\x00-\x1b\x20-\x7f]")
-"""What a std twin may not see: a non-ASCII character, or one of the four that ``re``'s
-``\\s`` takes and ``regex``'s does not."""
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+"""What a std twin may not see."""
 _MISSING = object()
 
 
@@ -267,7 +267,6 @@ class Scanner:
             return self._next_long(buf, scan, len(buf), eof)
         buckets, search, ascii = self._buckets, gate.search, buf.isascii()
         settled = len(buf) - self.window  # positions up to here are decided
-        odd = _UNKNOWN  # the first character a std twin may not see, found when needed
         while (g := search(buf, scan)) is not None:
             p = g.start()
             got = buckets.get(buf[p], _MISSING)
@@ -275,9 +274,7 @@ class Scanner:
             if b is not None:
                 if not eof and p > settled and b.open(buf, p, ascii):
                     return p, None
-                if odd < p - LOOKAROUND:
-                    odd = _odd_from(buf, p)
-                m = (b.plain if odd >= p + b.width else b.full or b.compile()).match(buf, p)
+                m = (b.plain if ascii else b.full or b.compile()).match(buf, p)
                 if m is not None:
                     return p, m
             scan = p + 1
@@ -303,7 +300,6 @@ class Scanner:
             return self._next_long(buf, scan, end, eof)
         buckets, search, ascii = self._buckets, gate.search, buf.isascii()
         settled = len(buf) - self.window
-        odd = _UNKNOWN
         while (g := search(buf, scan, end)) is not None:
             p = g.start()
             got = buckets.get(buf[p], _MISSING)
@@ -311,9 +307,7 @@ class Scanner:
             if b is not None:
                 if not eof and p > settled and b.open(buf, p, ascii):
                     return p, None
-                if odd < p - LOOKAROUND:
-                    odd = _odd_from(buf, p)
-                m = (b.plain if odd >= p + b.width else b.full or b.compile()).match(buf, p)
+                m = (b.plain if ascii else b.full or b.compile()).match(buf, p)
                 if m is not None:
                     return p, m
             scan = p + 1
@@ -322,7 +316,7 @@ class Scanner:
     def _next_long(self, buf: str, scan: int, end: int, eof: bool) -> tuple[int, Any]:
         """The gated search of ``_next_before`` on text long enough for the shortcuts: the
         rules whose literal the text lacks are not tried, the complete match runs on the
-        std twin where the text within the rules' reach is plain (see the top), and only
+        std twin where the text within the rules' reach is ASCII (see the top), and only
         the rules that reach the end of the text are asked whether they are still open
         (``_reach``: far from the end, only a private key or a JWT may be)."""
         assert self._gate is not None
@@ -349,10 +343,12 @@ class Scanner:
             if c is _MISSING:
                 c = self._complete(ch, absent)
             if c is not None:
-                if odd < p - LOOKAROUND:
-                    odd = _odd_from(buf, p)
-                # nothing within the rules' reach that a std twin could tell apart?
-                m = (c.plain if odd >= p + c.width else c.full or c.compile()).match(buf, p)
+                if ascii:
+                    m = c.plain.match(buf, p)
+                else:  # nothing within the rules' reach that a std twin could tell apart?
+                    if odd < p - LOOKAROUND:
+                        odd = _odd_from(buf, p)
+                    m = (c.plain if odd >= p + c.width else c.full or c.compile()).match(buf, p)
                 if m is not None:
                     return p, m
             scan = p + 1
@@ -385,23 +381,23 @@ class Scanner:
 
 
 def _odd_from(buf: str, p: int) -> int:
-    """The first ``_NOT_PLAIN`` character at or after ``p - LOOKAROUND`` (``1 << 62``: none)."""
-    m = _NOT_PLAIN.search(buf, p - LOOKAROUND if p > LOOKAROUND else 0)
+    """The first non-ASCII character at or after ``p - LOOKAROUND`` (``1 << 62``: none)."""
+    m = _NOT_ASCII.search(buf, p - LOOKAROUND if p > LOOKAROUND else 0)
     return m.start() if m is not None else 1 << 62
 
 
 def _std_twin(pattern: str) -> Any:
-    """``pattern`` compiled by std ``re``, for text ``_NOT_PLAIN`` finds nothing in: None
-    unless the pattern is ASCII and ``re`` compiles it without a warning (``[[:alpha:]]``
-    is a POSIX class to ``regex`` and a set with a warning to ``re``). On such text the
-    two engines match alike (``tests/firewalls/test_fast_paths.py`` holds the scanner to
-    the same scanner on ``regex`` alone)."""
+    """``pattern`` compiled by std ``re`` with ``re.ASCII``, for ASCII text: None unless
+    the pattern is ASCII and ``re`` compiles it without a warning (``[[:alpha:]]`` is a
+    POSIX class to ``regex`` and a set with a warning to ``re``). On such text the two
+    engines match alike (``tests/firewalls/test_fast_paths.py`` holds the scanner to the
+    same scanner on ``regex`` alone)."""
     if not pattern.isascii():
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
-            return re.compile(pattern)
+            return re.compile(pattern, re.ASCII)
         except (re.error, Warning, RecursionError, OverflowError):
             return None
 
@@ -409,11 +405,11 @@ def _std_twin(pattern: str) -> Any:
 class _Bucket:
     """The rules of one set (those one character can start, or some of them) in priority
     order, each part compiled when first needed: a bucket that only reads whole text (a
-    request's) compiles no partial probe, and one that only meets plain text compiles no
+    request's) compiles no partial probe, and one that only meets ASCII text compiles no
     ``regex`` pattern where it has a std twin (≈ 100–200 KiB each, per bucket).
 
-    ``plain`` matches completely on text a std twin may see (``_NOT_PLAIN``): the twin,
-    or the ``regex`` pattern where there is none; ``full`` (the ``regex`` pattern, None
+    ``plain`` matches completely on ASCII text: the twin, or the ``regex`` pattern where
+    there is none; ``full`` (the ``regex`` pattern, None
     until ``compile``) on any text; ``width`` is the widest rule's.
     """
 
