@@ -240,12 +240,6 @@ class ServerConfig(_Strict):
         "stream_options.include_usage; false gives strict OpenAI behaviour",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    malloc_arena_max: int = Field(
-        2, ge=0, le=1024,
-        description="glibc malloc arenas per process (0: glibc's default, 8 per core; an "
-        "environment MALLOC_ARENA_MAX wins): each thread that allocates gets its own arena, "
-        "which keeps what it freed, and tollway's helper threads allocate little",
-    )
 
 
 class RequestDefaults(_Strict):

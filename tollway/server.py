@@ -8,7 +8,6 @@ the server answers ``GET /health`` (one worker is serving), ``on_ready`` runs
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import http.client
 import os
@@ -22,7 +21,7 @@ from tollway.app import TollwayApp
 from tollway.assembly import create_app
 from tollway.config import Settings, load_settings
 
-__all__ = ["ListenError", "app_factory", "limit_malloc_arenas", "listen_socket", "run"]
+__all__ = ["ListenError", "app_factory", "listen_socket", "run"]
 
 CONFIG_ENV = "TOLLWAY_CONFIG"
 STARTUP_FAILURE = 3  # uvicorn's exit status when the app could not start
@@ -33,39 +32,16 @@ class ListenError(Exception):
 
 
 ACCEPTS_PER_ITERATION = 16  # listening handles on the one socket (``accept_handles``)
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
-
-
-def limit_malloc_arenas(count: int) -> bool:
-    """Cap glibc's malloc arenas at ``count`` (``server.malloc_arena_max``); True if done.
-
-    glibc gives each thread that allocates an arena of its own (up to 8 per core), and an
-    arena keeps the memory freed into it. tollway's helper threads (the trace writer, a
-    preset's compile, SQLite's checkpoints) allocate little, but each held its arena's
-    pages: with every feature on, 2 arenas hold ≈ 0.6 MiB less at rest. Not done for 0,
-    where ``MALLOC_ARENA_MAX`` is set (glibc read it at start), or without glibc.
-    """
-    if count <= 0 or "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl's mallopt does nothing)
-        return bool(libc.mallopt(_M_ARENA_MAX, count))
-    except (OSError, AttributeError):
-        return False
 
 
 def app_factory() -> TollwayApp:
     """Worker entry point: settings from ``TOLLWAY_CONFIG``, else the demo."""
     path = os.environ.get(CONFIG_ENV)
     if path:
-        settings = load_settings(path)
-    else:
-        from tollway.demo import demo_settings
+        return create_app(load_settings(path))
+    from tollway.demo import demo_settings
 
-        settings = demo_settings()
-    limit_malloc_arenas(settings.server.malloc_arena_max)
-    return create_app(settings)
+    return create_app(demo_settings())
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -143,7 +119,6 @@ def run(
 
     server = settings.server
     count = workers or server.workers
-    limit_malloc_arenas(server.malloc_arena_max)  # before any thread allocates
     if sock is None:
         sock = listen_socket(server.host, server.port)
     common = dict(
