@@ -136,3 +136,36 @@ async def test_audit_finds_a_cap_counter_out_of_step(dsn: str) -> None:
         assert [(v.code, v.subject) for v in found] == [("spend_cap", out.reservation.id)]
     finally:
         await store.close()
+
+
+async def test_reservations_and_settlements_side_by_side_never_deadlock(dsn: str) -> None:
+    """Every money transaction locks the account's row before its spend counters: a
+    settlement that took the counters first deadlocked (PostgreSQL) against a reservation
+    holding the account and waiting for them, and the request got a 500."""
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "acme", credit_usd="1000")
+        key_id = "key_" + secrets.token_hex(4)
+        caps = caps_for(key_id, account.id, key_cap=10**9, account_cap=10**9)
+
+        async def worker(w: int) -> int:
+            cost_total = 0
+            for i in range(8):
+                rid = f"req_{w}_{i}"
+                out = await store.reserve(account.id, rid, "inst", 30_000, caps=caps)
+                assert out.reservation is not None
+                cost = 1_000 + w
+                debit = NewEntry(account_id=account.id, kind="debit", amount_micros=-cost,
+                                 request_id=rid, total_cost_micros=cost,
+                                 base_cost_micros=cost, platform_fee_micros=0)  # fmt: skip
+                await store.settle(out.reservation.id, debit, capped=True)
+                cost_total += cost
+            return cost_total
+
+        spent = sum(await asyncio.gather(*(worker(w) for w in range(24))))
+        async with store.db.transaction() as tx:
+            states = await read_caps(tx, caps)
+        assert [(s.spent_micros, s.reserved_micros) for s in states] == [(spent, 0), (spent, 0)]
+        assert not await audit(store, BillingConfig())
+    finally:
+        await store.close()

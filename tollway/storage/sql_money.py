@@ -300,19 +300,16 @@ class MoneyQueries:
 
         Three statements when the reservation was open: close it, insert the debit,
         and one update of the account that gives the reservation back and moves the
-        balance. Only when it was not open (already settled, or released by crash
-        recovery) is the ledger searched for an earlier debit of the request; the
-        unique index ``ledger_one_debit`` forbids a second one either way.
+        balance (then, when ``capped``, the spend counters: the account's row first, as
+        in every money transaction). Only when it was not open (already settled, or
+        released by crash recovery) is the ledger searched for an earlier debit of the
+        request; the unique index ``ledger_one_debit`` forbids a second one either way.
         """
 
         async def body(tx: Tx) -> LedgerEntry | None:
             closed = None
             if reservation_id is not None:
                 closed = await _close_reservation(tx, reservation_id, "settled", give_back=False)
-                if capped and closed is not None:
-                    from tollway.storage.sql_caps import settle_caps
-
-                    await settle_caps(tx, reservation_id, -debit.amount_micros)
             if closed is None and await tx.fetchrow(
                 "SELECT id FROM ledger_entries WHERE request_id = ? AND kind = 'debit'",
                 debit.request_id,
@@ -331,6 +328,14 @@ class MoneyQueries:
                 if closed is not None:
                     await _give_back(tx, closed)
                 entry = await _append(tx, debit)
+            if capped and closed is not None:
+                # only now: every money transaction locks the account's row before its spend
+                # counters (reserve, extend and release do), so none waits on another for
+                # one while holding the other (a PostgreSQL deadlock, and a 500)
+                from tollway.storage.sql_caps import settle_caps
+
+                assert reservation_id is not None
+                await settle_caps(tx, reservation_id, -debit.amount_micros)
             for other in extra:
                 await _append(tx, other)
             return entry
