@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,20 @@ def caps_for(key_id: str, account_id: str, key_cap: int, account_cap: int) -> tu
     start, reset = period_bounds("daily", 1_800_000_000)
     return (Cap("key", key_id, "daily", start, reset, key_cap),
             Cap("account", account_id, "daily", start, reset, account_cap))  # fmt: skip
+
+
+def debit_of(account_id: str, request_id: str, cost: int) -> NewEntry:
+    return NewEntry(account_id=account_id, kind="debit", amount_micros=-cost,
+                    request_id=request_id, total_cost_micros=cost,
+                    base_cost_micros=cost, platform_fee_micros=0)  # fmt: skip
+
+
+async def assert_all_spent(store: Any, caps: tuple[Cap, ...], spent: int) -> None:
+    """Every cap's counter shows ``spent`` and nothing held, and the books pass the audit."""
+    async with store.db.transaction() as tx:
+        states = await read_caps(tx, caps)
+    assert [(s.spent_micros, s.reserved_micros) for s in states] == [(spent, 0), (spent, 0)]
+    assert not await audit(store, BillingConfig())
 
 
 async def test_concurrent_reservations_never_overshoot(dsn: str) -> None:
@@ -59,14 +74,8 @@ async def test_concurrent_reservations_never_overshoot(dsn: str) -> None:
                 continue
             cost = amount // 3
             spent += cost
-            debit = NewEntry(account_id=account.id, kind="debit", amount_micros=-cost,
-                             request_id=f"req_{i}", total_cost_micros=cost,
-                             base_cost_micros=cost, platform_fee_micros=0)  # fmt: skip
-            await store.settle(rid, debit, capped=True)
-        async with store.db.transaction() as tx:
-            states = await read_caps(tx, caps)
-        assert [(s.spent_micros, s.reserved_micros) for s in states] == [(spent, 0), (spent, 0)]
-        assert not await audit(store, BillingConfig())
+            await store.settle(rid, debit_of(account.id, f"req_{i}", cost), capped=True)
+        await assert_all_spent(store, caps, spent)
     finally:
         await store.close()
 
@@ -155,17 +164,12 @@ async def test_reservations_and_settlements_side_by_side_never_deadlock(dsn: str
                 out = await store.reserve(account.id, rid, "inst", 30_000, caps=caps)
                 assert out.reservation is not None
                 cost = 1_000 + w
-                debit = NewEntry(account_id=account.id, kind="debit", amount_micros=-cost,
-                                 request_id=rid, total_cost_micros=cost,
-                                 base_cost_micros=cost, platform_fee_micros=0)  # fmt: skip
-                await store.settle(out.reservation.id, debit, capped=True)
+                await store.settle(out.reservation.id, debit_of(account.id, rid, cost),
+                                   capped=True)
                 cost_total += cost
             return cost_total
 
         spent = sum(await asyncio.gather(*(worker(w) for w in range(24))))
-        async with store.db.transaction() as tx:
-            states = await read_caps(tx, caps)
-        assert [(s.spent_micros, s.reserved_micros) for s in states] == [(spent, 0), (spent, 0)]
-        assert not await audit(store, BillingConfig())
+        await assert_all_spent(store, caps, spent)
     finally:
         await store.close()
