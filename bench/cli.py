@@ -148,6 +148,8 @@ class Bench:
                 continue
             config.update(feat.config)
             request.update(feat.request)
+        if self.args.balance_lease and "billing" in config:
+            config["billing"] = {**config["billing"], "balance_lease": True}
         return config, request
 
     async def warm(self, target: Target) -> None:
@@ -365,6 +367,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--features", type=lambda s: [f for f in s.split(",") if f],
                    help="scenario e and e:p with only these of billing,traces,firewall on "
                         "(the others off); default: all")
+    p.add_argument("--balance-lease", action="store_true",
+                   help="e and e:p with billing.balance_lease on (admission from memory)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
     args = p.parse_args(argv)
     unknown = set(args.scenarios) - set(ALL) - set(OPT_IN) - {"c50", "c10"}

@@ -25,6 +25,7 @@ from tollway.billing.ledger import create_account
 from tollway.billing.plugin import BillingPlugin
 from tollway.config import parse_settings
 from tollway.storage import open_storage
+from tollway.storage.base import LEASE_PREFIX
 
 BILLING = BillingConfig(platform_fee_fraction=Decimal("0.05"), key_cache_ttl_seconds=60)
 PRICES = {"input_per_mtok": 100, "cached_input_per_mtok": 50, "output_per_mtok": 400}
@@ -44,9 +45,9 @@ def gateway_config(dsn: str, upstream_url: str | None = None) -> dict[str, Any]:
 
 
 @contextmanager
-def serve(config: dict[str, Any]) -> Iterator[str]:
+def serve(config: dict[str, Any], billing: BillingConfig = BILLING) -> Iterator[str]:
     """tollway with billing in a thread; yields the base URL."""
-    app = create_app(parse_settings(config), [BillingPlugin(BILLING)])
+    app = create_app(parse_settings(config), [BillingPlugin(billing)])
     with serve_app(app) as url:
         yield url
 
@@ -135,10 +136,12 @@ def test_402_before_any_upstream_call(dsn: str) -> None:
     assert [e.entry.kind for e in entries] == ["credit"] and violations == []
 
 
-def test_fifty_concurrent_streams(dsn: str) -> None:
+@pytest.mark.parametrize("lease", [False, True], ids=["per-request", "leased"])
+def test_fifty_concurrent_streams(dsn: str, lease: bool) -> None:
     # Each reserves ≈ (prompt + 4096 output) × $400/M ≈ $1.64 (+5%); $20 covers about 11.
     account_id, key = setup_account(dsn, "20.00")
-    with serve(gateway_config(dsn)) as url:
+    billing = BILLING.model_copy(update={"balance_lease": lease})
+    with serve(gateway_config(dsn), billing) as url:
 
         async def one(client: httpx.AsyncClient) -> int:
             async with client.stream("POST", url + "/v1/chat/completions", json={
@@ -159,6 +162,20 @@ def test_fifty_concurrent_streams(dsn: str) -> None:
     assert account.balance_micros >= 0 and account.reserved_micros == 0
     assert sum(1 for e in entries if e.entry.kind == "debit") == statuses.count(200)
     assert violations == []
+    # leased: the requests held from leases in memory, none wrote a reservation of its own
+    owners = {r["request_id"][: len(LEASE_PREFIX)] == LEASE_PREFIX for r in reservations(dsn)}
+    assert owners == {lease}
+
+
+def reservations(dsn: str) -> list[dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
+        store = await open_storage(dsn)
+        try:
+            return [dict(r) for r in await store.db.fetch("SELECT * FROM reservations")]
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
 
 
 def test_client_disconnect_is_billed_partially(dsn: str) -> None:

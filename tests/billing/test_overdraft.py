@@ -32,14 +32,20 @@ PRICES = {"input_per_mtok": "1000", "output_per_mtok": "1000"}  # $0.001 a token
 HI = [{"role": "user", "content": "hi"}]
 
 
-def _config(dsn: str, upstream_url: str | None = None) -> dict[str, Any]:
+@pytest.fixture(params=[False, True], ids=["per-request", "leased"])
+def lease(request: pytest.FixtureRequest) -> bool:
+    """Each case with a reservation per request and with balance leases."""
+    return bool(request.param)
+
+
+def _config(dsn: str, upstream_url: str | None = None, lease: bool = False) -> dict[str, Any]:
     def sim(behaviour: str, **options: Any) -> dict[str, Any]:
         return {"deployments": [{"provider": "sim", "model": behaviour, "prices": PRICES,
                                  "options": options}]}  # fmt: skip
 
     config: dict[str, Any] = {
         "database": dsn,
-        "billing": {"enabled": True, "platform_fee_fraction": "0.1"},
+        "billing": {"enabled": True, "platform_fee_fraction": "0.1", "balance_lease": lease},
         "providers": {"sim": {"type": "simulated"}},
         "tools": {"calculator": {"price_usd": "0.002"}, "max_rounds": 5},
         "models": {
@@ -132,10 +138,10 @@ def _settled(dsn: str, key: str) -> tuple[Any, list[Any]]:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_n_choices_are_reserved(dsn: str, stream: bool) -> None:
+def test_n_choices_are_reserved(dsn: str, stream: bool, lease: bool) -> None:
     _, poor = setup_account(dsn, "0.000001")
     body = {"model": "lorem", "n": 4, "max_tokens": 50, "stream": stream, "messages": HI}
-    with run_tollway(_config(dsn)) as url:
+    with run_tollway(_config(dsn, lease=lease)) as url:
         needed = _needed(url, poor, body)
         key = _account(dsn, needed)
         r = _run(url, key, body)
@@ -152,11 +158,11 @@ def test_n_choices_are_reserved(dsn: str, stream: bool) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_tool_rounds_extend_the_reservation_or_stop(dsn: str, stream: bool) -> None:
+def test_tool_rounds_extend_the_reservation_or_stop(dsn: str, stream: bool, lease: bool) -> None:
     _, poor = setup_account(dsn, "0.000001")
     body = {"model": "tool", "max_tokens": 30, "stream": stream, "messages": HI,
             "platform_tools": ["calculator"]}  # fmt: skip
-    with run_tollway(_config(dsn)) as url:
+    with run_tollway(_config(dsn, lease=lease)) as url:
         needed = _needed(url, poor, body)
         rich = _account(dsn, needed * 100)
         r = _run(url, rich, body)  # three rounds of calls, then the answer
@@ -180,10 +186,10 @@ async def _ignores_the_cap(request: web.Request, upstream: Upstream) -> web.Stre
     return await send_sse(request, payload, upstream, chunk_delay=0.001)
 
 
-def test_an_upstream_past_its_cap_is_cut_and_billed_the_reservation(dsn: str) -> None:
+def test_an_upstream_past_its_cap_is_cut_and_billed_the_reservation(dsn: str, lease: bool) -> None:
     _, poor = setup_account(dsn, "0.000001")
     body = {"model": "wild", "max_tokens": 20, "stream": True, "messages": HI}
-    with Upstream(_ignores_the_cap) as up, run_tollway(_config(dsn, up.base_url)) as url:
+    with Upstream(_ignores_the_cap) as up, run_tollway(_config(dsn, up.base_url, lease)) as url:
         needed = _needed(url, poor, body)
         key = _account(dsn, needed)
         r = _run(url, key, body)
@@ -201,12 +207,14 @@ def test_an_upstream_past_its_cap_is_cut_and_billed_the_reservation(dsn: str) ->
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_usage_beyond_the_reservation_is_a_provider_overage(dsn: str, stream: bool) -> None:
+def test_usage_beyond_the_reservation_is_a_provider_overage(
+    dsn: str, stream: bool, lease: bool
+) -> None:
     _, poor = setup_account(dsn, "0.000001")
     body = {"model": "liar", "max_tokens": 20, "stream": stream, "messages": HI,
             "stream_options": {"include_usage": True} if stream else None}  # fmt: skip
     body = {k: v for k, v in body.items() if v is not None}
-    with run_tollway(_config(dsn)) as url:
+    with run_tollway(_config(dsn, lease=lease)) as url:
         needed = _needed(url, poor, body)
         key = _account(dsn, needed * 3)
         r = _run(url, key, body)
@@ -233,11 +241,11 @@ def test_usage_beyond_the_reservation_is_a_provider_overage(dsn: str, stream: bo
     assert Decimal(trace["cost"]["provider_overage_usd"]) * 1_000_000 == cost - held
 
 
-def test_a_running_usage_past_the_budget_cuts_the_stream(dsn: str) -> None:
+def test_a_running_usage_past_the_budget_cuts_the_stream(dsn: str, lease: bool) -> None:
     """An upstream that reports its usage on every chunk is cut by that figure, at once."""
     _, poor = setup_account(dsn, "0.000001")
     body = {"model": "counting", "max_tokens": 20, "stream": True, "messages": HI}
-    with run_tollway(_config(dsn)) as url:
+    with run_tollway(_config(dsn, lease=lease)) as url:
         needed = _needed(url, poor, body)
         key = _account(dsn, needed)
         r = _run(url, key, body)

@@ -59,6 +59,25 @@ class BillingConfig(BaseModel):
         default=Decimal("1.00"), ge=0, le=MAX_MONEY_USD, allow_inf_nan=False,
         description="credit of the demo account",
     )  # fmt: skip
+    balance_lease: bool = Field(
+        default=False,
+        description="admit requests from memory against a lease: a reservation this instance "
+        "holds per account for many requests (tollway.billing.balance_lease), instead of a "
+        "reservation per request; requests under a spend cap keep their own",
+    )
+    lease_requests: int = Field(
+        default=64, ge=1, le=10_000,
+        description="a lease grows by this many times a request's hold, while the account "
+        "has 8 times that available (else by what a request misses)",
+    )  # fmt: skip
+    lease_idle_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="a lease without requests this long is given back"
+    )  # fmt: skip
+    lease_max_age_seconds: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="a lease this old takes no new requests, gives back what it has free and "
+        "closes when its last request settles",
+    )  # fmt: skip
     reservation_max_age_seconds: float = Field(
         default=1800.0,
         gt=0,

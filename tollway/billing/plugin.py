@@ -18,6 +18,7 @@ from tollway.auth import AuthResult, KeyAuthenticator
 from tollway.billing.account_api import AccountAPI
 from tollway.billing.admin_api import ADMIN_ROUTES, AdminAPI
 from tollway.billing.admission import Billing, Hold, effective_output_cap
+from tollway.billing.balance_lease import BalanceLeases
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import ensure_demo_account
 from tollway.billing.recovery import InstanceLease
@@ -25,6 +26,7 @@ from tollway.chunks import Usage
 from tollway.context import RequestContext
 from tollway.plugins.contract import Access, Host, Phase, Route
 from tollway.storage import open_storage
+from tollway.storage.base import ReservationStore
 from tollway.storage.sql import SqlStorage
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ class BillingFeature:
         self.store: SqlStorage | None = None
         self.keys: KeyAuthenticator | None = None
         self.lease: InstanceLease | None = None
+        self.leases: BalanceLeases | None = None
         self.billing: Billing | None = None
         self.account_api: AccountAPI | None = None
         self.admin_api: AdminAPI | None = None
@@ -62,7 +65,17 @@ class BillingFeature:
         self.keys = KeyAuthenticator(self.store, self.config)
         self.lease = InstanceLease(self.store, self.config)
         await self.lease.start()
-        self.billing = Billing(self.store, self.config, self.lease.id)
+        reservations: ReservationStore = self.store
+        if self.config.balance_lease:
+            self.leases = BalanceLeases(
+                self.store, self.lease.id,
+                lease_requests=self.config.lease_requests,
+                idle_seconds=self.config.lease_idle_seconds,
+                max_age_seconds=self.config.lease_max_age_seconds,
+            )  # fmt: skip
+            self.leases.start()
+            reservations = self.leases
+        self.billing = Billing(reservations, self.config, self.lease.id)
         self.keys.start()
         self.account_api = AccountAPI(self.store, self.extra_account_fields)
         self.admin_api = AdminAPI(self.store, self.keys, self.config)
@@ -71,6 +84,8 @@ class BillingFeature:
         """Stop refreshers, deregister, close storage (after settlements drained)."""
         if self.keys is not None:
             await self.keys.stop()
+        if self.leases is not None:
+            await self.leases.close()  # given back before this instance deregisters
         if self.lease is not None:
             await self.lease.stop()
         if self.store is not None:

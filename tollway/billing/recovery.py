@@ -23,7 +23,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from tollway.billing.config import BillingConfig
-from tollway.storage.base import InstanceRecord, InstanceStore, LedgerEntry, ReservationStore
+from tollway.storage.base import (
+    LEASE_PREFIX,
+    InstanceRecord,
+    InstanceStore,
+    LedgerEntry,
+    ReservationStore,
+)
 
 __all__ = ["InstanceLease", "pid_alive"]
 
@@ -99,7 +105,12 @@ class InstanceLease:
         for res in await self._store.open_reservations():
             if res.instance_id not in alive:
                 reason = f"owner instance {res.instance_id} died before settling"
-            elif now - res.created_at > self._config.reservation_max_age_seconds:
+            elif (
+                now - res.created_at > self._config.reservation_max_age_seconds
+                # a live instance's balance lease lasts longer than any one request: the
+                # instance retires it (tollway.billing.balance_lease)
+                and not res.request_id.startswith(LEASE_PREFIX)
+            ):
                 reason = "reservation outlived the longest allowed request"
             else:
                 continue

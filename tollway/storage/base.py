@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "LEASE_PREFIX",
+    "LeaseStore",
     "Account",
     "AccountStore",
     "ApiKey",
@@ -33,6 +35,10 @@ __all__ = [
 
 EntryKind = Literal["credit", "adjustment", "debit", "unsettled", "provider_overage"]
 
+
+# The request_id of a balance lease's reservation (``tollway.billing.balance_lease``):
+# never a request's ("req_…"), so the audit tells leases from requests.
+LEASE_PREFIX = "lease_"
 
 class Conflict(Exception):
     """A uniqueness rule was broken (e.g. an account name already taken)."""
@@ -132,6 +138,7 @@ class ReserveOutcome:
     balance_micros: int
     reserved_micros: int
     refused_cap: Any = None  # the spend cap (storage.sql_caps.Cap) that refused, if one did
+    granted_micros: int = 0  # what this call added to the reservation
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +203,8 @@ class ReservationStore(Protocol):
     ) -> ReserveOutcome: ...
 
     async def extend(
-        self, reservation_id: str, amount_micros: int, *, caps: Sequence[Any] = ()
+        self, reservation_id: str, amount_micros: int, *, caps: Sequence[Any] = (),
+        roomy: tuple[int, int] | None = None,
     ) -> ReserveOutcome: ...
 
     async def settle(
@@ -207,6 +215,17 @@ class ReservationStore(Protocol):
     async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None: ...
 
     async def open_reservations(self) -> list[Reservation]: ...
+
+
+class LeaseStore(ReservationStore, Protocol):
+    """Reservations plus what balance leases (``tollway.billing.balance_lease``) need."""
+
+    async def settle_leased(
+        self, lease_id: str, debit: NewEntry, extra: Sequence[NewEntry] = (),
+        give_back: int = 0,
+    ) -> LedgerEntry | None: ...
+
+    async def shrink_lease(self, lease_id: str, amount_micros: int) -> bool: ...
 
 
 class InstanceStore(Protocol):
@@ -248,7 +267,7 @@ class AuditStore(Protocol):
 
 
 class Storage(
-    AccountStore, KeyStore, LedgerStore, ReservationStore, InstanceStore, AuditStore, Protocol
+    AccountStore, KeyStore, LedgerStore, LeaseStore, InstanceStore, AuditStore, Protocol
 ):
     """Everything billing needs from a backend, plus lifecycle."""
 

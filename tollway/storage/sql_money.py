@@ -234,7 +234,8 @@ class MoneyQueries:
                 if refused is not None:
                     raise _Refused(account_id, refused)  # rolls every hold back
             return ReserveOutcome(
-                reservation, int(row["balance_micros"]), int(row["reserved_micros"])
+                reservation, int(row["balance_micros"]), int(row["reserved_micros"]),
+                granted_micros=amount,
             )
 
         try:
@@ -245,38 +246,50 @@ class MoneyQueries:
             return ReserveOutcome(None, balance, reserved, refused_cap=refused.args[1])
 
     async def extend(
-        self, reservation_id: str, amount_micros: int, *, caps: Sequence[Any] = ()
+        self, reservation_id: str, amount_micros: int, *, caps: Sequence[Any] = (),
+        roomy: tuple[int, int] | None = None,
     ) -> ReserveOutcome:
         """Grow an open reservation by ``amount_micros`` if the account can cover it.
 
         One conditional update, like ``reserve``; on refusal (or a reservation no
-        longer open) nothing changes and ``reservation`` is None.
+        longer open) nothing changes and ``reservation`` is None. ``roomy`` as in
+        ``reserve``: grow by ``roomy[0]`` instead while ``roomy[1]`` is available.
         """
         async def body(tx: Tx) -> ReserveOutcome:
+            # the reservation's row before the account's, as settlement takes them
+            first = roomy[0] if roomy is not None else amount_micros
             res = await tx.fetchrow(
                 "UPDATE reservations SET amount_micros = amount_micros + ?"
                 " WHERE id = ? AND state = 'open' RETURNING *",
-                amount_micros,
+                first,
                 reservation_id,
             )
             if res is None:
                 raise _Refused(None)
-            row = await tx.fetchrow(
-                _HOLD,
-                amount_micros,
-                res["account_id"],
-                amount_micros,
-            )
+            account_id = res["account_id"]
+            amount = first
+            row = await tx.fetchrow(_HOLD, first, account_id, max(roomy or (first,)))
+            if row is None and roomy is not None and roomy[0] != amount_micros:
+                amount = amount_micros  # not roomy: the plain growth
+                res = await tx.fetchrow(
+                    "UPDATE reservations SET amount_micros = amount_micros - ?"
+                    " WHERE id = ? RETURNING *",
+                    first - amount,
+                    reservation_id,
+                )
+                assert res is not None
+                row = await tx.fetchrow(_HOLD, amount, account_id, amount)
             if row is None:
-                raise _Refused(res["account_id"])
+                raise _Refused(account_id)
             if caps:
                 from tollway.storage.sql_caps import extend_caps
 
-                refused = await extend_caps(tx, reservation_id, caps, amount_micros)
+                refused = await extend_caps(tx, reservation_id, caps, amount)
                 if refused is not None:
                     raise _Refused(res["account_id"], refused)
             return ReserveOutcome(
-                _reservation(res), int(row["balance_micros"]), int(row["reserved_micros"])
+                _reservation(res), int(row["balance_micros"]), int(row["reserved_micros"]),
+                granted_micros=amount,
             )
 
         try:
@@ -339,6 +352,80 @@ class MoneyQueries:
             for other in extra:
                 await _append(tx, other)
             return entry
+
+        return await self.db.run(body)
+
+    # -- balance leases (tollway.billing.balance_lease) ------------------------------
+
+    async def settle_leased(
+        self, lease_id: str, debit: NewEntry, extra: Sequence[NewEntry] = (),
+        give_back: int = 0,
+    ) -> LedgerEntry | None:
+        """Append a request's debit (and ``extra``) against an instance's balance lease, a
+        reservation that many requests draw on: the lease and the account's ``reserved``
+        shrink by the debit (and by ``give_back`` more, the unspent part of a hold that
+        goes back to the account at once) and the balance moves by the debit, in one
+        transaction. None if the request is already debited.
+
+        The lease must still hold the debit (``amount_micros >= debit``): the instance
+        never lets its requests hold more than its lease. A lease no longer open
+        (released by crash recovery) is settled as ``settle`` settles a request whose
+        reservation was released.
+        """
+        spent = -debit.amount_micros
+        shrink = spent + give_back
+
+        async def body(tx: Tx) -> LedgerEntry | None:
+            row = await tx.fetchrow(
+                "UPDATE reservations SET amount_micros = amount_micros - ?"
+                " WHERE id = ? AND state = 'open' AND amount_micros >= ? RETURNING account_id",
+                shrink, lease_id, shrink,
+            )  # fmt: skip
+            if row is not None and row["account_id"] == debit.account_id:
+                entry = await _append(tx, debit, move_balance=False)
+                await tx.execute(
+                    "UPDATE accounts SET balance_micros = balance_micros + ?,"
+                    " reserved_micros = reserved_micros - ? WHERE id = ?",
+                    debit.amount_micros, shrink, debit.account_id,
+                )  # fmt: skip
+            else:
+                if row is not None:  # a caller's mistake: never move the wrong account
+                    raise ValueError(f"lease {lease_id} is not account {debit.account_id}'s")
+                if await tx.fetchrow(
+                    "SELECT id FROM reservations WHERE id = ? AND state = 'open'", lease_id
+                ):  # open but short: the instance let its requests hold more than it
+                    raise ValueError(f"lease {lease_id} holds less than {shrink} micro-USD")
+                if await tx.fetchrow(
+                    "SELECT id FROM ledger_entries WHERE request_id = ? AND kind = 'debit'",
+                    debit.request_id,
+                ):
+                    return None
+                entry = await _append(tx, debit)
+            for other in extra:
+                await _append(tx, other)
+            return entry
+
+        return await self.db.run(body)
+
+    async def shrink_lease(self, lease_id: str, amount_micros: int) -> bool:
+        """Give ``amount_micros`` of an open lease back to its account (False: not open, or
+        it holds less). ``amount_micros`` of everything it holds returns it: the lease is
+        then closed (released, with no ledger entry: it was never a request's)."""
+
+        async def body(tx: Tx) -> bool:
+            row = await tx.fetchrow(
+                "UPDATE reservations SET amount_micros = amount_micros - ?,"
+                " state = CASE WHEN amount_micros = ? THEN 'released' ELSE state END,"
+                " closed_at = CASE WHEN amount_micros = ? THEN ? ELSE closed_at END"
+                " WHERE id = ? AND state = 'open' AND amount_micros >= ?"
+                " RETURNING account_id",
+                amount_micros, amount_micros, amount_micros, time.time(), lease_id,
+                amount_micros,
+            )  # fmt: skip
+            if row is None:
+                return False
+            await _give_back(tx, {"amount_micros": amount_micros, "account_id": row["account_id"]})
+            return True
 
         return await self.db.run(body)
 

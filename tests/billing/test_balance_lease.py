@@ -1,0 +1,361 @@
+"""Balance leases (``billing.balance_lease``): holds from memory, never an overdraft.
+
+Real storage on both dialects: one instance's holds come from one lease row and settle
+into it; a hypothesis property over sequences of admissions, extensions, settlements and
+tidying holds the books after every step and refuses only what the account cannot cover;
+two instances on one database never overdraw; a dead instance's lease is released by
+crash recovery; idle and old leases go back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tollway.billing.audit import audit
+from tollway.billing.balance_lease import BalanceLeases
+from tollway.billing.config import BillingConfig
+from tollway.billing.ledger import create_account
+from tollway.billing.recovery import InstanceLease
+from tollway.storage import open_storage
+from tollway.storage.base import LEASE_PREFIX, InstanceRecord, NewEntry
+
+CONFIG = BillingConfig()
+
+
+def debit(account_id: str, request_id: str, spent: int) -> NewEntry:
+    return NewEntry(account_id=account_id, kind="debit", amount_micros=-spent,
+                    request_id=request_id, base_cost_micros=spent, platform_fee_micros=0,
+                    total_cost_micros=spent)  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def leases(store: Any, instance: str, clock: Any = time.time, **kw: Any) -> BalanceLeases:
+    options = {"lease_requests": 64, "idle_seconds": 2.0, "max_age_seconds": 60.0} | kw
+    return BalanceLeases(store, instance, clock=clock, **options)
+
+
+async def register(store: Any, instance: str) -> None:
+    now = time.time()
+    await store.register_instance(InstanceRecord(instance, "elsewhere", 1, now, now))
+
+
+async def books(store: Any, account_id: str) -> tuple[int, int, int, list[Any]]:
+    """(balance, reserved, sum of debits, audit violations)."""
+    account = await store.get_account(account_id)
+    assert account is not None
+    entries = await store.entries(account_id, limit=100_000)
+    debits = sum(-e.entry.amount_micros for e in entries if e.entry.kind == "debit")
+    return account.balance_micros, account.reserved_micros, debits, await audit(store, CONFIG)
+
+
+async def reserved_of(store: Any, account_id: str) -> int:
+    account = await store.get_account(account_id)
+    assert account is not None
+    return int(account.reserved_micros)
+
+
+async def reservation_rows(store: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in await store.db.fetch("SELECT * FROM reservations")]
+
+
+async def test_holds_come_from_one_lease_and_settle_into_it(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="100")
+        await register(store, "inst_a")
+        lease = leases(store, "inst_a")
+        outcomes = await asyncio.gather(*(
+            lease.reserve(account.id, f"req_{i}", "inst_a", 10_000) for i in range(20)
+        ))  # fmt: skip
+        assert all(o.reservation is not None for o in outcomes)
+        rows = await reservation_rows(store)
+        assert len(rows) == 1 and rows[0]["request_id"].startswith(LEASE_PREFIX)
+        # 64 holds' worth, taken while 8 times that was available
+        assert rows[0]["amount_micros"] == 64 * 10_000
+        for i, o in enumerate(outcomes):
+            assert o.reservation is not None
+            await lease.settle(o.reservation.id, debit(account.id, f"req_{i}", 500 * i))
+        balance, reserved, debits, violations = await books(store, account.id)
+        assert debits == sum(500 * i for i in range(20))
+        assert balance == 100_000_000 - debits and reserved == 64 * 10_000 - debits
+        assert violations == []
+        # a second settlement of a request is no second debit
+        assert await lease.settle(outcomes[0].reservation.id,  # type: ignore[union-attr]
+                                  debit(account.id, "req_0", 0)) is None  # fmt: skip
+        await lease.close()
+        balance, reserved, _, violations = await books(store, account.id)
+        assert reserved == 0 and balance == 100_000_000 - debits and violations == []
+        assert [r["state"] for r in await reservation_rows(store)] == ["released"]
+    finally:
+        await store.close()
+
+
+async def test_a_nearly_empty_account_is_lent_exactly_what_it_has(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="0.05")  # 50,000 µ$
+        await register(store, "inst_a")
+        lease = leases(store, "inst_a")
+        taken = [await lease.reserve(account.id, f"req_{i}", "inst_a", 20_000) for i in range(3)]
+        assert [o.reservation is not None for o in taken] == [True, True, False]
+        refusal = taken[2]
+        # the refusal shows what is truly available: the lease's free part counts
+        assert refusal.balance_micros - refusal.reserved_micros == 10_000
+        assert await reserved_of(store, account.id) == 40_000
+        small = await lease.reserve(account.id, "req_3", "inst_a", 10_000)
+        assert small.reservation is not None  # the last of the balance, not one µ$ more
+        assert (await lease.reserve(account.id, "req_4", "inst_a", 1)).reservation is None
+        for i, o in enumerate([*taken[:2], small]):
+            assert o.reservation is not None
+            await lease.settle(o.reservation.id, debit(account.id, f"req_{i}", 5_000))
+        # 35,000 left, all of it free in the lease: a refusal counts it as available
+        assert await reserved_of(store, account.id) == 35_000
+        over = await lease.reserve(account.id, "req_5", "inst_a", 35_001)
+        assert over.reservation is None
+        assert over.balance_micros - over.reserved_micros == 35_000
+        last = await lease.reserve(account.id, "req_6", "inst_a", 35_000)
+        assert last.reservation is not None
+        await lease.settle(last.reservation.id, debit(account.id, "req_6", 0))
+        await lease.close()
+        balance, reserved, debits, violations = await books(store, account.id)
+        assert (balance, reserved, debits, violations) == (35_000, 0, 15_000, [])
+    finally:
+        await store.close()
+
+
+@st.composite
+def workloads(draw: Any) -> tuple[int, list[tuple[Any, ...]]]:
+    credit = draw(st.integers(1, 400_000))
+    ops = draw(st.lists(st.one_of(
+        st.tuples(st.just("reserve"), st.integers(0, 120_000), st.booleans()),
+        st.tuples(st.just("extend"), st.integers(0, 30), st.integers(1, 50_000)),
+        st.tuples(st.just("settle"), st.integers(0, 30), st.floats(0, 1)),
+        st.tuples(st.just("tidy"), st.floats(0, 100)),
+    ), max_size=40))  # fmt: skip
+    return credit, ops
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(workload=workloads())
+def test_the_books_hold_and_only_what_cannot_be_covered_is_refused(
+    tmp_path_factory: Any, workload: tuple[int, list[tuple[Any, ...]]]
+) -> None:
+    credit, ops = workload
+    path = tmp_path_factory.mktemp("lease") / "t.db"
+
+    async def go() -> None:
+        store = await open_storage(f"sqlite:///{path}")
+        try:
+            account = await create_account(store, "a", credit_usd=credit / 1_000_000)
+            await register(store, "inst_a")
+            clock = Clock()
+            lease = leases(store, "inst_a", clock, idle_seconds=5.0, max_age_seconds=30.0)
+            open_holds: dict[str, tuple[str, int]] = {}  # hold id → (request id, amount)
+            spent = 0
+            for n, op in enumerate(ops):
+                if op[0] == "reserve":
+                    amount, roomy = op[1], op[2]
+                    in_flight = sum(a for _, a in open_holds.values())
+                    out = await lease.reserve(
+                        account.id, f"req_{n}", "inst_a", amount,
+                        roomy=(amount * 6, amount * 48) if roomy and amount else None,
+                    )  # fmt: skip
+                    if out.reservation is None:  # only when the account truly lacks it
+                        assert credit - spent - in_flight < amount
+                    else:
+                        assert out.reservation.amount_micros >= amount
+                        open_holds[out.reservation.id] = (f"req_{n}", out.reservation.amount_micros)
+                elif op[0] == "extend" and open_holds:
+                    hold_id = sorted(open_holds)[op[1] % len(open_holds)]
+                    request_id, held = open_holds[hold_id]
+                    in_flight = sum(a for _, a in open_holds.values())
+                    out = await lease.extend(hold_id, op[2])
+                    if out.reservation is None:
+                        assert credit - spent - in_flight < op[2]
+                    else:
+                        assert out.reservation.amount_micros == held + op[2]
+                        open_holds[hold_id] = (request_id, held + op[2])
+                elif op[0] == "settle" and open_holds:
+                    hold_id = sorted(open_holds)[op[1] % len(open_holds)]
+                    request_id, held = open_holds.pop(hold_id)
+                    amount = int(held * op[2])
+                    await lease.settle(hold_id, debit(account.id, request_id, amount))
+                    spent += amount
+                elif op[0] == "tidy":
+                    clock.now += op[1]
+                    await lease.tidy()
+                balance, reserved, debits, violations = await books(store, account.id)
+                assert violations == [] and debits == spent and balance == credit - spent
+                assert balance - reserved >= 0
+                assert reserved >= sum(a for _, a in open_holds.values())
+                own = sum(r["amount_micros"] for r in await reservation_rows(store)
+                          if r["state"] == "open" and r["request_id"].startswith("req_"))
+                assert lease.leased_micros() == reserved - own  # free requests: their own
+            for hold_id, (request_id, _) in open_holds.items():
+                await lease.settle(hold_id, debit(account.id, request_id, 0))
+            await lease.close()
+            balance, reserved, _, violations = await books(store, account.id)
+            assert reserved == 0 and balance == credit - spent and violations == []
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+async def test_two_instances_never_overdraw(dsn: str) -> None:
+    stores = [await open_storage(dsn), await open_storage(dsn)]
+    try:
+        account = await create_account(stores[0], "a", credit_usd="2.00")
+        instances = [leases(stores[k], f"inst_{k}", idle_seconds=0.05, max_age_seconds=0.3)
+                     for k in range(2)]  # fmt: skip
+        for k, lease in enumerate(instances):
+            await register(stores[k], f"inst_{k}")
+            lease.start()
+        rng = random.Random(7)
+        admitted: list[int] = []
+
+        async def one(i: int) -> None:
+            lease = instances[i % 2]
+            amount = rng.choice([5_000, 40_000, 250_000])
+            out = await lease.reserve(account.id, f"req_{i:04d}", f"inst_{i % 2}", amount)
+            if out.reservation is None:
+                return
+            await asyncio.sleep(rng.random() * 0.05)
+            held = out.reservation.amount_micros
+            if rng.random() < 0.3:
+                grown = await lease.extend(out.reservation.id, 20_000)
+                if grown.reservation is not None:
+                    held = grown.reservation.amount_micros
+            spent = rng.randint(held // 2, held)
+            await lease.settle(out.reservation.id, debit(account.id, f"req_{i:04d}", spent))
+            admitted.append(spent)
+
+        await asyncio.gather(*(one(i) for i in range(400)))
+        for lease in instances:
+            await lease.close()
+        balance, reserved, debits, violations = await books(stores[0], account.id)
+        assert violations == [] and reserved == 0
+        assert balance == 2_000_000 - debits >= 0 and debits == sum(admitted)
+        assert len(admitted) > 20 and balance < 250_000  # the balance was spent down
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_dead_instances_lease_is_released_by_recovery(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="1")
+        old = time.time() - 3600
+        await store.register_instance(InstanceRecord("inst_dead", "elsewhere", 1, old, old))
+        dead = leases(store, "inst_dead")
+        out = await dead.reserve(account.id, "req_1", "inst_dead", 10_000)
+        assert out.reservation is not None and await reserved_of(store, account.id)
+        # the instance dies here; a live one recovers its lease
+        alive = InstanceLease(store, CONFIG)
+        released = await alive.start(background=False)
+        assert len(released) == 1 and released[0].entry.kind == "unsettled"
+        assert (released[0].entry.request_id or "").startswith(LEASE_PREFIX)
+        balance, reserved, debits, violations = await books(store, account.id)
+        assert (balance, reserved, debits, violations) == (1_000_000, 0, 0, [])
+        await alive.stop()
+    finally:
+        await store.close()
+
+
+async def test_a_live_instances_old_lease_is_not_taken_for_an_orphan(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="1")
+        recovery = InstanceLease(store, BillingConfig(reservation_max_age_seconds=0.01))
+        await recovery.start(background=False)
+        lease = leases(store, recovery.id)
+        out = await lease.reserve(account.id, "req_1", recovery.id, 10_000)
+        assert out.reservation is not None
+        await asyncio.sleep(0.05)
+        assert await recovery.recover() == []  # a request this old would have been
+        await lease.settle(out.reservation.id, debit(account.id, "req_1", 3_000))
+        await lease.close()
+        assert (await books(store, account.id))[1:] == (0, 3_000, [])
+        await recovery.stop()
+    finally:
+        await store.close()
+
+
+async def test_idle_and_old_leases_go_back(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="10")
+        await register(store, "inst_a")
+        clock = Clock()
+        lease = leases(store, "inst_a", clock, idle_seconds=2.0, max_age_seconds=10.0)
+        first = await lease.reserve(account.id, "req_1", "inst_a", 10_000)
+        assert first.reservation is not None
+        await lease.settle(first.reservation.id, debit(account.id, "req_1", 1_000))
+        clock.now += 1.0
+        await lease.tidy()
+        assert lease.leased_micros() > 0  # not idle long enough
+        clock.now += 1.5
+        await lease.tidy()
+        assert lease.leased_micros() == 0
+        assert await reserved_of(store, account.id) == 0
+
+        # busy past its age: stops taking holds, gives back its free part, closes at the last
+        held = await lease.reserve(account.id, "req_2", "inst_a", 10_000)
+        assert held.reservation is not None
+        clock.now += 11.0
+        await lease.tidy()
+        assert await reserved_of(store, account.id) == 10_000
+        after = await lease.reserve(account.id, "req_3", "inst_a", 10_000)
+        assert after.reservation is not None  # from a new lease
+        opened = [r for r in await reservation_rows(store) if r["state"] == "open"]
+        assert len(opened) == 2
+        after_lease = max(opened, key=lambda r: r["created_at"])["request_id"]
+        grown = await lease.extend(held.reservation.id, 5_000)  # its old lease grows for it
+        assert grown.reservation is not None and grown.reservation.amount_micros == 15_000
+        old = [r for r in await reservation_rows(store) if r["request_id"] != after_lease]
+        assert [(r["state"], r["amount_micros"]) for r in old] == [
+            ("released", 0), ("open", 15_000)]
+        # its last request settles: the unspent part goes back at once, then it closes
+        await lease.settle(held.reservation.id, debit(account.id, "req_2", 2_000))
+        assert await reserved_of(store, account.id) == lease.leased_micros()
+        await lease.tidy()
+        states = sorted(r["state"] for r in await reservation_rows(store))
+        assert states == ["open", "released", "released"]
+        assert after.reservation is not None
+        await lease.settle(after.reservation.id, debit(account.id, "req_3", 3_000))
+        await lease.close()
+        balance, reserved, debits, violations = await books(store, account.id)
+        assert (balance, reserved, debits, violations) == (10_000_000 - 6_000, 0, 6_000, [])
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("spent", [-1, 10_001])
+async def test_a_debit_beyond_its_hold_is_refused(dsn: str, spent: int) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="1")
+        lease = leases(store, "inst_a")
+        out = await lease.reserve(account.id, "req_1", "inst_a", 10_000)
+        assert out.reservation is not None
+        with pytest.raises(ValueError):
+            await lease.settle(out.reservation.id, debit(account.id, "req_1", spent))
+        await lease.close()
+        assert (await books(store, account.id)) == (1_000_000, 0, 0, [])
+    finally:
+        await store.close()

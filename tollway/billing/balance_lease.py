@@ -1,0 +1,321 @@
+"""Balance leases: admission from memory, against a slice of the balance held in the database.
+
+Without leases every billed request writes its own reservation before its upstream call
+(a conditional ``UPDATE`` of the account and an ``INSERT``, and a wait for that group's
+commit) and closes it at settlement. With ``billing.balance_lease`` an instance instead
+holds one reservation per account for many requests, its *lease*, and hands out holds
+from it in memory:
+
+- **Admission** takes a hold from the account's lease when the lease has it free: no
+  SQL, no wait. When it has not, the lease grows by one conditional update: by
+  ``lease_requests`` times the request's hold while the account has ``ROOMY_HEADROOM``
+  times that available (a lease never takes the last of a balance), else by exactly
+  what is missing, so an instance refuses a request only when the account's available
+  balance plus what its own lease has free cannot cover it (as without leases).
+- **Settlement** debits the request and shrinks the lease by the debit in one
+  transaction (``settle_leased``): ``balance == sum(ledger)`` and ``reserved == sum(open
+  reservations)`` hold after every commit, as before.
+- A lease idle for ``lease_idle_seconds`` is given back; one older than
+  ``lease_max_age_seconds`` stops taking holds, gives back what it has free, and is
+  closed once its last hold settles. So a lease stays far below
+  ``reservation_max_age_seconds``, after which crash recovery would release it.
+
+Zero overdraft by construction: the holds of an instance never sum above its lease,
+the lease is a reservation taken by the same conditional update as any other, and a
+debit never exceeds its hold (``Tab``). Crash recovery releases a dead instance's leases
+as it does any orphaned reservation (one ``unsettled`` entry per lease, its requests in
+flight unbilled, as they are without leases). What changes for operators: the account's
+``reserved`` shows the leases (at most an eighth of what was available when each grew),
+a negative adjustment may have to wait for idle leases to come back, and near the end of
+a balance another instance's lease may hold what a request here needs for up to
+``lease_idle_seconds`` (one instance: never). Requests under a spend cap keep their own
+reservations (a cap holds each request's worst case).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tollway.ids import ordered_hex
+from tollway.storage.base import (
+    LEASE_PREFIX,
+    LeaseStore,
+    LedgerEntry,
+    NewEntry,
+    Reservation,
+    ReserveOutcome,
+)
+
+__all__ = ["BalanceLeases"]
+
+log = logging.getLogger("tollway.billing")
+
+# a lease grows by lease_requests holds only while the account has this many times that
+# growth available (the roomy reservation's rule: never the last of a balance)
+HEADROOM = 8
+
+
+@dataclass(slots=True, eq=False)
+class _Lease:
+    """One account's lease as this instance knows it (it alone changes it while open)."""
+
+    name: str  # its reservation's request_id: LEASE_PREFIX + a time-ordered id
+    account_id: str
+    amount: int  # what the lease's reservation holds in the database
+    created_at: float
+    held: int = 0  # the sum of the holds of requests in flight
+    holds: int = 0  # how many
+    used_at: float = 0.0
+    id: str = ""  # its reservation's id, once it is in the database
+    narrow: bool = False  # the account was not ample: grow by what is missing, unlocked
+    retired: bool = False  # takes no new holds; closed when its last hold settles
+    growing: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def free(self) -> int:
+        return self.amount - self.held
+
+
+@dataclass(slots=True)
+class _Hold:
+    lease: _Lease
+    request_id: str
+    amount: int
+
+
+class BalanceLeases:
+    """A ``ReservationStore`` for ``Billing``: holds in memory, leases in ``store``."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        instance_id: str,
+        *,
+        lease_requests: int,
+        idle_seconds: float,
+        max_age_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._instance_id = instance_id
+        self._requests = lease_requests
+        self._idle = idle_seconds
+        self._max_age = max_age_seconds
+        self._clock = clock
+        self._leases: dict[str, _Lease] = {}  # account id → the lease taking holds
+        self._retired: set[_Lease] = set()  # leases waiting for their last hold
+        self._holds: dict[str, _Hold] = {}  # hold (reservation) id → its hold
+        self._task: asyncio.Task[None] | None = None
+
+    # -- ReservationStore --------------------------------------------------------------
+
+    async def reserve(
+        self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
+        *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
+    ) -> ReserveOutcome:
+        """A hold of ``amount_micros`` (``roomy[0]`` while the lease has ``HEADROOM`` times
+        it free) from the account's lease, growing the lease first if it must."""
+        if caps or not amount_micros:
+            # a spend cap holds each request's own reservation; a request that cannot cost
+            # anything needs no money held, only its reservation (as without leases)
+            return await self._store.reserve(
+                account_id, request_id, instance_id, amount_micros, caps=caps, roomy=roomy
+            )
+        lease = self._leases.get(account_id)
+        while lease is None or lease.retired or lease.free < amount_micros:
+            lease, refusal = await self._grow(account_id, amount_micros, roomy)
+            if lease is None:
+                return refusal
+        amount = amount_micros
+        if roomy is not None and lease.free >= HEADROOM * roomy[0]:
+            amount = roomy[0]
+        hold_id = "res_" + ordered_hex(10)
+        self._holds[hold_id] = _Hold(lease, request_id, amount)
+        lease.held += amount
+        lease.holds += 1
+        reservation = Reservation(
+            hold_id, request_id, account_id, instance_id, amount, "open", self._clock()
+        )
+        return ReserveOutcome(reservation, 0, 0)
+
+    async def extend(
+        self, reservation_id: str, amount_micros: int, *, caps: Sequence[Any] = (),
+        roomy: tuple[int, int] | None = None,
+    ) -> ReserveOutcome:
+        """Grow a hold from its lease (growing the lease if it must)."""
+        hold = self._holds.get(reservation_id)
+        if hold is None:
+            return await self._store.extend(reservation_id, amount_micros, caps=caps)
+        lease = hold.lease
+        while lease.free < amount_micros:
+            if lease.retired:  # it grows for the holds it has, by exactly what is missing
+                grown, refusal = await self._take(lease, amount_micros, None, renew=False)
+            else:
+                grown, refusal = await self._grow(lease.account_id, amount_micros)
+            if grown is None:
+                return refusal
+            if grown is not lease and not lease.retired:  # never: a hold's lease is current
+                raise RuntimeError(f"balance lease {lease.name} is out of step")
+        hold.amount += amount_micros
+        lease.held += amount_micros
+        reservation = Reservation(
+            reservation_id, hold.request_id, lease.account_id, self._instance_id,
+            hold.amount, "open", self._clock(),
+        )  # fmt: skip
+        return ReserveOutcome(reservation, 0, 0)
+
+    async def settle(
+        self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = (),
+        *, capped: bool = False,
+    ) -> LedgerEntry | None:
+        """The debit, against the hold's lease (its own reservation for a request that has
+        one); the hold is given back to the lease whatever happens."""
+        hold = self._holds.pop(reservation_id, None) if reservation_id is not None else None
+        if hold is None:
+            return await self._store.settle(reservation_id, debit, extra, capped=capped)
+        lease = hold.lease
+        spent = -debit.amount_micros
+        if not 0 <= spent <= hold.amount:  # Tab never bills above the hold
+            self._drop(hold)
+            raise ValueError(f"a debit of {spent} micro-USD against a hold of {hold.amount}")
+        # a retired lease gives the unspent part back at once (no new hold will use it)
+        give_back = hold.amount - spent if lease.retired else 0
+        try:
+            entry = await self._store.settle_leased(lease.id, debit, extra, give_back)
+            lease.amount -= spent + give_back
+        finally:
+            self._drop(hold)
+        return entry
+
+    async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None:
+        return await self._store.release_orphan(reservation_id, note)
+
+    async def open_reservations(self) -> list[Reservation]:
+        return await self._store.open_reservations()
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def _grow(
+        self, account_id: str, amount: int, roomy: tuple[int, int] | None = None
+    ) -> tuple[_Lease | None, ReserveOutcome]:
+        """The account's lease, grown (or taken) until ``amount`` is free, or None and the
+        refusal. Callers check ``free`` again: other requests may take it meanwhile."""
+        lease = self._leases.get(account_id)
+        if lease is None:
+            lease = self._leases[account_id] = _Lease(
+                LEASE_PREFIX + ordered_hex(10), account_id, 0, self._clock()
+            )
+        if lease.narrow:  # exactly what is missing, beside other requests' growths
+            return await self._take(lease, amount, None)
+        async with lease.growing:  # one wide growth at a time; the rest wait and see
+            if self._leases.get(account_id) is not lease:
+                return await self._grow(account_id, amount, roomy)
+            if lease.free >= amount:
+                return lease, ReserveOutcome(None, 0, 0)
+            unit = max(roomy[0] * HEADROOM if roomy is not None else 0, amount)
+            wide = unit * self._requests
+            return await self._take(lease, amount, (wide, wide * HEADROOM))
+
+    async def _take(
+        self, lease: _Lease, amount: int, ample: tuple[int, int] | None, *, renew: bool = True
+    ) -> tuple[_Lease | None, ReserveOutcome]:
+        """Grow ``lease`` by ``ample[0]`` if the account has ``ample[1]`` available, else by
+        what ``amount`` misses; None and the refusal when the account cannot cover that.
+        A lease closed under us is retired and (``renew``) the account's next one grown."""
+        missing = max(amount - lease.free, 1)
+        lease.used_at = self._clock()
+        if ample is not None and ample[0] <= missing:
+            ample = None
+        if not lease.id:
+            outcome = await self._store.reserve(
+                lease.account_id, lease.name, self._instance_id, missing, roomy=ample
+            )
+        else:
+            outcome = await self._store.extend(lease.id, missing, roomy=ample)
+        if outcome.reservation is None:
+            if not lease.id:
+                self._leases.pop(lease.account_id, None)
+            elif outcome.balance_micros == outcome.reserved_micros == 0:
+                # closed under us (crash recovery took us for dead): a new lease
+                self._retire(lease)
+                if renew:
+                    return await self._grow(lease.account_id, amount)
+            return None, ReserveOutcome(
+                None, outcome.balance_micros, max(outcome.reserved_micros - lease.free, 0)
+            )
+        grown = outcome.granted_micros
+        lease.amount += grown
+        lease.id = outcome.reservation.id
+        if ample is not None and grown < ample[0]:
+            lease.narrow = True  # not ample: later growths need no lock
+        return lease, outcome
+
+    def _drop(self, hold: _Hold) -> None:
+        lease = hold.lease
+        lease.held -= hold.amount
+        lease.holds -= 1
+        lease.used_at = self._clock()
+
+    def _retire(self, lease: _Lease) -> None:
+        """Take no new holds from ``lease``; it is closed once its holds have settled."""
+        lease.retired = True
+        if self._leases.get(lease.account_id) is lease:
+            del self._leases[lease.account_id]
+        if lease.id:
+            self._retired.add(lease)
+
+    async def tidy(self) -> None:
+        """Give back idle leases, retire old ones and close retired ones without holds."""
+        now = self._clock()
+        for lease in list(self._leases.values()):
+            if lease.growing.locked() or not lease.id:
+                continue
+            if lease.holds == 0 and now - lease.used_at >= self._idle:
+                self._retire(lease)
+            elif now - lease.created_at >= self._max_age:
+                self._retire(lease)
+        for lease in list(self._retired):
+            free = lease.free
+            if lease.holds and free <= 0:
+                continue  # all of it held: given back as its holds settle
+            try:  # everything once no hold is left: that closes it
+                done = await self._store.shrink_lease(lease.id, free)
+            except Exception:  # a database hiccup: the next round tries again
+                log.exception("could not give back balance lease %s", lease.id)
+                continue
+            if done:
+                lease.amount -= free
+            if not done or lease.holds == 0:  # closed (by us, or by crash recovery)
+                self._retired.discard(lease)
+
+    def start(self) -> None:
+        """Tidy in the background (every half idle period, at most once a second)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._tidy_forever())
+
+    async def _tidy_forever(self) -> None:
+        period = min(self._idle / 2, 1.0)
+        while True:
+            await asyncio.sleep(period)
+            await self.tidy()
+
+    async def close(self) -> None:
+        """Stop tidying and give every lease back (call after in-flight requests settled)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for lease in list(self._leases.values()):
+            self._retire(lease)
+        await self.tidy()
+
+    def leased_micros(self) -> int:
+        """What this instance's leases hold in the database (tests, metrics)."""
+        return sum(lease.amount for lease in (*self._leases.values(), *self._retired))
