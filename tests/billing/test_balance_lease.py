@@ -359,3 +359,33 @@ async def test_a_debit_beyond_its_hold_is_refused(dsn: str, spent: int) -> None:
         assert (await books(store, account.id)) == (1_000_000, 0, 0, [])
     finally:
         await store.close()
+
+
+async def test_roomy_holds_while_the_account_is_ample(dsn: str) -> None:
+    """A roomy hold spares the tokenizer (billing.roomy_output_factor): under leases every
+    request of an ample account gets it, however many run at once; a thin one gets the
+    cap's cost, as without leases."""
+    store = await open_storage(dsn)
+    try:
+        rich = await create_account(store, "rich", credit_usd="1000")
+        thin = await create_account(store, "thin", credit_usd="0.05")
+        lease = leases(store, "inst_a")
+        held = await asyncio.gather(*(
+            lease.reserve(rich.id, f"req_{i}", "inst_a", 1_000, roomy=(6_000, 48_000))
+            for i in range(1_000)
+        ))  # fmt: skip
+        assert {o.reservation.amount_micros for o in held if o.reservation} == {6_000}
+        assert len(held) == 1_000
+        small = await lease.reserve(thin.id, "req_t", "inst_a", 1_000, roomy=(6_000, 48_000))
+        assert small.reservation is not None and small.reservation.amount_micros == 1_000
+        for i, o in enumerate([*held, small]):
+            assert o.reservation is not None
+            account = thin.id if o is small else rich.id
+            request = "req_t" if o is small else f"req_{i}"
+            await lease.settle(o.reservation.id, debit(account, request, 500))
+        await lease.close()
+        for account in (rich, thin):
+            assert (await books(store, account.id))[1] == 0
+        assert await audit(store, CONFIG) == []
+    finally:
+        await store.close()

@@ -8,10 +8,13 @@ from it in memory:
 
 - **Admission** takes a hold from the account's lease when the lease has it free: no
   SQL, no wait. When it has not, the lease grows by one conditional update: by
-  ``lease_requests`` times the request's hold while the account has ``ROOMY_HEADROOM``
-  times that available (a lease never takes the last of a balance), else by exactly
-  what is missing, so an instance refuses a request only when the account's available
-  balance plus what its own lease has free cannot cover it (as without leases).
+  ``lease_requests`` times the request's hold (or twice as many as are in flight, so it
+  keeps up with the load) while the account has ``HEADROOM`` times that available (a
+  lease never takes the last of a balance), else by exactly what is missing, so an
+  instance refuses a request only when the account's available balance plus what its
+  own lease has free cannot cover it (as without leases).
+- A request that may take a roomy hold (``billing.roomy_output_factor``) takes it when the
+  lease has it free or can grow for it while the account is ample, else the cap's cost.
 - **Settlement** debits the request and shrinks the lease by the debit in one
   transaction (``settle_leased``): ``balance == sum(ledger)`` and ``reserved == sum(open
   reservations)`` hold after every commit, as before.
@@ -119,8 +122,9 @@ class BalanceLeases:
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
         *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
     ) -> ReserveOutcome:
-        """A hold of ``amount_micros`` (``roomy[0]`` while the lease has ``HEADROOM`` times
-        it free) from the account's lease, growing the lease first if it must."""
+        """A hold of ``amount_micros`` from the account's lease, growing the lease first if
+        it must; of ``roomy[0]`` when the lease has it free or can grow for it while the
+        account is ample (a roomy hold never takes the last of a balance)."""
         if caps or not amount_micros:
             # a spend cap holds each request's own reservation; a request that cannot cost
             # anything needs no money held, only its reservation (as without leases)
@@ -128,12 +132,16 @@ class BalanceLeases:
                 account_id, request_id, instance_id, amount_micros, caps=caps, roomy=roomy
             )
         lease = self._leases.get(account_id)
+        if roomy is not None and (lease is None or (not lease.narrow and lease.free < roomy[0])):
+            lease, refusal = await self._grow(account_id, amount_micros, roomy[0])
+            if lease is None:
+                return refusal
         while lease is None or lease.retired or lease.free < amount_micros:
-            lease, refusal = await self._grow(account_id, amount_micros, roomy)
+            lease, refusal = await self._grow(account_id, amount_micros, amount_micros)
             if lease is None:
                 return refusal
         amount = amount_micros
-        if roomy is not None and lease.free >= HEADROOM * roomy[0]:
+        if roomy is not None and lease.free >= roomy[0]:
             amount = roomy[0]
         hold_id = "res_" + ordered_hex(10)
         self._holds[hold_id] = _Hold(lease, request_id, amount)
@@ -157,7 +165,7 @@ class BalanceLeases:
             if lease.retired:  # it grows for the holds it has, by exactly what is missing
                 grown, refusal = await self._take(lease, amount_micros, None, renew=False)
             else:
-                grown, refusal = await self._grow(lease.account_id, amount_micros)
+                grown, refusal = await self._grow(lease.account_id, amount_micros, amount_micros)
             if grown is None:
                 return refusal
             if grown is not lease and not lease.retired:  # never: a hold's lease is current
@@ -202,10 +210,11 @@ class BalanceLeases:
     # -- leases ------------------------------------------------------------------------
 
     async def _grow(
-        self, account_id: str, amount: int, roomy: tuple[int, int] | None = None
+        self, account_id: str, amount: int, want: int
     ) -> tuple[_Lease | None, ReserveOutcome]:
-        """The account's lease, grown (or taken) until ``amount`` is free, or None and the
-        refusal. Callers check ``free`` again: other requests may take it meanwhile."""
+        """The account's lease with ``want`` free where the account is ample, else at least
+        ``amount`` (grown, or taken, by exactly what it misses), or None and the refusal.
+        Callers check ``free`` again: other requests may take it meanwhile."""
         lease = self._leases.get(account_id)
         if lease is None:
             lease = self._leases[account_id] = _Lease(
@@ -215,11 +224,11 @@ class BalanceLeases:
             return await self._take(lease, amount, None)
         async with lease.growing:  # one wide growth at a time; the rest wait and see
             if self._leases.get(account_id) is not lease:
-                return await self._grow(account_id, amount, roomy)
-            if lease.free >= amount:
+                return await self._grow(account_id, amount, want)
+            if lease.free >= want:
                 return lease, ReserveOutcome(None, 0, 0)
-            unit = max(roomy[0] * HEADROOM if roomy is not None else 0, amount)
-            wide = unit * self._requests
+            # lease_requests holds' worth, or twice what is held: it keeps up with the load
+            wide = want * max(self._requests, 2 * lease.holds)
             return await self._take(lease, amount, (wide, wide * HEADROOM))
 
     async def _take(
@@ -228,10 +237,12 @@ class BalanceLeases:
         """Grow ``lease`` by ``ample[0]`` if the account has ``ample[1]`` available, else by
         what ``amount`` misses; None and the refusal when the account cannot cover that.
         A lease closed under us is retired and (``renew``) the account's next one grown."""
-        missing = max(amount - lease.free, 1)
+        missing = max(amount - lease.free, 0)
         lease.used_at = self._clock()
         if ample is not None and ample[0] <= missing:
             ample = None
+        if ample is None and not missing:
+            return lease, ReserveOutcome(None, 0, 0)
         if not lease.id:
             outcome = await self._store.reserve(
                 lease.account_id, lease.name, self._instance_id, missing, roomy=ample
@@ -245,7 +256,7 @@ class BalanceLeases:
                 # closed under us (crash recovery took us for dead): a new lease
                 self._retire(lease)
                 if renew:
-                    return await self._grow(lease.account_id, amount)
+                    return await self._grow(lease.account_id, amount, amount)
             return None, ReserveOutcome(
                 None, outcome.balance_micros, max(outcome.reserved_micros - lease.free, 0)
             )
