@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,10 +68,12 @@ MODELS: dict[str, Any] = {
 PLAIN = [m for m in MODELS if not m.startswith("tool")]
 
 
-def gateway_config(dsn: str) -> dict[str, Any]:
+def gateway_config(dsn: str, lease: bool = False) -> dict[str, Any]:
+    # leased: holds from per-instance leases in memory, given back 0.2 s after the last
+    leased = {"balance_lease": True, "lease_idle_seconds": 0.2} if lease else {}
     return {
         "database": dsn,
-        "billing": BILLING,
+        "billing": BILLING | leased,
         "providers": {"sim": {"type": "simulated"}},
         "tools": {"calculator": {"price_usd": "0.0004"}, "max_rounds": 5},
         "models": MODELS,
@@ -155,7 +158,7 @@ async def _batch(url: str, dsn: str, credit: str, batch: list[Ask]) -> None:
             if account.reserved_micros == 0 or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
-        assert account.reserved_micros == 0, "a reservation was never settled"
+        assert account.reserved_micros == 0, "a reservation (or lease) was never given back"
         assert account.balance_micros >= 0
         violations = await audit(store, BillingConfig())
         assert violations == [], violations
@@ -179,8 +182,11 @@ async def _batch(url: str, dsn: str, credit: str, batch: list[Ask]) -> None:
             assert int(shown * 1_000_000) == -debit.amount_micros, (ask, usage)
 
 
-def test_no_debit_exceeds_its_reservation_and_no_balance_goes_negative(dsn: str) -> None:
-    with run_tollway(gateway_config(dsn)) as url:
+@pytest.mark.parametrize("lease", [False, True], ids=["per-request", "leased"])
+def test_no_debit_exceeds_its_reservation_and_no_balance_goes_negative(
+    dsn: str, lease: bool
+) -> None:
+    with run_tollway(gateway_config(dsn, lease)) as url:
 
         @settings(max_examples=examples(10), deadline=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -250,7 +250,9 @@ async def test_two_instances_never_overdraw(dsn: str) -> None:
         balance, reserved, debits, violations = await books(stores[0], account.id)
         assert violations == [] and reserved == 0
         assert balance == 2_000_000 - debits >= 0 and debits == sum(admitted)
-        assert len(admitted) > 20 and balance < 250_000  # the balance was spent down
+        # most of the balance was spent (near its end, a request one instance refuses may
+        # find what it needs free in the other's lease: README, "Balance leases")
+        assert len(admitted) > 20 and balance < 1_000_000
     finally:
         for store in stores:
             await store.close()
@@ -384,8 +386,45 @@ async def test_roomy_holds_while_the_account_is_ample(dsn: str) -> None:
             request = "req_t" if o is small else f"req_{i}"
             await lease.settle(o.reservation.id, debit(account, request, 500))
         await lease.close()
-        for account in (rich, thin):
-            assert (await books(store, account.id))[1] == 0
+        for one in (rich, thin):
+            assert (await books(store, one.id))[1] == 0
         assert await audit(store, CONFIG) == []
+    finally:
+        await store.close()
+
+
+async def test_requests_waiting_for_a_growth_go_on_together(tmp_path: Any) -> None:
+    """Under load an event-loop iteration is long (tens of ms at 500 paced streams): the
+    requests that wait for a lease's growth must all go on when it ends, not one per
+    iteration (a lock's hand-over: 126 new requests once waited 9.5 s that way). Counted
+    in loop iterations on SQLite, whose group commit ends after a few of them (on
+    PostgreSQL the loop spins freely while a statement travels, so counting says nothing)."""
+    store = await open_storage(f"sqlite:///{tmp_path / 't.db'}")
+    try:
+        account = await create_account(store, "a", credit_usd="1000")
+        lease = leases(store, "inst_a")
+        iterations = 0
+        done = False
+
+        async def count() -> None:
+            nonlocal iterations
+            while not done:
+                iterations += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(count())
+        held = await asyncio.gather(*(
+            lease.reserve(account.id, f"req_{i}", "inst_a", 1_000) for i in range(400)
+        ))  # fmt: skip
+        done = True
+        await counter
+        assert all(o.reservation is not None for o in held)
+        # a few growths (64 holds' worth, then twice what is held), each a commit away
+        assert iterations < 150, iterations
+        for i, o in enumerate(held):
+            assert o.reservation is not None
+            await lease.settle(o.reservation.id, debit(account.id, f"req_{i}", 1_000))
+        await lease.close()
+        assert (await books(store, account.id))[1:] == (0, 400_000, [])
     finally:
         await store.close()

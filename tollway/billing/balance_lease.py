@@ -42,7 +42,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tollway.ids import ordered_hex
@@ -78,7 +78,7 @@ class _Lease:
     id: str = ""  # its reservation's id, once it is in the database
     narrow: bool = False  # the account was not ample: grow by what is missing, unlocked
     retired: bool = False  # takes no new holds; closed when its last hold settles
-    growing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    growth: asyncio.Future[None] | None = None  # the wide growth in flight, if one is
 
     @property
     def free(self) -> int:
@@ -222,14 +222,24 @@ class BalanceLeases:
             )
         if lease.narrow:  # exactly what is missing, beside other requests' growths
             return await self._take(lease, amount, None)
-        async with lease.growing:  # one wide growth at a time; the rest wait and see
+        while lease.growth is not None:  # one wide growth at a time: wait and see
+            # every waiter wakes when it ends, in one loop iteration (a lock would hand
+            # over one waiter per iteration, and an iteration under load is long)
+            await asyncio.shield(lease.growth)
             if self._leases.get(account_id) is not lease:
                 return await self._grow(account_id, amount, want)
-            if lease.free >= want:
-                return lease, ReserveOutcome(None, 0, 0)
+        if lease.free >= want:
+            return lease, ReserveOutcome(None, 0, 0)
+        if lease.narrow:
+            return await self._take(lease, amount, None)
+        lease.growth = asyncio.get_running_loop().create_future()
+        try:
             # lease_requests holds' worth, or twice what is held: it keeps up with the load
             wide = want * max(self._requests, 2 * lease.holds)
             return await self._take(lease, amount, (wide, wide * HEADROOM))
+        finally:
+            lease.growth.set_result(None)
+            lease.growth = None
 
     async def _take(
         self, lease: _Lease, amount: int, ample: tuple[int, int] | None, *, renew: bool = True
@@ -264,7 +274,7 @@ class BalanceLeases:
         lease.amount += grown
         lease.id = outcome.reservation.id
         if ample is not None and grown < ample[0]:
-            lease.narrow = True  # not ample: later growths need no lock
+            lease.narrow = True  # not ample: later growths wait for no other
         return lease, outcome
 
     def _drop(self, hold: _Hold) -> None:
@@ -285,7 +295,7 @@ class BalanceLeases:
         """Give back idle leases, retire old ones and close retired ones without holds."""
         now = self._clock()
         for lease in list(self._leases.values()):
-            if lease.growing.locked() or not lease.id:
+            if lease.growth is not None or not lease.id:
                 continue
             if lease.holds == 0 and now - lease.used_at >= self._idle:
                 self._retire(lease)
@@ -314,7 +324,10 @@ class BalanceLeases:
         period = min(self._idle / 2, 1.0)
         while True:
             await asyncio.sleep(period)
-            await self.tidy()
+            try:
+                await self.tidy()
+            except Exception:  # never let the leases stop going back
+                log.exception("balance lease tidying failed")
 
     async def close(self) -> None:
         """Stop tidying and give every lease back (call after in-flight requests settled)."""
