@@ -428,3 +428,19 @@ async def test_requests_waiting_for_a_growth_go_on_together(tmp_path: Any) -> No
         assert (await books(store, account.id))[1:] == (0, 400_000, [])
     finally:
         await store.close()
+
+
+async def test_a_growth_not_ample_for_its_roomy_amount_takes_the_plain_one(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="0.05")  # 50,000 µ$
+        first = await store.reserve(account.id, "lease_x", "inst_a", 10_000)
+        assert first.reservation is not None
+        for roomy in ((20_000, 160_000), (30_000, 240_000)):  # the same as the plain amount too
+            grown = await store.extend(first.reservation.id, 20_000, roomy=roomy)
+            assert grown.reservation is not None and grown.granted_micros == 20_000
+        refused = await store.extend(first.reservation.id, 1, roomy=(2, 16))
+        assert refused.reservation is None  # all 50,000 held
+        assert await reserved_of(store, account.id) == 50_000
+    finally:
+        await store.close()

@@ -158,8 +158,8 @@ class BalanceLeases:
     ) -> ReserveOutcome:
         """Grow a hold from its lease (growing the lease if it must)."""
         hold = self._holds.get(reservation_id)
-        if hold is None:
-            return await self._store.extend(reservation_id, amount_micros, caps=caps)
+        if hold is None:  # a request with its own reservation
+            return await self._store.extend(reservation_id, amount_micros, caps=caps, roomy=roomy)
         lease = hold.lease
         while lease.free < amount_micros:
             if lease.retired:  # it grows for the holds it has, by exactly what is missing

@@ -269,8 +269,8 @@ class MoneyQueries:
             account_id = res["account_id"]
             amount = first
             row = await tx.fetchrow(_HOLD, first, account_id, max(roomy or (first,)))
-            if row is None and roomy is not None and roomy[0] != amount_micros:
-                amount = amount_micros  # not roomy: the plain growth
+            if row is None and roomy is not None:
+                amount = amount_micros  # not ample for the roomy growth: the plain one
                 res = await tx.fetchrow(
                     "UPDATE reservations SET amount_micros = amount_micros - ?"
                     " WHERE id = ? RETURNING *",
