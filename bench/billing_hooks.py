@@ -1,13 +1,14 @@
 """The CPU billing adds per request, measured on its own path without HTTP (precise where
 the whole-server figure of scenario e moves by ±15 % between identical runs).
 
-``python -m bench.billing_hooks [--requests N] [--chunks K]``: runs N requests through
-billing's real path on a SQLite file: the admission hook (worst case, reservation),
-``metered_call`` over a source of K text chunks with the upstream's usage, the meter
-with billing's pricer, and the settlement hook (the debit); and, beside it, the same
-source through the meter alone (billing off), so that the difference is billing's.
-One at a time and 64 at a time (group commits); prints this process's CPU per request
-(user + system, ``getrusage``, which counts the checkpoint thread too).
+``python -m bench.billing_hooks [--requests N] [--chunks K] [--postgres [URL]]``: runs N
+requests through billing's real path on a SQLite file (or a fresh PostgreSQL schema): the
+admission hook (worst case, reservation), ``metered_call`` over a source of K text chunks
+with the upstream's usage, the meter with billing's pricer, and the settlement hook (the
+debit); and, beside it, the same source through the meter alone (billing off), so that
+the difference is billing's. One at a time and 64 at a time (group commits); prints this
+process's CPU per request (user + system, ``getrusage``, which counts the checkpoint
+thread too; not the PostgreSQL server's).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from bench.pg import PostgresSchemas
 from tollway.auth import AuthResult
 from tollway.chunks import Event, Finish, Start, TextDelta, Usage
 from tollway.context import RequestContext
@@ -39,11 +41,11 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _settings(db: Path) -> Any:
+def _settings(database: str) -> Any:
     from tollway.config import parse_settings
 
     return parse_settings({
-        "database": f"sqlite:///{db}",
+        "database": database,
         "providers": {"up": {"type": "openai", "api_key": "x",
                              "base_url": "http://127.0.0.1:9/v1"}},
         "models": {"bench-model": {"deployments": [
@@ -66,13 +68,17 @@ def _request() -> ChatRequest:
                        messages=MESSAGES, max_output_tokens=None)  # fmt: skip
 
 
-async def measure(requests: int, batch: int, chunks: int, billing: bool) -> float:
-    """CPU µs per request; ``billing`` False: the source through the meter alone."""
+async def measure(requests: int, batch: int, chunks: int, billing: bool,
+                  postgres: str | None = None) -> float:
+    """CPU µs per request; ``billing`` False: the source through the meter alone.
+    ``postgres``: a server's URL; the ledger is then in a fresh schema there."""
     from tollway.billing.ledger import create_account
     from tollway.billing.plugin import BillingFeature, billing_config
 
+    schemas = PostgresSchemas(postgres) if postgres else None
     with tempfile.TemporaryDirectory() as tmp:
-        settings = _settings(Path(tmp) / "billing.db")
+        settings = _settings(await schemas.fresh("hooks") if schemas
+                             else f"sqlite:///{Path(tmp) / 'billing.db'}")
         config = billing_config(settings)
         assert config is not None
         feature = BillingFeature(settings, config)
@@ -120,18 +126,25 @@ async def measure(requests: int, batch: int, chunks: int, billing: bool) -> floa
             return spent
         finally:
             await feature.stop()
+            if schemas:
+                await schemas.drop_all()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.billing_hooks", description=__doc__)
     p.add_argument("--requests", type=int, default=10000)
     p.add_argument("--chunks", type=int, default=50)
+    p.add_argument("--postgres", nargs="?", const="postgresql://postgres@127.0.0.1:5432/test",
+                   metavar="URL", help="the ledger on PostgreSQL instead of a SQLite file")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 64],
+                   help="requests at a time (default: 1 64)")
     args = p.parse_args(argv)
     import uvloop
 
-    for batch in (1, 64):
+    for batch in args.batches:
         off = uvloop.run(measure(args.requests, batch, args.chunks, billing=False))
-        on = uvloop.run(measure(args.requests, batch, args.chunks, billing=True))
+        on = uvloop.run(measure(args.requests, batch, args.chunks, billing=True,
+                                postgres=args.postgres))
         print(f"{batch:>2} at a time: billing off {off:6.1f} µs, on {on:6.1f} µs per request "  # noqa: T201
               f"({args.chunks} chunks): billing adds {on - off:6.1f} µs")
     return 0

@@ -31,6 +31,7 @@ import orjson
 from bench import features, procs
 from bench.loadgen import Spec
 from bench.measure import marginal_chunk_cost, probe_timings
+from bench.pg import PostgresSchemas
 from bench.profile import Profiler
 from bench.report import format_table, rows, soak_drift
 from bench.scenarios import Scenario, Target, run_scenario, sizes
@@ -75,6 +76,8 @@ class Bench:
         self.profiler = Profiler(workdir / "profiles") if args.profile else None
         self.available, self.feature_notes = features.detect(
             workdir, (procs.free_port(), self.upstream_port))
+        self.postgres = PostgresSchemas(args.postgres) if args.postgres else None
+        self.databases: dict[str, str] = {}  # phase → its PostgreSQL schema's URL
         self.features_off: dict[str, Any] = {}
         for feat in self.available:
             self.features_off.update(feat.off)
@@ -101,8 +104,11 @@ class Bench:
                          self.args.target_key, extra_request or {})
             return
         port = procs.free_port()
+        db: Path | str = self.workdir / f"{phase}.db"
+        if self.postgres:
+            db = self.databases[phase] = await self.postgres.fresh(phase)
         config = procs.write_config(self.workdir / f"{phase}.yaml", port, self.upstream_port,
-                                    workers, self.workdir / f"{phase}.db",
+                                    workers, db,
                                     extra_config if extra_config is not None
                                     else self.features_off, self.delays)
         key, key_note = features.setup_key(config)
@@ -276,6 +282,8 @@ class Bench:
         if (config.get("tracing") or {}).get("enabled") and not self.args.target:
             # the server has stopped and flushed its traces: where the probes waited, in it
             entry["tollway_all_on"].update(
+                await self.postgres.probe_timings(self.databases["p-on"], "bench-model", since)
+                if self.postgres else
                 probe_timings(self.workdir / "p-on.db", "bench-model", since))
 
     async def phase_f(self) -> None:
@@ -331,6 +339,8 @@ class Bench:
                 await phase_limits(self)
         finally:
             self.upstream.stop()
+            if self.postgres:
+                await self.postgres.drop_all()
         if self.profiler:
             self.results["profiles"] = self.profiler.details()
         self.results["errors"] = self.errors
@@ -369,6 +379,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(the others off); default: all")
     p.add_argument("--balance-lease", action="store_true",
                    help="e and e:p with billing.balance_lease on (admission from memory)")
+    p.add_argument("--postgres", nargs="?", const="postgresql://postgres@127.0.0.1:5432/test",
+                   metavar="URL", help="tollway's database on PostgreSQL (a fresh schema per "
+                   "phase, dropped after) instead of a SQLite file; default URL "
+                   "postgresql://postgres@127.0.0.1:5432/test")
     p.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
     args = p.parse_args(argv)
     unknown = set(args.scenarios) - set(ALL) - set(OPT_IN) - {"c50", "c10"}

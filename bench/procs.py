@@ -120,13 +120,14 @@ def start_passthrough(port: int, upstream_port: int, logdir: Path, tag: str = ""
     return server
 
 
-def write_config(path: Path, port: int, upstream_port: int, workers: int, db: Path,
+def write_config(path: Path, port: int, upstream_port: int, workers: int, db: Path | str,
                  extra: dict[str, Any] | None = None, delays: tuple[int, ...] = (5, 20)) -> Path:
     """tollway's config (JSON, which is YAML) for the benchmark.
 
     Model ``bench-model`` maps to ``bench-upstream`` and ``bench-model-d<ms>`` to
     ``bench-upstream-d<ms>`` for each of ``delays``; ``bench-anthropic`` is the same
     upstream spoken to in Anthropic's format; ``extra`` is merged at the top level.
+    ``db``: a SQLite file's path, or a database URL taken as it is.
     """
     prices = {"input_per_mtok": 1, "output_per_mtok": 2}
     anthropic_prices = {**prices, "cached_input_per_mtok": "0.1", "cache_write_per_mtok": "1.25",
@@ -135,7 +136,7 @@ def write_config(path: Path, port: int, upstream_port: int, workers: int, db: Pa
         # every load-generator connection comes from 127.0.0.1: no per-address cap
         "server": {"host": "127.0.0.1", "port": port, "workers": workers,
                    "max_connections_per_ip": None},
-        "database": f"sqlite:///{db}",
+        "database": db if isinstance(db, str) else f"sqlite:///{db}",
         "providers": {"up": {"type": "openai", "api_key": "x",
                              "base_url": f"http://127.0.0.1:{upstream_port}/v1"},
                       "anth": {"type": "anthropic", "api_key": "x",

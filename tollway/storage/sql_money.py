@@ -15,11 +15,11 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
-from operator import attrgetter
 from typing import Any, Literal
 
 from tollway.bounds import MAX_MONEY_MICROS
 from tollway.ids import ordered_hex
+from tollway.storage import pg_money
 from tollway.storage.base import (
     BalanceOutOfRange,
     LedgerEntry,
@@ -28,19 +28,16 @@ from tollway.storage.base import (
     ReserveOutcome,
 )
 from tollway.storage.database import Database, Tx
+from tollway.storage.ledger_columns import (
+    ENTRY_COLUMNS,
+    ENTRY_FIELDS,
+    ENTRY_PLACEHOLDERS,
+    entry_values,
+)
 from tollway.storage.sql_audit import read_micros
 
 __all__ = ["ENTRY_COLUMNS", "MoneyQueries", "new_id"]
 
-ENTRY_COLUMNS = (
-    "account_id, kind, amount_micros, request_id, model, deployment, prompt_tokens,"
-    " cached_tokens, completion_tokens, reasoning_tokens, prices, base_cost_micros,"
-    " platform_fee_micros, total_cost_micros, partial, note, cache_write_tokens,"
-    " cache_write_1h_tokens, output_tokens, created_at"
-)
-_ENTRY_FIELDS = [c for c in ENTRY_COLUMNS.replace(" ", "").split(",") if c != "created_at"]
-_entry_values = attrgetter(*_ENTRY_FIELDS)  # an entry's values in column order (a tuple)
-_PLACEHOLDERS = ", ".join("?" for _ in ENTRY_COLUMNS.split(","))
 # hold an amount (1st) against account (2nd) if at least the 3rd is available
 _HOLD = (
     "UPDATE accounts SET reserved_micros = reserved_micros + ?"
@@ -59,7 +56,7 @@ def new_reservation_id() -> str:
 
 
 def _entry(row: dict[str, Any]) -> LedgerEntry:
-    fields = {k: row[k] for k in _ENTRY_FIELDS}
+    fields = {k: row[k] for k in ENTRY_FIELDS}
     fields["partial"] = bool(fields["partial"])
     return LedgerEntry(id=int(row["id"]), created_at=row["created_at"], entry=NewEntry(**fields))
 
@@ -81,8 +78,8 @@ async def _append(tx: Tx, e: NewEntry, *, move_balance: bool = True) -> LedgerEn
     """Insert one entry and (unless already done) move the account's cached balance."""
     now = time.time()
     row = await tx.fetchrow(
-        f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({_PLACEHOLDERS}) RETURNING id",
-        *_entry_values(e), now,
+        f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({ENTRY_PLACEHOLDERS}) RETURNING id",
+        *entry_values(e), now,
     )  # fmt: skip
     assert row is not None
     if e.amount_micros and move_balance:
@@ -207,6 +204,19 @@ class MoneyQueries:
         else ``amount_micros`` as usual. One more statement only when it is not.
         """
         now = time.time()
+        if not caps and self.db.dialect == "postgres":  # one round trip a try
+            tries = [(amount_micros, amount_micros)]
+            if roomy is not None:
+                tries.insert(0, (roomy[0], max(roomy)))
+            for amount, available_at_least in tries:
+                reservation = Reservation(
+                    new_reservation_id(), request_id, account_id, instance_id, amount,
+                    "open", now,
+                )  # fmt: skip
+                held = await pg_money.reserve(self.db, reservation, available_at_least)
+                if held is not None:
+                    return ReserveOutcome(reservation, *held, granted_micros=amount)
+            return ReserveOutcome(None, *await _balance(self.db, account_id))
 
         async def body(tx: Tx) -> ReserveOutcome:
             amount, row = amount_micros, None
@@ -317,7 +327,13 @@ class MoneyQueries:
         in every money transaction). Only when it was not open (already settled, or
         released by crash recovery) is the ledger searched for an earlier debit of the
         request; the unique index ``ledger_one_debit`` forbids a second one either way.
+        On PostgreSQL the common case is one statement (``storage.pg_money``).
         """
+        if (reservation_id is not None and not capped and not extra
+                and self.db.dialect == "postgres"):
+            entry = await pg_money.settle_open(self.db, reservation_id, debit)
+            if entry is not None:
+                return entry
 
         async def body(tx: Tx) -> LedgerEntry | None:
             closed = None
@@ -374,6 +390,10 @@ class MoneyQueries:
         """
         spent = -debit.amount_micros
         shrink = spent + give_back
+        if not extra and self.db.dialect == "postgres":  # the common case, one statement
+            entry = await pg_money.settle_leased(self.db, lease_id, debit, shrink)
+            if entry is not None:
+                return entry
 
         async def body(tx: Tx) -> LedgerEntry | None:
             row = await tx.fetchrow(
