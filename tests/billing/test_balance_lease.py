@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tollway.billing.audit import audit
 from tollway.billing.balance_lease import BalanceLeases
 from tollway.billing.config import BillingConfig
-from tollway.billing.ledger import create_account
+from tollway.billing.ledger import create_account, credit
 from tollway.billing.recovery import InstanceLease
 from tollway.storage import open_storage
 from tollway.storage.base import LEASE_PREFIX, InstanceRecord, NewEntry
@@ -298,9 +298,35 @@ async def test_a_live_instances_old_lease_is_not_taken_for_an_orphan(dsn: str) -
         assert out.reservation is not None
         await asyncio.sleep(0.05)
         assert await recovery.recover() == []  # a request this old would have been
+        # and the audit agrees: a lease is overdue only past its age limit and a request's
+        assert await audit(store, BillingConfig(reservation_max_age_seconds=0.01)) == []
+        [stale] = await audit(store, BillingConfig(reservation_max_age_seconds=0.01,
+                                                   lease_max_age_seconds=0.01))
+        assert stale.code == "stale_reservation"
         await lease.settle(out.reservation.id, debit(account.id, "req_1", 3_000))
         await lease.close()
         assert (await books(store, account.id))[1:] == (0, 3_000, [])
+        await recovery.stop()
+    finally:
+        await store.close()
+
+
+async def test_a_live_instances_lease_past_both_limits_is_released(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="1")
+        config = BillingConfig(reservation_max_age_seconds=0.01, lease_max_age_seconds=0.01)
+        recovery = InstanceLease(store, config)
+        await recovery.start(background=False)
+        lease = leases(store, recovery.id)
+        out = await lease.reserve(account.id, "req_1", recovery.id, 10_000)
+        assert out.reservation is not None
+        await asyncio.sleep(0.05)
+        [released] = await recovery.recover()
+        assert (released.entry.request_id or "").startswith(LEASE_PREFIX)
+        await lease.settle(out.reservation.id, debit(account.id, "req_1", 3_000))
+        await lease.close()
+        assert (await books(store, account.id))[1:3] == (0, 3_000)
         await recovery.stop()
     finally:
         await store.close()
@@ -450,5 +476,84 @@ async def test_a_growth_not_ample_for_its_roomy_amount_takes_the_plain_one(dsn: 
         refused = await store.extend(first.reservation.id, 1, roomy=(2, 16))
         assert refused.reservation is None  # all 50,000 held
         assert await reserved_of(store, account.id) == 50_000
+    finally:
+        await store.close()
+
+
+async def test_a_lease_released_under_its_instance_takes_no_more_holds(dsn: str) -> None:
+    """Crash recovery took the instance for dead and released its lease: the next
+    settlement against it finds it closed, so later requests hold from a new lease."""
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="100")  # a wide lease
+        await register(store, "inst_a")
+        lease = leases(store, "inst_a")
+        first = await lease.reserve(account.id, "req_1", "inst_a", 10_000)
+        second = await lease.reserve(account.id, "req_2", "inst_a", 10_000)
+        assert first.reservation is not None and second.reservation is not None
+        [row] = await reservation_rows(store)
+        assert row["amount_micros"] >= 30_000  # room for req_3 in memory
+        assert await store.release_orphan(row["id"], "owner instance inst_a died") is not None
+        await lease.settle(first.reservation.id, debit(account.id, "req_1", 4_000))
+        third = await lease.reserve(account.id, "req_3", "inst_a", 10_000)
+        assert third.reservation is not None
+        rows = await reservation_rows(store)
+        assert len(rows) == 2 and {r["state"] for r in rows} == {"released", "open"}
+        await lease.settle(second.reservation.id, debit(account.id, "req_2", 1_000))
+        await lease.settle(third.reservation.id, debit(account.id, "req_3", 2_000))
+        await lease.close()
+        balance, reserved, debits, violations = await books(store, account.id)
+        assert (balance, reserved, debits, violations) == (99_993_000, 0, 7_000, [])
+    finally:
+        await store.close()
+
+
+async def test_a_spent_account_keeps_its_open_lease(dsn: str) -> None:
+    """A refusal because the account is empty does not retire its lease (a closed lease
+    is told apart by ``ReserveOutcome.not_open``, not by a balance of zero)."""
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="0.01")  # 10,000 µ$
+        await register(store, "inst_a")
+        lease = leases(store, "inst_a")
+        out = await lease.reserve(account.id, "req_1", "inst_a", 10_000)
+        assert out.reservation is not None
+        await lease.settle(out.reservation.id, debit(account.id, "req_1", 10_000))
+        assert (await lease.reserve(account.id, "req_2", "inst_a", 1)).reservation is None
+        await credit(store, account.id, "0.01", note="top-up")
+        again = await lease.reserve(account.id, "req_3", "inst_a", 5_000)
+        assert again.reservation is not None
+        assert len(await reservation_rows(store)) == 1  # the same lease, grown again
+        await lease.settle(again.reservation.id, debit(account.id, "req_3", 5_000))
+        await lease.close()
+        assert (await books(store, account.id))[:3] == (5_000, 0, 15_000)
+    finally:
+        await store.close()
+
+
+async def test_an_instance_taken_for_dead_retires_its_leases(dsn: str) -> None:
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="1")
+        instance = InstanceLease(store, BillingConfig(instance_heartbeat_seconds=0.02))
+        await instance.start()
+        lease = leases(store, instance.id)
+        instance.on_judged_dead = lease.retire_all
+        out = await lease.reserve(account.id, "req_1", instance.id, 10_000)
+        assert out.reservation is not None and lease.leased_micros() > 0
+        await store.remove_instance(instance.id)  # another instance took it for dead
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if any(r.id == instance.id for r in await store.list_instances()):
+                break
+        later = await lease.reserve(account.id, "req_2", instance.id, 10_000)
+        assert later.reservation is not None
+        assert len(await reservation_rows(store)) == 2  # a new lease for new requests
+        for request_id, o in (("req_1", out), ("req_2", later)):
+            assert o.reservation is not None
+            await lease.settle(o.reservation.id, debit(account.id, request_id, 1_000))
+        await lease.close()
+        assert (await books(store, account.id))[1:] == (0, 2_000, [])
+        await instance.stop()
     finally:
         await store.close()

@@ -7,7 +7,8 @@ Checked:
 - ``balance``: every account's balance equals the sum of its ledger entries;
 - ``reserved``: every account's reserved amount equals its open reservations;
 - ``negative_balance``: no balance below zero;
-- ``stale_reservation``: no open reservation older than the longest allowed request;
+- ``stale_reservation``: no open reservation older than the longest allowed request (a
+  balance lease: its age limit plus that);
 - ``duplicate_debit``: no request debited twice;
 - ``missing_debit``: every settled request has its debit;
 - ``missing_unsettled``: every released (orphaned) request has its ``unsettled`` record;
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 from tollway.billing.config import BillingConfig
 from tollway.billing.pricing import usd_str
 from tollway.bounds import MAX_MONEY_MICROS
-from tollway.storage.base import AuditStore
+from tollway.storage.base import LEASE_PREFIX, AuditStore
 from tollway.storage.sql_audit import stored_int
 
 __all__ = ["Violation", "audit"]
@@ -86,6 +87,10 @@ async def audit(
             f"balance is {_usd(r['balance_micros'])} (below zero)",
         ))  # fmt: skip
     for r in await store.stale_reservations(now - config.reservation_max_age_seconds):
+        if isinstance(r["created_at"], int | float) and str(r["request_id"]).startswith(
+            LEASE_PREFIX
+        ) and now - r["created_at"] <= config.longest_open_seconds(r["request_id"]):
+            continue  # a balance lease: its own age limit, then its last request's
         created = r["created_at"]
         age = f"{now - created:.0f}s" if isinstance(created, int | float) else "an unknown time"
         out.append(Violation(

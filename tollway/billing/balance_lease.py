@@ -195,8 +195,10 @@ class BalanceLeases:
         # a retired lease gives the unspent part back at once (no new hold will use it)
         give_back = hold.amount - spent if lease.retired else 0
         try:
-            entry = await self._store.settle_leased(lease.id, debit, extra, give_back)
+            entry, lease_open = await self._store.settle_leased(lease.id, debit, extra, give_back)
             lease.amount -= spent + give_back
+            if not lease_open:  # released under us (recovery took us for dead): no more holds
+                self._retire(lease)
         finally:
             self._drop(hold)
         return entry
@@ -262,7 +264,7 @@ class BalanceLeases:
         if outcome.reservation is None:
             if not lease.id:
                 self._leases.pop(lease.account_id, None)
-            elif outcome.balance_micros == outcome.reserved_micros == 0:
+            elif outcome.not_open:
                 # closed under us (crash recovery took us for dead): a new lease
                 self._retire(lease)
                 if renew:
@@ -273,6 +275,8 @@ class BalanceLeases:
         grown = outcome.granted_micros
         lease.amount += grown
         lease.id = outcome.reservation.id
+        if lease.retired:  # retired while its first reservation was being taken
+            self._retired.add(lease)
         if ample is not None and grown < ample[0]:
             lease.narrow = True  # not ample: later growths wait for no other
         return lease, outcome
@@ -290,6 +294,12 @@ class BalanceLeases:
             del self._leases[lease.account_id]
         if lease.id:
             self._retired.add(lease)
+
+    def retire_all(self) -> None:
+        """Take no new holds from any current lease (crash recovery may have released
+        them: this instance was taken for dead); new requests grow new leases."""
+        for lease in list(self._leases.values()):
+            self._retire(lease)
 
     async def tidy(self) -> None:
         """Give back idle leases, retire old ones and close retired ones without holds."""

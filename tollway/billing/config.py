@@ -10,6 +10,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.bounds import MAX_FEE_FRACTION, MAX_MONEY_USD, MAX_TOKENS
+from tollway.storage.base import LEASE_PREFIX
 
 __all__ = ["BillingConfig"]
 
@@ -98,3 +99,12 @@ class BillingConfig(BaseModel):
         gt=0,
         description="an instance silent this long is dead; its reservations released",
     )
+
+    def longest_open_seconds(self, request_id: str) -> float:
+        """How long a reservation may stay open: the longest allowed request, or for a
+        balance lease (request id ``lease_…``) its own age limit and then its last
+        request's. Recovery releases a live instance's reservation past this, and the
+        audit reports it."""
+        if request_id.startswith(LEASE_PREFIX):
+            return self.lease_max_age_seconds + self.reservation_max_age_seconds
+        return self.reservation_max_age_seconds

@@ -74,6 +74,7 @@ class BillingFeature:
                 max_age_seconds=self.config.lease_max_age_seconds,
             )  # fmt: skip
             self.leases.start()
+            self.lease.on_judged_dead = self.leases.retire_all
             reservations = self.leases
         self.billing = Billing(reservations, self.config, self.lease.id)
         self.keys.start()

@@ -24,7 +24,6 @@ from typing import Protocol
 
 from tollway.billing.config import BillingConfig
 from tollway.storage.base import (
-    LEASE_PREFIX,
     InstanceRecord,
     InstanceStore,
     LedgerEntry,
@@ -72,6 +71,9 @@ class InstanceLease:
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self._task: asyncio.Task[None] | None = None
+        # called when a heartbeat finds this instance's row gone: another instance took it
+        # for dead and may have released its reservations (balance leases retire then)
+        self.on_judged_dead: Callable[[], None] | None = None
 
     async def start(self, *, background: bool = True) -> list[LedgerEntry]:
         """Register, release orphans left by dead instances, then heartbeat in the background."""
@@ -105,12 +107,8 @@ class InstanceLease:
         for res in await self._store.open_reservations():
             if res.instance_id not in alive:
                 reason = f"owner instance {res.instance_id} died before settling"
-            elif (
-                now - res.created_at > self._config.reservation_max_age_seconds
-                # a live instance's balance lease lasts longer than any one request: the
-                # instance retires it (tollway.billing.balance_lease)
-                and not res.request_id.startswith(LEASE_PREFIX)
-            ):
+            elif now - res.created_at > self._config.longest_open_seconds(res.request_id):
+                # a live instance's balance lease may last longer than any one request
                 reason = "reservation outlived the longest allowed request"
             else:
                 continue
@@ -129,6 +127,9 @@ class InstanceLease:
             try:
                 now = self._clock()
                 if not await self._store.heartbeat(self.id, now):
+                    log.warning("instance %s was taken for dead; registering again", self.id)
+                    if self.on_judged_dead is not None:
+                        self.on_judged_dead()
                     await self._store.register_instance(
                         InstanceRecord(self.id, self.hostname, self.pid, now, now)
                     )

@@ -139,6 +139,7 @@ class ReserveOutcome:
     reserved_micros: int
     refused_cap: Any = None  # the spend cap (storage.sql_caps.Cap) that refused, if one did
     granted_micros: int = 0  # what this call added to the reservation
+    not_open: bool = False  # an extension refused because the reservation is closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +224,7 @@ class LeaseStore(ReservationStore, Protocol):
     async def settle_leased(
         self, lease_id: str, debit: NewEntry, extra: Sequence[NewEntry] = (),
         give_back: int = 0,
-    ) -> LedgerEntry | None: ...
+    ) -> tuple[LedgerEntry | None, bool]: ...
 
     async def shrink_lease(self, lease_id: str, amount_micros: int) -> bool: ...
 

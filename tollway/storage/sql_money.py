@@ -261,8 +261,8 @@ class MoneyQueries:
     ) -> ReserveOutcome:
         """Grow an open reservation by ``amount_micros`` if the account can cover it.
 
-        One conditional update, like ``reserve``; on refusal (or a reservation no
-        longer open) nothing changes and ``reservation`` is None. ``roomy`` as in
+        One conditional update, like ``reserve``; on refusal nothing changes and
+        ``reservation`` is None (and ``not_open`` when the reservation is closed). ``roomy`` as in
         ``reserve``: grow by ``roomy[0]`` instead while ``roomy[1]`` is available.
         """
         async def body(tx: Tx) -> ReserveOutcome:
@@ -307,7 +307,7 @@ class MoneyQueries:
         except _Refused as refused:
             account_id = refused.args[0]
             if account_id is None:
-                return ReserveOutcome(None, 0, 0)
+                return ReserveOutcome(None, 0, 0, not_open=True)
             async with self.db.transaction() as tx:
                 balance, reserved = await _balance(tx, account_id)
             cap = refused.args[1] if len(refused.args) > 1 else None
@@ -376,26 +376,27 @@ class MoneyQueries:
     async def settle_leased(
         self, lease_id: str, debit: NewEntry, extra: Sequence[NewEntry] = (),
         give_back: int = 0,
-    ) -> LedgerEntry | None:
+    ) -> tuple[LedgerEntry | None, bool]:
         """Append a request's debit (and ``extra``) against an instance's balance lease, a
         reservation that many requests draw on: the lease and the account's ``reserved``
         shrink by the debit (and by ``give_back`` more, the unspent part of a hold that
         goes back to the account at once) and the balance moves by the debit, in one
-        transaction. None if the request is already debited.
+        transaction. Returns (the debit, or None if the request is already debited;
+        whether the lease was open).
 
         The lease must still hold the debit (``amount_micros >= debit``): the instance
         never lets its requests hold more than its lease. A lease no longer open
         (released by crash recovery) is settled as ``settle`` settles a request whose
-        reservation was released.
+        reservation was released, and the caller must take no more holds from it.
         """
         spent = -debit.amount_micros
         shrink = spent + give_back
         if not extra and self.db.dialect == "postgres":  # the common case, one statement
             entry = await pg_money.settle_leased(self.db, lease_id, debit, shrink)
             if entry is not None:
-                return entry
+                return entry, True
 
-        async def body(tx: Tx) -> LedgerEntry | None:
+        async def body(tx: Tx) -> tuple[LedgerEntry | None, bool]:
             row = await tx.fetchrow(
                 "UPDATE reservations SET amount_micros = amount_micros - ?"
                 " WHERE id = ? AND state = 'open' AND amount_micros >= ? RETURNING account_id",
@@ -419,11 +420,11 @@ class MoneyQueries:
                     "SELECT id FROM ledger_entries WHERE request_id = ? AND kind = 'debit'",
                     debit.request_id,
                 ):
-                    return None
+                    return None, False
                 entry = await _append(tx, debit)
             for other in extra:
                 await _append(tx, other)
-            return entry
+            return entry, row is not None
 
         return await self.db.run(body)
 
