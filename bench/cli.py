@@ -300,8 +300,10 @@ class Bench:
             self.note("workers: skipped with --target")
             return
         sc = replace(self.table["b"], name="b")
+        config, request = self.features_on() if self.args.workers_all_on else (None, None)
         for n in self.args.workers:
-            async with self.tollway(f"workers{n}", workers=n) as target:
+            async with self.tollway(f"workers{n}", workers=n, extra_config=config,
+                                    extra_request=request) as target:
                 entry[str(n)] = await self.run(replace(sc, title=f"{sc.title}, {n} workers"),
                                                target)
         one, two = entry.get("1"), entry.get("2")
@@ -362,6 +364,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Redis for the limits phase (default redis://127.0.0.1:6379/0)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                    help="worker counts for the scaling run of scenario b (default: 1 2)")
+    p.add_argument("--workers-all-on", action="store_true",
+                   help="the workers run with every feature on, as e (with --features, "
+                   "--balance-lease and --postgres as given)")
     p.add_argument("--soak", type=float, help="soak duration in seconds (default 180)")
     p.add_argument("--d-streams", type=int, help="open streams in d (default 1000; try 10000)")
     p.add_argument("--d-delay", type=int, help="ms between chunks in d (default 20)")
