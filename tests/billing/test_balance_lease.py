@@ -557,3 +557,38 @@ async def test_an_instance_taken_for_dead_retires_its_leases(dsn: str) -> None:
         await instance.stop()
     finally:
         await store.close()
+
+
+async def test_concurrent_settlements_of_a_lease_are_written_together(dsn: str) -> None:
+    """On PostgreSQL the settlements that come while one is written go in one statement
+    (one lock and one commit of the account's row for the batch); each caller still gets
+    its own debit, and one that cannot be written fails alone."""
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="100")
+        await register(store, "inst_a")
+        lease = leases(store, "inst_a")
+        outs = await asyncio.gather(*(
+            lease.reserve(account.id, f"req_{i}", "inst_a", 10_000) for i in range(120)))
+        holds = [o.reservation.id for o in outs if o.reservation is not None]
+        assert len(holds) == 120
+
+        async def settle(i: int) -> Any:
+            return await lease.settle(holds[i], debit(account.id, f"req_{i}", 100 + i))
+
+        first = await asyncio.gather(*(settle(i) for i in range(60)))
+        assert len({e.id for e in first}) == 60
+        if dsn.startswith("postgres"):  # written together, not one statement each
+            assert store._lease_settlements.batches <= 3
+        # a debit already written for req_67 (a bug elsewhere): its settlement fails alone
+        await store.append(debit(account.id, "req_67", 1_000))
+        rest = await asyncio.gather(*(settle(i) for i in range(60, 120)),
+                                    return_exceptions=True)
+        assert [60 + i for i, r in enumerate(rest) if isinstance(r, BaseException)] == [67]
+        assert all(r is not None for r in rest)
+        await lease.close()
+        balance, reserved, debits, violations = await books(store, account.id)
+        spent = 1_000 + sum(100 + i for i in range(120) if i != 67)
+        assert (balance, reserved, debits, violations) == (100_000_000 - spent, 0, spent, [])
+    finally:
+        await store.close()

@@ -388,13 +388,27 @@ class MoneyQueries:
         never lets its requests hold more than its lease. A lease no longer open
         (released by crash recovery) is settled as ``settle`` settles a request whose
         reservation was released, and the caller must take no more holds from it.
+
+        On PostgreSQL the settlements of one lease that come while one of them is being
+        written are written together, in one statement (``pg_money.LeaseSettlements``).
         """
-        spent = -debit.amount_micros
-        shrink = spent + give_back
-        if not extra and self.db.dialect == "postgres":  # the common case, one statement
-            entry = await pg_money.settle_leased(self.db, lease_id, debit, shrink)
-            if entry is not None:
-                return entry, True
+        shrink = -debit.amount_micros + give_back
+        if not extra and self.db.dialect == "postgres":  # many a statement: a group commit
+            batches = getattr(self, "_lease_settlements", None)
+            if batches is None:
+                batches = self._lease_settlements = pg_money.LeaseSettlements(
+                    self.db, self._settle_leased_alone
+                )
+            result: tuple[LedgerEntry | None, bool] = await batches.settle(
+                lease_id, debit, shrink
+            )
+            return result
+        return await self._settle_leased_alone(lease_id, debit, shrink, extra)
+
+    async def _settle_leased_alone(
+        self, lease_id: str, debit: NewEntry, shrink: int, extra: Sequence[NewEntry] = ()
+    ) -> tuple[LedgerEntry | None, bool]:
+        """``settle_leased`` in one transaction of its own."""
 
         async def body(tx: Tx) -> tuple[LedgerEntry | None, bool]:
             row = await tx.fetchrow(
