@@ -244,10 +244,17 @@ class Bench:
         config, request = self.features_on()
         names = ["a", "b", "c50", "c10"]
         entry["tollway"] = {}
+        db_cpu = self.postgres.server_cpu_s() if self.postgres else None
         async with self.tollway("e", extra_config=config, extra_request=request) as target:
             for name in names:
                 entry["tollway"][name] = await self.run(
                     self.table[name], target, profile=name in ("b", "c50"), label="e:")
+        if db_cpu is not None and (after := PostgresSchemas.server_cpu_s()) is not None:
+            served = sum(entry["tollway"][name].get("ok", 0) for name in names)
+            entry["postgres_cpu_per_request_us"] = round((after - db_cpu) / served * 1e6, 1)
+            self.note(f"e: the PostgreSQL server used {entry['postgres_cpu_per_request_us']} µs "
+                      "of CPU per request of a, b, c50 and c10 (its processes on this machine; "
+                      "tollway's start, migrations and warm-up included)")
         entry["tollway"]["c_marginal"] = self.marginal(entry["tollway"]["c50"],
                                                        entry["tollway"]["c10"])
         if need_direct:  # e was asked for without a–c: measure the floor and baseline too

@@ -4,7 +4,9 @@ the traces kept there (``bench.measure.probe_timings`` reads them from a SQLite 
 
 from __future__ import annotations
 
+import os
 import secrets
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,6 +53,29 @@ class PostgresSchemas:
             for q in (50, 99):
                 out[f"probe_{name}_p{q}_ms"] = percentile(values, q)
         return out
+
+    @staticmethod
+    def server_cpu_s() -> float | None:
+        """CPU seconds used so far by a PostgreSQL server on this machine: the postmaster
+        with its reaped children (backends that have exited) plus the live backends; None
+        when no ``postgres`` process can be read."""
+        tick = os.sysconf("SC_CLK_TCK")
+        procs: dict[str, list[str]] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                name, _, rest = (proc / "stat").read_text().partition(") ")
+            except OSError:
+                continue
+            if name.endswith("(postgres"):
+                procs[proc.name] = rest.split()  # from field 3 (state) on
+        total = 0
+        for fields in procs.values():
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            if fields[1] not in procs:  # the postmaster: with its reaped backends
+                total += int(fields[13]) + int(fields[14])  # cutime, cstime
+        return total / tick if procs else None
 
     async def drop_all(self) -> None:
         for schema in self.made:
