@@ -348,7 +348,10 @@ class Bench:
                 await phase_limits(self)
         finally:
             self.upstream.stop()
-            if self.postgres:
+            if self.postgres and self.args.keep:
+                for phase, url in self.databases.items():
+                    self.note(f"kept PostgreSQL schema of {phase}: {url}")
+            elif self.postgres:
                 await self.postgres.drop_all()
         if self.profiler:
             self.results["profiles"] = self.profiler.details()
@@ -395,7 +398,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    metavar="URL", help="tollway's database on PostgreSQL (a fresh schema per "
                    "phase, dropped after) instead of a SQLite file; default URL "
                    "postgresql://postgres@127.0.0.1:5432/test")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work dir (configs, logs) and --postgres's schemas")
     args = p.parse_args(argv)
     unknown = set(args.scenarios) - set(ALL) - set(OPT_IN) - {"c50", "c10"}
     if unknown:
