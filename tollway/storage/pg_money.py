@@ -195,22 +195,25 @@ class LeaseSettlements:
         return await asyncio.shield(future)
 
     async def _write(self, key: tuple[str, str], batch: list[_Pending]) -> None:
-        while batch:
-            try:
-                entries = await self._write_batch(key, batch)
-            except Exception:  # noqa: BLE001 (each settlement then meets its own error)
-                entries = None
-            if entries is None:
-                for item in batch:
-                    await self._settle_alone(key[0], item)
-            else:
-                for item, entry in zip(batch, entries, strict=True):
-                    if not item.future.done():
-                        item.future.set_result((entry, True))
-            batch = self._queues[key]
-            if batch:
+        try:
+            while batch:
+                try:
+                    entries = await self._write_batch(key, batch)
+                except Exception:  # noqa: BLE001 (each settlement then meets its own error)
+                    entries = None
+                if entries is None:
+                    for item in batch:
+                        await self._settle_alone(key[0], item)
+                else:
+                    for item, entry in zip(batch, entries, strict=True):
+                        if not item.future.done():
+                            item.future.set_result((entry, True))
+                batch = self._queues[key]
                 self._queues[key] = []
-        del self._queues[key]
+        finally:  # empty unless the writer itself was stopped (cancelled at shutdown)
+            for item in batch + self._queues.pop(key, []):
+                if not item.future.done():
+                    item.future.set_exception(RuntimeError("lease settlement writer stopped"))
 
     async def _settle_alone(self, lease_id: str, item: _Pending) -> None:
         try:
