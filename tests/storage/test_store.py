@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tollway.storage import open_storage
-from tollway.storage.base import Conflict, NewEntry
+from tollway.storage.base import Conflict, LedgerEntry, NewEntry
 
 
 async def test_accounts_and_ledger_pages(dsn: str) -> None:
@@ -99,5 +101,65 @@ async def test_reservation_ids_are_time_ordered(dsn: str) -> None:
             ids.append(outcome.reservation.id)
             await asyncio.sleep(0.002)
         assert ids == sorted(ids) and len(set(ids)) == 3
+    finally:
+        await store.close()
+
+
+async def test_concurrent_settlements_are_written_together(dsn: str) -> None:
+    """On PostgreSQL the settlements of one account that come while one is written go in
+    one statement; a batch holding a reservation that is not open on that account, or a
+    debit already written, is written one by one, so each settles as it would alone and a
+    bad one fails alone."""
+    import asyncio
+
+    store = await open_storage(dsn)
+    try:
+        account = await store.create_account("busy")
+        await store.append(NewEntry(account.id, "credit", 10_000_000))
+
+        def debit(i: int, amount: int) -> NewEntry:
+            return NewEntry(account.id, "debit", -amount, request_id=f"req-{i}",
+                            base_cost_micros=amount, platform_fee_micros=0,
+                            total_cost_micros=amount)  # fmt: skip
+
+        async def settle_all(numbers: range) -> list[Any]:
+            return await asyncio.gather(*(store.settle(ids[i], debit(i, 100 + i))
+                                          for i in numbers), return_exceptions=True)
+
+        held = await asyncio.gather(*(
+            store.reserve(account.id, f"req-{i}", "inst", 10_000) for i in range(120)))
+        ids = [h.reservation.id for h in held if h.reservation is not None]
+        assert len(ids) == 120
+        first = await settle_all(range(60))
+        assert all(isinstance(e, LedgerEntry) for e in first)
+        assert len({e.id for e in first}) == 60
+        if dsn.startswith("postgres"):
+            assert store._open_settlements.batches <= 3
+        # req-70's reservation released by crash recovery; req-90 settles against another
+        # account's reservation (a caller's mistake: that account gets its hold back)
+        assert await store.release_orphan(ids[70], "owner gone") is not None
+        other = await store.create_account("other")
+        await store.append(NewEntry(other.id, "credit", 50_000))
+        theirs = await store.reserve(other.id, "req-90x", "inst", 20_000)
+        assert theirs.reservation is not None
+        assert await store.settle(ids[90], NewEntry(account.id, "debit", 0,
+                                                    request_id="req-90b")) is not None
+        ids[90] = theirs.reservation.id
+        second = await settle_all(range(60, 100))
+        assert all(isinstance(e, LedgerEntry) for e in second)
+        # req-110 already debited (a bug elsewhere): its settlement fails alone
+        await store.append(debit(110, 1_000))
+        third = await settle_all(range(100, 120))
+        assert [100 + i for i, r in enumerate(third) if not isinstance(r, LedgerEntry)] == [110]
+        assert isinstance(third[10], BaseException)
+        spent = 1_000 + sum(100 + i for i in range(120) if i != 110)
+        final = await store.get_account(account.id)
+        assert final is not None
+        # req-110's reservation stays open (its settlement failed): recovery's to release
+        assert (final.balance_micros, final.reserved_micros) == (10_000_000 - spent, 10_000)
+        assert await store.balance_mismatches() == []
+        assert await store.reserved_mismatches() == []
+        theirs_now = await store.get_account(other.id)
+        assert theirs_now is not None and theirs_now.reserved_micros == 0
     finally:
         await store.close()

@@ -38,7 +38,7 @@ from tollway.storage.ledger_columns import (
     entry_values,
 )
 
-__all__ = ["LeaseSettlements", "reserve", "settle_leased", "settle_open"]
+__all__ = ["Settlements", "reserve", "settle_leased", "settle_open"]
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,21 @@ async def settle_leased(
     return None if row is None else LedgerEntry(id=int(row["id"]), created_at=now, entry=debit)
 
 
-# -- settlements against one lease, many in one statement ---------------------------------
+# -- settlements written together: one statement for many -----------------------------
 
 _TEXT = {"account_id", "kind", "request_id", "model", "deployment", "prices", "note"}
 _UNNEST = ", ".join(
     f"?::{'text' if f in _TEXT else 'boolean' if f == 'partial' else 'bigint'}[]"
     for f in ENTRY_FIELDS
+)
+# the batch's debits (``d``), once the rows they settle against (``closed``) are taken;
+# then the account's row
+_DEBITS_AND_MOVE = (
+    "), moved AS ("
+    " UPDATE accounts SET balance_micros = balance_micros + ?,"
+    " reserved_micros = reserved_micros - (SELECT sum(amount_micros) FROM closed)"
+    " WHERE id = ? AND EXISTS (SELECT 1 FROM closed)"
+    ") SELECT id, request_id FROM entry"
 )
 _SETTLE_LEASED_MANY = (
     "WITH closed AS ("
@@ -137,60 +146,76 @@ _SETTLE_LEASED_MANY = (
     " RETURNING ?::bigint AS amount_micros"
     "), entry AS ("
     f" INSERT INTO ledger_entries ({ENTRY_COLUMNS})"
-    f" SELECT d.*, ? FROM unnest({_UNNEST}) AS d, closed"
+    f" SELECT d.*, ? FROM unnest({_UNNEST}) AS d WHERE EXISTS (SELECT 1 FROM closed)"
     " RETURNING id, request_id"
-    "), moved AS ("
-    " UPDATE accounts SET balance_micros = balance_micros + ?,"
-    " reserved_micros = reserved_micros - closed.amount_micros"
-    " FROM closed WHERE accounts.id = ?"
-    ") SELECT id, request_id FROM entry"
+    + _DEBITS_AND_MOVE
+)
+# every reservation open on the account, locked in id order, or none is closed
+_SETTLE_OPEN_MANY = (
+    "WITH target AS ("
+    " SELECT id FROM reservations WHERE id = ANY(?::text[]) AND state = 'open'"
+    " AND account_id = ? ORDER BY id FOR UPDATE"
+    "), closed AS ("
+    " UPDATE reservations SET state = 'settled', closed_at = ? FROM target"
+    " WHERE reservations.id = target.id AND (SELECT count(*) FROM target) = ?"
+    " RETURNING reservations.amount_micros"
+    "), entry AS ("
+    f" INSERT INTO ledger_entries ({ENTRY_COLUMNS})"
+    f" SELECT d.*, ? FROM unnest({_UNNEST}) AS d WHERE EXISTS (SELECT 1 FROM closed)"
+    " RETURNING id, request_id"
+    + _DEBITS_AND_MOVE
 )
 
 
 class _Pending:
-    __slots__ = ("debit", "shrink", "future")
+    __slots__ = ("target", "debit", "shrink", "future")
 
-    def __init__(self, debit: NewEntry, shrink: int, future: asyncio.Future[Any]) -> None:
+    def __init__(self, target: str, debit: NewEntry, shrink: int,
+                 future: asyncio.Future[Any]) -> None:
+        self.target = target  # the reservation (or lease) it settles against
         self.debit = debit
-        self.shrink = shrink
+        self.shrink = shrink  # what that reservation gives back (a lease: debit + give-back)
         self.future = future
 
 
-class LeaseSettlements:
-    """Settlements against one balance lease, written together (a group commit).
+Fallback = Callable[[str, NewEntry, int], Awaitable[Any]]
 
-    The first settlement of a lease is written at once; those that come while its
-    statement runs wait and are then written together in one statement: the lease and
-    the account's ``reserved`` shrink by their sum, the balance moves by their sum, and
-    every debit is inserted. So a busy account's row is locked and committed once per
-    batch, not once per request, and the gateway makes one round trip for the batch.
-    Each caller gets its own debit back once the batch has committed. A batch the
-    common case does not cover (the lease closed or short, a debit already written)
-    changes nothing and its settlements are written one by one by ``fallback``, which
-    sorts out each as before.
+
+class Settlements:
+    """Settlements written together, a group commit on PostgreSQL.
+
+    Settlements share a batch when they move the same account (per-request reservations)
+    or draw on the same balance lease. The first of a batch is written at once; those
+    that come while its statement runs wait and are then written together in one
+    statement: every debit inserted, the reservations closed (or the lease shrunk by
+    their sum) and the account's balance and ``reserved`` moved by their sums. So a busy
+    account's row is locked and committed once per batch, not once per request, and the
+    gateway makes one round trip for it. Each caller gets its own debit once the batch
+    has committed. A batch the common case does not cover (a reservation no longer open,
+    a lease closed or short, a debit already written) changes nothing, and its
+    settlements are written one by one by ``fallback``, which sorts out each as before.
     """
 
-    def __init__(self, db: Database, fallback: Callable[[str, NewEntry, int], Awaitable[Any]]
-                 ) -> None:
+    def __init__(self, db: Database, fallback: Fallback, *, leased: bool) -> None:
         self._db = db
         self._fallback = fallback
-        self._queues: dict[tuple[str, str], list[_Pending]] = {}  # (lease, account) → waiting
+        self._leased = leased
+        self._queues: dict[tuple[str, str], list[_Pending]] = {}  # key → waiting
         self.batches = 0  # statements written (for tests and measurement)
 
-    async def settle(self, lease_id: str, debit: NewEntry, shrink: int) -> Any:
+    async def settle(self, target: str, debit: NewEntry, shrink: int = 0) -> Any:
         """(the debit, True) once its batch has committed; or what ``fallback`` returns
-        for it."""
-        key = (lease_id, debit.account_id)
+        for it. ``target``: the reservation, or the lease, it settles against."""
+        key = (target if self._leased else "", debit.account_id)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        item = _Pending(target, debit, shrink, future)
         queue = self._queues.get(key)
-        if queue is None:  # nothing running for this lease: write now, collect what comes
+        if queue is None:  # nothing being written for this key: write now, collect the rest
             self._queues[key] = []
-            task = asyncio.get_running_loop().create_task(
-                self._write(key, [_Pending(debit, shrink, future)])
-            )
+            task = asyncio.get_running_loop().create_task(self._write(key, [item]))
             task.add_done_callback(_surface)
         else:
-            queue.append(_Pending(debit, shrink, future))
+            queue.append(item)
         # a caller cancelled while it waits leaves its settlement to the batch
         return await asyncio.shield(future)
 
@@ -198,12 +223,12 @@ class LeaseSettlements:
         try:
             while batch:
                 try:
-                    entries = await self._write_batch(key, batch)
+                    entries = await self._write_batch(key[1], batch)
                 except Exception:  # noqa: BLE001 (each settlement then meets its own error)
                     entries = None
                 if entries is None:
                     for item in batch:
-                        await self._settle_alone(key[0], item)
+                        await self._settle_alone(item)
                 else:
                     for item, entry in zip(batch, entries, strict=True):
                         if not item.future.done():
@@ -213,11 +238,11 @@ class LeaseSettlements:
         finally:  # empty unless the writer itself was stopped (cancelled at shutdown)
             for item in batch + self._queues.pop(key, []):
                 if not item.future.done():
-                    item.future.set_exception(RuntimeError("lease settlement writer stopped"))
+                    item.future.set_exception(RuntimeError("settlement writer stopped"))
 
-    async def _settle_alone(self, lease_id: str, item: _Pending) -> None:
+    async def _settle_alone(self, item: _Pending) -> None:
         try:
-            result = await self._fallback(lease_id, item.debit, item.shrink)
+            result = await self._fallback(item.target, item.debit, item.shrink)
         except Exception as exc:  # noqa: BLE001 (handed to its caller)
             if not item.future.done():
                 item.future.set_exception(exc)
@@ -225,29 +250,37 @@ class LeaseSettlements:
         if not item.future.done():
             item.future.set_result(result)
 
-    async def _write_batch(
-        self, key: tuple[str, str], batch: list[_Pending]
-    ) -> list[LedgerEntry] | None:
+    async def _write_batch(self, account_id: str, batch: list[_Pending]
+                           ) -> list[LedgerEntry] | None:
         """One statement for the batch: its debits in order, or None (nothing changed)."""
-        lease_id, account_id = key
-        if any(item.debit.request_id is None for item in batch):
+        requests = {item.debit.request_id for item in batch}
+        if None in requests or len(requests) < len(batch):
             return None  # the batch's debits are told apart by their request ids
         self.batches += 1
         if len(batch) == 1:
-            item = batch[0]
-            entry = await settle_leased(self._db, lease_id, item.debit, item.shrink)
+            one = batch[0]
+            if self._leased:
+                entry = await settle_leased(self._db, one.target, one.debit, one.shrink)
+            else:
+                entry = await settle_open(self._db, one.target, one.debit)
             return None if entry is None else [entry]
-        shrink = sum(item.shrink for item in batch)
         moved = sum(item.debit.amount_micros for item in batch)
         columns = [list(values) for values in zip(*(entry_values(i.debit) for i in batch),
                                                    strict=True)]
         now = time.time()
-        rows = await self._db.fetch(
-            _SETTLE_LEASED_MANY, shrink, lease_id, account_id, shrink, shrink,
-            now, *columns, moved, account_id,
-        )  # fmt: skip
+        if self._leased:
+            shrink = sum(item.shrink for item in batch)
+            rows = await self._db.fetch(
+                _SETTLE_LEASED_MANY, shrink, batch[0].target, account_id, shrink, shrink,
+                now, *columns, moved, account_id,
+            )  # fmt: skip
+        else:
+            rows = await self._db.fetch(
+                _SETTLE_OPEN_MANY, [item.target for item in batch], account_id, now,
+                len(batch), now, *columns, moved, account_id,
+            )  # fmt: skip
         if len(rows) != len(batch):
-            return None  # the lease not open, short or another account's: nothing written
+            return None  # the common case does not hold: nothing was written
         ids = {row["request_id"]: int(row["id"]) for row in rows}
         return [LedgerEntry(id=ids[i.debit.request_id], created_at=now, entry=i.debit)
                 for i in batch]  # fmt: skip
@@ -256,4 +289,4 @@ class LeaseSettlements:
 def _surface(task: asyncio.Task[None]) -> None:
     """A batch writer's own failure (never a settlement's: those go to their callers)."""
     if not task.cancelled() and task.exception() is not None:
-        log.error("lease settlement writer failed", exc_info=task.exception())
+        log.error("settlement writer failed", exc_info=task.exception())

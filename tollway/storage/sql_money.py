@@ -327,13 +327,31 @@ class MoneyQueries:
         in every money transaction). Only when it was not open (already settled, or
         released by crash recovery) is the ledger searched for an earlier debit of the
         request; the unique index ``ledger_one_debit`` forbids a second one either way.
-        On PostgreSQL the common case is one statement (``storage.pg_money``).
+        On PostgreSQL the common case is one statement, shared by the settlements of the
+        account that come while one is being written (``pg_money.Settlements``).
         """
         if (reservation_id is not None and not capped and not extra
                 and self.db.dialect == "postgres"):
-            entry = await pg_money.settle_open(self.db, reservation_id, debit)
-            if entry is not None:
-                return entry
+            batches = getattr(self, "_open_settlements", None)
+            if batches is None:
+                batches = self._open_settlements = pg_money.Settlements(
+                    self.db, self._settle_open_alone, leased=False
+                )
+            entry: LedgerEntry | None
+            entry, _ = await batches.settle(reservation_id, debit)
+            return entry
+        return await self._settle_alone(reservation_id, debit, extra, capped)
+
+    async def _settle_open_alone(
+        self, reservation_id: str, debit: NewEntry, _shrink: int
+    ) -> tuple[LedgerEntry | None, bool]:
+        return await self._settle_alone(reservation_id, debit, (), False), True
+
+    async def _settle_alone(
+        self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry],
+        capped: bool,
+    ) -> LedgerEntry | None:
+        """``settle`` in one transaction of its own."""
 
         async def body(tx: Tx) -> LedgerEntry | None:
             closed = None
@@ -390,14 +408,14 @@ class MoneyQueries:
         reservation was released, and the caller must take no more holds from it.
 
         On PostgreSQL the settlements of one lease that come while one of them is being
-        written are written together, in one statement (``pg_money.LeaseSettlements``).
+        written are written together, in one statement (``pg_money.Settlements``).
         """
         shrink = -debit.amount_micros + give_back
         if not extra and self.db.dialect == "postgres":  # many a statement: a group commit
             batches = getattr(self, "_lease_settlements", None)
             if batches is None:
-                batches = self._lease_settlements = pg_money.LeaseSettlements(
-                    self.db, self._settle_leased_alone
+                batches = self._lease_settlements = pg_money.Settlements(
+                    self.db, self._settle_leased_alone, leased=True
                 )
             result: tuple[LedgerEntry | None, bool] = await batches.settle(
                 lease_id, debit, shrink
