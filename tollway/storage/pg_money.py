@@ -14,11 +14,14 @@ as atomic as the transaction it replaces:
 - ``settle_leased`` (the lease open, on the debit's account, holding the debit): shrink it,
   insert the debit and move the account.
 
-Each part that writes reads the row the one before it wrote (``FROM closed``), so the
+Each part that writes reads the row the one before it wrote (``closed``), so the
 reservation's row is locked before the account's, the order every money transaction
 takes. When the common case does not hold, the statement changes nothing and returns no
 row, and the caller runs the general transaction, which sorts out the rest (an earlier
 debit, a released reservation, a wrong account) as before.
+
+``Settlements`` writes the settlements of one account (or one lease) that come while one
+is being written in one statement together: a group commit of the account's row.
 """
 
 from __future__ import annotations
