@@ -16,12 +16,16 @@ from it in memory:
 - A request that may take a roomy hold (``billing.roomy_output_factor``) takes it when the
   lease has it free or can grow for it while the account is ample, else the cap's cost.
 - **Settlement** debits the request and shrinks the lease by the debit in one
-  transaction (``settle_leased``): ``balance == sum(ledger)`` and ``reserved == sum(open
-  reservations)`` hold after every commit, as before.
+  transaction (``settle_leased``; on PostgreSQL one statement for the settlements that
+  come together): ``balance == sum(ledger)`` and ``reserved == sum(open reservations)``
+  hold after every commit, as before.
 - A lease idle for ``lease_idle_seconds`` is given back; one older than
   ``lease_max_age_seconds`` stops taking holds, gives back what it has free, and is
-  closed once its last hold settles. So a lease stays far below
-  ``reservation_max_age_seconds``, after which crash recovery would release it.
+  closed once its last hold settles. Crash recovery releases a live instance's lease
+  only past ``lease_max_age_seconds`` plus ``reservation_max_age_seconds``.
+- A lease released under this instance (crash recovery took it for dead) takes no more
+  holds once a settlement, a growth or the heartbeat finds it gone; new requests grow a
+  new one.
 
 Zero overdraft by construction: the holds of an instance never sum above its lease,
 the lease is a reservation taken by the same conditional update as any other, and a

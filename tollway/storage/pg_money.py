@@ -56,30 +56,57 @@ _RESERVE = (
     ") SELECT balance_micros, reserved_micros FROM held"
 )
 
-# the debit, once the reservation's row (``closed``) is taken; then the account's row
-_DEBIT_AND_MOVE = (
-    "), entry AS ("
-    f" INSERT INTO ledger_entries ({ENTRY_COLUMNS}) SELECT {ENTRY_PLACEHOLDERS} FROM closed"
-    " RETURNING id"
-    "), moved AS ("
-    " UPDATE accounts SET balance_micros = balance_micros + ?,"
-    " reserved_micros = reserved_micros - closed.amount_micros"
-    " FROM closed WHERE accounts.id = ?"
-    ") SELECT id FROM entry"
-)
-_SETTLE_OPEN = (
+# A settlement is: ``closed``, the row(s) it settles against, taken first; ``entry``, its
+# debit(s); then ``moved``, the account's row (balance by the debits, ``reserved`` by what
+# ``closed`` gave back). Each part reads the one before it, which fixes that lock order.
+_OPEN_CLOSED = (
     "WITH closed AS ("
     " UPDATE reservations SET state = 'settled', closed_at = ?"
     " WHERE id = ? AND state = 'open' AND account_id = ? RETURNING amount_micros"
-    + _DEBIT_AND_MOVE
 )
-_SETTLE_LEASED = (
+# every reservation open on the account, locked in id order, or none is closed
+_OPEN_CLOSED_MANY = (
+    "WITH target AS ("
+    " SELECT id FROM reservations WHERE id = ANY(?::text[]) AND state = 'open'"
+    " AND account_id = ? ORDER BY id FOR UPDATE"
+    "), closed AS ("
+    " UPDATE reservations SET state = 'settled', closed_at = ? FROM target"
+    " WHERE reservations.id = target.id AND (SELECT count(*) FROM target) = ?"
+    " RETURNING reservations.amount_micros"
+)
+_LEASE_CLOSED = (  # the lease shrunk by what the settlement(s) give back
     "WITH closed AS ("
     " UPDATE reservations SET amount_micros = amount_micros - ?"
     " WHERE id = ? AND state = 'open' AND account_id = ? AND amount_micros >= ?"
     " RETURNING ?::bigint AS amount_micros"
-    + _DEBIT_AND_MOVE
 )
+_ONE_DEBIT = (
+    "), entry AS ("
+    f" INSERT INTO ledger_entries ({ENTRY_COLUMNS}) SELECT {ENTRY_PLACEHOLDERS} FROM closed"
+    " RETURNING id, request_id"
+)
+_TEXT = {"account_id", "kind", "request_id", "model", "deployment", "prices", "note"}
+_UNNEST = ", ".join(
+    f"?::{'text' if f in _TEXT else 'boolean' if f == 'partial' else 'bigint'}[]"
+    for f in ENTRY_FIELDS
+)
+_DEBITS = (  # one array per column, the insert's time last
+    "), entry AS ("
+    f" INSERT INTO ledger_entries ({ENTRY_COLUMNS})"
+    f" SELECT d.*, ? FROM unnest({_UNNEST}) AS d WHERE EXISTS (SELECT 1 FROM closed)"
+    " RETURNING id, request_id"
+)
+_MOVED = (
+    "), moved AS ("
+    " UPDATE accounts SET balance_micros = balance_micros + ?,"
+    " reserved_micros = reserved_micros - (SELECT sum(amount_micros) FROM closed)"
+    " WHERE id = ? AND EXISTS (SELECT 1 FROM closed)"
+    ") SELECT id, request_id FROM entry"
+)
+_SETTLE_OPEN = _OPEN_CLOSED + _ONE_DEBIT + _MOVED
+_SETTLE_LEASED = _LEASE_CLOSED + _ONE_DEBIT + _MOVED
+_SETTLE_OPEN_MANY = _OPEN_CLOSED_MANY + _DEBITS + _MOVED
+_SETTLE_LEASED_MANY = _LEASE_CLOSED + _DEBITS + _MOVED
 
 
 async def reserve(
@@ -127,47 +154,6 @@ async def settle_leased(
 
 
 # -- settlements written together: one statement for many -----------------------------
-
-_TEXT = {"account_id", "kind", "request_id", "model", "deployment", "prices", "note"}
-_UNNEST = ", ".join(
-    f"?::{'text' if f in _TEXT else 'boolean' if f == 'partial' else 'bigint'}[]"
-    for f in ENTRY_FIELDS
-)
-# the batch's debits (``d``), once the rows they settle against (``closed``) are taken;
-# then the account's row
-_DEBITS_AND_MOVE = (
-    "), moved AS ("
-    " UPDATE accounts SET balance_micros = balance_micros + ?,"
-    " reserved_micros = reserved_micros - (SELECT sum(amount_micros) FROM closed)"
-    " WHERE id = ? AND EXISTS (SELECT 1 FROM closed)"
-    ") SELECT id, request_id FROM entry"
-)
-_SETTLE_LEASED_MANY = (
-    "WITH closed AS ("
-    " UPDATE reservations SET amount_micros = amount_micros - ?"
-    " WHERE id = ? AND state = 'open' AND account_id = ? AND amount_micros >= ?"
-    " RETURNING ?::bigint AS amount_micros"
-    "), entry AS ("
-    f" INSERT INTO ledger_entries ({ENTRY_COLUMNS})"
-    f" SELECT d.*, ? FROM unnest({_UNNEST}) AS d WHERE EXISTS (SELECT 1 FROM closed)"
-    " RETURNING id, request_id"
-    + _DEBITS_AND_MOVE
-)
-# every reservation open on the account, locked in id order, or none is closed
-_SETTLE_OPEN_MANY = (
-    "WITH target AS ("
-    " SELECT id FROM reservations WHERE id = ANY(?::text[]) AND state = 'open'"
-    " AND account_id = ? ORDER BY id FOR UPDATE"
-    "), closed AS ("
-    " UPDATE reservations SET state = 'settled', closed_at = ? FROM target"
-    " WHERE reservations.id = target.id AND (SELECT count(*) FROM target) = ?"
-    " RETURNING reservations.amount_micros"
-    "), entry AS ("
-    f" INSERT INTO ledger_entries ({ENTRY_COLUMNS})"
-    f" SELECT d.*, ? FROM unnest({_UNNEST}) AS d WHERE EXISTS (SELECT 1 FROM closed)"
-    " RETURNING id, request_id"
-    + _DEBITS_AND_MOVE
-)
 
 
 class _Pending:
