@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tollway.storage import open_storage
 from tollway.storage.base import Conflict, LedgerEntry, NewEntry
@@ -84,6 +86,125 @@ async def test_settlement_when_the_reservation_is_not_open(dsn: str) -> None:
         assert await store.reserved_mismatches() == []
     finally:
         await store.close()
+
+
+async def test_concurrent_reservations_are_held_together(dsn: str) -> None:
+    """On PostgreSQL the reservations of one account that come while one is written go in
+    one statement when the account covers each in turn; otherwise each is tried alone, so
+    every caller gets what it would get one after another, in arrival order: a large hold
+    refused between smaller ones that fit, a roomy hold falling back to the plain one, a
+    request's second reservation failing alone, a disabled account refusing all (SQLite,
+    which writes them one after another, is the reference)."""
+    import asyncio
+
+    store = await open_storage(dsn)
+    try:
+        account = await store.create_account("holds")
+        await store.append(NewEntry(account.id, "credit", 1_000_000))
+
+        async def reserve_all(requests: list[tuple[str, int, tuple[int, int] | None]]
+                              ) -> list[Any]:
+            return await asyncio.gather(*(
+                store.reserve(account.id, request_id, "inst", amount, roomy=roomy)
+                for request_id, amount, roomy in requests), return_exceptions=True)
+
+        many = await reserve_all([(f"req-h{i}", 5_000, None) for i in range(120)])
+        # each caller sees the account just after its own hold
+        assert sorted(o.reserved_micros for o in many) == [5_000 * k for k in range(1, 121)]
+        assert all(o.balance_micros == 1_000_000 for o in many)
+        if dsn.startswith("postgres"):
+            assert store._holds.batches <= 3
+        # 400,000 available: the 500,000 hold is refused, the small ones after it fit;
+        # the roomy holds take 60,000 while 240,000 is left, then the plain amount
+        mixed = await reserve_all([
+            ("req-m0", 100_000, None), ("req-m1", 500_000, None),
+            ("req-m2", 1_000, (60_000, 240_000)), ("req-m3", 1_000, (60_000, 240_000)),
+            ("req-m4", 1_000, (60_000, 240_000)),
+            ("req-m5", 2_000, (60_000, 240_000)), ("req-m0", 10, None), ("req-m6", 177_000, None),
+            ("req-m7", 1, None),
+        ])  # fmt: skip
+        granted = [None if isinstance(o, BaseException) or o.reservation is None
+                   else o.reservation.amount_micros for o in mixed]  # fmt: skip
+        assert granted == [100_000, None, 60_000, 60_000, 1_000, 2_000, None, 177_000, None]
+        assert isinstance(mixed[6], BaseException)  # req-m0's second reservation
+        assert mixed[1].balance_micros == 1_000_000 and mixed[1].reserved_micros == 700_000
+        assert mixed[7].reserved_micros == mixed[8].reserved_micros == 1_000_000
+        final = await store.get_account(account.id)
+        assert final is not None and final.reserved_micros == 1_000_000
+        await store.append(NewEntry(account.id, "credit", 1_000))
+        await store.db.execute("UPDATE accounts SET disabled = ? WHERE id = ?", True, account.id)
+        assert all(o.reservation is None for o in await reserve_all(
+            [(f"req-d{i}", 1, None) for i in range(5)]))
+        assert await store.balance_mismatches() == []
+        assert await store.reserved_mismatches() == []
+    finally:
+        await store.close()
+
+
+_HOLD_REQUESTS = st.lists(
+    st.tuples(st.integers(0, 400), st.one_of(st.none(), st.tuples(st.integers(0, 600),
+                                                                 st.integers(0, 1_500)))),
+    min_size=1, max_size=25,
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(credit=st.integers(0, 4_000), first=st.integers(0, 400), requests=_HOLD_REQUESTS)
+def test_reservations_together_grant_what_one_after_another_would(
+    dsn: str, tmp_path_factory: Any, credit: int, first: int,
+    requests: list[tuple[int, tuple[int, int] | None]],
+) -> None:
+    """Concurrent reservations of one account (on PostgreSQL, written in batches) each get
+    exactly what they would get one after another in arrival order: the same grants, the
+    same amounts, the balance and ``reserved`` just after their own hold; the books hold."""
+    import asyncio
+    import secrets
+
+    if dsn.startswith("sqlite"):
+        dsn = f"sqlite:///{tmp_path_factory.mktemp('holds') / 't.db'}"
+    tag = secrets.token_hex(4)
+    expected: list[tuple[int, int] | None] = []  # (granted, reserved after) or refused
+    reserved = first
+    for amount, roomy in requests:
+        tries = [(amount, amount)]
+        if roomy is not None:
+            tries.insert(0, (roomy[0], max(roomy)))
+        for hold, needed in tries:
+            if credit - reserved >= needed:
+                reserved += hold
+                expected.append((hold, reserved))
+                break
+        else:
+            expected.append(None)
+
+    async def go() -> None:
+        store = await open_storage(dsn)
+        try:
+            account = await store.create_account(f"h_{tag}")
+            if credit:
+                await store.append(NewEntry(account.id, "credit", credit))
+            held = await store.reserve(account.id, f"r_{tag}", "inst", first)
+            assert (held.reservation is not None) == (credit >= first)
+            if held.reservation is None:
+                return
+
+            async def one(n: int, amount: int, roomy: tuple[int, int] | None) -> Any:
+                return await store.reserve(account.id, f"r_{tag}_{n}", "inst", amount,
+                                           roomy=roomy)  # fmt: skip
+
+            out = await asyncio.gather(*(one(n, a, r) for n, (a, r) in enumerate(requests)))
+            got = [None if o.reservation is None else
+                   (o.reservation.amount_micros, o.reserved_micros) for o in out]
+            assert got == expected
+            assert all(o.balance_micros == credit for o in out)
+            final = await store.get_account(account.id)
+            assert final is not None and final.reserved_micros == reserved
+            assert await store.balance_mismatches() == []
+            assert await store.reserved_mismatches() == []
+        finally:
+            await store.close()
+
+    asyncio.run(go())
 
 
 async def test_reservation_ids_are_time_ordered(dsn: str) -> None:

@@ -21,19 +21,19 @@ row, and the caller runs the general transaction, which sorts out the rest (an e
 debit, a released reservation, a wrong account) as before.
 
 ``Settlements`` writes the settlements of one account (or one lease) that come while one
-is being written in one statement together: a group commit of the account's row.
+is being written in one statement together, and ``Holds`` the reservations of one
+account: a group commit of the account's row (``storage.group_writer``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tollway.storage.base import LedgerEntry, NewEntry, Reservation
+from tollway.storage.base import LedgerEntry, NewEntry, Reservation, ReserveOutcome
 from tollway.storage.database import Database
+from tollway.storage.group_writer import GroupWriter
 from tollway.storage.ledger_columns import (
     ENTRY_COLUMNS,
     ENTRY_FIELDS,
@@ -41,9 +41,7 @@ from tollway.storage.ledger_columns import (
     entry_values,
 )
 
-__all__ = ["Settlements", "reserve", "settle_leased", "settle_open"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Holds", "Settlements", "reserve", "settle_leased", "settle_open"]
 
 _RESERVE = (
     "WITH held AS ("
@@ -53,6 +51,19 @@ _RESERVE = (
     "), opened AS ("
     " INSERT INTO reservations (id, request_id, account_id, instance_id, amount_micros,"
     " state, created_at) SELECT ?, ?, ?, ?, ?, 'open', ? FROM held"
+    ") SELECT balance_micros, reserved_micros FROM held"
+)
+
+_RESERVE_MANY = (  # the holds of a batch: their sum on the account, then each one's row
+    "WITH held AS ("
+    " UPDATE accounts SET reserved_micros = reserved_micros + ?"
+    " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
+    " RETURNING balance_micros, reserved_micros"
+    "), opened AS ("
+    " INSERT INTO reservations (id, request_id, account_id, instance_id, amount_micros,"
+    " state, created_at) SELECT r.id, r.request_id, ?, r.instance_id, r.amount, 'open', r.at"
+    " FROM unnest(?::text[], ?::text[], ?::text[], ?::bigint[], ?::float8[])"
+    " AS r(id, request_id, instance_id, amount, at) WHERE EXISTS (SELECT 1 FROM held)"
     ") SELECT balance_micros, reserved_micros FROM held"
 )
 
@@ -153,129 +164,136 @@ async def settle_leased(
     return None if row is None else LedgerEntry(id=int(row["id"]), created_at=now, entry=debit)
 
 
-# -- settlements written together: one statement for many -----------------------------
-
-
-class _Pending:
-    __slots__ = ("target", "debit", "shrink", "future")
-
-    def __init__(self, target: str, debit: NewEntry, shrink: int,
-                 future: asyncio.Future[Any]) -> None:
-        self.target = target  # the reservation (or lease) it settles against
-        self.debit = debit
-        self.shrink = shrink  # what that reservation gives back (a lease: debit + give-back)
-        self.future = future
+# -- written together: one statement for many --------------------------------------
 
 
 Fallback = Callable[[str, NewEntry, int], Awaitable[Any]]
+_Settlement = tuple[str, NewEntry, int]  # (reservation or lease, debit, what it gives back)
 
 
 class Settlements:
-    """Settlements written together, a group commit on PostgreSQL.
+    """Settlements written together, a group commit on PostgreSQL (``GroupWriter``).
 
     Settlements share a batch when they move the same account (per-request reservations)
-    or draw on the same balance lease. The first of a batch is written at once; those
-    that come while its statement runs wait and are then written together in one
-    statement: every debit inserted, the reservations closed (or the lease shrunk by
-    their sum) and the account's balance and ``reserved`` moved by their sums. So a busy
-    account's row is locked and committed once per batch, not once per request, and the
-    gateway makes one round trip for it. Each caller gets its own debit once the batch
-    has committed. A batch the common case does not cover (a reservation no longer open,
-    a lease closed or short, a debit already written) changes nothing, and its
-    settlements are written one by one by ``fallback``, which sorts out each as before.
+    or draw on the same balance lease. The batch's statement inserts every debit, closes
+    the reservations (or shrinks the lease by their sum) and moves the account's balance
+    and ``reserved`` by their sums, so a busy account's row is locked and committed once
+    per batch, not once per request, and the gateway makes one round trip for it. Each
+    caller gets its own debit once the batch has committed. A batch the common case does
+    not cover (a reservation no longer open, a lease closed or short, a debit already
+    written) changes nothing, and its settlements are written one by one by
+    ``fallback``, which sorts out each as before.
     """
 
     def __init__(self, db: Database, fallback: Fallback, *, leased: bool) -> None:
         self._db = db
-        self._fallback = fallback
         self._leased = leased
-        self._queues: dict[tuple[str, str], list[_Pending]] = {}  # key → waiting
-        self.batches = 0  # statements written (for tests and measurement)
+        self._writer: GroupWriter[_Settlement] = GroupWriter(
+            self._write_batch, lambda s: fallback(*s)
+        )
+
+    @property
+    def batches(self) -> int:
+        return self._writer.batches
 
     async def settle(self, target: str, debit: NewEntry, shrink: int = 0) -> Any:
         """(the debit, True) once its batch has committed; or what ``fallback`` returns
-        for it. ``target``: the reservation, or the lease, it settles against."""
+        for it. ``target``: the reservation, or the lease, it settles against; ``shrink``:
+        what that reservation gives back (a lease: the debit and the unspent hold)."""
         key = (target if self._leased else "", debit.account_id)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        item = _Pending(target, debit, shrink, future)
-        queue = self._queues.get(key)
-        if queue is None:  # nothing being written for this key: write now, collect the rest
-            self._queues[key] = []
-            task = asyncio.get_running_loop().create_task(self._write(key, [item]))
-            task.add_done_callback(_surface)
-        else:
-            queue.append(item)
-        # a caller cancelled while it waits leaves its settlement to the batch
-        return await asyncio.shield(future)
+        return await self._writer.submit(key, (target, debit, shrink))
 
-    async def _write(self, key: tuple[str, str], batch: list[_Pending]) -> None:
-        try:
-            while batch:
-                try:
-                    entries = await self._write_batch(key[1], batch)
-                except Exception:  # noqa: BLE001 (each settlement then meets its own error)
-                    entries = None
-                if entries is None:
-                    for item in batch:
-                        await self._settle_alone(item)
-                else:
-                    for item, entry in zip(batch, entries, strict=True):
-                        if not item.future.done():
-                            item.future.set_result((entry, True))
-                batch = self._queues[key]
-                self._queues[key] = []
-        finally:  # empty unless the writer itself was stopped (cancelled at shutdown)
-            for item in batch + self._queues.pop(key, []):
-                if not item.future.done():
-                    item.future.set_exception(RuntimeError("settlement writer stopped"))
-
-    async def _settle_alone(self, item: _Pending) -> None:
-        try:
-            result = await self._fallback(item.target, item.debit, item.shrink)
-        except Exception as exc:  # noqa: BLE001 (handed to its caller)
-            if not item.future.done():
-                item.future.set_exception(exc)
-            return
-        if not item.future.done():
-            item.future.set_result(result)
-
-    async def _write_batch(self, account_id: str, batch: list[_Pending]
-                           ) -> list[LedgerEntry] | None:
+    async def _write_batch(self, key: Any, batch: list[_Settlement]
+                           ) -> list[tuple[LedgerEntry, bool]] | None:
         """One statement for the batch: its debits in order, or None (nothing changed)."""
-        requests = {item.debit.request_id for item in batch}
+        account_id = key[1]
+        requests = {debit.request_id for _, debit, _ in batch}
         if None in requests or len(requests) < len(batch):
             return None  # the batch's debits are told apart by their request ids
-        self.batches += 1
         if len(batch) == 1:
-            one = batch[0]
+            target, debit, shrink = batch[0]
             if self._leased:
-                entry = await settle_leased(self._db, one.target, one.debit, one.shrink)
+                entry = await settle_leased(self._db, target, debit, shrink)
             else:
-                entry = await settle_open(self._db, one.target, one.debit)
-            return None if entry is None else [entry]
-        moved = sum(item.debit.amount_micros for item in batch)
-        columns = [list(values) for values in zip(*(entry_values(i.debit) for i in batch),
-                                                   strict=True)]
+                entry = await settle_open(self._db, target, debit)
+            return None if entry is None else [(entry, True)]
+        debits = [debit for _, debit, _ in batch]
+        moved = sum(debit.amount_micros for debit in debits)
+        columns = [list(values) for values in zip(*map(entry_values, debits), strict=True)]
         now = time.time()
         if self._leased:
-            shrink = sum(item.shrink for item in batch)
+            shrink = sum(s for _, _, s in batch)
             rows = await self._db.fetch(
-                _SETTLE_LEASED_MANY, shrink, batch[0].target, account_id, shrink, shrink,
+                _SETTLE_LEASED_MANY, shrink, batch[0][0], account_id, shrink, shrink,
                 now, *columns, moved, account_id,
             )  # fmt: skip
         else:
             rows = await self._db.fetch(
-                _SETTLE_OPEN_MANY, [item.target for item in batch], account_id, now,
+                _SETTLE_OPEN_MANY, [target for target, _, _ in batch], account_id, now,
                 len(batch), now, *columns, moved, account_id,
             )  # fmt: skip
         if len(rows) != len(batch):
             return None  # the common case does not hold: nothing was written
         ids = {row["request_id"]: int(row["id"]) for row in rows}
-        return [LedgerEntry(id=ids[i.debit.request_id], created_at=now, entry=i.debit)
-                for i in batch]  # fmt: skip
+        return [(LedgerEntry(id=ids[d.request_id], created_at=now, entry=d), True)
+                for d in debits]  # fmt: skip
 
 
-def _surface(task: asyncio.Task[None]) -> None:
-    """A batch writer's own failure (never a settlement's: those go to their callers)."""
-    if not task.cancelled() and task.exception() is not None:
-        log.error("settlement writer failed", exc_info=task.exception())
+Hold = tuple[Reservation, int]  # (the reservation, the available balance it needs)
+HoldAlone = Callable[[list[Hold]], Awaitable[ReserveOutcome]]
+
+
+class Holds:
+    """Reservations of one account written together, a group commit on PostgreSQL.
+
+    A reservation comes as its tries in order (a roomy hold, then the plain one), each
+    a hold and the available balance it needs. A batch takes every reservation's first
+    try in arrival order: it holds their sum on the account if the account can cover
+    each of them in turn (its available balance is at least, over the batch, the most
+    that any one needs plus what those before it hold) and inserts them all, in one
+    statement; so it changes exactly what they would, written one after another, when
+    every one of them is granted. Otherwise it changes nothing and each is tried alone
+    by ``alone`` (all its tries, one statement each), so a refusal is as it would be
+    without the others. Each caller gets the balance and ``reserved`` as they were just
+    after its own hold.
+    """
+
+    def __init__(self, db: Database, alone: HoldAlone) -> None:
+        self._db = db
+        self._writer: GroupWriter[list[Hold]] = GroupWriter(self._write_batch, alone)
+
+    @property
+    def batches(self) -> int:
+        return self._writer.batches
+
+    async def reserve(self, tries: list[Hold]) -> ReserveOutcome:
+        """The first try granted (in its batch), or ``alone``'s outcome for all of them."""
+        outcome: ReserveOutcome = await self._writer.submit(tries[0][0].account_id, tries)
+        return outcome
+
+    async def _write_batch(self, account_id: Any, batch: list[list[Hold]]
+                           ) -> list[ReserveOutcome] | None:
+        if len(batch) == 1:
+            return None  # tried alone, as it would be without a batch
+        first = [tries[0][0] for tries in batch]
+        if len({r.request_id for r in first}) < len(first):
+            return None  # a second reservation of a request fails alone
+        total = needed = 0
+        for tries in batch:
+            reservation, available_at_least = tries[0]
+            needed = max(needed, total + available_at_least)
+            total += reservation.amount_micros
+        row = await self._db.fetchrow(
+            _RESERVE_MANY, total, account_id, needed, account_id,
+            [r.id for r in first], [r.request_id for r in first],
+            [r.instance_id for r in first], [r.amount_micros for r in first],
+            [r.created_at for r in first],
+        )  # fmt: skip
+        if row is None:
+            return None
+        balance, reserved = int(row["balance_micros"]), int(row["reserved_micros"]) - total
+        outcomes = []
+        for r in first:
+            reserved += r.amount_micros
+            outcomes.append(ReserveOutcome(r, balance, reserved, granted_micros=r.amount_micros))
+        return outcomes

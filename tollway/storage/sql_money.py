@@ -204,19 +204,17 @@ class MoneyQueries:
         else ``amount_micros`` as usual. One more statement only when it is not.
         """
         now = time.time()
-        if not caps and self.db.dialect == "postgres":  # one round trip a try
+        if not caps and self.db.dialect == "postgres":  # one round trip a try, or a batch
             tries = [(amount_micros, amount_micros)]
             if roomy is not None:
                 tries.insert(0, (roomy[0], max(roomy)))
-            for amount, available_at_least in tries:
-                reservation = Reservation(
-                    new_reservation_id(), request_id, account_id, instance_id, amount,
-                    "open", now,
-                )  # fmt: skip
-                held = await pg_money.reserve(self.db, reservation, available_at_least)
-                if held is not None:
-                    return ReserveOutcome(reservation, *held, granted_micros=amount)
-            return ReserveOutcome(None, *await _balance(self.db, account_id))
+            holds = [(Reservation(new_reservation_id(), request_id, account_id, instance_id,
+                                  amount, "open", now), available_at_least)
+                     for amount, available_at_least in tries]  # fmt: skip
+            batches = getattr(self, "_holds", None)
+            if batches is None:
+                batches = self._holds = pg_money.Holds(self.db, self._reserve_alone)
+            return await batches.reserve(holds)
 
         async def body(tx: Tx) -> ReserveOutcome:
             amount, row = amount_micros, None
@@ -254,6 +252,15 @@ class MoneyQueries:
             async with self.db.transaction() as tx:
                 balance, reserved = await _balance(tx, account_id)
             return ReserveOutcome(None, balance, reserved, refused_cap=refused.args[1])
+
+    async def _reserve_alone(self, holds: list[pg_money.Hold]) -> ReserveOutcome:
+        """A reservation without spend caps on PostgreSQL, alone: one statement a try."""
+        for reservation, available_at_least in holds:
+            held = await pg_money.reserve(self.db, reservation, available_at_least)
+            if held is not None:
+                return ReserveOutcome(reservation, *held,
+                                      granted_micros=reservation.amount_micros)  # fmt: skip
+        return ReserveOutcome(None, *await _balance(self.db, holds[0][0].account_id))
 
     async def extend(
         self, reservation_id: str, amount_micros: int, *, caps: Sequence[Any] = (),
