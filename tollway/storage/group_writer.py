@@ -2,12 +2,14 @@
 
 On PostgreSQL every request of an account writes that account's row, and the row stays
 locked until the commit's WAL flush, so one account's writes commit one after another.
-``GroupWriter`` writes the first write of a key at once, in a task of its own; the
-writes of that key that come while it runs wait, and then go together as one batch,
-written by one statement. A batch that cannot be written whole changes nothing and its
-writes are written one by one, so each meets its own outcome (a refusal, an error) as
-it would alone. Callers wait on a shielded future: a caller cancelled while it waits
-leaves its write to the batch, which still runs to its end.
+``GroupWriter`` writes a write that finds nothing of its key being written at once, in
+its caller's task; the writes of that key that come while it runs wait, and then go
+together as one batch, written by one statement in a task of its own (and the writes
+that come while that runs, as the next batch). A batch that cannot be written whole
+changes nothing and its writes are written one by one, so each meets its own outcome (a
+refusal, an error) as it would alone. Waiting callers wait on a shielded future: a
+caller cancelled while it waits leaves its write to the batch, which still runs to its
+end; the waiting writes of a first write whose caller is cancelled go on without it.
 """
 
 from __future__ import annotations
@@ -47,16 +49,32 @@ class GroupWriter(Generic[T]):
         self.batches = 0  # batch statements tried (for tests and measurement)
 
     async def submit(self, key: Hashable, write: T) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        item = _Pending(write, future)
         queue = self._queues.get(key)
-        if queue is None:  # nothing being written for this key: write now, collect the rest
-            self._queues[key] = []
-            loop.create_task(self._run(key, [item])).add_done_callback(_surface)
-        else:
-            queue.append(item)
-        return await asyncio.shield(future)
+        if queue is not None:  # one is being written: wait for the next batch
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            queue.append(_Pending(write, future))
+            return await asyncio.shield(future)
+        self._queues[key] = []  # nothing being written: write it now, collect the rest
+        try:
+            return await self._first(key, write)
+        finally:  # also if this caller is cancelled: the writes that came meanwhile go on
+            rest = self._queues.pop(key)
+            if rest:
+                self._queues[key] = []
+                task = asyncio.get_running_loop().create_task(self._run(key, rest))
+                task.add_done_callback(_surface)
+
+    async def _first(self, key: Hashable, write: T) -> Any:
+        """A write that found nothing being written, in its caller's own task (no task,
+        no future: what an idle key costs)."""
+        self.batches += 1
+        try:
+            results = await self._write_batch(key, [write])
+        except Exception:  # noqa: BLE001 (written alone, which meets its own error)
+            results = None
+        if results is None:
+            return await self._write_alone(write)
+        return results[0]
 
     async def _run(self, key: Hashable, batch: list[_Pending[T]]) -> None:
         try:
