@@ -114,20 +114,25 @@ async def test_concurrent_reservations_are_held_together(dsn: str) -> None:
         assert all(o.balance_micros == 1_000_000 for o in many)
         if dsn.startswith("postgres"):
             assert store._holds.batches <= 3
-        # 400,000 available: the 500,000 hold is refused, the small ones after it fit;
-        # the roomy holds take 60,000 while 240,000 is left, then the plain amount
+        # a batch that would fit but holds a request already reserved: it fails alone
+        again = await reserve_all([(f"req-a{i}", 1_000, None) for i in range(3)]
+                                  + [("req-h7", 1_000, None), ("req-a3", 1_000, None)])
+        assert [isinstance(o, BaseException) for o in again] == [False] * 3 + [True, False]
+        assert again[4].reserved_micros == 604_000
+        # 396,000 available: the 500,000 hold is refused, the small ones after it fit;
+        # the roomy holds take 60,000 while 230,000 is left, then the plain amount
         mixed = await reserve_all([
             ("req-m0", 100_000, None), ("req-m1", 500_000, None),
-            ("req-m2", 1_000, (60_000, 240_000)), ("req-m3", 1_000, (60_000, 240_000)),
-            ("req-m4", 1_000, (60_000, 240_000)),
-            ("req-m5", 2_000, (60_000, 240_000)), ("req-m0", 10, None), ("req-m6", 177_000, None),
+            ("req-m2", 1_000, (60_000, 230_000)), ("req-m3", 1_000, (60_000, 230_000)),
+            ("req-m4", 1_000, (60_000, 230_000)),
+            ("req-m5", 2_000, (60_000, 230_000)), ("req-m0", 10, None), ("req-m6", 173_000, None),
             ("req-m7", 1, None),
         ])  # fmt: skip
         granted = [None if isinstance(o, BaseException) or o.reservation is None
                    else o.reservation.amount_micros for o in mixed]  # fmt: skip
-        assert granted == [100_000, None, 60_000, 60_000, 1_000, 2_000, None, 177_000, None]
+        assert granted == [100_000, None, 60_000, 60_000, 1_000, 2_000, None, 173_000, None]
         assert isinstance(mixed[6], BaseException)  # req-m0's second reservation
-        assert mixed[1].balance_micros == 1_000_000 and mixed[1].reserved_micros == 700_000
+        assert mixed[1].balance_micros == 1_000_000 and mixed[1].reserved_micros == 704_000
         assert mixed[7].reserved_micros == mixed[8].reserved_micros == 1_000_000
         final = await store.get_account(account.id)
         assert final is not None and final.reserved_micros == 1_000_000
