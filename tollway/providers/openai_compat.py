@@ -42,6 +42,7 @@ __all__ = [
     "OpenAIProvider",
     "error_from_body",
     "events_from_chunk",
+    "events_of_any_chunk",
     "events_from_completion",
     "output_cap_field",
     "usage_from_openai",
@@ -57,6 +58,7 @@ _CHOICE_KNOWN = frozenset("index delta message logprobs finish_reason".split())
 _DELTA_KNOWN = frozenset(
     "role content refusal reasoning_content reasoning tool_calls function_call".split()
 )
+_PLAIN_DELTA = frozenset(("content", "role"))
 CAP_FIELDS = ("max_tokens", "max_completion_tokens")
 _MAX_COUNT = 1 << 53
 
@@ -253,6 +255,30 @@ def events_from_chunk(
     that choice's events; top-level ones ride on the first of them (or on one with
     ``choice=None`` when the chunk has no choice with unknown fields).
     """
+    choices = obj.get("choices")
+    if type(choices) is list and len(choices) == 1 and obj.keys() <= _CHUNK_KNOWN:
+        # the usual chunk: one choice's piece of content and nothing else (no error: that
+        # key is not a known one)
+        choice = choices[0]
+        if type(choice) is dict and choice.keys() <= _CHOICE_KNOWN:
+            delta = choice.get("delta")
+            content = delta.get("content") if type(delta) is dict else None
+            if (
+                content
+                and delta is not None
+                and delta.keys() <= _PLAIN_DELTA
+                and choice.get("finish_reason") is None
+                and choice.get("logprobs") is None
+                and not obj.get("usage")
+            ):
+                return [TextDelta(content, "content", choice.get("index") or 0)]
+    return events_of_any_chunk(obj, provider, convention)
+
+
+def events_of_any_chunk(
+    obj: dict[str, Any], provider: str = "upstream", convention: str = "auto"
+) -> list[Event]:
+    """``events_from_chunk`` without its shortcut for the usual chunk (the same events)."""
     if "error" in obj:
         raise error_from_event(obj, provider)
     out: list[Event] = []

@@ -20,6 +20,14 @@ class SSEDecoder:
 
     def decode(self, data: bytes) -> list[SSEMessage]:
         """Feed bytes; return the complete events they finish."""
+        if (  # the usual read: exactly one whole one-line data event (a token's chunk)
+            not self._buf
+            and data.startswith(b"data: ")
+            and data.find(b"\n") == len(data) - 2
+            and data.endswith(b"\n\n")
+            and b"\r" not in data
+        ):
+            return [("", data[6:-2].decode())]
         buf = self._buf + data if self._buf else data
         if b"\r" in buf:
             keep_cr = buf.endswith(b"\r")  # may be the first half of a \r\n
