@@ -193,3 +193,102 @@ async def test_queued_bodies_outlive_a_cancelled_opener(tmp_path: Any) -> None:
         assert await _balance(store, account.id) == 9
     finally:
         await store.close()
+
+
+async def _iterations_until(awaitable: Any) -> tuple[Any, int]:
+    """``awaitable``'s value and how many event-loop iterations passed until it came."""
+    loop = asyncio.get_running_loop()
+    count = [0]
+    stop = [False]
+
+    def tick() -> None:
+        if not stop[0]:
+            count[0] += 1
+            loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    try:
+        return await awaitable, count[0]
+    finally:
+        stop[0] = True
+
+
+async def test_a_body_with_nothing_in_its_way_opens_its_group_itself(tmp_path: Any) -> None:
+    """The caller opens the group in its own step (no opener task): its answer comes at
+    most one iteration after the commit's window, which under load is one iteration."""
+    store = await open_storage(f"sqlite:///{tmp_path / 'i.db'}")
+    try:
+        db = store.db
+        assert isinstance(db, SqliteDatabase)
+        account = await store.create_account("i")
+        from tollway.storage.sqlite import COMMIT_AFTER_ITERATIONS
+
+        value, iterations = await _iterations_until(db.run(_credit(account.id, 3, "inline")))
+        assert value == 3
+        assert iterations <= COMMIT_AFTER_ITERATIONS + 1  # an opener task took one more
+        assert db._opening is None
+    finally:
+        await store.close()
+
+
+async def test_a_body_waits_for_the_write_gate_another_connection_holds(tmp_path: Any) -> None:
+    """The file's other connection (the trace writer's) holds the write gate: the body is
+    not run under it, and runs once the gate is free."""
+    from tollway.storage.sqlite import write_gate
+
+    path = tmp_path / "g.db"
+    store = await open_storage(f"sqlite:///{path}")
+    try:
+        db = store.db
+        assert isinstance(db, SqliteDatabase)
+        account = await store.create_account("g")
+        gate = write_gate(str(path))
+        await gate.acquire()
+        try:
+            waiting = asyncio.ensure_future(db.run(_credit(account.id, 4, "gated")))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not waiting.done() and db._group is None
+        finally:
+            gate.release()
+        assert await asyncio.wait_for(waiting, 5) == 4
+        assert not gate.locked()
+    finally:
+        await store.close()
+
+
+async def test_a_body_waits_while_another_process_writes(tmp_path: Any) -> None:
+    """Another process's write lock (here another connection outside the gate): the body
+    is retried with backoff, as before, and runs once the lock is gone."""
+    import sqlite3
+
+    path = tmp_path / "b.db"
+    store = await open_storage(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        db = store.db
+        assert isinstance(db, SqliteDatabase)
+        account = await store.create_account("b")
+        other.execute("BEGIN IMMEDIATE")
+        waiting = asyncio.ensure_future(db.run(_credit(account.id, 5, "busy")))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and db.busy_waits > 0
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(waiting, 5) == 5
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_taking_a_lock_now_never_jumps_its_queue() -> None:
+    from tollway.storage.sqlite import _take_now
+
+    lock = asyncio.Lock()
+    assert _take_now(lock) and lock.locked()
+    assert not _take_now(lock)
+    queued = asyncio.ensure_future(lock.acquire())
+    await asyncio.sleep(0)  # queued behind the holder
+    lock.release()  # free, but promised to the queued one
+    assert not _take_now(lock)
+    assert await queued and lock.locked()
+    lock.release()
