@@ -259,15 +259,18 @@ class SqliteDatabase:
 
     def _open_inline(self) -> bool:
         """Open a group for the queued bodies here, in the caller's step, when nothing
-        stands in the way: no member mid-body or opening a group (the lock), no opener
-        task, the file's write gate free at once and no other process writing. True if
-        it did; else the opener task (``_ensure_group``) waits for what is in the way.
+        stands in the way: no member mid-body or opening a group (the lock), the file's
+        write gate free at once and no other process writing. True if it did; else the
+        opener task (``_ensure_group``) waits for what is in the way. An opener task still
+        pending then joins this group as an empty member (one whose group has committed
+        but which has not finished yet used to keep new bodies waiting for it and then for
+        a new opener: four iterations a reservation under load).
 
         Each hand-over between tasks costs a loop iteration, and under load an iteration
         lasts as long as every open stream's chunk work (tens of milliseconds): with the
         opener task a reservation waited three of them (the opener's step, the commit,
         the caller's wake-up), now two."""
-        if self._lock.locked() or (self._opening is not None and not self._opening.done()):
+        if self._lock.locked():  # a member is mid-body, or opening a group (at the gate)
             return False
         gate = self._gate
         if gate is not None and not _take_now(gate):
