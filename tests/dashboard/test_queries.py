@@ -168,3 +168,60 @@ def test_rollups_plus_the_tail_equal_a_full_scan_at_every_step(dsn: str) -> None
             await store.close()
 
     asyncio.run(go())
+
+
+def test_rollups_of_traces_kept_in_their_own_database(tmp_path: Any) -> None:
+    """``tracing.database`` names a second SQLite file: the traces' rollups are kept beside
+    them and the ledger's beside it; the overview read through both equals a full scan,
+    and each refresher folds only its own table."""
+
+    async def go() -> None:
+        main = f"sqlite:///{tmp_path / 'main.db'}"
+        elsewhere = f"sqlite:///{tmp_path / 'traces.db'}"
+        store = await open_storage(main)
+        traces = await open_trace_store(elsewhere)
+        trace_db = (await open_storage(elsewhere, migrate=False)).db
+        a = await store.create_account("alpha")
+        await store.append(NewEntry(a.id, "credit", 10_000_000))
+        spend = Rollups(store.db, batch=2, sources=("ledger",))
+        traced = Rollups(trace_db, batch=2, sources=("traces",))
+        rng = random.Random(5)
+        try:
+            for step in range(4):
+                for i in range(rng.randint(1, 5)):
+                    at = T0 + rng.uniform(0, 2 * 86400)
+                    ctx = make_ctx(f"o{step}-{i}", account_id=a.id, received_at=at,
+                                   status=rng.choice([200, 502]), model=rng.choice(["m1", "m2"]))
+                    await traces.insert_many([record_to_row(build_record(ctx))])
+                    await _debit(store, a.id, rng.randint(1, 2_000_000), "m1", at)
+                for group in ("model", "account"):
+                    args = dict(account_id=None, range_name="7d", bucket_name="hour",
+                                group=group, names={a.id: "alpha"}, now=T0 + 3 * 86400)
+                    full = await overview(store, traces, **args)  # type: ignore[arg-type]
+                    rolled = await overview(store, traces, rollups=spend, trace_rollups=traced,
+                                            **args)  # type: ignore[arg-type]
+                    assert rolled == full, (step, group)
+                await spend.refresh()
+                await traced.refresh()
+            assert set(await spend.watermarks()) == {"ledger"}
+            mark = (await traced.watermarks())["traces"]
+            assert mark > 0
+            args = dict(account_id=None, range_name="7d", bucket_name="hour", group="model",
+                        names={a.id: "alpha"}, now=T0 + 3 * 86400)
+            before = await overview(store, traces, **args)  # type: ignore[arg-type]
+            await trace_db.execute("DELETE FROM traces WHERE seq <= ?", mark)
+            rolled = await overview(store, traces, rollups=spend, trace_rollups=traced,
+                                    **args)  # type: ignore[arg-type]
+            # what was folded is read from the traces' rollups (TTFT percentiles are read
+            # from the rows themselves, which are gone)
+            diff = {k for k in before if rolled[k] != before[k]}
+            assert diff == {"ttft_p50", "ttft_p99"}, {k: (before[k], rolled[k]) for k in diff}
+            assert (await spend.watermarks())["ledger"] > 0
+            rows = await trace_db.fetch("SELECT COUNT(*) AS n FROM spend_rollup_hour")
+            assert rows[0]["n"] == 0  # the ledger is not there to fold
+        finally:
+            await trace_db.close()
+            await traces.close()
+            await store.close()
+
+    asyncio.run(go())

@@ -50,13 +50,15 @@ async def overview(
     store: SqlStorage, traces: TraceStore | None, *, account_id: str | None, range_name: str,
     bucket_name: str | None, group: str, names: dict[str, str], now: float | None = None,
     alias_of: dict[str, str] | None = None, rollups: Rollups | None = None,
+    trace_rollups: Rollups | None = None,
 ) -> Overview:
     """Spend and requests over time plus the headline figures, for one account or all.
 
     Traces name the model a client asked for; ledger debits the deployment that
     served it. ``alias_of`` (deployment id → model, for deployments of one model
     only) puts a debit under that model; others are shown under their deployment.
-    With ``rollups``, hours come from the rollup tables plus the rows not rolled up yet.
+    With ``rollups``, hours come from the rollup tables plus the rows not rolled up yet;
+    ``trace_rollups`` are the traces' when they are kept in a database of their own.
     """
     alias_of = alias_of or {}
     seconds, default_bucket = RANGES.get(range_name, RANGES["24h"])
@@ -75,21 +77,23 @@ async def overview(
             traces, first, until, step, account_id)
         spend_other, trace_other = spend_series, trace_series
     else:
+        trace_rollups = trace_rollups or rollups
         marks = await rollups.watermarks()
+        trace_marks = marks if trace_rollups is rollups else await trace_rollups.watermarks()
         spend_tail = await store.spend_buckets(first, until, HOUR, account_id,
                                                after_id=marks.get("ledger", 0))
         trace_tail = [] if traces is None else await trace_buckets(
-            traces, first, until, HOUR, account_id, after_seq=marks.get("traces", 0))
+            traces, first, until, HOUR, account_id, after_seq=trace_marks.get("traces", 0))
         for row in (*spend_tail, *trace_tail):
             row["bucket"] = row["bucket"] // step * step
         spend_series = [*await rollups.rows("spend", first, until, account_id, step,
                                             series_dims), *spend_tail]
         spend_other = [*await rollups.rows("spend", first, until, account_id, TOTAL,
                                            other_dims), *spend_tail]
-        trace_series = [] if traces is None else [*await rollups.rows(
+        trace_series = [] if traces is None else [*await trace_rollups.rows(
             "trace", first, until, account_id, step, series_dims), *trace_tail]
         trace_other = trace_series if group == "model" or traces is None else [
-            *await rollups.rows("trace", first, until, account_id, TOTAL, other_dims),
+            *await trace_rollups.rows("trace", first, until, account_id, TOTAL, other_dims),
             *trace_tail]
     ttfts = [] if traces is None else await ttft_samples(traces, first, until, account_id)
 

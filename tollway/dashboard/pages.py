@@ -21,7 +21,8 @@ from tollway.dashboard.rollup import Rollups
 from tollway.dashboard.session import Session
 from tollway.dashboard.web import Page, WebRequest
 from tollway.errors import InvalidRequest, NotFound, PermissionDenied
-from tollway.storage import open_storage
+from tollway.storage import connect_database, open_storage
+from tollway.storage.database import Database
 from tollway.storage.sql import SqlStorage
 from tollway.tracing.api import build_query, encode_cursor, parse_time
 from tollway.tracing.store import TraceStore, open_trace_store
@@ -83,19 +84,33 @@ class Pages:
         self.traces: TraceStore | None = None
         self.keys: KeyAuthenticator | None = None
         self.rollups: Rollups | None = None
+        self.trace_rollups: Rollups | None = None  # when traces have a database of their own
+        self._trace_db: Database | None = None
 
     async def start(self) -> None:
         self._store = await open_storage(self.settings.database)
         self.keys = KeyAuthenticator(self._store, self.settings.billing)
         tracing = self.settings.tracing
+        own = tracing.database not in (None, self.settings.database)
         if tracing.enabled:  # where the traces are kept: their own database, if they have one
             self.traces = await open_trace_store(
                 tracing.database or self.settings.database, migrate=False
             )
-        self.rollups = Rollups(self._store.db)
+        if tracing.enabled and own:  # each table's rollups beside it
+            assert tracing.database is not None
+            self._trace_db = await connect_database(tracing.database)
+            self.trace_rollups = Rollups(self._trace_db, sources=("traces",))
+            self.trace_rollups.start()
+            self.rollups = Rollups(self._store.db, sources=("ledger",))
+        else:
+            self.rollups = Rollups(self._store.db)
         self.rollups.start()
 
     async def stop(self) -> None:
+        if self.trace_rollups is not None:
+            await self.trace_rollups.stop()
+        if self._trace_db is not None:
+            await self._trace_db.close()
         if self.rollups is not None:
             await self.rollups.stop()
         if self.traces is not None:
@@ -158,7 +173,8 @@ class Pages:
         data = await overview(self.store(), self.traces, account_id=account_id,
                               range_name=q.get("range", "24h"), bucket_name=q.get("bucket"),
                               group=group, names=names, alias_of=self._alias_of(),
-                              rollups=self.rollups)  # fmt: skip
+                              rollups=self.rollups,
+                              trace_rollups=self.trace_rollups)  # fmt: skip
         chart = {"x": data["x"], "spend": {k: [m / 1e6 for m in v] for k, v in
                  data["spend"].items()}, "requests": data["requests"]}  # fmt: skip
         return self._render("overview.html", session, data=data, ranges=list(RANGES),

@@ -20,7 +20,7 @@ from typing import Any
 from tollway.storage.database import Database, Tx
 from tollway.tracing.reports import expressions
 
-__all__ = ["HOUR", "REFRESH_SECONDS", "TOTAL", "Rollups"]
+__all__ = ["HOUR", "REFRESH_SECONDS", "SOURCES", "TOTAL", "Rollups"]
 
 log = logging.getLogger("tollway.dashboard")
 
@@ -35,13 +35,22 @@ _COLUMNS = {
 }
 
 
-class Rollups:
-    """Maintains and reads the rollups over one database."""
+SOURCES = ("traces", "ledger")
 
-    def __init__(self, db: Database, batch: int = 5000) -> None:
-        """``batch``: ids folded per transaction (SQLite's write lock is held that long)."""
+
+class Rollups:
+    """Maintains and reads the rollups over one database: of both source tables, or of
+    the one kept there when traces have a database of their own (``tracing.database``:
+    the traces' rollups then live beside them, the ledger's beside it)."""
+
+    def __init__(self, db: Database, batch: int = 5000,
+                 sources: tuple[str, ...] = SOURCES) -> None:
+        """``batch``: ids folded per transaction (SQLite's write lock is held that long);
+        ``sources``: which of ``traces`` and ``ledger`` this database holds."""
+        assert sources and set(sources) <= set(SOURCES), sources
         self.db = db
         self.batch = batch
+        self.sources = sources
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         q = expressions(db.dialect)
@@ -100,6 +109,8 @@ class Rollups:
         async with self._lock:
             for name, table, column in (("traces", "traces", "seq"),
                                         ("ledger", "ledger_entries", "id")):
+                if name not in self.sources:
+                    continue
                 more = True
                 while more:
                     async with self.db.transaction() as tx:
@@ -107,9 +118,10 @@ class Rollups:
                     await asyncio.sleep(0)  # let requests in between batches
 
     async def watermarks(self) -> dict[str, int]:
-        """``{"traces": last_id, "ledger": last_id}``: what the rollups hold."""
+        """``{"traces": last_id, "ledger": last_id}``: what the rollups hold (of this
+        database's sources only)."""
         rows = await self.db.fetch("SELECT name, last_id FROM dashboard_rollup_state")
-        return {r["name"]: int(r["last_id"]) for r in rows}
+        return {r["name"]: int(r["last_id"]) for r in rows if r["name"] in self.sources}
 
     async def rows(self, kind: str, since: float, until: float, account_id: str | None,
                    step: int, dims: tuple[str, ...]) -> list[dict[str, Any]]:
