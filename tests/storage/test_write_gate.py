@@ -1,21 +1,28 @@
-"""Billing's connection and the trace writer's share one SQLite file in one process:
-they take turns through the file's write gate, so a reservation never fails busy and
-sleeps behind a trace batch (it used to back off for up to 50 ms at a time)."""
+"""Billing's connection and the trace writer's share one SQLite file in one process. The
+trace writer writes through billing's connection when the process has it open (its rows
+join billing's group commits); without it, the writer's own connection takes turns with
+the others through the file's write gate, so a reservation never fails busy and sleeps
+behind a trace batch (it used to back off for up to 50 ms at a time)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from tests.tracing.conftest import make_ctx
 from tollway.storage import open_storage
+from tollway.storage import sqlite as sqlite_module
 from tollway.storage.base import NewEntry
-from tollway.storage.sqlite import SqliteDatabase
+from tollway.storage.sqlite import SqliteDatabase, open_database
 from tollway.tracing.record import build_record
 from tollway.tracing.store import open_trace_store, record_to_row
 
 
-def test_money_and_traces_take_turns_without_busy_waits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["shared connection", "own connection"])
+def test_money_and_traces_take_turns_without_busy_waits(tmp_path: Path, writer: str) -> None:
     dsn = f"sqlite:///{tmp_path / 'shared.db'}"
 
     async def main() -> None:
@@ -24,6 +31,10 @@ def test_money_and_traces_take_turns_without_busy_waits(tmp_path: Path) -> None:
         try:
             db = store.db
             assert isinstance(db, SqliteDatabase)
+            if writer == "own connection":  # as in a process that has no billing connection
+                sqlite_module._OPEN[asyncio.get_running_loop()].clear()
+            assert (open_database(str(tmp_path / "shared.db")) is db) == (
+                writer == "shared connection")
             account = await store.create_account("gate")
             await store.append(NewEntry(account.id, "credit", 10**9))
             rows = [record_to_row(build_record(make_ctx(f"req_g{i:05d}"))) for i in range(10_000)]
@@ -54,5 +65,62 @@ def test_money_and_traces_take_turns_without_busy_waits(tmp_path: Path) -> None:
         finally:
             await traces.close()
             await store.close()
+
+    asyncio.run(main())
+
+
+def test_traces_are_written_in_the_shared_connections_group(tmp_path: Path) -> None:
+    """With billing's connection open, a trace batch is that connection's work (its rows
+    join its group commit), not the trace writer thread's."""
+    dsn = f"sqlite:///{tmp_path / 'one.db'}"
+
+    async def main() -> None:
+        store = await open_storage(dsn)
+        traces = await open_trace_store(dsn)
+        try:
+            db = store.db
+            assert isinstance(db, SqliteDatabase)
+            rows = [record_to_row(build_record(make_ctx(f"req_s{i:03d}"))) for i in range(150)]
+            before = db._conn.total_changes
+            account = await store.create_account("one")
+            held, _ = await asyncio.gather(
+                store.reserve(account.id, "req_money", "inst", 0), traces.insert_many(rows))
+            assert held.reservation is not None
+            assert db._conn.total_changes - before >= 150 + 2
+            assert await traces.get("req_s149", None) is not None
+        finally:
+            await traces.close()
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_closing_commits_the_open_group_and_fails_what_comes_after(tmp_path: Path) -> None:
+    dsn = f"sqlite:///{tmp_path / 'close.db'}"
+
+    async def credit(tx: object, account_id: str) -> int:
+        await tx.execute(  # type: ignore[attr-defined]
+            "UPDATE accounts SET balance_micros = balance_micros + 5 WHERE id = ?", account_id)
+        return 5
+
+    async def main() -> None:
+        store = await open_storage(dsn)
+        account = await store.create_account("c")
+        db = store.db
+        assert isinstance(db, SqliteDatabase)
+        pending = asyncio.ensure_future(db.run(lambda tx: credit(tx, account.id)))
+        await asyncio.sleep(0)  # its group is open, its commit some iterations away
+        assert db._group is not None
+        await store.close()
+        assert await asyncio.wait_for(pending, 5) == 5
+        assert open_database(str(tmp_path / "close.db")) is None
+        with pytest.raises(sqlite3.Error):  # a clear error, not a wait for ever
+            await asyncio.wait_for(db.run(lambda tx: credit(tx, account.id)), 5)
+        again = await open_storage(dsn)
+        try:
+            got = await again.get_account(account.id)
+            assert got is not None and got.balance_micros == 5
+        finally:
+            await again.close()
 
     asyncio.run(main())

@@ -60,7 +60,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-__all__ = ["SqliteDatabase", "sqlite_path", "write_gate"]
+__all__ = ["SqliteDatabase", "open_database", "sqlite_path", "write_gate"]
 
 T = TypeVar("T")
 _Body = Callable[[Any], Coroutine[Any, Any, Any]]  # a queued transaction body (``run``)
@@ -103,6 +103,20 @@ def write_gate(path: str) -> asyncio.Lock:
     if gate is None:
         gate = gates[key] = asyncio.Lock()
     return gate
+
+
+_OPEN: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.WeakValueDictionary[str, SqliteDatabase]
+] = weakref.WeakKeyDictionary()
+
+
+def open_database(path: str) -> SqliteDatabase | None:
+    """A ``SqliteDatabase`` this process has open on the file ``path`` on the running event
+    loop (the first opened of them), or None. The trace writer writes through it, so that
+    its rows join that connection's group commits instead of taking turns with it at the
+    file's write gate."""
+    opened = _OPEN.get(asyncio.get_running_loop())
+    return None if opened is None else opened.get(os.path.realpath(path))
 
 
 def _take_now(lock: asyncio.Lock) -> bool:
@@ -194,6 +208,8 @@ class SqliteDatabase:
         if path != ":memory:":
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             db._checkpointer = asyncio.create_task(db._checkpoint_loop())
+            opened = _OPEN.setdefault(asyncio.get_running_loop(), weakref.WeakValueDictionary())
+            opened.setdefault(os.path.realpath(path), db)
         return db
 
     async def _checkpoint_loop(self) -> None:
@@ -391,6 +407,18 @@ class SqliteDatabase:
             self._gate.release()
 
     async def close(self) -> None:
+        """Close the connection. A group still open commits first (with the bodies queued
+        for it); a body that finds the database closed fails with ``OperationalError``."""
+        opened = _OPEN.get(asyncio.get_running_loop())
+        key = os.path.realpath(self._path)
+        if opened is not None and opened.get(key) is self:
+            del opened[key]
+        if self._group is not None and not self._lock.locked():
+            self._commit_group()
+        queued, self._queued = self._queued, []
+        for _, done in queued:
+            if not done.done():
+                done.set_exception(sqlite3.OperationalError("the database was closed"))
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -25,7 +25,12 @@ from typing import Any, Protocol
 import orjson
 
 from tollway.storage.migrate import dialect_of, upgrade
-from tollway.storage.sqlite import CHECKPOINT_INTERVAL_S, sqlite_path, write_gate
+from tollway.storage.sqlite import (
+    CHECKPOINT_INTERVAL_S,
+    open_database,
+    sqlite_path,
+    write_gate,
+)
 
 __all__ = [
     "PostgresTraceStore",
@@ -294,6 +299,19 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[TraceRow]) -> None:
         raise
 
 
+def _insert_body(rows: Sequence[TraceRow]) -> Any:
+    """``_insert_rows`` as a transaction body for ``SqliteDatabase.run``."""
+
+    async def body(tx: Any) -> None:
+        start = 0
+        for size in _insert_sizes(len(rows)):
+            chunk = rows[start:start + size]
+            await tx.execute(_insert_sql(size), *[value for row in chunk for value in row])
+            start += size
+
+    return body
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -364,7 +382,11 @@ class SqliteTraceStore:
         each re-take waits for the event loop's thread to yield it (up to the
         switch interval), which costs both threads more than the insert itself.
         """
-        await self._w.run_holding(self._lock, _insert_rows, rows)
+        shared = open_database(self._path)
+        if shared is not None:  # the process's own connection: rows join its group commit
+            await shared.run(_insert_body(rows))
+        else:
+            await self._w.run_holding(self._lock, _insert_rows, rows)
         now = time.monotonic()
         if now - self._checkpointed >= CHECKPOINT_INTERVAL_S:
             self._checkpointed = now
