@@ -33,8 +33,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from bench.features import FEATURES, _find_key
-from bench.procs import free_port, start_upstream, tollway_cli, write_config
+from bench.features import FEATURES, setup_key
+from bench.procs import free_port, start_upstream, write_config
 
 __all__ = ["Counted", "main"]
 
@@ -91,18 +91,6 @@ def _config(workdir: Path, upstream_port: int, features: list[str]) -> tuple[Pat
                         extra), request
 
 
-def _key(config: Path) -> str:
-    for args in (["accounts", "create", "bench", "--credit", "1000000", "--json"],
-                 ["keys", "create", "bench", "--json"]):
-        done = tollway_cli([*args, "--config", str(config)])
-        if done.returncode != 0:
-            raise SystemExit(f"tollway {' '.join(args[:2])} failed: {done.stderr or done.stdout}")
-    key = _find_key(json.loads(done.stdout))
-    if not key:
-        raise SystemExit(f"no key in: {done.stdout[:200]}")
-    return key
-
-
 def _client(port: int, key: str, request: dict[str, Any], count: int) -> None:
     while True:
         try:
@@ -154,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     upstream = start_upstream(free_port(), workdir)
     try:
         config, request = _config(workdir, upstream.port, features)
-        key = _key(config)
+        key, _ = setup_key(config)
         app = create_app(load_settings(str(config)))
         loop_counter = Loop()
         records: list[Record] = []

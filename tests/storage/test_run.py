@@ -6,13 +6,21 @@ the caller answered only after the commit, and a cancelled caller's body never r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tollway.storage import open_storage
 from tollway.storage.base import NewEntry
-from tollway.storage.sqlite import SqliteDatabase
+from tollway.storage.sqlite import (
+    COMMIT_AFTER_ITERATIONS,
+    SqliteDatabase,
+    _take_now,
+    write_gate,
+)
 
 
 async def _balance(store: Any, account_id: str) -> int:
@@ -195,6 +203,18 @@ async def test_queued_bodies_outlive_a_cancelled_opener(tmp_path: Any) -> None:
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def _sqlite_account(path: Any, name: str) -> AsyncIterator[tuple[Any, SqliteDatabase, Any]]:
+    """A SQLite store on ``path``, its database and a new account ``name``."""
+    store = await open_storage(f"sqlite:///{path}")
+    try:
+        db = store.db
+        assert isinstance(db, SqliteDatabase)
+        yield store, db, await store.create_account(name)
+    finally:
+        await store.close()
+
+
 async def _iterations_until(awaitable: Any) -> tuple[Any, int]:
     """``awaitable``'s value and how many event-loop iterations passed until it came."""
     loop = asyncio.get_running_loop()
@@ -216,33 +236,18 @@ async def _iterations_until(awaitable: Any) -> tuple[Any, int]:
 async def test_a_body_with_nothing_in_its_way_opens_its_group_itself(tmp_path: Any) -> None:
     """The caller opens the group in its own step (no opener task): its answer comes at
     most one iteration after the commit's window, which under load is one iteration."""
-    store = await open_storage(f"sqlite:///{tmp_path / 'i.db'}")
-    try:
-        db = store.db
-        assert isinstance(db, SqliteDatabase)
-        account = await store.create_account("i")
-        from tollway.storage.sqlite import COMMIT_AFTER_ITERATIONS
-
+    async with _sqlite_account(tmp_path / "i.db", "i") as (_, db, account):
         value, iterations = await _iterations_until(db.run(_credit(account.id, 3, "inline")))
         assert value == 3
         assert iterations <= COMMIT_AFTER_ITERATIONS + 1  # an opener task took one more
         assert db._opening is None
-    finally:
-        await store.close()
 
 
 async def test_a_body_waits_for_the_write_gate_another_connection_holds(tmp_path: Any) -> None:
     """The file's other connection (the trace writer's) holds the write gate: the body is
     not run under it, and runs once the gate is free."""
-    from tollway.storage.sqlite import write_gate
-
-    path = tmp_path / "g.db"
-    store = await open_storage(f"sqlite:///{path}")
-    try:
-        db = store.db
-        assert isinstance(db, SqliteDatabase)
-        account = await store.create_account("g")
-        gate = write_gate(str(path))
+    async with _sqlite_account(tmp_path / "g.db", "g") as (_, db, account):
+        gate = write_gate(str(tmp_path / "g.db"))
         await gate.acquire()
         try:
             waiting = asyncio.ensure_future(db.run(_credit(account.id, 4, "gated")))
@@ -253,36 +258,25 @@ async def test_a_body_waits_for_the_write_gate_another_connection_holds(tmp_path
             gate.release()
         assert await asyncio.wait_for(waiting, 5) == 4
         assert not gate.locked()
-    finally:
-        await store.close()
 
 
 async def test_a_body_waits_while_another_process_writes(tmp_path: Any) -> None:
     """Another process's write lock (here another connection outside the gate): the body
     is retried with backoff, as before, and runs once the lock is gone."""
-    import sqlite3
-
-    path = tmp_path / "b.db"
-    store = await open_storage(f"sqlite:///{path}")
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        db = store.db
-        assert isinstance(db, SqliteDatabase)
-        account = await store.create_account("b")
-        other.execute("BEGIN IMMEDIATE")
-        waiting = asyncio.ensure_future(db.run(_credit(account.id, 5, "busy")))
-        await asyncio.sleep(0.05)
-        assert not waiting.done() and db.busy_waits > 0
-        other.execute("COMMIT")
-        assert await asyncio.wait_for(waiting, 5) == 5
-    finally:
-        other.close()
-        await store.close()
+    async with _sqlite_account(tmp_path / "b.db", "b") as (_, db, account):
+        other = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            waiting = asyncio.ensure_future(db.run(_credit(account.id, 5, "busy")))
+            await asyncio.sleep(0.05)
+            assert not waiting.done() and db.busy_waits > 0
+            other.execute("COMMIT")
+            assert await asyncio.wait_for(waiting, 5) == 5
+        finally:
+            other.close()
 
 
 async def test_taking_a_lock_now_never_jumps_its_queue() -> None:
-    from tollway.storage.sqlite import _take_now
-
     lock = asyncio.Lock()
     assert _take_now(lock) and lock.locked()
     assert not _take_now(lock)
@@ -302,15 +296,8 @@ async def test_after_an_opener_task_the_next_body_opens_its_group_itself(
     group has committed but whose task has not finished its step, which used to hold
     new bodies back for two more iterations, lasts one loop iteration; the hops harness
     in the README measured it under load.)"""
-    from tollway.storage.sqlite import COMMIT_AFTER_ITERATIONS, write_gate
-
-    path = tmp_path / "p.db"
-    store = await open_storage(f"sqlite:///{path}")
-    try:
-        db = store.db
-        assert isinstance(db, SqliteDatabase)
-        account = await store.create_account("p")
-        gate = write_gate(str(path))
+    async with _sqlite_account(tmp_path / "p.db", "p") as (_, db, account):
+        gate = write_gate(str(tmp_path / "p.db"))
         await gate.acquire()
         first = asyncio.ensure_future(db.run(_credit(account.id, 1, "behind the gate")))
         await asyncio.sleep(0)
@@ -322,5 +309,3 @@ async def test_after_an_opener_task_the_next_body_opens_its_group_itself(
         assert value == 3
         assert iterations <= COMMIT_AFTER_ITERATIONS + 1
         assert opener.done()
-    finally:
-        await store.close()

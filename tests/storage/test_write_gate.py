@@ -7,8 +7,11 @@ behind a trace batch (it used to back off for up to 50 ms at a time)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,16 +24,25 @@ from tollway.tracing.record import build_record
 from tollway.tracing.store import open_trace_store, record_to_row
 
 
+@contextlib.asynccontextmanager
+async def _money_and_traces(path: Path) -> AsyncIterator[tuple[Any, SqliteDatabase, Any]]:
+    """Billing's store and the trace store on one SQLite file, and the store's database."""
+    dsn = f"sqlite:///{path}"
+    store = await open_storage(dsn)
+    traces = await open_trace_store(dsn)
+    try:
+        db = store.db
+        assert isinstance(db, SqliteDatabase)
+        yield store, db, traces
+    finally:
+        await traces.close()
+        await store.close()
+
+
 @pytest.mark.parametrize("writer", ["shared connection", "own connection"])
 def test_money_and_traces_take_turns_without_busy_waits(tmp_path: Path, writer: str) -> None:
-    dsn = f"sqlite:///{tmp_path / 'shared.db'}"
-
     async def main() -> None:
-        store = await open_storage(dsn)
-        traces = await open_trace_store(dsn)
-        try:
-            db = store.db
-            assert isinstance(db, SqliteDatabase)
+        async with _money_and_traces(tmp_path / "shared.db") as (store, db, traces):
             if writer == "own connection":  # as in a process that has no billing connection
                 sqlite_module._OPEN[asyncio.get_running_loop()].clear()
             assert (open_database(str(tmp_path / "shared.db")) is db) == (
@@ -62,9 +74,6 @@ def test_money_and_traces_take_turns_without_busy_waits(tmp_path: Path, writer: 
             assert got is not None and (got.balance_micros, got.reserved_micros) == (
                 10**9 - 200 * 400, 0)
             assert await traces.get("req_g09999", None) is not None
-        finally:
-            await traces.close()
-            await store.close()
 
     asyncio.run(main())
 
@@ -72,14 +81,8 @@ def test_money_and_traces_take_turns_without_busy_waits(tmp_path: Path, writer: 
 def test_traces_are_written_in_the_shared_connections_group(tmp_path: Path) -> None:
     """With billing's connection open, a trace batch is that connection's work (its rows
     join its group commit), not the trace writer thread's."""
-    dsn = f"sqlite:///{tmp_path / 'one.db'}"
-
     async def main() -> None:
-        store = await open_storage(dsn)
-        traces = await open_trace_store(dsn)
-        try:
-            db = store.db
-            assert isinstance(db, SqliteDatabase)
+        async with _money_and_traces(tmp_path / "one.db") as (store, db, traces):
             rows = [record_to_row(build_record(make_ctx(f"req_s{i:03d}"))) for i in range(150)]
             before = db._conn.total_changes
             account = await store.create_account("one")
@@ -88,9 +91,6 @@ def test_traces_are_written_in_the_shared_connections_group(tmp_path: Path) -> N
             assert held.reservation is not None
             assert db._conn.total_changes - before >= 150 + 2
             assert await traces.get("req_s149", None) is not None
-        finally:
-            await traces.close()
-            await store.close()
 
     asyncio.run(main())
 

@@ -297,12 +297,17 @@ class SqliteDatabase:
             if gate is not None:
                 gate.release()
             return False
-        group: list[asyncio.Future[None]] = []
-        self._group = group
+        self._group = []
+        self._commit_later(self._group)
+        return True
+
+    def _commit_later(self, group: list[asyncio.Future[None]]) -> None:
+        """Commit ``group`` once the loop has run the tasks that are ready in the next few
+        iterations (``COMMIT_AFTER_ITERATIONS``, ``COMMIT_WINDOW_S``): the transactions
+        they start join it and share its commit."""
         loop = asyncio.get_running_loop()
         loop.call_soon(self._commit_soon, group, COMMIT_AFTER_ITERATIONS,
                        loop.time() + COMMIT_WINDOW_S)
-        return True
 
     def _ensure_group(self) -> None:
         """Queued bodies and no group open or opening: open one for them."""
@@ -485,13 +490,9 @@ class _Transaction:
                 return  # the body's exception goes on
             if not self._first:
                 db._conn.execute("RELEASE member")
-            loop = asyncio.get_running_loop()
             if self._first:
-                # commit once the loop has run the tasks that are ready in the next few
-                # iterations: the transactions they start join this one and share its commit
-                loop.call_soon(db._commit_soon, group, COMMIT_AFTER_ITERATIONS,
-                               loop.time() + COMMIT_WINDOW_S)
-            waiter: asyncio.Future[None] = loop.create_future()
+                db._commit_later(group)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             group.append(waiter)
         finally:
             db._lock.release()

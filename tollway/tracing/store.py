@@ -17,7 +17,7 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -287,11 +287,8 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[TraceRow]) -> None:
     """One transaction, up to ``_ROWS_PER_INSERT`` rows per statement (``_insert_sizes``)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        start = 0
-        for size in _insert_sizes(len(rows)):
-            chunk = rows[start:start + size]
-            conn.execute(_insert_sql(size), [value for row in chunk for value in row])
-            start += size
+        for sql, values in _insert_statements(rows):
+            conn.execute(sql, values)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -299,15 +296,21 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[TraceRow]) -> None:
         raise
 
 
+def _insert_statements(rows: Sequence[TraceRow]) -> Iterator[tuple[str, list[Any]]]:
+    """The multi-row ``INSERT``s of ``rows`` (sizes from ``_insert_sizes``), with values."""
+    start = 0
+    for size in _insert_sizes(len(rows)):
+        chunk = rows[start:start + size]
+        yield _insert_sql(size), [value for row in chunk for value in row]
+        start += size
+
+
 def _insert_body(rows: Sequence[TraceRow]) -> Any:
     """``_insert_rows`` as a transaction body for ``SqliteDatabase.run``."""
 
     async def body(tx: Any) -> None:
-        start = 0
-        for size in _insert_sizes(len(rows)):
-            chunk = rows[start:start + size]
-            await tx.execute(_insert_sql(size), *[value for row in chunk for value in row])
-            start += size
+        for sql, values in _insert_statements(rows):
+            await tx.execute(sql, *values)
 
     return body
 
