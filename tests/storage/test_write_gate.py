@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.tracing.conftest import make_ctx
-from tollway.storage import open_storage
+from tollway.storage import connect_database, open_storage
 from tollway.storage import sqlite as sqlite_module
 from tollway.storage.base import NewEntry
 from tollway.storage.sqlite import SqliteDatabase, open_database
@@ -122,5 +123,54 @@ def test_closing_commits_the_open_group_and_fails_what_comes_after(tmp_path: Pat
             assert got is not None and got.balance_micros == 5
         finally:
             await again.close()
+
+    asyncio.run(main())
+
+
+def test_one_connection_per_file_for_every_component(tmp_path: Path) -> None:
+    """Billing, limits, the dashboard, the Responses store and migrations each open the
+    file through ``connect_database``/``open_storage``: they get the one connection the
+    process has open on it (one group commit, nobody waiting for the write gate), and it
+    closes with the last of them."""
+    dsn = f"sqlite:///{tmp_path / 'one.db'}"
+
+    async def main() -> None:
+        billing = await open_storage(dsn)
+        limits = await open_storage(dsn)
+        assert limits.db is billing.db
+        migrations = await connect_database(f"sqlite:///{tmp_path}/../{tmp_path.name}/one.db")
+        assert migrations is billing.db  # the same file by another path
+        await migrations.close()
+        account = await billing.create_account("shared")
+        await billing.close()  # limits still holds it: it stays open for limits
+        await limits.append(NewEntry(account.id, "credit", 7))
+        got = await limits.get_account(account.id)
+        assert got is not None and got.balance_micros == 7
+        await limits.close()  # the last holder: now it closes
+        assert open_database(str(tmp_path / "one.db")) is None
+        with pytest.raises(sqlite3.Error):
+            await limits.get_account(account.id)
+        again = await open_storage(dsn)  # a fresh connection, as after a restart
+        try:
+            assert again.db is not billing.db
+            got = await again.get_account(account.id)
+            assert got is not None and got.balance_micros == 7
+        finally:
+            await again.close()
+
+    asyncio.run(main())
+
+
+def test_the_trace_writer_keeps_no_connection_beside_the_shared_one(tmp_path: Path) -> None:
+    """With the process's connection open, traces go through it: the writer's own
+    connection is not opened to write, and a prune closes it again afterwards."""
+    async def main() -> None:
+        async with _money_and_traces(tmp_path / "lean.db") as (_store, _db, traces):
+            rows = [record_to_row(build_record(make_ctx(f"req_l{i:03d}"))) for i in range(30)]
+            await traces.insert_many(rows)
+            assert traces._w._conn is None
+            assert await traces.prune(time.time() + 1) == 30
+            assert traces._w._conn is None
+            assert await traces.get("req_l000", None) is None
 
     asyncio.run(main())

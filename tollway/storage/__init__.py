@@ -13,11 +13,13 @@ __all__ = ["connect_database", "open_storage"]
 
 
 async def connect_database(dsn: str) -> Database:
-    """Open the driver for ``sqlite:///PATH`` or ``postgresql://…`` (no migrations)."""
+    """Open the driver for ``sqlite:///PATH`` or ``postgresql://…`` (no migrations). A
+    SQLite file this process already has open is shared (``SqliteDatabase.shared``): close
+    what this returns once, as ever."""
     if dialect_of(dsn) == "sqlite":
         from tollway.storage.sqlite import SqliteDatabase
 
-        return await SqliteDatabase.connect(dsn)
+        return await SqliteDatabase.shared(dsn)
     from tollway.storage.postgres import PostgresDatabase
 
     return await PostgresDatabase.connect(dsn)

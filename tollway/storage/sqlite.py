@@ -112,9 +112,9 @@ _OPEN: weakref.WeakKeyDictionary[
 
 def open_database(path: str) -> SqliteDatabase | None:
     """A ``SqliteDatabase`` this process has open on the file ``path`` on the running event
-    loop (the first opened of them), or None. The trace writer writes through it, so that
-    its rows join that connection's group commits instead of taking turns with it at the
-    file's write gate."""
+    loop (the first opened of them), or None. ``SqliteDatabase.shared`` hands it out again,
+    and the trace writer writes through it, so that their statements join that
+    connection's group commits instead of taking turns with it at the file's write gate."""
     opened = _OPEN.get(asyncio.get_running_loop())
     return None if opened is None else opened.get(os.path.realpath(path))
 
@@ -190,6 +190,8 @@ class SqliteDatabase:
         self.busy_waits = 0  # times BEGIN met another process's write lock and slept
         self._queued: list[tuple[_Body, asyncio.Future[Any]]] = []
         self._opening: asyncio.Task[None] | None = None  # opens a group for queued bodies
+        self._holders = 1  # callers of connect/shared that have not closed it yet
+        self._closed = False
 
     @classmethod
     async def connect(cls, dsn: str) -> SqliteDatabase:
@@ -210,6 +212,20 @@ class SqliteDatabase:
             db._checkpointer = asyncio.create_task(db._checkpoint_loop())
             opened = _OPEN.setdefault(asyncio.get_running_loop(), weakref.WeakValueDictionary())
             opened.setdefault(os.path.realpath(path), db)
+        return db
+
+    @classmethod
+    async def shared(cls, dsn: str) -> SqliteDatabase:
+        """The connection this process already has open on the file (``open_database``),
+        or a new one (``connect``). Each caller closes it once; the connection closes with
+        the last of them. Billing, limits, the dashboard, the Responses store and the
+        migrations of one file thus use one connection: one write gate holder, one group
+        commit for all their transactions, one page cache."""
+        path = sqlite_path(dsn)
+        db = open_database(path) if path != ":memory:" else None
+        if db is None or db._closed:
+            return await cls.connect(dsn)
+        db._holders += 1
         return db
 
     async def _checkpoint_loop(self) -> None:
@@ -412,8 +428,13 @@ class SqliteDatabase:
             self._gate.release()
 
     async def close(self) -> None:
-        """Close the connection. A group still open commits first (with the bodies queued
-        for it); a body that finds the database closed fails with ``OperationalError``."""
+        """Close the connection (a shared one: once its last holder closes it). A group
+        still open commits first (with the bodies queued for it); a body that finds the
+        database closed fails with ``OperationalError``."""
+        self._holders -= 1
+        if self._holders > 0 or self._closed:
+            return
+        self._closed = True
         opened = _OPEN.get(asyncio.get_running_loop())
         key = os.path.realpath(self._path)
         if opened is not None and opened.get(key) is self:

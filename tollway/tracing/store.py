@@ -263,12 +263,17 @@ class _Writer:
             self._open()
         return fn(self._conn, *args)
 
-    async def close(self) -> None:
+    async def close_connection(self) -> None:
+        """Close the connection (the next ``run`` opens it again)."""
         def shut(conn: sqlite3.Connection) -> None:
             conn.close()
+            self._conn = None
 
         if self._conn is not None:
             await self.run(shut)
+
+    async def close(self) -> None:
+        await self.close_connection()
         self._pool.shutdown(wait=True)
 
 
@@ -346,17 +351,19 @@ class SqliteTraceStore:
 
     @classmethod
     async def connect(cls, dsn: str) -> SqliteTraceStore:
-        """Open the writer's connection (the schema must exist); the reader's opens on
-        first use (``_reader``)."""
+        """Open the writer's connection (the schema must exist), unless the process has
+        the file open already (``open_database``: rows go through that connection, and the
+        writer's opens only to prune); the reader's opens on first use (``_reader``)."""
         path = sqlite_path(dsn)
         if path == ":memory:":
             raise ValueError("traces need a file database: sqlite:///PATH")
         writer = _Writer(path)
-        try:
-            await writer.run(lambda conn: None)  # opened now: errors surface here
-        except BaseException:
-            await writer.close()
-            raise
+        if open_database(path) is None:
+            try:
+                await writer.run(lambda conn: None)  # opened now: errors surface here
+            except BaseException:
+                await writer.close()
+                raise
         return cls(writer, path)
 
     async def _reader(self) -> Any:
@@ -387,9 +394,9 @@ class SqliteTraceStore:
         """
         shared = open_database(self._path)
         if shared is not None:  # the process's own connection: rows join its group commit
-            await shared.run(_insert_body(rows))
-        else:
-            await self._w.run_holding(self._lock, _insert_rows, rows)
+            await shared.run(_insert_body(rows))  # (and its checkpoints keep the WAL small)
+            return
+        await self._w.run_holding(self._lock, _insert_rows, rows)
         now = time.monotonic()
         if now - self._checkpointed >= CHECKPOINT_INTERVAL_S:
             self._checkpointed = now
@@ -420,11 +427,15 @@ class SqliteTraceStore:
     async def prune(self, before: float, batch: int = 5000) -> int:
         """Delete traces received before ``before``, in batches; return how many."""
         total = 0
-        while True:
-            count = int(await self._w.run_holding(self._lock, _delete_before, before, batch))
-            total += count
-            if count < batch:
-                return total
+        try:
+            while True:
+                count = int(await self._w.run_holding(self._lock, _delete_before, before, batch))
+                total += count
+                if count < batch:
+                    return total
+        finally:
+            if open_database(self._path) is not None:  # rows go through that one: the
+                await self._w.close_connection()  # writer's is not kept open between prunes
 
     def transient(self, exc: BaseException) -> bool:
         """Locked or unavailable database (retry) versus a bad row (do not)."""
