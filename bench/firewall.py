@@ -15,6 +15,12 @@ Then the request side: each recorded Anthropic request body in
 data and signatures are not text and are skipped by the firewall itself) through each
 preset's ``apply_body``, as ``/v1/messages`` scans it before the upstream call; CPU µs per
 body and per thousand characters of text, for the largest body and for all of them.
+
+Last, a conversation as chat clients send it (every earlier message again with each
+turn; the assistant's messages are the recorded replies, then a system prompt and eight
+tools): CPU µs of the request side for turns 10, 40 and 80, read from the start and
+going on from where the same account's previous turn left the reading
+(``tollway.firewalls.joined.Checkpoints``), as the gateway does.
 """
 
 from __future__ import annotations
@@ -128,6 +134,61 @@ def _requests_table(bodies: list[dict[str, Any]], passes: int) -> None:
               f"{every:12.1f} {every * len(bodies) * 1000 / total:12.1f}")
 
 
+def conversation_body(replies: list[str], turns: int) -> dict[str, Any]:
+    """Turn ``turns`` of a chat, as clients send it: every earlier message again (the
+    assistant's are recorded replies), the next question, then a system prompt and tools."""
+    messages: list[dict[str, Any]] = []
+    for t in range(turns + 1):
+        messages.append({"role": "user", "content": f"Question {t}: please explain part {t} "
+                                                    "of the plan, with the numbers."})
+        if t < turns:
+            messages.append({"role": "assistant", "content": replies[t % len(replies)]})
+    tools = [{"name": f"lookup_{i}", "description": f"Look up record kind {i} in the archive "
+              "and return its fields.", "input_schema": {"type": "object", "properties": {
+                  "id": {"type": "string", "description": "the record id"}}}} for i in range(8)]
+    return {"model": "m", "messages": messages,
+            "system": "You are a careful assistant. Answer briefly and cite sources.",
+            "tools": tools}
+
+
+def measure_turn(policy: Any, replies: list[str], turns: int, passes: int,
+                 scope: str | None) -> float:
+    """CPU µs of the request side for turn ``turns`` (with ``scope``: after turn
+    ``turns - 1`` was read in that scope, as a conversation's requests come)."""
+    body = conversation_body(replies, turns)
+    total = 0.0
+    for n in range(passes):
+        if scope is not None:  # a new conversation each pass: only its previous turn read
+            _apply(policy, conversation_body(replies, turns - 1), f"{scope}{n}")
+        start = _cpu()
+        _apply(policy, body, None if scope is None else f"{scope}{n}")
+        total += _cpu() - start
+    return total * 1e6 / passes
+
+
+def _apply(policy: Any, body: dict[str, Any], scope: str | None) -> None:
+    try:
+        apply_body(policy, body, ("model",), scope=scope)
+    except FirewallBlocked:
+        pass
+
+
+def _conversation_table(replies: list[str], passes: int) -> None:
+    print("\na conversation's turn N (every earlier message sent again; recorded replies); "  # noqa: T201
+          "request side CPU µs")
+    print(f"{'preset':14} {'turn':>5} {'characters':>11} {'from the start':>15} "  # noqa: T201
+          f"{'after turn N-1':>15}")
+    for preset in ("strict-block", "redact-pii"):
+        policy = FirewallSet.from_config().get(preset)
+        for turns in (10, 40, 80):
+            body = conversation_body(replies, turns)
+            chars = sum(len(m["content"]) for m in body["messages"])
+            measure_turn(policy, replies, turns, 1, None)  # compile the tables
+            whole = measure_turn(policy, replies, turns, passes, None)
+            going_on = measure_turn(policy, replies, turns, passes, "bench-")
+            print(f"{preset:14} {turns:5} {chars:11} {whole:15.0f} {going_on:15.0f}")  # noqa: T201
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.firewall", description=__doc__)
     ap.add_argument("--conformance", type=Path, default=DEFAULT_CONFORMANCE)
@@ -152,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     bodies = recorded_bodies(args.conformance)
     if bodies:
         _requests_table(bodies, max(args.passes // 5, 1))
+    _conversation_table(["".join(s) for s in streams], max(args.passes // 10, 2))
     return 0
 
 

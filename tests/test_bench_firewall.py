@@ -16,7 +16,7 @@ def test_it_measures_every_preset_on_recorded_text(
     assert len(streams) >= 5 and all(streams)
     assert any(" " in piece for stream in streams for piece in stream)  # real text
     assert main(["--conformance", str(conformance_dir), "--passes", "1"]) == 0
-    pieces, requests = capsys.readouterr().out.split("\n\n")
+    pieces, requests, conversation = capsys.readouterr().out.split("\n\n")
     rows = {line.split()[0]: line.split()[1:] for line in pieces.splitlines()}
     for preset in ("strict-block", "redact-pii", "monitor"):
         recorded, bench = (float(x) for x in rows[preset])
@@ -25,6 +25,10 @@ def test_it_measures_every_preset_on_recorded_text(
     assert requests.startswith(f"{len(recorded_bodies(conformance_dir))} recorded request bodies")
     for preset in ("strict-block", "redact-pii", "monitor"):
         assert all(float(x) > 0 for x in rows[preset])
+    turns = [line.split() for line in conversation.splitlines()[2:]]
+    assert [(row[0], int(row[1])) for row in turns] == [
+        (preset, n) for preset in ("strict-block", "redact-pii") for n in (10, 40, 80)]
+    assert all(float(x) > 0 for row in turns for x in row[2:])
 
 
 def test_request_bodies_are_real_text(conformance_dir: Path) -> None:

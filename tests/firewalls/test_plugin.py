@@ -68,3 +68,32 @@ def test_redact_hook_rewrites_body_messages_and_tools_never_in_place() -> None:
     assert req.body["model"] == "m"
     assert messages[0]["content"] == "mail bob@example.com!"  # the client's objects untouched
     assert tools[0]["function"]["description"] == "to amy@example.org!"
+
+
+def test_a_conversations_requests_go_on_from_the_same_accounts_reading() -> None:
+    """The request hook scopes the reading it goes on from by the request's account: the
+    next turn of one account's conversation goes on, another account's same text does not."""
+    def turn(account: str | None, messages: list[dict[str, Any]]) -> tuple[Any, RequestContext]:
+        app, ctx = make("monitor", "")
+        assert ctx.request is not None
+        ctx.request.messages = messages
+        ctx.account_id = account
+        return app, ctx
+
+    history = [{"role": "user", "content": "hello, mail bob@example.com"},
+               {"role": "assistant", "content": "done"}]
+    tools = [{"type": "function", "function": {"name": "f", "description": "a tool"}}]
+    app, ctx = turn("acct_1", history[:1])
+    assert ctx.request is not None
+    ctx.request.tools = tools
+    hooks = app.gateway.hooks
+    policy = hooks.request_hooks[0].__self__.firewalls.get("monitor")
+    asyncio.run(hooks.request_hooks[0](ctx))
+    for account, resumed in (("acct_2", 0), ("acct_1", 1)):
+        before = policy.checkpoints.resumed
+        _, ctx = turn(account, [*history, {"role": "user", "content": "thanks"}])
+        assert ctx.request is not None
+        ctx.request.tools = tools
+        asyncio.run(hooks.request_hooks[0](ctx))
+        assert ctx.firewall_verdicts[0]["detector"] == "email"
+        assert policy.checkpoints.resumed == before + resumed

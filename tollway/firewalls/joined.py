@@ -31,16 +31,32 @@ findings of the same rule that cover it edge to edge (``"bob@x.net"`` then
 
 Text cut into so many fields around open candidates that reading every edge would
 cost far more than one scan raises ``TooFragmented`` (``work_budget``).
+
+**The same history, read again.** A chat client sends the whole conversation with
+every turn, so without help each request re-reads every earlier message: a
+conversation's scanning grows with the square of its length, on the event loop (tens
+of ms a request for a long one). What the readings hold after a field depends on the
+fields up to it alone, so ``find`` can keep that state (``Checkpoints``) at chosen
+field edges (``Resume.marks``: where the body's top-level field changes, and before its
+last field) under a digest of everything read up to there (BLAKE2b over the fields,
+each with its length, after a scope such as the account: one tenant's requests never
+resume from another's), and a later request whose fields start the same resumes from
+the furthest such edge it shares. It finds exactly what reading from the start finds,
+the work budget included (the work a state had spent is kept with it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from tollway.firewalls.detector import LOOKAROUND
 from tollway.firewalls.scanner import Scanner
 
-__all__ = ["Finding", "TooFragmented", "find", "work_budget"]
+__all__ = ["Checkpoints", "Finding", "Resume", "TooFragmented", "find", "work_budget"]
 
 Finding = tuple[int, int, int, int, int]
 """``(start, end, rule, left, right)``: a span of the joined text, the index of the rule
@@ -109,26 +125,128 @@ def _decide(sc: Scanner, r: _Reading, eof: bool, end: int, out: list[Finding]) -
     return stop is not None and p >= stop
 
 
+@dataclass(frozen=True, slots=True)
+class _State:
+    """What ``find`` holds after a field (not the last), to go on from there."""
+
+    field: int  # the index of that field
+    joined: _Reading
+    edges: tuple[_Reading, ...]
+    starts: frozenset[int]
+    at: int
+    prev: str
+    out: tuple[Finding, ...]
+    spent: tuple[int, int]  # of the work budget: decisions, characters read again
+
+    @property
+    def size(self) -> int:
+        """About how many bytes it holds (its buffers, field edges and findings), for the
+        bound of ``Checkpoints``."""
+        chars = len(self.joined.buf) + sum(len(r.buf) for r in self.edges)
+        return 4 * chars + 64 * len(self.starts) + 160 * len(self.out) + 256
+
+
+class Checkpoints:
+    """States of ``find`` at field edges of earlier requests, by digest of what was read up
+    to there; at most ``entries`` of them and about ``size`` bytes in all, the least
+    recently used dropped first. One per policy (its scanner's states)."""
+
+    def __init__(self, entries: int = 512, size: int = 8 << 20) -> None:
+        self._states: OrderedDict[bytes, _State] = OrderedDict()
+        self._entries, self._size, self._held = entries, size, 0
+        self._lock = threading.Lock()
+        self.resumed = 0  # requests that went on from a state (for tests and stats)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, key: bytes) -> _State | None:
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None:
+                self._states.move_to_end(key)
+            return state
+
+    def put(self, key: bytes, state: _State) -> None:
+        size = state.size
+        if size > self._size // 8:  # one state may not crowd out the rest
+            return
+        with self._lock:
+            old = self._states.pop(key, None)
+            if old is not None:
+                self._held -= old.size
+            self._states[key] = state
+            self._held += size
+            while len(self._states) > self._entries or self._held > self._size:
+                _, dropped = self._states.popitem(last=False)
+                self._held -= dropped.size
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where ``find`` keeps and looks up states: ``checkpoints``; ``scope`` (e.g. the
+    account) keys them apart; a state is kept after each field index in ``marks``."""
+
+    checkpoints: Checkpoints
+    scope: str
+    marks: Collection[int]
+
+
+def _digests(scope: str, texts: Sequence[str], last: int) -> list[bytes | None]:
+    """The digest of what is read up to and including each field before ``last`` (None
+    for an empty field: no state is kept or looked up after it)."""
+    h = hashlib.blake2b(scope.encode("utf-8", "surrogatepass"), digest_size=16)
+    out: list[bytes | None] = []
+    for k in range(last):
+        text = texts[k]
+        data = text.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+        out.append(h.copy().digest() if text else None)
+    return out
+
+
 def find(
-    scanner: Scanner, texts: Sequence[str], budget: tuple[int, int] | None = None
+    scanner: Scanner, texts: Sequence[str], budget: tuple[int, int] | None = None,
+    resume: Resume | None = None,
 ) -> list[Finding]:
     """Every finding in ``texts`` read in order as one text; positions are offsets into
     ``"".join(texts)``, sorted, each once (a span found by several readings: with the
     fewest cuts). Raises ``TooFragmented`` past ``budget`` (see
-    ``work_budget``, the default)."""
+    ``work_budget``, the default). With ``resume``, goes on from the state an earlier
+    call kept after the longest run of the same first fields, and keeps its own (see
+    the top)."""
     out: list[Finding] = []
     joined = _Reading(0, None, -1)
     if len(texts) == 1:  # one field: one reading (non-overlapping, in order)
         joined.buf = texts[0]
         _decide(scanner, joined, True, -1, out)
         return out
-    decisions, again = work_budget(texts) if budget is None else budget
+    decisions, again = total = work_budget(texts) if budget is None else budget
     edges: list[_Reading] = []
     starts: set[int] = set()  # the field edges
     at = 0
     prev, blind, reach, can_start = "", scanner.blind, scanner.reach, scanner.can_start
     last = max((k for k, t in enumerate(texts) if t), default=-1)  # read with the end
-    for k, text in enumerate(texts):
+    first = 0
+    keys: list[bytes | None] = []
+    if resume is not None and last > 0:
+        keys = _digests(resume.scope, texts, last)
+        for k in range(len(keys) - 1, -1, -1):
+            key = keys[k]
+            state = None if key is None else resume.checkpoints.get(key)
+            if state is not None and state.field == k:
+                resume.checkpoints.resumed += 1
+                first, joined, at, prev = k + 1, state.joined.copy(), state.at, state.prev
+                edges = [r.copy() for r in state.edges]
+                starts = set(state.starts)
+                out = list(state.out)
+                decisions, again = total[0] - state.spent[0], total[1] - state.spent[1]
+                if decisions < 0 or again < 0:  # reading from the start stops by then
+                    raise TooFragmented  # (what was spent only grows)
+                break
+    for k in range(first, len(texts)):
+        text = texts[k]
         if not text:
             continue
         starts.add(at)
@@ -157,6 +275,11 @@ def find(
                 _decide(scanner, r.copy(), True, at, out)
         if decisions < 0 or again < 0:
             raise TooFragmented
+        if resume is not None and k in resume.marks and (key := keys[k]) is not None:
+            resume.checkpoints.put(key, _State(
+                k, joined.copy(), tuple(r.copy() for r in edges), frozenset(starts), at,
+                prev, tuple(out), (total[0] - decisions, total[1] - again),
+            ))  # fmt: skip
     return _once(out, starts)
 
 

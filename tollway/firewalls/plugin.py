@@ -71,7 +71,8 @@ class Firewalls:
             return
         ctx.request.extensions["firewall"] = policy.name  # reported in the response
         try:
-            verdicts = apply_chat_request(policy, ctx.request)
+            # scoped by account: one tenant's request never goes on from another's reading
+            verdicts = apply_chat_request(policy, ctx.request, ctx.account_id or "")
         except FirewallBlocked as exc:
             merge_verdicts(ctx.firewall_verdicts, exc.verdicts)
             raise

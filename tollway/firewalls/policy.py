@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tollway.errors import InvalidRequest
 from tollway.firewalls.config import PRESETS, PolicyConfig
+from tollway.firewalls.joined import Checkpoints
 from tollway.firewalls.registry import PRIORITY, spec_for
 from tollway.firewalls.scanner import Rule, Scanner
 
@@ -27,11 +28,13 @@ class UnknownFirewall(InvalidRequest):
 
 @dataclass(frozen=True, slots=True)
 class CompiledPolicy:
-    """A policy ready to scan: one scanner plus where it applies."""
+    """A policy ready to scan: one scanner plus where it applies, and the states its
+    request side keeps for conversations' next requests (``joined.Checkpoints``)."""
 
     name: str
     config: PolicyConfig
     scanner: Scanner
+    checkpoints: Checkpoints = field(default_factory=Checkpoints, compare=False, repr=False)
 
     @property
     def on_request(self) -> bool:

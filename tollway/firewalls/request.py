@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tollway.errors import ContentBlocked
-from tollway.firewalls.joined import Finding, TooFragmented, find
+from tollway.firewalls.joined import Finding, Resume, TooFragmented, find
 from tollway.firewalls.policy import CompiledPolicy
 from tollway.firewalls.scanner import Scanner
 from tollway.firewalls.segments import Segment, param_of, rebuild, segments
@@ -85,11 +85,12 @@ class _Findings:
         self.found: list[tuple[int, int, tuple[_Piece, ...]]] = []  # rule, cuts, pieces
         self.counts: dict[str, int] = {}
 
-    def read(self, order: list[int], segs: list[Segment], keep: list[int] | None = None) -> None:
+    def read(self, order: list[int], segs: list[Segment], keep: list[int] | None = None,
+             resume: Resume | None = None) -> None:
         """Scan the segments ``order`` as one text. With ``keep`` (offsets in that text),
-        only findings across one of those offsets are taken."""
+        only findings across one of those offsets are taken. ``resume``: see ``find``."""
         texts = [segs[i].text for i in order]
-        hits = find(self.scanner, texts)
+        hits = find(self.scanner, texts, resume=resume)
         if not hits:
             return
         starts = []
@@ -138,10 +139,26 @@ def _system_order(segs: list[Segment], body: dict[str, Any], text: list[int]) ->
     return out
 
 
-def _scan(scanner: Scanner, body: dict[str, Any], segs: list[Segment]) -> _Findings:
+def _marks(segs: list[Segment], text: list[int]) -> set[int]:
+    """Where the text fields' reading keeps its state for a later request with the same
+    fields up to there (``joined.Resume``): after the last field of each top-level field
+    of the body (``messages``, ``system``, ``tools``…: a conversation's next request
+    sends the same messages and more after them) and before the last field."""
+    marks = {len(text) - 2}
+    for n in range(len(text) - 1):
+        if segs[text[n]].path[:1] != segs[text[n + 1]].path[:1]:
+            marks.add(n)
+    return marks
+
+
+def _scan(
+    scanner: Scanner, body: dict[str, Any], segs: list[Segment], policy: CompiledPolicy,
+    scope: str | None,
+) -> _Findings:
     found = _Findings(scanner)
     text = [i for i, s in enumerate(segs) if not s.word]
-    found.read(text, segs)
+    found.read(text, segs, resume=None if scope is None or len(text) < 2 else Resume(
+        policy.checkpoints, scope, _marks(segs, text)))
     system = _system_order(segs, body, text)
     if len(system) > 1:  # read together by adapters that gather them: junctions only
         position = {seg: n for n, seg in enumerate(text)}
@@ -217,11 +234,14 @@ def _redacted(scanner: Scanner, segs: list[Segment], found: _Findings) -> dict[i
 
 
 def apply_body(
-    policy: CompiledPolicy, body: dict[str, Any], skip: Iterable[str] = ()
+    policy: CompiledPolicy, body: dict[str, Any], skip: Iterable[str] = (),
+    *, scope: str | None = None,
 ) -> tuple[dict[str, Any], list[Verdict]]:
     """Scan every string of ``body`` (top-level fields in ``skip`` aside); return the body
     to send (``body`` itself when nothing changed) and the verdicts. Raises
-    ``FirewallBlocked`` if a block rule matched."""
+    ``FirewallBlocked`` if a block rule matched. With a ``scope`` (the account: who may
+    go on from whose reading), the text fields' reading goes on from where an earlier
+    body with the same first fields left it (``joined.Resume``): the same findings."""
     if not policy.on_request:
         return body, []
     scanner = policy.scanner
@@ -229,7 +249,7 @@ def apply_body(
     if not segs:
         return body, []
     try:
-        found = _scan(scanner, body, segs)
+        found = _scan(scanner, body, segs, policy, scope)
     except TooFragmented:
         if not policy.monitor_only:  # what cannot be read in full does not go upstream
             raise FirewallBlocked(
@@ -263,22 +283,24 @@ def apply_request(
     return body["messages"], verdicts
 
 
-def apply_chat_request(policy: CompiledPolicy, request: ChatRequest) -> list[Verdict]:
+def apply_chat_request(
+    policy: CompiledPolicy, request: ChatRequest, scope: str | None = None
+) -> list[Verdict]:
     """Scan what the upstream will receive for ``request``: its body with the messages and
     tools the pipeline holds (``model`` aside: the deployment's replaces it). A redaction
     replaces ``request.body``, ``messages`` and ``tools``; nothing is mutated in place.
 
     A request that came in as an Anthropic Messages body (``request.anthropic``) is
     scanned in that body, every block type included; a redaction replaces it and the
-    chat translation is made again from the redacted body."""
+    chat translation is made again from the redacted body. ``scope``: see ``apply_body``."""
     native = request.anthropic
     if native is not None:  # inbound /v1/messages: its body is what the rest derives from
-        return _apply_native(policy, request, native.body)
+        return _apply_native(policy, request, native.body, scope)
     body = dict(request.body)
     body["messages"] = request.messages
     if request.tools is not None:
         body["tools"] = request.tools
-    new, verdicts = apply_body(policy, body, skip=("model",))
+    new, verdicts = apply_body(policy, body, skip=("model",), scope=scope)
     if new is not body:
         request.body = new
         request.messages = new["messages"]
@@ -288,11 +310,11 @@ def apply_chat_request(policy: CompiledPolicy, request: ChatRequest) -> list[Ver
 
 
 def _apply_native(
-    policy: CompiledPolicy, request: ChatRequest, body: dict[str, Any]
+    policy: CompiledPolicy, request: ChatRequest, body: dict[str, Any], scope: str | None
 ) -> list[Verdict]:
     from tollway.wire.anthropic_in import to_chat
 
-    new, verdicts = apply_body(policy, body, skip=("model",))
+    new, verdicts = apply_body(policy, body, skip=("model",), scope=scope)
     if new is not body:
         assert request.anthropic is not None
         request.anthropic.body = new
