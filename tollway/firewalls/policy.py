@@ -35,6 +35,13 @@ class CompiledPolicy:
     config: PolicyConfig
     scanner: Scanner
     checkpoints: Checkpoints = field(default_factory=Checkpoints, compare=False, repr=False)
+    monitor_only: bool = field(init=False, compare=False)
+    """True when no rule changes text: streams then pass through untouched (worked out
+    once: every response asks)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "monitor_only", all(r.action == "monitor" for r in self.scanner.rules))
 
     @property
     def on_request(self) -> bool:
@@ -43,11 +50,6 @@ class CompiledPolicy:
     @property
     def on_response(self) -> bool:
         return self.config.where in ("response", "both")
-
-    @property
-    def monitor_only(self) -> bool:
-        """True when no rule changes text: streams then pass through untouched."""
-        return all(r.action == "monitor" for r in self.scanner.rules)
 
 
 def compile_policy(name: str, config: PolicyConfig) -> CompiledPolicy:
