@@ -212,3 +212,29 @@ def test_request_redaction_reaches_tools_and_other_fields(gateway: tuple[str, Up
     assert fn["parameters"]["properties"]["to"]["description"] == "e.g. [REDACTED:email]"
     assert sent["x_vendor"] == {"cc": "[REDACTED:email]"}
     assert "example" not in json.dumps(sent).replace("[REDACTED:email]", "")
+
+
+def test_a_conversations_turns_are_redacted_as_read_from_the_start(
+    gateway: tuple[str, Upstream],
+) -> None:
+    """A chat client sends the whole conversation with every turn; from the third turn on
+    the gateway goes on from the reading the previous turn left. What the upstream receives
+    is, turn after turn, the body redacted as reading it from the start redacts it (a phone
+    number split over the first two messages, addresses in later ones)."""
+    from tollway.firewalls import FirewallSet, apply_body
+
+    url, upstream = gateway
+    policy = FirewallSet.from_config().get("redact-pii")
+    said = ["Hi, my number is +1 415 555 ", "2671 is noted. Anything else?",
+            "mail bob@example.com too", "Noted bob@example.com.", "and ann@example.org, thanks"]
+    for turn in range(1, 4):
+        messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": text}
+                    for i, text in enumerate(said[:2 * turn - 1])]
+        _client(url).chat.completions.create(
+            model="upstream", messages=messages,  # type: ignore[arg-type]
+            extra_body={"firewall": "redact-pii"})
+        expected, _ = apply_body(policy, {"model": "up", "messages": messages}, ("model",))
+        sent = [m["content"] for m in upstream.requests[-1]["messages"]]
+        assert sent == [m["content"] for m in expected["messages"]]
+        if turn > 1:  # the number is whole once the reply is sent back
+            assert "[REDACTED:phone]" in sent[0] and "2671" not in sent[1]
