@@ -145,6 +145,9 @@ def test_checkpoints_are_bounded() -> None:
     for n in range(200):
         read(by_size, n)
     assert 0 < by_size._held <= 1 << 14 and len(by_size) < 200
+    for kept in (by_count, by_size):  # lookups go where states are, and only there
+        assert kept.fields() == {state.field for state in kept._states.values()}
+        assert sum(kept._fields.values()) == len(kept)
     too_big = Checkpoints(size=1 << 14)
     # a key's header and no end yet: the reading holds all of it back, buffered
     read(too_big, 0, first="-----BEGIN PRIVATE KEY-----\n" + "QUJD" * 500)

@@ -155,10 +155,16 @@ class Checkpoints:
         self._states: OrderedDict[bytes, _State] = OrderedDict()
         self._entries, self._size, self._held = entries, size, 0
         self._lock = threading.Lock()
+        self._fields: dict[int, int] = {}  # field index -> states kept after it
         self.resumed = 0  # requests that went on from a state (for tests and stats)
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def fields(self) -> set[int]:
+        """The field indices some kept state follows (only there is a lookup worth it)."""
+        with self._lock:
+            return set(self._fields)
 
     def get(self, key: bytes) -> _State | None:
         with self._lock:
@@ -174,12 +180,21 @@ class Checkpoints:
         with self._lock:
             old = self._states.pop(key, None)
             if old is not None:
-                self._held -= old.size
+                self._forget(old)
             self._states[key] = state
             self._held += size
+            self._fields[state.field] = self._fields.get(state.field, 0) + 1
             while len(self._states) > self._entries or self._held > self._size:
                 _, dropped = self._states.popitem(last=False)
-                self._held -= dropped.size
+                self._forget(dropped)
+
+    def _forget(self, state: _State) -> None:
+        self._held -= state.size
+        left = self._fields[state.field] - 1
+        if left:
+            self._fields[state.field] = left
+        else:
+            del self._fields[state.field]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,17 +207,21 @@ class Resume:
     marks: Collection[int]
 
 
-def _digests(scope: str, texts: Sequence[str], last: int) -> list[bytes | None]:
-    """The digest of what is read up to and including each field before ``last`` (None
-    for an empty field: no state is kept or looked up after it)."""
+def _digests(
+    scope: str, texts: Sequence[str], last: int, wanted: Collection[int]
+) -> dict[int, bytes]:
+    """The digest of what is read up to and including field ``k``, for each ``k`` in
+    ``wanted`` before ``last`` whose field is not empty (no state is kept or looked up
+    after an empty one)."""
     h = hashlib.blake2b(scope.encode("utf-8", "surrogatepass"), digest_size=16)
-    out: list[bytes | None] = []
-    for k in range(last):
+    out: dict[int, bytes] = {}
+    for k in range(min(last, max(wanted, default=-1) + 1)):
         text = texts[k]
         data = text.encode("utf-8", "surrogatepass")
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
-        out.append(h.copy().digest() if text else None)
+        if text and k in wanted:
+            out[k] = h.copy().digest()
     return out
 
 
@@ -229,12 +248,12 @@ def find(
     prev, blind, reach, can_start = "", scanner.blind, scanner.reach, scanner.can_start
     last = max((k for k, t in enumerate(texts) if t), default=-1)  # read with the end
     first = 0
-    keys: list[bytes | None] = []
+    keys: dict[int, bytes] = {}
     if resume is not None and last > 0:
-        keys = _digests(resume.scope, texts, last)
-        for k in range(len(keys) - 1, -1, -1):
-            key = keys[k]
-            state = None if key is None else resume.checkpoints.get(key)
+        kept = resume.checkpoints.fields()
+        keys = _digests(resume.scope, texts, last, kept | set(resume.marks))
+        for k in sorted(kept.intersection(keys), reverse=True):
+            state = resume.checkpoints.get(keys[k])
             if state is not None and state.field == k:
                 resume.checkpoints.resumed += 1
                 first, joined, at, prev = k + 1, state.joined.copy(), state.at, state.prev
@@ -275,7 +294,7 @@ def find(
                 _decide(scanner, r.copy(), True, at, out)
         if decisions < 0 or again < 0:
             raise TooFragmented
-        if resume is not None and k in resume.marks and (key := keys[k]) is not None:
+        if resume is not None and (key := keys.get(k)) is not None and k in resume.marks:
             resume.checkpoints.put(key, _State(
                 k, joined.copy(), tuple(r.copy() for r in edges), frozenset(starts), at,
                 prev, tuple(out), (total[0] - decisions, total[1] - again),
