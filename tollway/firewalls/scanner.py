@@ -51,7 +51,7 @@ import warnings
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import regex  # type: ignore[import-untyped]
 
@@ -269,8 +269,8 @@ class Scanner:
         settled = len(buf) - self.window  # positions up to here are decided
         while (g := search(buf, scan)) is not None:
             p = g.start()
-            got = buckets.get(buf[p], _MISSING)
-            b = self._bucket(buf[p]) if got is _MISSING else cast(_Bucket | None, got)
+            got: Any = buckets.get(buf[p], _MISSING)  # (no typing.cast: a call per candidate)
+            b = self._bucket(buf[p]) if got is _MISSING else got
             if b is not None:
                 if not eof and p > settled and b.open(buf, p, ascii):
                     return p, None
@@ -302,8 +302,8 @@ class Scanner:
         settled = len(buf) - self.window
         while (g := search(buf, scan, end)) is not None:
             p = g.start()
-            got = buckets.get(buf[p], _MISSING)
-            b = self._bucket(buf[p]) if got is _MISSING else cast(_Bucket | None, got)
+            got: Any = buckets.get(buf[p], _MISSING)  # (no typing.cast: a call per candidate)
+            b = self._bucket(buf[p]) if got is _MISSING else got
             if b is not None:
                 if not eof and p > settled and b.open(buf, p, ascii):
                     return p, None
