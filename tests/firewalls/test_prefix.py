@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tollway.firewalls import FirewallSet, PolicyConfig
+from tollway.firewalls.injection import InjectionParams, prompt_injection
 from tollway.firewalls.prefix import open_tail
 
 from .test_property import FRAGMENTS, PRESET_NAMES
@@ -45,7 +46,7 @@ def test_builtin_detectors_with_and_without_a_cheap_test() -> None:
     """Detectors without a cheap pre-test are always probed (correct, only slower)."""
     rules = POLICIES.get("strict-block").scanner.rules
     untested = {r.detector.name for r in rules if open_tail(r.detector.pattern) is None}
-    assert untested <= {"prompt_injection"}
+    assert untested == set()
     lazy = open_tail(r"ab[a-z]{0,9}?X")  # regex: partial on "ab(", so the test must say so
     assert lazy is not None and re.compile(lazy).match("ab(", 0)
     assert re.compile(open_tail(r"(?<![A-Za-z0-9])ab(?![0-9])") or "").match("ab", 0)
@@ -71,3 +72,44 @@ def test_fast_hold_decision_equals_the_exact_probe(text: str, name: str) -> None
         b = sc._bucket(text[p])
         if b is not None:
             assert b.open(text, p, True) == b.open(text, p, False), (name, text, p)
+
+
+INJECTION = prompt_injection(InjectionParams()).pattern
+PHRASES = prompt_injection(InjectionParams(phrases=[
+    f"{verb} {what} {rules}" for verb in ("drop", "ignore", "override", "wipe")
+    for what in ("the", "all your", "every")
+    for rules in ("rules", "safety policy", "guard rails")])).pattern
+PHRASE_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(["ignore", "Ignore", "IGNORE", "all", "previous", "prior", "system",
+                         "instructions", "you", "are", "now", "DAN", "do", "anything", "new",
+                         "reveal", "your", "prompt", "drop", "every", "rules", "safety",
+                         "policy", "guard", "the", "wipe", ":", " ", "  ", "\t", "\n"]),
+        st.text(st.characters(max_codepoint=127), max_size=3),
+    ),
+    max_size=12,
+).map("".join)
+
+
+def test_a_structure_too_long_to_model_whole_still_tells_ordinary_words_apart() -> None:
+    """Prompt injection's phrases are too many to model whole: the test models their first
+    words, so ordinary text is told apart without the probe (it was an alphabet before)."""
+    for pattern in (INJECTION, PHRASES):
+        tail = open_tail(pattern)
+        assert tail is not None and len(tail) < 6000
+        test = re.compile(tail)
+        for text in ("the ", "Hello", "in the", "dog", "yes ", "news"):
+            assert test.match(text, 0) is None, (pattern, text)
+        for text in ("ign", "ignore all", "Ignore  previous instruc", "do any", "new "):
+            assert test.match(text, 0) is not None, (pattern, text)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=PHRASE_TEXT, pattern=st.sampled_from([INJECTION, PHRASES]))
+def test_a_structure_modelled_in_part_covers_every_partial_match(text: str, pattern: str) -> None:
+    tail = open_tail(pattern)
+    assert tail is not None
+    test, probe = re.compile(tail), regex.compile(f"(?:{pattern})(?!)")
+    for p in range(len(text) + 1):
+        if probe.match(text, p, partial=True) is not None:
+            assert test.match(text, p) is not None, (pattern, text, p)

@@ -18,7 +18,10 @@ The test, for ASCII text only (the scanner asks the exact probe for other text):
   lookaheads and anchors (a superset of ``x``'s strings):
   ``P(x1 … xk) = \\Z | Q(x1) | F(x1) P(x2 … xk)`` where ``Q(x)`` = the text ends
   inside ``x``. A lookahead's ``Q`` reads up to its width, then the end; a
-  lookbehind reads backwards only and stays exact (the text is ASCII);
+  lookbehind reads backwards only and stays exact (the text is ASCII). Where the
+  whole structure is too long to be cheap, only its first items along each path are
+  modelled and anything may follow them (``P(…) = (?s:.)*\\Z`` from there on): still a
+  superset, and still quick to reject text that cannot start a match;
 - after a **lazy repeat** anything goes: ``regex`` reports a partial match wherever
   the text ends behind one (``ab[a-z]{0,9}?X`` on ``ab(``), and the scanner must
   hold exactly what it held before; so such a pattern has no alphabet test.
@@ -26,7 +29,7 @@ The test, for ASCII text only (the scanner asks the exact probe for other text):
 Every character class is written as the explicit set of ASCII characters that
 ``regex`` itself matches with it under the item's flags, so case folding and
 Unicode classes need no modelling. ``None`` means "always run the exact probe" (a
-construct this module does not model, or a structure too large to be cheap).
+construct this module does not model).
 """
 
 from __future__ import annotations
@@ -56,6 +59,13 @@ _END = r"\Z"
 _ANYTHING = r"(?s:.)*\Z"
 _STRUCTURE_LIMIT = 6000
 """Longest structural test kept: beyond it the test costs about what the probe does."""
+_WHOLE_LIMIT = 400
+"""Longest ``F(x)`` kept exact in a structure modelled in part (``_whole``)."""
+_UNBOUNDED = 1 << 30
+_STEPS = (_UNBOUNDED, 12, 8, 6, 4, 3, 2)
+"""How many items along a path the structure models, tried in turn until it fits the
+limit: a pattern too large to model whole (prompt injection's phrases) is still told
+from most text by its first words."""
 
 
 class _Unknown(Exception):
@@ -193,22 +203,39 @@ def _full_item(op: Any, av: Any, flags: int) -> str:
     if op is _C.ATOMIC_GROUP:
         return f"(?:{_full(av, flags)})"
     if op is _C.BRANCH:
-        return "(?:" + "|".join(_full(alt, flags) for alt in av[1]) + ")"
+        return "(?:" + "|".join(dict.fromkeys(_full(alt, flags) for alt in av[1])) + ")"
     raise _Unknown
 
 
-def _prefix(seq: Any, flags: int, i: int = 0) -> str:
-    """Texts that end (``\\Z``) while a path is inside ``seq[i:]``."""
+def _whole(op: Any, av: Any, flags: int, steps: int) -> str:
+    """``_full_item``; in a structure modelled in part (``steps`` bounded) where that is
+    long, a superset: as many characters of the item's alphabet as it is wide."""
+    exact = _full_item(op, av, flags)
+    if steps > _UNBOUNDED // 2 or len(exact) <= _WHOLE_LIMIT:
+        return exact
+    alphabet: set[str] = set()
+    _walk([(op, av)], flags, alphabet)
+    lo, hi = _P.SubPattern(None, [(op, av)]).getwidth()
+    return f"{_class(alphabet)}{_count(lo, hi)}"
+
+
+def _prefix(seq: Any, flags: int, steps: int, i: int = 0) -> str:
+    """Texts that end (``\\Z``) while a path is inside ``seq[i:]``, modelled for ``steps``
+    more items along the path (one-character items not counted); past them anything may
+    follow (a superset: every text this returns ends at ``\\Z``, and so does
+    ``_ANYTHING``)."""
     if i >= len(seq):
         return _END
+    if steps <= 0:
+        return _ANYTHING
     op, av = seq[i]
-    rest = _prefix(seq, flags, i + 1)
-    if _render(op, av) is not None:
-        return f"(?:{_END}|{_full_item(op, av, flags)}{rest})"
-    return f"(?:{_inside(op, av, flags)}|{_full_item(op, av, flags)}{rest})"
+    if _render(op, av) is not None:  # one character: linear in size, so not counted
+        return f"(?:{_END}|{_full_item(op, av, flags)}{_prefix(seq, flags, steps, i + 1)})"
+    rest = _prefix(seq, flags, steps - 1, i + 1)
+    return f"(?:{_inside(op, av, flags, steps)}|{_whole(op, av, flags, steps)}{rest})"
 
 
-def _inside(op: Any, av: Any, flags: int) -> str:
+def _inside(op: Any, av: Any, flags: int, steps: int) -> str:
     """Texts that end while a path is inside the item ``(op, av)`` (or before it)."""
     if op is _C.ASSERT or op is _C.ASSERT_NOT:
         direction, sub = av
@@ -224,13 +251,15 @@ def _inside(op: Any, av: Any, flags: int) -> str:
         if len(sub) == 1 and _render(sub[0][0], sub[0][1]) is not None:
             one = _full_item(sub[0][0], sub[0][1], flags)
             return f"{one}{_count(0, hi)}+{_END}"  # a run of up to hi, then the end
-        return f"(?:{_full(sub, flags)}){_count(0, hi - 1)}{_prefix(sub, flags)}"
+        whole = _whole(_C.SUBPATTERN, (None, 0, 0, sub), flags, steps)
+        return f"(?:{whole}){_count(0, hi - 1)}{_prefix(sub, flags, steps)}"
     if op is _C.SUBPATTERN:
-        return _prefix(av[3], _flags(flags, av))
+        return _prefix(av[3], _flags(flags, av), steps)
     if op is _C.ATOMIC_GROUP:
-        return _prefix(av, flags)
+        return _prefix(av, flags, steps)
     if op is _C.BRANCH:
-        return "(?:" + "|".join(_prefix(alt, flags) for alt in av[1]) + ")"
+        # (alternatives cut to the same first items are one)
+        return "(?:" + "|".join(dict.fromkeys(_prefix(alt, flags, steps) for alt in av[1])) + ")"
     raise _Unknown
 
 
@@ -245,11 +274,14 @@ def open_tail(pattern: str) -> str | None:
         flags = parsed.state.flags
         if flags & ~(_FLAGS | _IGNORED):
             return None
-        structure = _prefix(list(parsed), flags)
+        for steps in _STEPS:  # the whole structure, else as much of its start as fits
+            structure = _prefix(list(parsed), flags, steps)
+            if len(structure) <= _STRUCTURE_LIMIT:
+                break
+        else:
+            structure = _ANYTHING
     except (_Unknown, re.error, RecursionError):
         return None
-    if len(structure) > _STRUCTURE_LIMIT:
-        structure = _ANYTHING
     try:
         alphabet: set[str] = set()
         ahead = _walk(parsed, flags, alphabet)
