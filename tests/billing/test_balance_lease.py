@@ -592,3 +592,107 @@ async def test_concurrent_settlements_of_a_lease_are_written_together(dsn: str) 
         assert (balance, reserved, debits, violations) == (100_000_000 - spent, 0, spent, [])
     finally:
         await store.close()
+
+
+async def test_a_growth_written_as_its_caller_is_cancelled_still_goes_back(dsn: str) -> None:
+    """A client that goes away while its request takes or grows the lease cancels the
+    request; what the database granted is the lease's all the same, and goes back with
+    it (the lease in memory was left without its row's id, so the account's next request
+    failed on taking it again, or with less than its row, the rest reserved until crash
+    recovery)."""
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="100")
+        await register(store, "inst_a")
+        held_store = _HeldAfterWrite(store)
+        lease = leases(held_store, "inst_a", lease_requests=2)
+        held_store.hold("reserve")
+        first = asyncio.create_task(lease.reserve(account.id, "req_1", "inst_a", 10_000))
+        await held_store.written["reserve"].wait()
+        first.cancel()  # the lease's first reservation is written
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        held_store.release("reserve")
+        held = await lease.reserve(account.id, "req_2", "inst_a", 10_000)
+        assert held.reservation is not None
+        held_store.hold("extend")
+        growing = asyncio.create_task(lease.extend(held.reservation.id, 50_000))
+        await held_store.written["extend"].wait()
+        growing.cancel()  # the lease's growth is written
+        with pytest.raises(asyncio.CancelledError):
+            await growing
+        held_store.release("extend")
+        for _ in range(20):  # the written growth's answer comes back
+            await asyncio.sleep(0)
+        assert lease.leased_micros() == await reserved_of(store, account.id) == 120_000
+        await lease.settle(held.reservation.id, debit(account.id, "req_2", 4_000))
+        await lease.close()
+        balance, reserved, debits, violations = await books(store, account.id)
+        assert (balance, reserved, debits, violations) == (100_000_000 - 4_000, 0, 4_000, [])
+        assert {r["state"] for r in await reservation_rows(store)} == {"released"}
+    finally:
+        await store.close()
+
+
+class _HeldAfterWrite:
+    """The real store; ``hold(name)`` makes that method wait, once written, until
+    ``release(name)`` (a write whose answer comes back late, as under load)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.written: dict[str, asyncio.Event] = {}
+        self._released: dict[str, asyncio.Event] = {}
+
+    def hold(self, name: str) -> None:
+        self.written[name], self._released[name] = asyncio.Event(), asyncio.Event()
+
+    def release(self, name: str) -> None:
+        self._released.pop(name).set()
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._store, name)
+        if name not in self.written:
+            return real
+
+        async def held(*args: Any, **kw: Any) -> Any:
+            outcome = await real(*args, **kw)
+            self.written.pop(name).set()
+            await self._released[name].wait()
+            return outcome
+
+        return held
+
+
+async def test_a_lease_settled_while_its_free_part_goes_back_is_not_forgotten(
+    dsn: str,
+) -> None:
+    """A request settling while its retired lease's free part is being given back leaves
+    its unspent hold in the lease (it began before the lease retired); the lease is closed
+    by the next round, not forgotten with that part still reserved."""
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="10")
+        await register(store, "inst_a")
+        clock = Clock()
+        held_store = _HeldAfterWrite(store)
+        lease = leases(held_store, "inst_a", clock, max_age_seconds=10.0)
+        out = await lease.reserve(account.id, "req_1", "inst_a", 10_000)
+        assert out.reservation is not None
+        held_store.hold("settle_leased")
+        settling = asyncio.create_task(
+            lease.settle(out.reservation.id, debit(account.id, "req_1", 4_000)))
+        await held_store.written["settle_leased"].wait()  # before the lease retires
+        clock.now += 11.0
+        held_store.hold("shrink_lease")
+        tidying = asyncio.create_task(lease.tidy())  # retires it, gives its free part back
+        await held_store.written["shrink_lease"].wait()
+        held_store.release("settle_leased")
+        await settling  # its unspent 6,000 stays in the lease
+        held_store.release("shrink_lease")
+        await tidying
+        assert await reserved_of(store, account.id) == lease.leased_micros() == 6_000
+        await lease.close()
+        balance, reserved, debits, violations = await books(store, account.id)
+        assert (balance, reserved, debits, violations) == (10_000_000 - 4_000, 0, 4_000, [])
+    finally:
+        await store.close()

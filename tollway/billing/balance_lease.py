@@ -239,6 +239,14 @@ class BalanceLeases:
         if lease.narrow:
             return await self._take(lease, amount, None)
         lease.growth = asyncio.get_running_loop().create_future()
+        # shielded: the growth ends (and its waiters go on) when it is written, not when
+        # a caller whose client went away is cancelled
+        return await asyncio.shield(self._wide_growth(lease, amount, want))
+
+    async def _wide_growth(
+        self, lease: _Lease, amount: int, want: int
+    ) -> tuple[_Lease | None, ReserveOutcome]:
+        assert lease.growth is not None
         try:
             # lease_requests holds' worth, or twice what is held: it keeps up with the load
             wide = want * max(self._requests, 2 * lease.holds)
@@ -259,12 +267,10 @@ class BalanceLeases:
             ample = None
         if ample is None and not missing:
             return lease, ReserveOutcome(None, 0, 0)
-        if not lease.id:
-            outcome = await self._store.reserve(
-                lease.account_id, lease.name, self._instance_id, missing, roomy=ample
-            )
-        else:
-            outcome = await self._store.extend(lease.id, missing, roomy=ample)
+        # shielded: a caller cancelled (its client gone) after the growth was written
+        # must not leave the lease in memory short of what it holds in the database, or
+        # without its row's id (that part would never go back but by crash recovery)
+        outcome = await asyncio.shield(self._write_growth(lease, missing, ample))
         if outcome.reservation is None:
             if not lease.id:
                 self._leases.pop(lease.account_id, None)
@@ -276,6 +282,20 @@ class BalanceLeases:
             return None, ReserveOutcome(
                 None, outcome.balance_micros, max(outcome.reserved_micros - lease.free, 0)
             )
+        return lease, outcome
+
+    async def _write_growth(
+        self, lease: _Lease, missing: int, ample: tuple[int, int] | None
+    ) -> ReserveOutcome:
+        """Take ``lease``'s first reservation or grow it, and note what was granted."""
+        if not lease.id:
+            outcome = await self._store.reserve(
+                lease.account_id, lease.name, self._instance_id, missing, roomy=ample
+            )
+        else:
+            outcome = await self._store.extend(lease.id, missing, roomy=ample)
+        if outcome.reservation is None:
+            return outcome
         grown = outcome.granted_micros
         lease.amount += grown
         lease.id = outcome.reservation.id
@@ -283,7 +303,7 @@ class BalanceLeases:
             self._retired.add(lease)
         if ample is not None and grown < ample[0]:
             lease.narrow = True  # not ample: later growths wait for no other
-        return lease, outcome
+        return outcome
 
     def _drop(self, hold: _Hold) -> None:
         lease = hold.lease
@@ -326,7 +346,9 @@ class BalanceLeases:
                 continue
             if done:
                 lease.amount -= free
-            if not done or lease.holds == 0:  # closed (by us, or by crash recovery)
+            # closed: by us (nothing left; holds that settled while this was written gave
+            # theirs back and leave what remains for the next round), or by crash recovery
+            if not done or (lease.holds == 0 and lease.amount == 0):
                 self._retired.discard(lease)
 
     def start(self) -> None:
