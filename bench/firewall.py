@@ -134,7 +134,10 @@ def _requests_table(bodies: list[dict[str, Any]], passes: int) -> None:
               f"{every:12.1f} {every * len(bodies) * 1000 / total:12.1f}")
 
 
-def conversation_body(replies: list[str], turns: int) -> dict[str, Any]:
+SYSTEM = "You are a careful assistant. Answer briefly and cite sources."
+
+
+def conversation_body(replies: list[str], turns: int, system: str = SYSTEM) -> dict[str, Any]:
     """Turn ``turns`` of a chat, as clients send it: every earlier message again (the
     assistant's are recorded replies), the next question, then a system prompt and tools."""
     messages: list[dict[str, Any]] = []
@@ -147,19 +150,18 @@ def conversation_body(replies: list[str], turns: int) -> dict[str, Any]:
               "and return its fields.", "input_schema": {"type": "object", "properties": {
                   "id": {"type": "string", "description": "the record id"}}}} for i in range(8)]
     return {"model": "m", "messages": messages,
-            "system": "You are a careful assistant. Answer briefly and cite sources.",
-            "tools": tools}
+            "system": system, "tools": tools}
 
 
 def measure_turn(policy: Any, replies: list[str], turns: int, passes: int,
-                 scope: str | None) -> float:
+                 scope: str | None, system: str = SYSTEM) -> float:
     """CPU µs of the request side for turn ``turns`` (with ``scope``: after turn
     ``turns - 1`` was read in that scope, as a conversation's requests come)."""
-    body = conversation_body(replies, turns)
+    body = conversation_body(replies, turns, system)
     total = 0.0
     for n in range(passes):
         if scope is not None:  # a new conversation each pass: only its previous turn read
-            _apply(policy, conversation_body(replies, turns - 1), f"{scope}{n}")
+            _apply(policy, conversation_body(replies, turns - 1, system), f"{scope}{n}")
         start = _cpu()
         _apply(policy, body, None if scope is None else f"{scope}{n}")
         total += _cpu() - start
@@ -173,20 +175,31 @@ def _apply(policy: Any, body: dict[str, Any], scope: str | None) -> None:
         pass
 
 
-def _conversation_table(replies: list[str], passes: int) -> None:
+def recorded_system(bodies: list[dict[str, Any]]) -> str:
+    """The longest recorded system prompt's text ("" if none)."""
+    texts = ["".join(s.text for s in segments({"system": b["system"]})) for b in bodies
+             if b.get("system")]  # fmt: skip
+    return max(texts, key=len, default="")
+
+
+def _conversation_table(replies: list[str], passes: int, long_system: str) -> None:
     print("\na conversation's turn N (every earlier message sent again; recorded replies); "  # noqa: T201
           "request side CPU µs")
-    print(f"{'preset':14} {'turn':>5} {'characters':>11} {'from the start':>15} "  # noqa: T201
-          f"{'after turn N-1':>15}")
-    for preset in ("strict-block", "redact-pii"):
+    print(f"{'preset':14} {'turn':>5} {'characters':>11} {'system':>7} "  # noqa: T201
+          f"{'from the start':>15} {'after turn N-1':>15}")
+    rows = [(preset, turns, SYSTEM) for preset in ("strict-block", "redact-pii")
+            for turns in (10, 40, 80)]
+    if len(long_system) > len(SYSTEM):  # as agents send: a long system prompt every turn
+        rows += [("strict-block", 40, long_system)]
+    for preset, turns, system in rows:
         policy = FirewallSet.from_config().get(preset)
-        for turns in (10, 40, 80):
-            body = conversation_body(replies, turns)
-            chars = sum(len(m["content"]) for m in body["messages"])
-            measure_turn(policy, replies, turns, 1, None)  # compile the tables
-            whole = measure_turn(policy, replies, turns, passes, None)
-            going_on = measure_turn(policy, replies, turns, passes, "bench-")
-            print(f"{preset:14} {turns:5} {chars:11} {whole:15.0f} {going_on:15.0f}")  # noqa: T201
+        body = conversation_body(replies, turns, system)
+        chars = sum(len(m["content"]) for m in body["messages"])
+        measure_turn(policy, replies, turns, 1, None, system)  # compile the tables
+        whole = measure_turn(policy, replies, turns, passes, None, system)
+        going_on = measure_turn(policy, replies, turns, passes, "bench-", system)
+        print(f"{preset:14} {turns:5} {chars:11} {len(system):7} "  # noqa: T201
+              f"{whole:15.0f} {going_on:15.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     bodies = recorded_bodies(args.conformance)
     if bodies:
         _requests_table(bodies, max(args.passes // 5, 1))
-    _conversation_table(["".join(s) for s in streams], max(args.passes // 10, 2))
+    _conversation_table(["".join(s) for s in streams], max(args.passes // 10, 2),
+                        recorded_system(bodies))
     return 0
 
 

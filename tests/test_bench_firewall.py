@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.firewall import main, recorded_bodies, recorded_pieces
+from bench.firewall import main, recorded_bodies, recorded_pieces, recorded_system
 
 
 def test_it_measures_every_preset_on_recorded_text(
@@ -27,7 +27,9 @@ def test_it_measures_every_preset_on_recorded_text(
         assert all(float(x) > 0 for x in rows[preset])
     turns = [line.split() for line in conversation.splitlines()[2:]]
     assert [(row[0], int(row[1])) for row in turns] == [
-        (preset, n) for preset in ("strict-block", "redact-pii") for n in (10, 40, 80)]
+        (preset, n) for preset in ("strict-block", "redact-pii") for n in (10, 40, 80)
+    ] + [("strict-block", 40)]  # with the longest recorded system prompt
+    assert int(turns[-1][3]) == len(recorded_system(recorded_bodies(conformance_dir))) > 10_000
     assert all(float(x) > 0 for row in turns for x in row[2:])
 
 

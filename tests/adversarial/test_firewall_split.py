@@ -38,6 +38,7 @@ from tests.conftest import sim_config
 from tests.support.servers import Upstream, run_tollway
 from tollway.firewalls import FirewallBlocked, FirewallSet, PolicyConfig, apply_body
 from tollway.firewalls.joined import find
+from tollway.firewalls.request import reading_order
 from tollway.firewalls.segments import segments
 
 POLICIES = FirewallSet.from_config({
@@ -60,16 +61,22 @@ CONTEXT = ["", " ", "x", "9", ".", "-", "_", "@", ":", "/", "Q~", "hello ", "abc
            "call ", "é", "\n", "+1 ", "v1.2", "2024-01-15 "]
 KINDS = ["message", "part", "arguments", "tool_result", "system", "tool_description",
          "param_description", "prediction", "schema_description", "unknown"]
-SECTION = {"tool_description": 1, "param_description": 1, "prediction": 2,
-           "schema_description": 3, "unknown": 4}
+SECTION = {"tool_description": -1, "param_description": -1, "prediction": 2,
+           "schema_description": 3, "unknown": 4}  # tools are read before the messages
 
 
 def build(prefix: str, pieces: list[str], kinds: list[str], suffix: str) -> dict[str, Any]:
     """A body whose text fields, in reading order, are ``prefix``, ``pieces``, ``suffix``
     (identifiers and enum words in between are read apart from the text)."""
     kinds = sorted(kinds, key=lambda k: SECTION.get(k, 0))  # sections in reading order
-    messages: list[dict[str, Any]] = [{"role": "user", "content": prefix}]
+    messages: list[dict[str, Any]] = []
     tools: list[dict[str, Any]] = []
+    if SECTION.get(kinds[0], 0) < 0:  # the prefix goes where the reading starts
+        tools.append({"type": "function", "function": {
+            "name": "tool_p", "description": prefix,
+            "parameters": {"type": "object", "properties": {}}}})
+    else:
+        messages.append({"role": "user", "content": prefix})
     prediction: list[dict[str, Any]] = []
     schema: dict[str, Any] = {}
     unknown: list[str] = []
@@ -77,7 +84,7 @@ def build(prefix: str, pieces: list[str], kinds: list[str], suffix: str) -> dict
         if kind == "message":
             messages.append({"role": "user", "content": piece})
         elif kind == "part":
-            last = messages[-1]
+            last = messages[-1] if messages else {"role": None}
             if last["role"] == "user" and isinstance(last["content"], list):
                 last["content"].append({"type": "text", "text": piece})
             else:
@@ -105,7 +112,8 @@ def build(prefix: str, pieces: list[str], kinds: list[str], suffix: str) -> dict
                                                              "description": piece}
         else:
             unknown.append(piece)
-    body: dict[str, Any] = {"model": "m", "messages": messages}
+    body: dict[str, Any] = {"model": "m", "messages": messages or [
+        {"role": "user", "content": ""}]}
     if tools:
         body["tools"] = tools
     if prediction:
@@ -119,7 +127,8 @@ def build(prefix: str, pieces: list[str], kinds: list[str], suffix: str) -> dict
 
 def text_read(body: dict[str, Any]) -> list[str]:
     """The text fields of ``body`` in reading order (what the joined reading sees)."""
-    return [s.text for s in segments(body, ("model",)) if not s.word]
+    segs = segments(body, ("model",))
+    return [segs[i].text for i in reading_order(segs)]
 
 
 @st.composite

@@ -197,19 +197,22 @@ def test_request_redaction_reaches_tools_and_other_fields(gateway: tuple[str, Up
     _client(url).chat.completions.create(
         model="upstream",
         messages=[{"role": "user", "content": [{"type": "text", "text": "mail jo@exa"},
-                                               {"type": "text", "text": "mple.com please"}]}],
+                                               {"type": "text", "text": "mple.com please!"}]}],
         tools=[{"type": "function", "function": {
             "name": "send", "description": "sends to amy@example.org!",
             "parameters": {"type": "object", "properties": {
-                "to": {"type": "string", "description": "e.g. bob@example.net"}}}}}],
+                # (fields are read as one text, tools first, as models read a prompt: an
+                # address at the very end would go on into "mail" as "example.netmail",
+                # and so would "please" into the x_vendor address after the messages)
+                "to": {"type": "string", "description": "(e.g. bob@example.net)"}}}}}],
         extra_body={"firewall": "redact-pii", "x_vendor": {"cc": "ann@example.com"}},
     )
     sent = upstream.requests[-1]
     assert [p["text"] for p in sent["messages"][0]["content"]] == [
-        "mail [REDACTED:email]", " please"]
+        "mail [REDACTED:email]", " please!"]
     fn = sent["tools"][0]["function"]
     assert fn["description"] == "sends to [REDACTED:email]!"
-    assert fn["parameters"]["properties"]["to"]["description"] == "e.g. [REDACTED:email]"
+    assert fn["parameters"]["properties"]["to"]["description"] == "(e.g. [REDACTED:email])"
     assert sent["x_vendor"] == {"cc": "[REDACTED:email]"}
     assert "example" not in json.dumps(sent).replace("[REDACTED:email]", "")
 

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from tests.firewalls.test_property import FRAGMENTS
 from tollway.firewalls import FirewallBlocked, FirewallSet, apply_body
 from tollway.firewalls.joined import Checkpoints, Resume, TooFragmented, find
+from tollway.firewalls.request import reading_order
+from tollway.firewalls.segments import segments
 
 POLICIES = FirewallSet.from_config()
 PRESETS = ["strict-block", "redact-pii", "monitor"]
@@ -110,6 +112,35 @@ def test_a_conversations_next_request_goes_on_from_the_last_one() -> None:
         assert got == expected
         assert checkpoints.resumed == before + (turns > 1)
         assert "[REDACTED:phone]" in str(got[0]["messages"])
+
+
+def test_the_system_prompt_and_tools_are_read_first_and_not_again_next_turn() -> None:
+    """Clients send ``system`` and ``tools`` after the messages, unchanged every turn;
+    they are read first, so the next turn goes on after them and after all but the last
+    of the earlier messages: it reads only what is new (the tail of the previous turn's
+    reading and the new messages), not the system prompt and the tools again."""
+    policy = FirewallSet.from_config().get("redact-pii")
+    checkpoints = policy.checkpoints
+    system = "You are the support desk of a large shop. " * 40
+    tools = [{"name": f"tool_{i}", "description": f"Look up records of kind {i}. " * 20}
+             for i in range(6)]
+    context = len(system) + sum(len(t["description"]) for t in tools)
+    for turns in range(1, 5):
+        body = {**_conversation(turns), "system": system, "tools": tools}
+        expected = apply_body(policy, copy.deepcopy(body), ("model",))
+        skipped = checkpoints.skipped
+        got = apply_body(policy, body, ("model",), scope="acct_ctx")
+        assert got == expected
+        if turns > 1:  # all but the previous turn's last message: not read again
+            earlier = sum(len(m["content"]) for m in body["messages"][:-3])
+            assert checkpoints.skipped - skipped == context + earlier
+
+
+def test_reading_order_puts_what_sets_the_conversation_up_first() -> None:
+    segs = segments({"model": "m", "messages": [{"role": "user", "content": "a"}],
+                     "system": "b", "metadata": {"x": "c"}, "tools": [{"description": "d"}],
+                     "instructions": "e"}, ("model",))
+    assert [segs[i].text for i in reading_order(segs)] == ["b", "d", "e", "a", "c"]
 
 
 def test_one_accounts_reading_is_not_where_another_goes_on_from() -> None:

@@ -157,6 +157,7 @@ class Checkpoints:
         self._lock = threading.Lock()
         self._fields: dict[int, int] = {}  # field index -> states kept after it
         self.resumed = 0  # requests that went on from a state (for tests and stats)
+        self.skipped = 0  # characters those requests did not read again
 
     def __len__(self) -> int:
         return len(self._states)
@@ -256,6 +257,7 @@ def find(
             state = resume.checkpoints.get(keys[k])
             if state is not None and state.field == k:
                 resume.checkpoints.resumed += 1
+                resume.checkpoints.skipped += state.at
                 first, joined, at, prev = k + 1, state.joined.copy(), state.at, state.prev
                 edges = [r.copy() for r in state.edges]
                 starts = set(state.starts)

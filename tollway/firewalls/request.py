@@ -2,8 +2,10 @@
 
 What is read (``segments.py``): every string of the outgoing body, fields
 tollway does not know included, minus exact enum words, field-name keys and
-base64 payloads. Text fields are read in order as one text, so a secret split over
-text parts, messages or fields is found as if it were one string (``joined.py``);
+base64 payloads. Text fields are read as one text (those of ``system``,
+``instructions``, ``tools`` and ``functions`` first, as models read a prompt, then the
+others in body order), so a secret split over text parts, messages or fields is found
+as if it were one string (``joined.py``);
 identifiers (ids, names, URLs, keys) are scanned one by one. Adapters may move
 ``system``/``developer`` messages together (Anthropic's ``system``), so their texts
 are also read in that order.
@@ -36,6 +38,7 @@ __all__ = [
     "apply_chat_request",
     "apply_request",
     "merge_verdicts",
+    "reading_order",
     "verdicts_for",
 ]
 
@@ -139,6 +142,26 @@ def _system_order(segs: list[Segment], body: dict[str, Any], text: list[int]) ->
     return out
 
 
+_CONTEXT = frozenset(("system", "instructions", "tools", "functions"))
+"""Top-level fields that set a conversation up: read before the rest (``reading_order``)."""
+
+
+def reading_order(segs: list[Segment]) -> list[int]:
+    """The text segments in the order they are read as one text: those of the fields that
+    set the conversation up (``_CONTEXT``) first, then the others, each in body order.
+
+    Models read a prompt so (the tools and the system prompt, then the messages), and a
+    conversation's requests repeat those fields unchanged while clients send them after
+    the messages (Claude Code, the SDKs): read first, they are a prefix the next request's
+    reading goes on from (``joined.Resume``) instead of being read again each turn."""
+    context: list[int] = []
+    rest: list[int] = []
+    for i, s in enumerate(segs):
+        if not s.word:
+            (context if s.path[0] in _CONTEXT else rest).append(i)
+    return context + rest if context and rest else context or rest
+
+
 def _marks(segs: list[Segment], text: list[int]) -> set[int]:
     """Where the text fields' reading keeps its state for a later request with the same
     fields up to there (``joined.Resume``): after the last field of each top-level field
@@ -156,7 +179,7 @@ def _scan(
     scope: str | None,
 ) -> _Findings:
     found = _Findings(scanner)
-    text = [i for i, s in enumerate(segs) if not s.word]
+    text = reading_order(segs)
     found.read(text, segs, resume=None if scope is None or len(text) < 2 else Resume(
         policy.checkpoints, scope, _marks(segs, text)))
     system = _system_order(segs, body, text)
