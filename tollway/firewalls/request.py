@@ -159,7 +159,7 @@ def reading_order(segs: list[Segment]) -> list[int]:
     for i, s in enumerate(segs):
         if not s.word:
             (context if s.path[0] in _CONTEXT else rest).append(i)
-    return context + rest if context and rest else context or rest
+    return context + rest
 
 
 def _marks(segs: list[Segment], text: list[int]) -> set[int]:
