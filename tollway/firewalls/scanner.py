@@ -354,9 +354,10 @@ class Scanner:
             scan = p + 1
         return end, None
 
-    def stream(self) -> StreamFilter:
-        """A fresh incremental filter for one stream of text."""
-        return StreamFilter(self)
+    def stream(self, whole: bool = False) -> StreamFilter:
+        """A fresh incremental filter for one stream of text; ``whole``: for text no one
+        reads before its end (see ``StreamFilter``)."""
+        return StreamFilter(self, whole)
 
     def scan(self, text: str) -> ScanResult:
         """Scan a complete text: the non-streaming path (one piece, then the end)."""
@@ -479,15 +480,22 @@ class _Bucket:
 
 
 class StreamFilter:
-    """Incremental filter over one text stream; ``feed`` and ``flush`` return releasable text."""
+    """Incremental filter over one text stream; ``feed`` and ``flush`` return releasable text.
 
-    __slots__ = ("_sc", "_buf", "_pos", "_counts", "blocked")
+    ``whole``: the text is read only once it has ended (a response that is not streamed),
+    so ``feed`` holds everything and ``flush`` decides it in one pass, which asks no rule
+    whether it is still open at the end of what has come so far (those questions are most
+    of a streamed piece's cost). What is released and found is the same either way (the
+    decisions depend on the text alone)."""
 
-    def __init__(self, scanner: Scanner) -> None:
+    __slots__ = ("_sc", "_buf", "_pos", "_counts", "_whole", "blocked")
+
+    def __init__(self, scanner: Scanner, whole: bool = False) -> None:
         self._sc = scanner
         self._buf = ""
         self._pos = 0
         self._counts = [0] * len(scanner.rules)
+        self._whole = whole
         self.blocked: str | None = None
 
     @property
@@ -508,13 +516,19 @@ class StreamFilter:
         if self.blocked is not None:
             return ""
         self._buf += text
-        return self._advance(False)
+        return "" if self._whole else self._advance(False)
 
     def flush(self) -> str:
         """The text has ended: decide and release everything held."""
         if self.blocked is not None:
             return ""
         return self._advance(True)
+
+    def settle(self) -> None:
+        """Decide (and count) what a streamed reading would have decided of the text so
+        far, and let it go unreleased: for a reading cut short."""
+        if self.blocked is None and self._whole:
+            self._advance(False)
 
     def _advance(self, eof: bool) -> str:
         """Decide, from the first held position on, everything that can be decided now."""

@@ -56,9 +56,19 @@ def response_firewall(policy: CompiledPolicy) -> Stage:
     def stage(source: AsyncIterator[Event], ctx: RequestContext) -> AsyncIterator[Event]:
         if not policy.on_response or not (any(enabled.values()) or tools_on):
             return source
-        return _run(policy, enabled, tools_on, source, ctx)
+        return _run(policy, enabled, tools_on, source, ctx, _read_whole(ctx))
 
     return stage
+
+
+def _read_whole(ctx: RequestContext) -> bool:
+    """Whether the response's text may be read only at its ends (``StreamFilter``'s
+    ``whole``): nobody sees it before the response is complete (not streamed), no platform
+    tool runs between its parts (a block stops the tool loop before its next round, as
+    when streamed), and it carries no log probabilities (which only uncut deltas keep)."""
+    request = ctx.request
+    return (request is not None and not request.stream and not ctx.platform_tools
+            and not request.body.get("logprobs"))
 
 
 async def _run(
@@ -67,6 +77,7 @@ async def _run(
     tools_on: bool,
     source: AsyncIterator[Event],
     ctx: RequestContext,
+    whole: bool = False,
 ) -> AsyncIterator[Event]:
     scanner = policy.scanner
     passthrough = policy.monitor_only
@@ -111,7 +122,7 @@ async def _run(
 
     def opened(table: dict[Any, Any], key: tuple[int, Any]) -> Any:
         """A new filter for one text channel or tool call; its choice is now open."""
-        f = table[key] = scanner.stream()
+        f = table[key] = scanner.stream(whole)
         open_choices.setdefault(key[0], None)
         return f
 
@@ -192,7 +203,11 @@ async def _run(
         for e in released:
             yield e
     finally:
-        _record(ctx, scanner, [*texts.values(), *tools.values()])
+        filters = [*texts.values(), *tools.values()]
+        if whole:  # cut short (the client left): what a streamed reading had found by now
+            for f in filters:
+                f.settle()
+        _record(ctx, scanner, filters)
         aclose: Any = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()
