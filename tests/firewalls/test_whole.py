@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from unittest.mock import patch
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tollway.firewalls.scanner as scanner_module
 from tests.firewalls.test_property import POLICIES, PRESET_NAMES, text_and_split
 from tollway.chunks import Event, Finish, Start, TextDelta, ToolCallDelta, Usage
 from tollway.context import RequestContext
@@ -19,6 +22,20 @@ from tollway.firewalls.stage import response_firewall
 from tollway.providers.base import ChatRequest
 
 CARD = "4111 1111 1111 1111"
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Where a rule is asked whether it is still open at the end of the text so far."""
+    positions: list[int] = []
+    real = _Bucket.open
+
+    def counted(self: _Bucket, buf: str, p: int, ascii: bool) -> bool:
+        positions.append(p)
+        return real(self, buf, p, ascii)
+
+    monkeypatch.setattr(_Bucket, "open", counted)
+    return positions
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -50,15 +67,7 @@ def test_a_whole_reading_cut_short_finds_what_a_streamed_one_had_found(
     assert (whole.blocked, whole.found()) == (streamed.blocked, streamed.found())
 
 
-def test_a_whole_reading_asks_no_rule_whether_it_is_still_open(monkeypatch: Any) -> None:
-    asked: list[int] = []
-    real = _Bucket.open
-
-    def counted(self: _Bucket, buf: str, p: int, ascii: bool) -> bool:
-        asked.append(p)
-        return real(self, buf, p, ascii)
-
-    monkeypatch.setattr(_Bucket, "open", counted)
+def test_a_whole_reading_asks_no_rule_whether_it_is_still_open(asked: list[int]) -> None:
     scanner = POLICIES.get("strict-block").scanner
     text = "Write to bob at the office, then call me at the usual number. " * 4
     f = scanner.stream(whole=True)
@@ -190,3 +199,45 @@ def test_a_whole_response_cut_short_keeps_the_verdicts_of_what_came() -> None:
     asyncio.run(main())
     found = {v["detector"]: v["count"] for v in ctx.firewall_verdicts}
     assert found == {"credit_card": 1, "email": 1}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    case=text_and_split(),
+    name=st.sampled_from(PRESET_NAMES),
+    batch=st.integers(1, 40),
+    keep=st.booleans(),
+)
+def test_a_whole_reading_in_passes_releases_and_finds_what_a_streamed_one_does(
+    case: tuple[str, list[str]], name: str, batch: int, keep: bool
+) -> None:
+    # long text is decided a batch at a time; a block found in a pass releases the text
+    # before it at once, as a streamed reading does
+    _, pieces = case
+    scanner = POLICIES.get(name).scanner
+    streamed = scanner.stream()
+    expected = "".join(streamed.feed(p) for p in pieces) + streamed.flush()
+    with patch.object(scanner_module, "_WHOLE_BATCH", batch):
+        whole = scanner.stream(whole=True, keep=keep)
+        out = []
+        for p in pieces:
+            out.append(whole.feed(p))
+            if whole.blocked is None:
+                assert out[-1] == ""
+        out.append(whole.flush())
+    assert (whole.blocked, whole.found()) == (streamed.blocked, streamed.found())
+    if keep:
+        assert "".join(out) == expected
+    else:
+        assert "".join(out) == ""
+
+
+def test_a_policy_that_only_counts_reads_a_stream_at_its_end(asked: list[int]) -> None:
+    pieces = ["Mail bob@exa", "mple.com or ", "call +1 415 ", "555 2671. Card ", CARD, " ok"]
+    events = [Start("m"), *[TextDelta(p) for p in pieces], Finish("stop"), Usage(3, 9)]
+    out, ctx, _ = run(events, stream=True, policy="monitor")
+    assert out == events  # passed through as they came
+    assert asked == []
+    expected = POLICIES.get("monitor").scanner.scan("".join(pieces)).counts
+    assert {v["detector"]: v["count"] for v in ctx.firewall_verdicts} == expected
+    assert all(v["action"] == "monitor" for v in ctx.firewall_verdicts)

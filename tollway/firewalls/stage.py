@@ -65,7 +65,8 @@ def _read_whole(ctx: RequestContext) -> bool:
     """Whether the response's text may be read only at its ends (``StreamFilter``'s
     ``whole``): nobody sees it before the response is complete (not streamed), no platform
     tool runs between its parts (a block stops the tool loop before its next round, as
-    when streamed), and it carries no log probabilities (which only uncut deltas keep)."""
+    when streamed), and it carries no log probabilities (which only uncut deltas keep).
+    (A policy that only counts reads every response so: ``_run``.)"""
     request = ctx.request
     return (request is not None and not request.stream and not ctx.platform_tools
             and not request.body.get("logprobs"))
@@ -81,6 +82,8 @@ async def _run(
 ) -> AsyncIterator[Event]:
     scanner = policy.scanner
     passthrough = policy.monitor_only
+    # a policy that only counts releases everything as it comes: its reading can wait
+    whole = whole or passthrough
     texts: dict[tuple[int, str], StreamFilter] = {}
     tools: dict[tuple[int, int], StreamFilter] = {}
     open_choices: dict[int, None] = {}
@@ -122,7 +125,7 @@ async def _run(
 
     def opened(table: dict[Any, Any], key: tuple[int, Any]) -> Any:
         """A new filter for one text channel or tool call; its choice is now open."""
-        f = table[key] = scanner.stream(whole)
+        f = table[key] = scanner.stream(whole, keep=not passthrough)
         open_choices.setdefault(key[0], None)
         return f
 
