@@ -8,7 +8,9 @@ this process's CPU per piece is printed; beside it, the same for the bench upstr
 piece (``"tok "``, 50 per stream). The bench's streams repeat one short piece, which
 costs the scanner far less than real text does (its per-character tables are warm and
 most positions are skipped), so the whole-server figures of ``python -m bench`` e and p
-understate what a firewall costs on real traffic; this shows by how much.
+understate what a firewall costs on real traffic; this shows by how much. A last column
+reads each recording's text whole, as a response that is not streamed is read: CPU µs
+per reply.
 
 Then the request side: each recorded Anthropic request body in
 ``shared/conformance/anthropic-requests`` (real clients' bodies: Claude Code, SDKs; base64
@@ -35,7 +37,8 @@ from typing import Any
 from tollway.firewalls import FirewallBlocked, FirewallSet, apply_body
 from tollway.firewalls.segments import segments
 
-__all__ = ["measure", "measure_requests", "recorded_bodies", "recorded_pieces"]
+__all__ = ["measure", "measure_requests", "measure_whole", "recorded_bodies",
+           "recorded_pieces"]
 
 DEFAULT_CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 BENCH_STREAM = ["tok "] * 50
@@ -92,6 +95,20 @@ def measure(streams: list[list[str]], preset: str, passes: int) -> float:
                 f.feed(piece)
             f.flush()
     return (_cpu() - start) * 1e6 / pieces
+
+
+def measure_whole(streams: list[list[str]], preset: str, passes: int) -> float:
+    """CPU µs per reply: each stream's text read whole, as the response stage reads a
+    response that is not streamed (``StreamFilter(whole=True)``), ``passes`` times."""
+    scanner = FirewallSet.from_config().get(preset).scanner
+    texts = ["".join(s) for s in streams]
+    start = _cpu()
+    for _ in range(passes):
+        for text in texts:
+            f = scanner.stream(whole=True)
+            f.feed(text)
+            f.flush()
+    return (_cpu() - start) * 1e6 / (len(texts) * passes)
 
 
 def recorded_bodies(conformance: Path) -> list[dict[str, Any]]:
@@ -219,12 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     head = (f"{len(streams)} recorded streams, {pieces} text deltas, "
             f"{chars / pieces:.1f} characters each on average")
     print(head)  # noqa: T201
-    print(f"{'preset':14} {'recorded µs/piece':>18} {'bench upstream µs/piece':>24}")  # noqa: T201
+    print(f"{'preset':14} {'recorded µs/piece':>18} {'bench upstream µs/piece':>24}"  # noqa: T201
+          f" {'whole reply µs':>15}")
     for preset in ("strict-block", "redact-pii", "monitor"):
         measure(streams, preset, 1)  # compile the scanner's per-character tables
         real = measure(streams, preset, args.passes)
         bench = measure([BENCH_STREAM], preset, args.passes * 10)
-        print(f"{preset:14} {real:18.2f} {bench:24.2f}")  # noqa: T201
+        measure_whole(streams, preset, 1)  # and those a whole reading uses
+        whole = measure_whole(streams, preset, args.passes)
+        print(f"{preset:14} {real:18.2f} {bench:24.2f} {whole:15.1f}")  # noqa: T201
     bodies = recorded_bodies(args.conformance)
     if bodies:
         _requests_table(bodies, max(args.passes // 5, 1))
