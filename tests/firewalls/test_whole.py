@@ -211,8 +211,8 @@ def test_a_whole_response_cut_short_keeps_the_verdicts_of_what_came() -> None:
 def test_a_whole_reading_in_passes_releases_and_finds_what_a_streamed_one_does(
     case: tuple[str, list[str]], name: str, batch: int, keep: bool
 ) -> None:
-    # long text is decided a batch at a time; a block found in a pass releases the text
-    # before it at once, as a streamed reading does
+    # a reading nobody reads (keep False) is decided a batch at a time; one that is kept,
+    # at its end alone
     _, pieces = case
     scanner = POLICIES.get(name).scanner
     streamed = scanner.stream()

@@ -63,7 +63,8 @@ __all__ = ["Action", "Rule", "ScanResult", "Scanner", "StreamFilter"]
 
 Action = Literal["block", "redact", "monitor"]
 _LITERAL_RULES = 4  # at most this many rules are skipped by their literal: 2**4 tables
-# characters a whole reading (``StreamFilter``) gathers before it decides what it can
+# characters a whole reading that keeps nothing (``StreamFilter``) gathers before it
+# decides what it can
 _WHOLE_BATCH = 16384
 _LITERAL_TEXT = 48  # on text shorter than this (a streamed piece) neither shortcut is taken:
 # they cost ≈ 0.2 µs a call, more than they save there
@@ -363,8 +364,8 @@ class Scanner:
 
     def scan(self, text: str) -> ScanResult:
         """Scan a complete text: the non-streaming path (one piece, then the end)."""
-        f = StreamFilter(self)
-        f._buf = text  # the whole text at once: nothing is held back to be decided later
+        f = StreamFilter(self, whole=True)
+        f.feed(text)
         out = f.flush()
         return ScanResult(out, f.blocked, f.found())
 
@@ -485,14 +486,14 @@ class StreamFilter:
     """Incremental filter over one text stream; ``feed`` and ``flush`` return releasable text.
 
     ``whole``: the text is read only once it has ended (a response that is not streamed),
-    or by no one (``keep`` False: a policy that only counts), so ``feed`` releases nothing
-    and the text is decided in passes over ``_WHOLE_BATCH`` characters at a time and at
-    ``flush``, which ask a rule whether it is still open only near the end of what has
-    come so far (those questions are most of a streamed piece's cost). What is released
-    and found is the same either way (the decisions depend on the text alone); with a
-    block, ``feed`` returns the text before it at once, as a streamed reading does."""
+    so ``feed`` releases nothing and ``flush`` decides it all in one pass, which asks a rule
+    whether it is still open at no part's end (those questions are most of a streamed
+    piece's cost). What is released and found is the same either way (the decisions
+    depend on the text alone). ``keep`` False: nobody reads the text at all (a policy that
+    only counts); it is then decided ``_WHOLE_BATCH`` characters at a time, so a long
+    stream holds no more than that, and nothing is released."""
 
-    __slots__ = ("_sc", "_buf", "_pos", "_counts", "_whole", "_parts", "_parted", "_ready",
+    __slots__ = ("_sc", "_buf", "_pos", "_counts", "_whole", "_keep", "_parts", "_parted",
                  "blocked")
 
     def __init__(self, scanner: Scanner, whole: bool = False, keep: bool = True) -> None:
@@ -501,15 +502,14 @@ class StreamFilter:
         self._pos = 0
         self._counts = [0] * len(scanner.rules)
         self._whole = whole
+        self._keep = keep
         self._parts: list[str] = []  # whole: what came since the last pass
         self._parted = 0  # ... its characters
-        self._ready: list[str] | None = [] if keep else None  # decided, not released yet
         self.blocked: str | None = None
 
     @property
     def held(self) -> int:
-        """Characters currently held back (undecided; a whole reading's decided text
-        aside)."""
+        """Characters currently held back (undecided)."""
         return len(self._buf) - self._pos + self._parted
 
     def found(self) -> dict[str, int]:
@@ -529,7 +529,9 @@ class StreamFilter:
             return self._advance(False)
         self._parts.append(text)
         self._parted += len(text)
-        return self._pass() if self._parted >= _WHOLE_BATCH else ""
+        if not self._keep and self._parted >= _WHOLE_BATCH:
+            self.settle()
+        return ""
 
     def flush(self) -> str:
         """The text has ended: decide and release everything held."""
@@ -538,41 +540,21 @@ class StreamFilter:
         if not self._whole:
             return self._advance(True)
         self._join()
-        return self._released(self._advance(True))
+        out = self._advance(True)
+        return out if self._keep else ""
 
     def settle(self) -> None:
         """Decide (and count) what a streamed reading would have decided of the text so
-        far, and let it go unreleased: for a reading cut short."""
+        far, without releasing it: for a reading cut short, or one nobody reads."""
         if self.blocked is None and self._whole:
-            self._pass()
+            self._join()
+            self._advance(False)
 
     def _join(self) -> None:
         if self._parts:
             self._buf += "".join(self._parts)
             self._parts.clear()
             self._parted = 0
-
-    def _pass(self) -> str:
-        """A whole reading decides what it can; the text before a block is released."""
-        self._join()
-        out = self._advance(False)
-        if self.blocked is not None:
-            return self._released(out)
-        if out and self._ready is not None:
-            self._ready.append(out)
-        return ""
-
-    def _released(self, out: str) -> str:
-        """What a whole reading has decided, with ``out``: to release (or not kept)."""
-        ready = self._ready
-        if ready is None:
-            return ""
-        if not ready:
-            return out
-        ready.append(out)
-        text = "".join(ready)
-        ready.clear()
-        return text
 
     def _advance(self, eof: bool) -> str:
         """Decide, from the first held position on, everything that can be decided now."""

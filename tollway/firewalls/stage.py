@@ -56,17 +56,19 @@ def response_firewall(policy: CompiledPolicy) -> Stage:
     def stage(source: AsyncIterator[Event], ctx: RequestContext) -> AsyncIterator[Event]:
         if not policy.on_response or not (any(enabled.values()) or tools_on):
             return source
-        return _run(policy, enabled, tools_on, source, ctx, _read_whole(ctx))
+        return _run(policy, enabled, tools_on, source, ctx, _read_whole(policy, ctx))
 
     return stage
 
 
-def _read_whole(ctx: RequestContext) -> bool:
-    """Whether the response's text may be read only at its ends (``StreamFilter``'s
-    ``whole``): nobody sees it before the response is complete (not streamed), no platform
+def _read_whole(policy: CompiledPolicy, ctx: RequestContext) -> bool:
+    """Whether the response's text may be read only at its end (``StreamFilter``'s
+    ``whole``): the policy only counts (the client gets every event as it comes), or
+    nobody sees the text before the response is complete (not streamed), no platform
     tool runs between its parts (a block stops the tool loop before its next round, as
-    when streamed), and it carries no log probabilities (which only uncut deltas keep).
-    (A policy that only counts reads every response so: ``_run``.)"""
+    when streamed), and it carries no log probabilities (which only uncut deltas keep)."""
+    if policy.monitor_only:
+        return True
     request = ctx.request
     return (request is not None and not request.stream and not ctx.platform_tools
             and not request.body.get("logprobs"))
@@ -82,8 +84,6 @@ async def _run(
 ) -> AsyncIterator[Event]:
     scanner = policy.scanner
     passthrough = policy.monitor_only
-    # a policy that only counts releases everything as it comes: its reading can wait
-    whole = whole or passthrough
     texts: dict[tuple[int, str], StreamFilter] = {}
     tools: dict[tuple[int, int], StreamFilter] = {}
     open_choices: dict[int, None] = {}
