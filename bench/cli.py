@@ -107,10 +107,12 @@ class Bench:
         db: Path | str = self.workdir / f"{phase}.db"
         if self.postgres:
             db = self.databases[phase] = await self.postgres.fresh(phase)
+        extra = dict(extra_config if extra_config is not None else self.features_off)
+        if self.args.coalesce_ms is not None:
+            extra["server"] = {**extra.get("server", {}),
+                               "coalesce_under_load_ms": self.args.coalesce_ms}
         config = procs.write_config(self.workdir / f"{phase}.yaml", port, self.upstream_port,
-                                    workers, db,
-                                    extra_config if extra_config is not None
-                                    else self.features_off, self.delays)
+                                    workers, db, extra, self.delays)
         key, key_note = features.setup_key(config)
         if key_note not in self.results["notes"]:
             self.note(key_note)
@@ -394,6 +396,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(the others off); default: all")
     p.add_argument("--balance-lease", action="store_true",
                    help="e and e:p with billing.balance_lease on (admission from memory)")
+    p.add_argument("--coalesce-ms", type=float, default=None, metavar="MS",
+                   help="tollway's server.coalesce_under_load_ms in every phase (default: "
+                        "tollway's default; 0 turns coalescing off)")
     p.add_argument("--postgres", nargs="?", const="postgresql://postgres@127.0.0.1:5432/test",
                    metavar="URL", help="tollway's database on PostgreSQL (a fresh schema per "
                    "phase, dropped after) instead of a SQLite file; default URL "

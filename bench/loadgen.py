@@ -65,6 +65,9 @@ class LoadResult:
     chunks: int = 0
     latency_ms: list[float] = field(default_factory=list)
     ttft_ms: list[float] = field(default_factory=list)
+    # each recorded stream's longest wait between two content chunks (the paced upstream
+    # sends one every ``-d<ms>``: the excess is what the gateway added, e.g. coalescing)
+    gap_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0
 
@@ -115,6 +118,8 @@ class Conn(asyncio.Protocol):
         self.done = False
         self.usage = False
         self.first = 0.0
+        self.last = 0.0
+        self.max_gap = 0.0
         self.problem = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -183,19 +188,25 @@ class Conn(asyncio.Protocol):
         if choices:
             delta = choices[0].get("delta")
             if delta and delta.get("content"):
-                self.count += 1
-                if not self.first:
-                    self.first = time.perf_counter()
+                self._content()
         if obj.get("usage"):
             self.usage = True
+
+    def _content(self) -> None:
+        """A content chunk arrived: count it, note the first and the longest gap."""
+        self.count += 1
+        now = time.perf_counter()
+        if not self.first:
+            self.first = now
+        elif now - self.last > self.max_gap:
+            self.max_gap = now - self.last
+        self.last = now
 
     def _message_event(self, event: bytes) -> None:
         obj = orjson.loads(event)
         kind = obj.get("type")
         if kind == "content_block_delta" and obj["delta"].get("text"):
-            self.count += 1
-            if not self.first:
-                self.first = time.perf_counter()
+            self._content()
         elif kind == "message_delta" and obj.get("usage"):
             self.usage = True
         elif kind == "message_stop":
@@ -327,6 +338,8 @@ class Runner:
                     res.latency_ms.append(round(lat * 1000, 4))
                     if ttft:
                         res.ttft_ms.append(round(ttft * 1000, 4))
+                    if chunks > 1 and conn is not None:
+                        res.gap_ms.append(round(conn.max_gap * 1000, 4))
             if spec.think:
                 await asyncio.sleep(spec.think)
 

@@ -181,6 +181,7 @@ def _merge(into: LoadResult, part: LoadResult) -> None:
     into.chunks += part.chunks
     into.latency_ms += part.latency_ms
     into.ttft_ms += part.ttft_ms
+    into.gap_ms += part.gap_ms
     into.cpu_s += part.cpu_s
     into.wall_s = max(into.wall_s, part.wall_s)
 

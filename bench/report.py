@@ -122,6 +122,10 @@ def _paced_rows(p: dict[str, Any]) -> list[Row]:
         out.append(_vs_passthrough(Row(label, "new request TTFT p99 ms", None,
                                        fig.get("probe_ttft_p99_ms"),
                                        passthrough=pt.get("probe_ttft_p99_ms")), 2))
+        for q in (50, 99):  # each stream's longest wait between chunks (sent 20 ms apart)
+            out.append(Row(label, f"stream's longest chunk gap p{q} ms", None,
+                           fig.get(f"chunk_gap_p{q}_ms"),
+                           passthrough=pt.get(f"chunk_gap_p{q}_ms")))
         for name, what in (("admitted", "admission"), ("first_token", "first token")):
             for q in (50, 99):
                 value = fig.get(f"probe_{name}_p{q}_ms")

@@ -210,6 +210,8 @@ async def run_scenario(sc: Scenario, target: Target, upstream_pid: int) -> dict[
                               if res.latency_ms else None),
         "ttft_p50_ms": _r(percentile(res.ttft_ms, 50)) if sc.stream else None,
         "ttft_p99_ms": _r(percentile(res.ttft_ms, 99)) if sc.stream else None,
+        "chunk_gap_p50_ms": _r(percentile(res.gap_ms, 50)) if res.gap_ms else None,
+        "chunk_gap_p99_ms": _r(percentile(res.gap_ms, 99)) if res.gap_ms else None,
         "samples": len(res.latency_ms),
         "server_cpu_s": _r(cpu),
         "cpu_per_req_us": _r(cpu / n * 1e6 if cpu is not None and n else None, 1),

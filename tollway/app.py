@@ -37,6 +37,7 @@ from tollway.gateway import Gateway
 from tollway.plugins.contract import Access, ErrorSender, JsonHandler, RawHandler
 from tollway.plugins.docs import Operation
 from tollway.plugins.hooks import Hooks
+from tollway.providers import pacing
 from tollway.providers.base import Provider
 from tollway.providers.registry import create_provider
 from tollway.routing.redact import SecretRedactor
@@ -188,6 +189,7 @@ class TollwayApp:
         )
         for name, config in self.settings.providers.items():
             self.providers[name] = create_provider(name, config, self._session)
+        pacing.configure(self.settings.server.coalesce_under_load_ms)  # per process
         await self.gateway.start()
         # everything built so far lives as long as the process: keep it out of the
         # collector's generations, and collect the young generation less often

@@ -239,6 +239,12 @@ class ServerConfig(_Strict):
         description="attach usage to the finish chunk when the client did not ask for "
         "stream_options.include_usage; false gives strict OpenAI behaviour",
     )
+    coalesce_under_load_ms: float = Field(
+        40, ge=0, le=1000,
+        description="while the event loop runs behind (a timer 5 ms late), each upstream "
+        "stream is read at most once per this many ms, so its chunks come in fewer reads "
+        "and writes; tokens may reach clients up to this much later; 0 = off",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

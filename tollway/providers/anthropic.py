@@ -67,6 +67,7 @@ from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.errors import UpstreamError
 from tollway.providers.anthropic_native import count_tokens, native_body, native_headers, read_raw
 from tollway.providers.base import ChatRequest
+from tollway.providers.pacing import read_chunks
 from tollway.providers.sse_decoder import SSEDecoder
 from tollway.providers.transport import upstream_events
 from tollway.wire.anthropic import build_messages_request
@@ -174,7 +175,7 @@ class AnthropicProvider:
         translator = MessageTranslator(self.name)
         translate = translator.feed
         loads = orjson.loads
-        async for data in resp.content.iter_any():
+        async for data in read_chunks(resp):
             for _name, payload in decoder.decode(data):
                 if payload:
                     for event in translate(loads(payload)):

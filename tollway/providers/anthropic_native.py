@@ -17,6 +17,7 @@ from tollway.chunks import Event, Raw
 from tollway.config import DeploymentConfig
 from tollway.errors import UpstreamError
 from tollway.providers.base import AnthropicNative, ChatRequest
+from tollway.providers.pacing import read_chunks
 from tollway.providers.sse_decoder import SSEDecoder
 from tollway.wire.anthropic import translate_messages, translate_tools
 
@@ -97,8 +98,9 @@ async def read_raw(
     translate = translator.feed
     loads = orjson.loads
     pending = True
+    chunks = read_chunks(resp)
     while pending:
-        data = await resp.content.readany()
+        data = await anext(chunks, b"")
         if data:
             messages = decoder.decode(data)
         else:

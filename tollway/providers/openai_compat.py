@@ -33,6 +33,7 @@ from tollway.chunks import (
 from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.errors import UpstreamError
 from tollway.providers.base import ChatRequest
+from tollway.providers.pacing import read_chunks
 from tollway.providers.sse_decoder import SSEDecoder
 from tollway.providers.transport import upstream_events
 
@@ -121,7 +122,7 @@ class OpenAIProvider:
         loads = orjson.loads
         reader = ChunkReader(self.name, convention)
         feed = reader.feed
-        async for data in resp.content.iter_any():
+        async for data in read_chunks(resp):
             for _event, payload in decoder.decode(data):
                 if payload == "[DONE]":
                     for event in reader.end():

@@ -27,6 +27,7 @@ from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.context import Attempt, RequestContext
 from tollway.errors import UpstreamError
 from tollway.providers.openai_compat import error_from_body
+from tollway.providers.pacing import read_chunks
 
 __all__ = ["KEPT", "UPSTREAM", "cancel_upstream", "open_upstream", "relay", "upstream_of",
            "usage_from_responses"]
@@ -135,7 +136,7 @@ async def relay(
 ) -> AsyncIterator[bytes]:
     """The upstream's SSE events, unchanged but for the final one (``on_final``)."""
     buf = b""
-    async for data in resp.content.iter_any():
+    async for data in read_chunks(resp):
         buf += data
         while True:
             cut = buf.find(b"\n\n")

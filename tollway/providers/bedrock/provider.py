@@ -38,6 +38,7 @@ from tollway.providers.bedrock.response import (
     error_from_status,
     events_from_converse,
 )
+from tollway.providers.pacing import read_chunks
 from tollway.providers.transport import upstream_events
 
 __all__ = ["BedrockProvider"]
@@ -163,7 +164,7 @@ class BedrockProvider:
         feed = translator.feed
         loads = orjson.loads
         try:
-            async for data in resp.content.iter_any():
+            async for data in read_chunks(resp):
                 buffer.add_data(data)
                 for message in buffer:
                     headers = message.headers

@@ -23,6 +23,7 @@ from tollway.errors import UpstreamError
 from tollway.providers.base import ChatRequest
 from tollway.providers.gemini.request import build_generate_request
 from tollway.providers.gemini.response import CandidateTranslator, error_from_status
+from tollway.providers.pacing import read_chunks
 from tollway.providers.sse_decoder import SSEDecoder
 from tollway.providers.transport import upstream_events
 
@@ -115,7 +116,7 @@ class GeminiProvider:
         loads = orjson.loads
         feed = translator.feed
         peek: bytes | None = b""  # raw bytes until the first SSE event (an unframed error?)
-        async for data in resp.content.iter_any():
+        async for data in read_chunks(resp):
             messages = decoder.decode(data)
             if peek is not None:
                 if messages:
