@@ -21,12 +21,13 @@ the same, in the same order.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 __all__ = ["LAG_S", "LoadGauge", "configure", "gauge", "read_chunks", "window"]
 
-LAG_S = 0.005  # a timer this late means the loop is behind: coalesce
+LAG_S = 0.005  # a ready callback waiting this long means the loop is behind: coalesce
 _TICK_S = 0.005  # how often the gauge looks, while streams are being read
 _IDLE_TICKS = 200  # a second without a read: stop looking
 _window_s = 0.04
@@ -44,7 +45,8 @@ def window() -> float:
 
 
 class LoadGauge:
-    """Whether one event loop is behind: a timer every ``_TICK_S`` notes how late it ran.
+    """Whether one event loop is behind: every ``_TICK_S`` it notes how long a callback
+    made ready waits for its turn (``lag``).
 
     It ticks only while streams are being read (a read marks ``seen``; after ``_IDLE_TICKS``
     ticks without one it stops), so an idle process sleeps as before."""
@@ -54,10 +56,10 @@ class LoadGauge:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._due = 0.0
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._idle = 0
         self.busy = False
-        self.lag = 0.0  # how late the last tick ran (s)
+        self.lag = 0.0  # how long the last probe waited (s)
         self.seen = False
 
     @property
@@ -69,19 +71,28 @@ class LoadGauge:
         self.seen = True
         if self._handle is None:
             self._idle = 0
-            self._due = self._loop.time() + _TICK_S
-            self._handle = self._loop.call_at(self._due, self._tick)
+            self._schedule()
 
     def stop(self) -> None:
+        """Stop ticking; not busy."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
         self.busy = False
         self.lag = 0.0
 
+    def _schedule(self) -> None:
+        self._handle = self._loop.call_later(_TICK_S, self._tick)
+
     def _tick(self) -> None:
-        now = self._loop.time()
-        self.lag = now - self._due
+        # how long a callback that is ready now waits for its turn: what each step of a
+        # new request waits (measured with the clock: uvloop's loop.time() is read once
+        # an iteration, in whole milliseconds)
+        self._due = time.monotonic()
+        self._handle = self._loop.call_soon(self._answered)
+
+    def _answered(self) -> None:
+        self.lag = time.monotonic() - self._due
         self.busy = self.lag >= LAG_S
         if self.seen:
             self.seen = False
@@ -92,8 +103,7 @@ class LoadGauge:
                 self._handle = None
                 self.stop()
                 return
-        self._due = now + _TICK_S
-        self._handle = self._loop.call_at(self._due, self._tick)
+        self._schedule()
 
 
 _GAUGES: dict[asyncio.AbstractEventLoop, LoadGauge] = {}
@@ -143,7 +153,7 @@ class _Paced:
         if self._read and load.busy:
             await _pause(self._resp, self._span)
         load.seen = True
-        if not load.ticking:
+        if load._handle is None:  # the gauge stopped while this stream waited
             load.start()
         data: bytes = await self._content.readany()
         if not data:
