@@ -13,8 +13,8 @@ import ssl
 import subprocess
 import threading
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
