@@ -245,6 +245,13 @@ class ServerConfig(_Strict):
         "stream is read at most once per this many ms, so its chunks come in fewer reads "
         "and writes; tokens may reach clients up to this much later; 0 = off",
     )
+    early_admission: Literal["under_load", "always", "never"] = Field(
+        "under_load",
+        description="chat completions on SQLite: decide a request's reservation at once and "
+        "call the upstream while its group commit is pending (nothing reaches the client "
+        "before it): under_load = while the event loop runs behind (when a commit takes "
+        "tens of ms), always, or never",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -7,12 +7,14 @@ Stages keep their working state in local variables; they only *report* here
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tollway.chunks import Usage
 from tollway.config import DeploymentConfig
+from tollway.errors import NotRecorded
 from tollway.providers.base import ChatRequest
 
 if TYPE_CHECKING:
@@ -76,6 +78,12 @@ class RequestContext:
     # provider-side blocks with no OpenAI form (Anthropic server tools, unknown blocks)
     provider_blocks: list[dict[str, Any]] = field(default_factory=list)
     reservation: Any = None  # billing's open reservation
+    # the handler delivers nothing before ``committed()``: admission may return with its
+    # writes (a reservation) decided but not yet committed, so the upstream call starts
+    # meanwhile; ``admission_commit`` is then what ends once they are (or fails)
+    early_admission: bool = False
+    admission_commit: Any = None  # a future: awaited by ``committed()``
+    admission_record: Any = None  # the same commit's, for settlement (never cancelled)
     budget: Budget | None = None  # billing's running tab: every upstream call is held to it
     extra_usage_cost: Any = None  # e.g. per-call platform tool prices (Decimal USD)
     provider_overage: dict[str, Any] | None = None  # cost beyond the reservation, not charged
@@ -97,6 +105,23 @@ class RequestContext:
         self.error = message
         self.error_code = code
         self.error_type = type
+
+    async def committed(self) -> None:
+        """Wait until what admission wrote is committed (see ``early_admission``); raises
+        ``NotRecorded`` (503) if that commit failed: then nothing may be served."""
+        pending = self.admission_commit
+        if pending is None:
+            return
+        try:
+            await pending  # directly: a shield would cost a loop iteration, tens of ms under load
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (the database's error, told as a 503)
+            raise NotRecorded(
+                "The request could not be recorded; nothing was served. Please retry."
+            ) from exc
+        self.admission_commit = None
+        self.admission_record = None
 
     def mark(self, name: str) -> None:
         """Record a timing mark (seconds since the request was received)."""

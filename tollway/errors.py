@@ -31,6 +31,7 @@ __all__ = [
     "InvalidRequest",
     "ModelNotFound",
     "NotFound",
+    "NotRecorded",
     "PaymentRequired",
     "PermissionDenied",
     "RateLimited",
@@ -122,6 +123,14 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class NotRecorded(GatewayError):
+    """What admission wrote (a reservation) could not be committed: nothing is served."""
+
+    status = 503
+    type = "server_error"
+    code = "not_recorded"
 
 
 class UpstreamError(GatewayError):

@@ -26,6 +26,7 @@ reservation and writes an ``unsettled`` entry.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
@@ -175,7 +176,7 @@ class Billing:
         # tollway.limits: the same reservation holds each spend cap (never a roomy one)
         return await self._store.reserve(
             ctx.account_id, ctx.request_id, self.instance_id, amount,
-            caps=ctx.spend_caps, roomy=roomy,
+            caps=ctx.spend_caps, roomy=roomy, early=ctx.early_admission,
         )  # fmt: skip
 
     async def admit(
@@ -218,6 +219,8 @@ class Billing:
             )
         hold = Hold(outcome.reservation, policy, counted)
         ctx.reservation = hold
+        # early admission: durable later (``ctx.committed()``; settlement waits for it)
+        ctx.admission_commit, ctx.admission_record = outcome.committed, outcome.recorded
         ctx.budget = Tab(
             self._store, ctx, outcome.reservation, policy, deployments, count,
             admitted_count=counted, prompt_margin=self.config.prompt_margin_fraction,
@@ -258,6 +261,16 @@ class Billing:
         hold = ctx.reservation if isinstance(ctx.reservation, Hold) else None
         if hold is None or ctx.account_id is None:
             return None  # not admitted (billing off, unauthenticated, or refused with 402)
+        pending = ctx.admission_record
+        if pending is not None:  # admitted early, not yet known durable: its commit first
+            try:
+                await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                # the reservation was never recorded, so nothing was served (the handler
+                # waits for this commit before its first byte): nothing to settle
+                return None
         usage = self.final_usage(ctx)
         billed, overage = self.bill(ctx)
         if usage is not None:

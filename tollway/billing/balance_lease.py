@@ -125,15 +125,19 @@ class BalanceLeases:
     async def reserve(
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
         *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
+        early: bool = False,
     ) -> ReserveOutcome:
         """A hold of ``amount_micros`` from the account's lease, growing the lease first if
         it must; of ``roomy[0]`` when the lease has it free or can grow for it while the
-        account is ample (a roomy hold never takes the last of a balance)."""
+        account is ample (a roomy hold never takes the last of a balance). A hold from the
+        lease is in memory (nothing to commit); ``early`` applies to a request that holds
+        a reservation of its own."""
         if caps or not amount_micros:
             # a spend cap holds each request's own reservation; a request that cannot cost
             # anything needs no money held, only its reservation (as without leases)
             return await self._store.reserve(
-                account_id, request_id, instance_id, amount_micros, caps=caps, roomy=roomy
+                account_id, request_id, instance_id, amount_micros, caps=caps, roomy=roomy,
+                early=early,
             )
         lease = self._leases.get(account_id)
         if roomy is not None and (lease is None or (not lease.narrow and lease.free < roomy[0])):

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["LAG_S", "LoadGauge", "configure", "gauge", "read_chunks", "window"]
+__all__ = ["LAG_S", "LoadGauge", "configure", "gauge", "loop_behind", "read_chunks", "window"]
 
 LAG_S = 0.005  # a ready callback waiting this long means the loop is behind: coalesce
 _TICK_S = 0.005  # how often the gauge looks, while streams are being read
@@ -118,6 +118,13 @@ def gauge() -> LoadGauge:
             del _GAUGES[old]
         found = _GAUGES[loop] = LoadGauge(loop)
     return found
+
+
+def loop_behind() -> bool:
+    """Whether the running loop's gauge last found it behind (False when not measured:
+    no stream read lately)."""
+    found = _GAUGES.get(asyncio.get_running_loop())
+    return found is not None and found.busy
 
 
 def read_chunks(resp: Any) -> AsyncIterator[bytes]:

@@ -140,6 +140,12 @@ class ReserveOutcome:
     refused_cap: Any = None  # the spend cap (storage.sql_caps.Cap) that refused, if one did
     granted_micros: int = 0  # what this call added to the reservation
     not_open: bool = False  # an extension refused because the reservation is closed
+    # a reservation decided ahead of its commit (``reserve(early=True)``): futures that end
+    # once it is durable (raise if its commit failed): ``committed`` to await directly (an
+    # awaiter's cancellation cancels it), ``recorded`` ended only by the commit; None:
+    # durable already
+    committed: Any = None
+    recorded: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,7 @@ class ReservationStore(Protocol):
     async def reserve(
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
         *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
+        early: bool = False,
     ) -> ReserveOutcome: ...
 
     async def extend(

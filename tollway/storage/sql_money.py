@@ -12,6 +12,7 @@ the last of a balance.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
@@ -195,6 +196,7 @@ class MoneyQueries:
     async def reserve(
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
         *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
+        early: bool = False,
     ) -> ReserveOutcome:
         """Hold ``amount_micros`` against the balance and, in the same transaction, against
         every spend cap in ``caps`` (``tollway.storage.sql_caps.Cap``); all or nothing.
@@ -202,6 +204,12 @@ class MoneyQueries:
         ``roomy = (larger, available_at_least)``: hold ``larger`` instead when the
         account's available balance is at least ``available_at_least`` (and ``larger``);
         else ``amount_micros`` as usual. One more statement only when it is not.
+
+        ``early``: on SQLite, a hold that can be decided at once in the open group is
+        returned before its commit, with ``committed`` to await for it (the caller calls
+        the upstream meanwhile and delivers nothing before). A refusal is asked again in
+        its turn, after the transactions queued before it (one of them may free the
+        balance), so it is never told early.
         """
         now = time.time()
         if not caps and self.db.dialect == "postgres":  # one round trip a try, or a batch
@@ -246,6 +254,18 @@ class MoneyQueries:
                 granted_micros=amount,
             )
 
+        run_early = getattr(self.db, "run_early", None) if early else None
+        if run_early is not None:
+            try:
+                ran = run_early(body)
+            except Exception:  # noqa: BLE001 (a refusal or an error: asked again in turn)
+                ran = None
+            if ran is not None:
+                outcome: ReserveOutcome = ran[0]
+                if outcome.reservation is not None:
+                    return dataclasses.replace(outcome, committed=ran[1], recorded=ran[2])
+                ran[1].cancel()  # nobody waits for a refusal's commit (it wrote nothing)
+                ran[2].cancel()
         try:
             return await self.db.run(body)
         except _Refused as refused:

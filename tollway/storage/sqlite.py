@@ -189,6 +189,8 @@ class SqliteDatabase:
         self._gate = write_gate(path) if path != ":memory:" else None
         self.busy_waits = 0  # times BEGIN met another process's write lock and slept
         self._queued: list[tuple[_Body, asyncio.Future[Any]]] = []
+        # bodies run at once in the open group (``run_early``): told at its commit
+        self._early: list[tuple[asyncio.Future[Any], Any, bool]] = []
         self._opening: asyncio.Task[None] | None = None  # opens a group for queued bodies
         self._holders = 1  # callers of connect/shared that have not closed it yet
         self._closed = False
@@ -288,6 +290,39 @@ class SqliteDatabase:
         if self._group is None and not self._open_inline():
             self._ensure_group()
         return await done
+
+    def run_early(
+        self, body: Callable[[_SqliteTx], Coroutine[Any, Any, T]]
+    ) -> tuple[T, asyncio.Future[T], asyncio.Future[T]] | None:
+        """``body(tx)`` at once, in the caller's step, in the open group (opened here when
+        the file's write gate is free), ahead of the bodies queued for that group: (its
+        value, and two futures of the same value that are done once the group has
+        committed, or fail with the commit's error: one to await directly, which a
+        cancelled awaiter cancels, and one that only the commit ends). None when it cannot
+        run at once (a member is mid-body, or no group can be opened in this step): then
+        ``run`` it. A body that raises raises here, its savepoint rolled back. The caller
+        may act on the value before the commit; what it must not do before then is
+        anything the value is not yet durable enough for (a reservation: deliver output)."""
+        if self._closed or self._lock.locked():
+            return None
+        if self._group is None and not self._open_inline():
+            return None
+        conn = self._conn
+        conn.execute("SAVEPOINT early")
+        try:
+            value = _drive(body(self._tx))
+        except BaseException:
+            conn.execute("ROLLBACK TO early")
+            conn.execute("RELEASE early")
+            raise
+        conn.execute("RELEASE early")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        kept: asyncio.Future[T] = loop.create_future()
+        done.add_done_callback(_seen)  # its caller may be gone: no "never retrieved" noise
+        self._early.append((done, value, True))
+        self._early.append((kept, value, True))
+        return value, done, kept
 
     def _open_inline(self) -> bool:
         """Open a group for the queued bodies here, in the caller's step, when nothing
@@ -389,7 +424,7 @@ class SqliteDatabase:
         if self._group is None:
             return
         failed: sqlite3.Error | None = None
-        ran: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        ran, self._early = self._early, []  # bodies run at once come first: they ran first
         try:
             self._run_queued(ran)
         except sqlite3.Error as exc:  # a savepoint statement failed: no commit
@@ -443,6 +478,10 @@ class SqliteDatabase:
             self._commit_group()
         queued, self._queued = self._queued, []
         for _, done in queued:
+            if not done.done():
+                done.set_exception(sqlite3.OperationalError("the database was closed"))
+        early, self._early = self._early, []  # their group never committed
+        for done, _, _ in early:
             if not done.done():
                 done.set_exception(sqlite3.OperationalError("the database was closed"))
         if self._checkpointer is not None:
@@ -518,6 +557,12 @@ class _Transaction:
         finally:
             db._lock.release()
         await waiter
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Mark a failed future's exception as retrieved (nobody else may ask for it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _drive(body: Coroutine[Any, Any, T]) -> T:
