@@ -111,6 +111,9 @@ class Bench:
         if self.args.coalesce_ms is not None:
             extra["server"] = {**extra.get("server", {}),
                                "coalesce_under_load_ms": self.args.coalesce_ms}
+        if self.args.early_admission is not None:
+            extra["server"] = {**extra.get("server", {}),
+                               "early_admission": self.args.early_admission}
         config = procs.write_config(self.workdir / f"{phase}.yaml", port, self.upstream_port,
                                     workers, db, extra, self.delays)
         key, key_note = features.setup_key(config)
@@ -396,6 +399,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(the others off); default: all")
     p.add_argument("--balance-lease", action="store_true",
                    help="e and e:p with billing.balance_lease on (admission from memory)")
+    p.add_argument("--early-admission", choices=["under_load", "always", "never"],
+                   default=None, help="tollway's server.early_admission in every phase "
+                                      "(default: tollway's default, under_load)")
     p.add_argument("--coalesce-ms", type=float, default=None, metavar="MS",
                    help="tollway's server.coalesce_under_load_ms in every phase (default: "
                         "tollway's default; 0 turns coalescing off)")

@@ -295,3 +295,33 @@ def test_a_tls_stream_is_coalesced_too(tls: tuple[ssl.SSLContext, ssl.SSLContext
         data, times = _run(lambda: body(url))
     assert data == EXPECTED
     assert len(times) <= CHUNKS // 2, len(times)
+
+
+def test_a_stream_whose_end_is_in_is_not_paused() -> None:
+    """A reader that goes on to the end of the body (Anthropic's, Gemini's) does not wait
+    a window for an end that has already arrived (aiohttp has let the connection go: there
+    is no socket left to pause)."""
+
+    async def body(url: str) -> tuple[bytes, float]:
+        stop = asyncio.Event()
+        hog = asyncio.create_task(_hog(stop))
+        try:
+            async with aiohttp.ClientSession() as session, \
+                    session.get(url + "/stream") as resp:
+                await asyncio.sleep(0.1)  # all of it (and its end) arrives meanwhile
+                load = pacing.gauge()
+                load.start()
+                while not load.busy:  # the loop is found behind before the reading
+                    load.seen = True
+                    await asyncio.sleep(0)
+                started = time.perf_counter()
+                parts = [data async for data in pacing.read_chunks(resp)]
+                return b"".join(parts), time.perf_counter() - started
+        finally:
+            stop.set()
+            await hog
+
+    with Upstream(chunks=3, gap=0.0) as url:
+        data, took = _run(lambda: body(url))
+    assert data == b"".join(_chunk(i) for i in range(3))
+    assert took < pacing.window() / 2, took
