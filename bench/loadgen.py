@@ -411,12 +411,20 @@ def _emit(obj: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.loadgen SPEC_JSON [RESULT_FILE]``: with a file, the result (its
+    per-request lists run to hundreds of KB) is written there and only its name goes to
+    stdout, so no pipe has to hold it."""
     args = sys.argv[1:] if argv is None else argv
     spec = Spec(**orjson.loads(args[0]))
     import uvloop
 
     result = uvloop.run(run(spec))
-    _emit({"event": "result", **asdict(result)})
+    if len(args) > 1:
+        with open(args[1], "wb") as out:
+            out.write(orjson.dumps(asdict(result)))
+        _emit({"event": "result", "file": args[1]})
+    else:
+        _emit({"event": "result", **asdict(result)})
 
 
 if __name__ == "__main__":

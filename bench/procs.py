@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -206,6 +208,7 @@ async def run_loadgen_groups(groups: list[tuple[Spec, int]], on_go: Any = None
     """
     children: list[tuple[int, asyncio.subprocess.Process]] = []
     longest = max(spec.duration + spec.timeout for spec, _ in groups)
+    results_dir = tempfile.mkdtemp(prefix="tollway-loadgen-")
     try:
         for g, (spec, procs) in enumerate(groups):
             procs = max(1, min(procs, spec.concurrency))
@@ -215,9 +218,11 @@ async def run_loadgen_groups(groups: list[tuple[Spec, int]], on_go: Any = None
                                + (i < spec.concurrency % procs),
                                "requests": spec.requests // procs + (i < spec.requests % procs)
                                if spec.requests else 0})
+                result_file = os.path.join(results_dir, f"{len(children)}.json")
                 children.append((g, await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "bench.loadgen", orjson.dumps(asdict(part)).decode(),
-                    cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 28)))
+                    result_file, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    limit=1 << 28)))
         for _, child in children:
             assert child.stdout is not None
             line = await asyncio.wait_for(child.stdout.readline(), longest + 120)
@@ -234,8 +239,9 @@ async def run_loadgen_groups(groups: list[tuple[Spec, int]], on_go: Any = None
         for g, child in children:
             assert child.stdout is not None
             line = await asyncio.wait_for(child.stdout.readline(), longest + 120)
-            data = orjson.loads(line)
-            data.pop("event")
+            told = orjson.loads(line)
+            with open(told["file"], "rb") as written:
+                data = orjson.loads(written.read())
             _merge(merged[g], LoadResult(**data))
         wall = time.perf_counter() - t0
         for _, child in children:
@@ -246,3 +252,4 @@ async def run_loadgen_groups(groups: list[tuple[Spec, int]], on_go: Any = None
             if child.returncode is None:
                 child.kill()
                 await child.wait()
+        shutil.rmtree(results_dir, ignore_errors=True)
