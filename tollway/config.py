@@ -241,7 +241,8 @@ class ServerConfig(_Strict):
     )
     coalesce_under_load_ms: float = Field(
         40, ge=0, le=1000,
-        description="while the event loop runs behind (a timer 5 ms late), each upstream "
+        description="while the event loop runs behind (a ready callback waits 5 ms or more), "
+        "each upstream "
         "stream is read at most once per this many ms, so its chunks come in fewer reads "
         "and writes; tokens may reach clients up to this much later; 0 = off",
     )

@@ -9,10 +9,10 @@ several iterations before its first token).
 
 ``read_chunks`` replaces ``resp.content.iter_any()``. While the loop is not behind, it
 is exactly that: each read is relayed as it comes. While the loop is behind
-(``LoadGauge``: a timer that fires ``LAG_S`` or more late), after relaying a read it
-stops reading that upstream socket for ``window`` seconds, so the chunks that arrive
-meanwhile wait in the kernel and come in one read, one wake-up, one write to the
-client. A token then reaches the client up to ``window`` later than it could have
+(``LoadGauge``: a callback made ready waits ``LAG_S`` or more for its turn), after
+relaying a read it stops reading that upstream socket for ``window`` seconds, so the
+chunks that arrive meanwhile wait in the kernel and come in one read, one wake-up, one
+write to the client. A token then reaches the client up to ``window`` later than it could have
 (``server.coalesce_under_load_ms``, 0 turns it off); the first token never waits (the
 pause only follows a relayed read) and nothing is changed or dropped: the bytes are
 the same, in the same order.
@@ -100,7 +100,6 @@ class LoadGauge:
         else:
             self._idle += 1
             if self._idle >= _IDLE_TICKS:
-                self._handle = None
                 self.stop()
                 return
         self._schedule()
