@@ -21,6 +21,7 @@ import orjson
 from tollway.config import DeploymentConfig, ProviderConfig
 from tollway.errors import UpstreamError
 from tollway.providers.openai_compat import error_from_body
+from tollway.providers.transport import json_body
 
 __all__ = ["EmbeddingsAnswer", "call_embeddings", "simulated_vector"]
 
@@ -74,7 +75,7 @@ async def _post(
     if provider.api_key:
         headers["Authorization"] = f"Bearer {provider.api_key}"
     timeout = aiohttp.ClientTimeout(total=deployment.timeouts.total)
-    async with session.post(url, data=orjson.dumps(body), headers=headers,
+    async with session.post(url, data=json_body(body), headers=headers,
                             timeout=timeout) as resp:  # fmt: skip
         raw = await resp.read()
         if resp.status >= 400:

@@ -19,6 +19,7 @@ from tollway.errors import UpstreamError
 from tollway.providers.base import AnthropicNative, ChatRequest
 from tollway.providers.pacing import read_chunks
 from tollway.providers.sse_decoder import SSEDecoder
+from tollway.providers.transport import json_body
 from tollway.wire.anthropic import translate_messages, translate_tools
 
 __all__ = ["count_tokens", "native_body", "native_headers", "read_raw"]
@@ -136,7 +137,7 @@ async def count_tokens(
     timeout = aiohttp.ClientTimeout(total=deployment.timeouts.first_token,
                                     connect=deployment.timeouts.connect)
     try:
-        async with session.post(url, data=orjson.dumps(body), headers=headers,
+        async with session.post(url, data=json_body(body), headers=headers,
                                 timeout=timeout) as resp:
             raw = await resp.read()
             if resp.status >= 400:

@@ -28,6 +28,7 @@ from tollway.context import Attempt, RequestContext
 from tollway.errors import UpstreamError
 from tollway.providers.openai_compat import error_from_body
 from tollway.providers.pacing import read_chunks
+from tollway.providers.transport import json_body
 
 __all__ = ["KEPT", "UPSTREAM", "cancel_upstream", "open_upstream", "relay", "upstream_of",
            "usage_from_responses"]
@@ -104,7 +105,7 @@ async def open_upstream(
         try:
             timeout = aiohttp.ClientTimeout(total=dep.timeouts.total,
                                             sock_connect=dep.timeouts.connect)  # fmt: skip
-            resp = await session.post(url, data=orjson.dumps({**body, "model": dep.model}),
+            resp = await session.post(url, data=json_body({**body, "model": dep.model}),
                                       headers=headers, timeout=timeout)  # fmt: skip
             if resp.status >= 400:
                 raw = await resp.read()

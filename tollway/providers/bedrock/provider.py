@@ -39,7 +39,7 @@ from tollway.providers.bedrock.response import (
     events_from_converse,
 )
 from tollway.providers.pacing import read_chunks
-from tollway.providers.transport import upstream_events
+from tollway.providers.transport import json_body, upstream_events
 
 __all__ = ["BedrockProvider"]
 
@@ -108,9 +108,8 @@ class BedrockProvider:
         model = deployment.model
         method = "converse-stream" if request.stream else "converse"
         url = f"{self._base}/model/{quote(model, safe='')}/{method}"
-        # kept (signed, then sent) while the answer streams: an exact-size copy, since
-        # orjson's own bytes keep a buffer of up to 16 times their length
-        body = bytes(memoryview(orjson.dumps(self.build_body(request, deployment))))
+        # kept (signed, then sent) while the answer streams: of its own size
+        body = json_body(self.build_body(request, deployment))
         headers = dict(self._headers)
         if request.stream:
             headers["Accept"] = "application/vnd.amazon.eventstream"
