@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.servers import Upstream, run_tollway
+from tollway.api.protocol import TollwayHttpProtocol
 
 
 def _chunk(text: str) -> bytes:
@@ -29,13 +30,16 @@ async def _slow(request: web.Request, upstream: Upstream) -> web.StreamResponse:
     return resp
 
 
+@pytest.mark.parametrize("http", ["tollway", "httptools"])
 @pytest.mark.parametrize("model", ["flowing", "stall"])
-def test_disconnect_closes_upstream(model: str) -> None:
+def test_disconnect_closes_upstream(model: str, http: str) -> None:
+    """Under tollway's protocol the request's watch is called when the connection closes;
+    under another server (uvicorn's own protocol) a watcher task waits in ``receive()``."""
     with Upstream(_slow) as upstream:
         config = {"providers": {"up": {"type": "openai", "base_url": upstream.base_url}},
                   "models": {m: {"deployments": [{"provider": "up", "model": m}]}
                              for m in ("flowing", "stall")}}
-        with run_tollway(config) as url:
+        with run_tollway(config, TollwayHttpProtocol if http == "tollway" else http) as url:
             with httpx.stream("POST", url + "/v1/chat/completions", json={
                 "model": model, "stream": True, "messages": [{"role": "user", "content": "x"}],
             }) as r:

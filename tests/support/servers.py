@@ -32,8 +32,10 @@ class _ThreadServer(uvicorn.Server):
 
 
 @contextmanager
-def run_tollway(config: dict[str, Any] | Settings) -> Iterator[str]:
-    """Run tollway with ``config`` in a thread; yields its base URL (no /v1)."""
+def run_tollway(config: dict[str, Any] | Settings, http: Any = TollwayHttpProtocol
+                ) -> Iterator[str]:
+    """Run tollway with ``config`` in a thread; yields its base URL (no /v1). ``http``: the
+    server's HTTP protocol (tollway's, or another such as uvicorn's own "httptools")."""
     if not isinstance(config, Settings) and "database" not in config:
         import tempfile
 
@@ -41,12 +43,12 @@ def run_tollway(config: dict[str, Any] | Settings) -> Iterator[str]:
     if not isinstance(config, Settings) and "billing" not in config:
         config = {**config, "billing": {"enabled": False}}  # tests about billing turn it on
     settings = config if isinstance(config, Settings) else parse_settings(config)
-    with serve_app(create_app(settings)) as url:
+    with serve_app(create_app(settings), http) as url:
         yield url
 
 
 @contextmanager
-def serve_app(app: Any) -> Iterator[str]:
+def serve_app(app: Any, http: Any = TollwayHttpProtocol) -> Iterator[str]:
     """Serve an ASGI app with uvicorn (uvloop, httptools) in a thread; yields its base URL.
 
     The HTTP protocol is tollway's (as ``tollway serve`` runs it): it applies a
@@ -54,7 +56,7 @@ def serve_app(app: Any) -> Iterator[str]:
     """
     port = free_port()
     server = _ThreadServer(uvicorn.Config(
-        app, host="127.0.0.1", port=port, loop="uvloop", http=TollwayHttpProtocol,
+        app, host="127.0.0.1", port=port, loop="uvloop", http=http,
         lifespan="on", log_level="warning", access_log=False,
     ))
     thread = threading.Thread(target=server.run, daemon=True)

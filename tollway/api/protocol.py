@@ -12,7 +12,11 @@
   431, closed;
 - a **per-IP connection cap**: a client address with ``max_connections_per_ip``
   connections open has further ones answered 429 and closed at once;
-- malformed HTTP answered with OpenAI's error envelope (uvicorn sends plain text).
+- malformed HTTP answered with OpenAI's error envelope (uvicorn sends plain text);
+- a **disconnect hook**: each request cycle carries ``DISCONNECT_HOOK``, where the app's
+  ``ClientWatch`` registers itself, and the protocol calls it when the connection closes
+  (or its body times out), so no task has to wait in ``receive()`` for that
+  (``tollway/api/watch.py``).
 
 Timers cost nothing in the usual case: one is armed when a connection opens and
 cancelled as soon as a complete request has arrived; a later request arriving in
@@ -29,6 +33,8 @@ from typing import Any, Literal
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tollway.api.watch import DISCONNECT_HOOK
 
 __all__ = ["ConnectionLimits", "TollwayHttpProtocol", "error_response"]
 
@@ -81,6 +87,13 @@ def _limits_of(app: Any) -> ConnectionLimits | None:
     return None
 
 
+def _hang_up(cycle: Any) -> None:
+    """Tell the request's watch (if one is registered) that its client is gone."""
+    watch = getattr(cycle, DISCONNECT_HOOK, None)
+    if watch is not None:
+        watch.disconnected()
+
+
 class TollwayHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with tollway's connection limits."""
 
@@ -123,7 +136,10 @@ class TollwayHttpProtocol(HttpToolsProtocol):
             else:
                 limits.open_by_ip.pop(ip, None)
             self._ip = None
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:
+            _hang_up(cycle)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -172,6 +188,9 @@ class TollwayHttpProtocol(HttpToolsProtocol):
                 raise _Refused  # stops the parser: no app is started for this request
         self._header_bytes = 0
         HttpToolsProtocol.on_headers_complete(self)
+        cycle = self.cycle
+        if cycle is not None:  # (None after an upgrade request, which makes none)
+            setattr(cycle, DISCONNECT_HOOK, None)  # no watch yet, but one may come
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, f"{msg} The request is not valid HTTP/1.1.", "invalid_http")
@@ -214,6 +233,7 @@ class TollwayHttpProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() now reports a disconnect
             cycle.message_event.set()
+            _hang_up(cycle)
         if answered:
             self.transport.close()
         else:
