@@ -14,8 +14,8 @@ costs several microseconds to create and cancel, which most requests (done in a 
 milliseconds) do not need; so such a request's ``ClientWatch`` is only registered, in a
 list, and one timer per event loop gives each request still running ``WATCH_AFTER`` to
 ``2 × WATCH_AFTER`` seconds later its watcher task, which waits for ``http.disconnect``.
-Under load most requests run longer than that: the hook saved a task, its wait and its
-cancellation per request (≈ 1.5 KiB a stream).
+Under load most requests run longer than that, and the hook saves each a task, its wait
+and its cancellation (streams of 50 chunks, 64 at a time: ≈ 1.5 % of the CPU a stream).
 """
 
 from __future__ import annotations
