@@ -26,6 +26,10 @@ class Tx(Protocol):
 
     async def execute(self, sql: str, *args: Any) -> int: ...
 
+    async def insert(self, sql: str, *args: Any) -> int:
+        """``INSERT`` one row into a table whose key is an integer ``id``; that id."""
+        ...
+
 
 class Database(Tx, Protocol):
     """A connection pool (or one serialized connection) with write transactions.

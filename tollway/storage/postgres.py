@@ -53,6 +53,9 @@ class _PgTx:
     async def execute(self, sql: str, *args: Any) -> int:
         return _rowcount(await self._conn.execute(dollar_params(sql), *args))
 
+    async def insert(self, sql: str, *args: Any) -> int:
+        return int(await self._conn.fetchval(dollar_params(sql + " RETURNING id"), *args))
+
 
 class PostgresDatabase:
     """An asyncpg pool."""
@@ -78,6 +81,9 @@ class PostgresDatabase:
 
     async def execute(self, sql: str, *args: Any) -> int:
         return _rowcount(await self._pool.execute(dollar_params(sql), *args))
+
+    async def insert(self, sql: str, *args: Any) -> int:
+        return int(await self._pool.fetchval(dollar_params(sql + " RETURNING id"), *args))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:

@@ -78,18 +78,17 @@ def _reservation(row: dict[str, Any]) -> Reservation:
 async def _append(tx: Tx, e: NewEntry, *, move_balance: bool = True) -> LedgerEntry:
     """Insert one entry and (unless already done) move the account's cached balance."""
     now = time.time()
-    row = await tx.fetchrow(
-        f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({ENTRY_PLACEHOLDERS}) RETURNING id",
+    entry_id = await tx.insert(
+        f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({ENTRY_PLACEHOLDERS})",
         *entry_values(e), now,
     )  # fmt: skip
-    assert row is not None
     if e.amount_micros and move_balance:
         await tx.execute(
             "UPDATE accounts SET balance_micros = balance_micros + ? WHERE id = ?",
             e.amount_micros,
             e.account_id,
         )
-    return LedgerEntry(id=int(row["id"]), created_at=now, entry=e)
+    return LedgerEntry(id=entry_id, created_at=now, entry=e)
 
 
 async def _close_reservation(
