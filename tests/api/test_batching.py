@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tollway.api.batching import ReadyBatches
+from tollway.api.batching import ReadyBatches, send_until_end
 
 
 async def _source(log: list[str], gate: asyncio.Event) -> AsyncIterator[int]:
@@ -82,3 +82,36 @@ def test_cancellation_reaches_the_source_and_aclose_cleans_a_suspended_step() ->
         return log
 
     assert asyncio.run(pending_then_close()) == ["closed"]
+
+
+async def _pieces(ready_end: bool) -> AsyncIterator[bytes]:
+    yield b"a"
+    await asyncio.sleep(0)  # the next read
+    yield b"b"
+    yield b"c"
+    if not ready_end:
+        await asyncio.sleep(0)  # the end comes in a read of its own
+
+
+def _sent(ready_end: bool) -> list[tuple[bytes, bool] | str]:
+    async def run() -> list[tuple[bytes, bool] | str]:
+        out: list[tuple[bytes, bool] | str] = []
+
+        async def send(message: dict[str, object]) -> None:
+            assert message["type"] == "http.response.body"
+            out.append((message["body"], message["more_body"]))  # type: ignore[arg-type]
+
+        await send_until_end(ReadyBatches(_pieces(ready_end)), send,  # type: ignore[arg-type]
+                             lambda: out.append("before end"))  # fmt: skip
+        return out
+
+    return asyncio.run(run())
+
+
+def test_the_batch_the_end_came_with_ends_the_response() -> None:
+    # one message (one write) for the last chunks and the chunked encoding's terminator
+    assert _sent(ready_end=True) == [(b"a", True), "before end", (b"bc", False)]
+
+
+def test_an_end_that_comes_later_is_sent_alone() -> None:
+    assert _sent(ready_end=False) == [(b"a", True), (b"bc", True), "before end", (b"", False)]

@@ -8,14 +8,20 @@ if a step completes without suspending, its value is ready; if it suspends, the
 batch so far is returned and the suspended step is finished on the next call,
 awaiting the very future it is blocked on (exactly what a Task would do).
 Chunks are never delayed: a batch is handed out as soon as nothing more is ready.
+
+``send_until_end`` sends the batches of a streamed response; the batch that the
+iterator's end came with carries the response's end too, so the chunked encoding's
+terminator goes out in that batch's write, not in one of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ReadyBatches"]
+from tollway.api.http import Send
+
+__all__ = ["ReadyBatches", "send_until_end"]
 
 T = TypeVar("T")
 
@@ -43,6 +49,11 @@ class ReadyBatches(Generic[T]):
         self._step: Any = None  # a started, suspended __anext__ awaitable
         self._blocker: Any = None
         self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        """The iterator has ended: the batch last handed out was its last."""
+        return self._ended
 
     async def next_batch(self) -> list[T]:
         out: list[T] = []
@@ -108,3 +119,20 @@ class ReadyBatches(Generic[T]):
         close = getattr(self._iterator, "aclose", None)
         if close is not None:
             await close()
+
+
+async def send_until_end(
+    batches: ReadyBatches[bytes], send: Send, before_end: Callable[[], None]
+) -> None:
+    """Send each batch as one ASGI body message (one write) until the iterator ends; the
+    last batch, when the end came with it, carries ``more_body: False`` (else an empty
+    message does). ``before_end()`` runs just before the message that ends the response."""
+    while batch := await batches.next_batch():
+        body = batch[0] if len(batch) == 1 else b"".join(batch)
+        if batches.ended:
+            before_end()
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+    before_end()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from tollway.api.batching import ReadyBatches
+from tollway.api.batching import ReadyBatches, send_until_end
 from tollway.api.encode import collect
 from tollway.api.http import Receive, Scope, Send, read_body, send_error, send_json
 from tollway.api.lifecycle import run_request
@@ -219,11 +219,8 @@ async def _pump(
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": first, "more_body": True})
         ctx.delivered = "partial"
-        while batch := await batches.next_batch():  # chunks ready together: one write
-            body = batch[0] if len(batch) == 1 else b"".join(batch)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-        watch.stop()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # chunks ready together go in one write; the last ones with the response's end
+        await send_until_end(batches, send, watch.stop)
         if ctx.error is None:  # else the stream ended with an error event
             ctx.delivered = "all"
         ctx.mark("finished")
