@@ -187,7 +187,11 @@ def test_the_gauge_stops_ticking_when_no_stream_is_read() -> None:
     async def body(url: str) -> tuple[bool, bool]:
         await _read_all(url)
         ticking_after_read = pacing.gauge().ticking
-        await asyncio.sleep(pacing._TICK_S * (pacing._IDLE_TICKS + 20))
+        # it stops after _IDLE_TICKS ticks of _TICK_S; a loaded machine runs each tick late
+        # (a fixed wait of 1.1 s once saw it still ticking in CI), so wait up to ten times that
+        deadline = time.monotonic() + 10 * pacing._TICK_S * pacing._IDLE_TICKS
+        while pacing.gauge().ticking and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         return ticking_after_read, pacing.gauge().ticking
 
     with Upstream(chunks=3, gap=0.001) as url:
