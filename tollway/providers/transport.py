@@ -34,7 +34,7 @@ def exact_bytes(data: bytes) -> bytes:
 
 def json_body(obj: Any) -> bytes:
     """``obj`` as a JSON request body of its own size (see ``exact_bytes``)."""
-    return bytes(memoryview(orjson.dumps(obj)))
+    return exact_bytes(orjson.dumps(obj))
 
 
 async def upstream_events(
