@@ -7,7 +7,6 @@ Stages keep their working state in local variables; they only *report* here
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -114,8 +113,6 @@ class RequestContext:
             return
         try:
             await pending  # directly: a shield would cost a loop iteration, tens of ms under load
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 (the database's error, told as a 503)
             raise NotRecorded(
                 "The request could not be recorded; nothing was served. Please retry."

@@ -190,13 +190,10 @@ async def _serve(
         usage_on_final_chunk=server.usage_on_final_chunk,
     )
     try:
-        first = await chunks.__anext__()  # the commit point: errors before it raise here
-    except StopAsyncIteration:
-        first = b""
-    except BaseException:
-        await aclose(chunks)
-        raise
-    try:
+        try:
+            first = await chunks.__anext__()  # the commit point: errors before it raise here
+        except StopAsyncIteration:
+            first = b""
         await ctx.committed()  # the reservation is durable before the first byte
     except BaseException:
         await aclose(chunks)

@@ -265,9 +265,7 @@ class Billing:
         if pending is not None:  # admitted early, not yet known durable: its commit first
             try:
                 await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 (not a cancellation: that is a BaseException)
                 # the reservation was never recorded, so nothing was served (the handler
                 # waits for this commit before its first byte): nothing to settle
                 return None
