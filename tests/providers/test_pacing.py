@@ -134,15 +134,16 @@ EXPECTED = b"".join(_chunk(i) for i in range(CHUNKS))
 
 
 def test_an_idle_loop_relays_every_read_as_it_comes() -> None:
-    async def body(url: str) -> tuple[bytes, list[float], bool]:
-        data, times = await _read_all(url)
-        return data, times, pacing.gauge().busy
+    async def body(url: str) -> tuple[bytes, list[float]]:
+        return await _read_all(url)
 
     with Upstream() as url:
-        data, times, busy = _run(lambda: body(url))
+        data, times = _run(lambda: body(url))
     assert data == EXPECTED
-    assert not busy
-    assert len(times) >= CHUNKS - 2  # one read a chunk (two may meet in one read)
+    # one read a chunk (two may meet in one read). The gauge's last reading is not asserted:
+    # one late callback (a collection, the in-process upstream's turn with the GIL) reads
+    # as behind, which failed this test twice in CI; a loop behind reads at most half
+    assert len(times) >= CHUNKS - 2
 
 
 def test_a_loop_behind_reads_each_stream_less_often_and_loses_nothing() -> None:
