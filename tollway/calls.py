@@ -16,11 +16,23 @@ from tollway.chunks import Usage
 from tollway.config import DeploymentConfig
 from tollway.providers.base import ChatRequest
 
-__all__ = ["COMPACT_AT", "CUT", "Budget", "CallRecord", "estimated_usage"]
+__all__ = ["COMPACT_AT", "CUT", "Budget", "CallRecord", "estimated_usage", "next_compaction"]
 
 CallState = Literal["open", "done", "failed", "partial", "cut"]
 CUT = -1  # ``CallRecord.over_limit``: the limit is passed, cut the call
-COMPACT_AT = 256  # recorded pieces of one choice before they are joined (``compact``)
+COMPACT_AT = 32  # recorded pieces of one choice before they are first joined (``compact``)
+_COMPACT_SHARE = 8  # later: when the pieces reach 1/256 of the characters joined so far
+
+
+def next_compaction(joined: int) -> int:
+    """How many recorded pieces to let gather before the next join, once ``joined``
+    characters are held as text. Each piece is a string object (≈ 50 bytes for a few
+    characters), so few are let gather; but each join copies the text joined so far, so
+    past 8,192 characters the count grows with it: the text then grows by a fixed share
+    between joins, and the copying of a whole stream stays a constant multiple of its
+    length (≈ 65× for 4-character pieces; with a fixed count it grew with the square of
+    the length) while its pieces hold ≈ 0.2 bytes a character."""
+    return max(COMPACT_AT, joined >> _COMPACT_SHARE)
 
 
 def estimated_usage(prompt_tokens: int, completion_tokens: int, reported: Usage | None) -> Usage:
@@ -77,15 +89,16 @@ class CallRecord:
         if texts is None:
             texts = self.more[choice] = []
         texts.append(text)
-        if len(texts) >= COMPACT_AT:
+        if len(texts) >= COMPACT_AT and len(texts) >= next_compaction(len(texts[0])):
             self.compact(choice)
 
-    def compact(self, choice: int) -> None:
+    def compact(self, choice: int) -> int:
         """Join a choice's recorded pieces into at most two strings: the part already
         counted and the part not yet. A stream's text is then held as text (a few bytes a
         token) instead of one string object per chunk (≈ 50 bytes each), and every count
         is unchanged: counts join these same pieces in the same order and never cut
-        across the counted boundary. The pipeline calls it every ``COMPACT_AT`` pieces."""
+        across the counted boundary. The pipeline calls it when the pieces reach the count
+        it returns (``next_compaction``)."""
         texts = self.pieces if choice == 0 else self.more[choice]
         state = self._counts.get(choice)
         counted = state[0] if state is not None else 0
@@ -95,6 +108,7 @@ class CallRecord:
         texts[:] = joined
         if state is not None and counted:
             state[0] = 1
+        return next_compaction(sum(map(len, joined)))
 
     def _outputs(self) -> list[tuple[int, list[str]]]:
         return [(0, self.pieces), *self.more.items()]

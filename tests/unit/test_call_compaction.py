@@ -1,6 +1,7 @@
 """A call's recorded output is compacted as it streams (text, not one string per
 chunk), and no count changes: the budget check and the final usage see the same
-numbers as without compaction, and a long stream holds a bounded number of pieces."""
+numbers as without compaction, a long stream holds few pieces, and the joins copy a
+stream's text a bounded number of times over, however long it runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tollway.calls import COMPACT_AT, CallRecord
+from tollway.calls import COMPACT_AT, CallRecord, next_compaction
 from tollway.chunks import Event, Finish, TextDelta
 from tollway.context import RequestContext
 from tollway.pipeline.budget import metered_call
@@ -92,6 +93,43 @@ def test_a_long_stream_holds_few_pieces() -> None:
 
     budget, ctx = asyncio.run(run())
     assert budget.call is not None
-    assert len(budget.call.pieces) < COMPACT_AT
+    assert len(budget.call.pieces) <= next_compaction(len("".join(chunks)))
     assert "".join(budget.call.pieces) == "".join(chunks)
     assert ctx.usage is not None and ctx.usage.completion_tokens == budget.call.counted_output()
+
+
+def _joins(chunks: int, piece: str) -> tuple[int, int]:
+    """(characters copied by the joins, most pieces held) when ``chunks`` pieces stream
+    through a call record as ``metered_call`` feeds it."""
+    record = CallRecord(_request(), 1)
+    compact_at, copied, held = COMPACT_AT, 0, 0
+    for _ in range(chunks):
+        record.pieces.append(piece)
+        held = max(held, len(record.pieces))
+        if len(record.pieces) >= compact_at:
+            copied += sum(map(len, record.pieces))
+            compact_at = record.compact(0)
+    return copied, held
+
+
+def test_joins_copy_a_long_stream_a_bounded_number_of_times() -> None:
+    """Joining every fixed number of pieces copies the text joined so far each time: the
+    work grows with the square of a stream's length. The count between joins grows
+    with the text, so the copying per character stays bounded, and the pieces held
+    stay a small share of the text (each is a string object of ≈ 50 bytes)."""
+    for chunks in (1_000, 20_000, 200_000):
+        copied, held = _joins(chunks, "tok ")
+        text = 4 * chunks
+        assert copied <= 70 * text, (chunks, copied / text)
+        assert held <= max(COMPACT_AT, text // 256) + 1
+    # the early joins are frequent: few pieces are held on a short answer
+    assert _joins(500, "tok ")[1] == COMPACT_AT
+    assert next_compaction(0) == COMPACT_AT
+
+
+def test_other_choices_are_compacted_too() -> None:
+    record = CallRecord(_request(), 1)
+    for i in range(5_000):
+        record.add(1, f"w{i % 7} ")
+    assert len(record.more[1]) <= max(COMPACT_AT, len(record.more[1][0]) // 256) + 1
+    assert "".join(record.more[1]) == "".join(f"w{i % 7} " for i in range(5_000))

@@ -53,6 +53,7 @@ async def metered_call(
     events = open_events(request)
     pieces = call.pieces  # compacted in place: the list object stays the same
     append = pieces.append
+    compact_at = COMPACT_AT
     seen = 0  # UTF-8 bytes of the output so far: an upper bound of its tokens
     check_at = call.floor + 1  # below this many bytes, the output is surely paid for
     finished: set[int] = set()
@@ -72,8 +73,8 @@ async def metered_call(
                     call.add(choice, text)
                 else:
                     append(text)
-                    if len(pieces) >= COMPACT_AT:
-                        call.compact(0)
+                    if len(pieces) >= compact_at:
+                        compact_at = call.compact(0)
                 seen += len(text) if text.isascii() else len(text.encode())
                 if seen >= check_at:
                     check_at = _limit(call, budget, ctx) + 1  # bytes the reservation pays for

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tollway import tokens
-from tollway.calls import COMPACT_AT, estimated_usage
+from tollway.calls import COMPACT_AT, estimated_usage, next_compaction
 from tollway.chunks import (
     Event,
     Finish,
@@ -57,6 +57,7 @@ def usage_meter(pricer: Pricer | None = None) -> Stage:
     async def meter(events: AsyncIterator[Event], ctx: RequestContext) -> AsyncIterator[Event]:
         generated: list[str] = []
         append = generated.append
+        compact_at = COMPACT_AT
         # with billing, every upstream call's text is recorded by its budget, whose
         # usage is the final one: the meter keeps a copy only without a budget
         record = ctx.budget is None
@@ -71,8 +72,9 @@ def usage_meter(pricer: Pricer | None = None) -> Stage:
                             if isinstance(event, TextDelta)
                             else (event.name or "") + event.arguments
                         )
-                        if len(generated) >= COMPACT_AT:  # text, not a string per chunk
+                        if len(generated) >= compact_at:  # text, not a string per chunk
                             generated[:] = ["".join(generated)]
+                            compact_at = next_compaction(len(generated[0]))
                 elif isinstance(event, Usage):
                     reported = event
                     continue
