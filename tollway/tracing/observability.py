@@ -29,18 +29,20 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from tollway.chunks import Event
 from tollway.context import RequestContext
 from tollway.tracing.bodies import TraceBodies
 from tollway.tracing.config import TracingConfig
 from tollway.tracing.logs import RequestLines, setup_logging, teardown_logging
-from tollway.tracing.metrics import Metrics
 from tollway.tracing.record import S_ENDED_AT, S_ID, Snapshot, record_of, snapshot
 from tollway.tracing.store import TraceStore, open_trace_store
 from tollway.tracing.writer import TraceWriter, WriterStats
+
+if TYPE_CHECKING:
+    from tollway.tracing.metrics import Metrics
 
 __all__ = ["Observability"]
 
@@ -72,9 +74,13 @@ class Observability:
         self.database = self.config.database or database
         self.store: TraceStore | None = store
         self.writer: TraceWriter | None = None
-        self.metrics = Metrics(
-            self.config.metrics, known_models=known_models, writer_stats=self._writer_stats
-        )
+        self.metrics: Metrics | _NoMetrics = _NoMetrics()
+        if self.config.metrics.enabled:  # prometheus_client only then: 1.35 MiB of modules
+            from tollway.tracing.metrics import Metrics
+
+            self.metrics = Metrics(
+                self.config.metrics, known_models=known_models, writer_stats=self._writer_stats
+            )
         self.api = TraceAPI(store)
         self.otel: Any = None
         self._span_processor = span_processor
@@ -296,3 +302,24 @@ class Observability:
         if self.writer is None:
             return WriterStats(), 0
         return self.writer.stats, self.writer.queued
+
+
+class _NoMetrics:
+    """The metrics when they are off (``tracing.metrics.enabled: false``): nothing is
+    counted and ``GET /metrics`` is not routed, so prometheus_client is never imported."""
+
+    before_render: Callable[[], Any] | None = None
+
+    def inflight_started(self) -> None:
+        """Nothing to count."""
+
+    def inflight_finished(self) -> None:
+        """Nothing to count."""
+
+    def observe_many(self, snapshots: Iterable[Snapshot]) -> int:
+        """Nothing to count."""
+        return 0
+
+    def render(self) -> tuple[bytes, str]:
+        """No series."""
+        return b"", "text/plain; version=0.0.4; charset=utf-8"
