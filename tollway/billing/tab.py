@@ -248,7 +248,9 @@ class Tab:
             self.reserved_micros,
             self._ctx.extra_usage_cost,
             tuple(
-                (id(c.reported), c.state, len(c.pieces), sum(map(len, c.more.values())))
+                # the text's length, not the pieces' count: compaction changes the count
+                (id(c.reported), c.state, sum(map(len, c.pieces)),
+                 sum(len(t) for texts in c.more.values() for t in texts))
                 for c in self.calls
             ),
         )
