@@ -67,8 +67,8 @@ class CallRecord:
     as the text it is.
     """
 
-    __slots__ = ("_counts", "deployment", "floor", "limit", "more", "pieces", "prompt_counted",
-                 "reported", "request", "start_usage", "state")  # fmt: skip
+    __slots__ = ("_compact_at", "_counts", "deployment", "floor", "limit", "more", "pieces",
+                 "prompt_counted", "reported", "request", "start_usage", "state")  # fmt: skip
 
     def __init__(self, request: ChatRequest, prompt_counted: int) -> None:
         self.request = request
@@ -82,6 +82,7 @@ class CallRecord:
         self.limit: int | None = None  # output tokens past which the call is cut
         self.floor = 0  # output tokens the call may surely produce (no need to look before)
         self._counts: dict[int, list[int]] = {}  # choice -> [pieces counted, tokens]
+        self._compact_at: dict[int, int] = {}  # choice (not 0) -> pieces before its next join
 
     def add(self, choice: int, text: str) -> None:
         """Record output of a choice other than 0 (choice 0 appends to ``pieces``)."""
@@ -89,8 +90,8 @@ class CallRecord:
         if texts is None:
             texts = self.more[choice] = []
         texts.append(text)
-        if len(texts) >= COMPACT_AT and len(texts) >= next_compaction(len(texts[0])):
-            self.compact(choice)
+        if len(texts) >= self._compact_at.get(choice, COMPACT_AT):
+            self._compact_at[choice] = self.compact(choice)
 
     def compact(self, choice: int) -> int:
         """Join a choice's recorded pieces into at most two strings: the part already

@@ -127,9 +127,28 @@ def test_joins_copy_a_long_stream_a_bounded_number_of_times() -> None:
     assert next_compaction(0) == COMPACT_AT
 
 
-def test_other_choices_are_compacted_too() -> None:
-    record = CallRecord(_request(), 1)
-    for i in range(5_000):
-        record.add(1, f"w{i % 7} ")
-    assert len(record.more[1]) <= max(COMPACT_AT, len(record.more[1][0]) // 256) + 1
-    assert "".join(record.more[1]) == "".join(f"w{i % 7} " for i in range(5_000))
+class _Counting(CallRecord):
+    """A record that counts the characters its joins copy."""
+
+    copied = 0
+
+    def compact(self, choice: int) -> int:
+        texts = self.pieces if choice == 0 else self.more[choice]
+        self.copied += sum(map(len, texts))
+        return super().compact(choice)
+
+
+def test_other_choices_are_compacted_by_the_same_rule() -> None:
+    """Choices other than 0 (``n`` > 1) go through ``add``: the same bound on pieces held
+    and on copying, with part of the text counted (a budget check) or not."""
+    for checked in (False, True):
+        record = _Counting(_request(), 1)
+        record.limit = 10**9
+        pieces = 200_000
+        for i in range(pieces):
+            record.add(1, "tok ")
+            if checked and i == 100:
+                record.over_limit(4 * i)  # a counted boundary: joins keep both sides apart
+        assert len(record.more[1]) <= next_compaction(4 * pieces) + 1
+        assert record.copied <= 70 * 4 * pieces, record.copied / (4 * pieces)
+        assert "".join(record.more[1]) == "tok " * pieces
