@@ -44,7 +44,8 @@ class TracingPlugin:
             host.request_hook(bodies.capture_request, Phase.OBSERVE)  # after the firewall's
             host.stage(bodies.response_stage, Phase.OBSERVE)  # after the firewall's stage
         host.settler(obs.settle, Phase.OBSERVE)
-        host.stage(obs.count_stream, Phase.OBSERVE)
+        if config.metrics.enabled:  # the in-flight gauge: nothing to keep without metrics
+            host.stage(obs.count_stream, Phase.OBSERVE)
         host.on_start(obs.start)
         host.on_stop(obs.stop)
         from tollway.tracing.openapi import OPERATIONS as DOCS
