@@ -16,7 +16,10 @@
 - a **disconnect hook**: each request cycle carries ``DISCONNECT_HOOK``, where the app's
   ``ClientWatch`` registers itself, and the protocol calls it when the connection closes
   (or its body times out), so no task has to wait in ``receive()`` for that
-  (``tollway/api/watch.py``).
+  (``tollway/api/watch.py``);
+- **one write for headers and first body**: uvicorn writes a response's headers as soon as
+  the app sends ``http.response.start``; they now wait (at most to the end of that loop
+  step) for the first body and go out with it in one system call (``_HeldStart``).
 
 Timers cost nothing in the usual case: one is armed when a connection opens and
 cancelled as soon as a complete request has arrived; a later request arriving in
@@ -92,6 +95,60 @@ def _hang_up(cycle: Any) -> None:
     watch = getattr(cycle, DISCONNECT_HOOK, None)
     if watch is not None:
         watch.disconnected()
+
+
+class _HeldStart:
+    """A response cycle's transport until its first two writes have gone out as one.
+
+    uvicorn writes a response's status line and headers as soon as the app sends
+    ``http.response.start``, and its body on the next message: two ``write`` system
+    calls, where tollway's handlers always send the first body in the same step. The
+    headers wait here for that next write and go out with it in one ``writelines``
+    (one system call); if nothing follows in this step, a ``call_soon`` sends them
+    alone. Then the cycle writes to the connection's transport again directly.
+    """
+
+    __slots__ = ("_cycle", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:  # the first write (the headers; or a 100 Continue): wait a step
+            self._held = data
+            asyncio.get_running_loop().call_soon(self.flush)
+            return
+        self._held = None
+        self._cycle.transport = self._transport
+        if data:
+            self._transport.writelines((held, data))
+        else:  # (an empty body: a HEAD, 204 or 304 answer)
+            self._transport.write(held)
+
+    def flush(self) -> None:
+        """Send what waits (alone) and hand the cycle its transport back."""
+        held, self._held = self._held, None
+        if self._cycle.transport is self:
+            self._cycle.transport = self._transport
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+
+def _flush_held(cycle: Any) -> None:
+    """Let a cycle's held headers out before the protocol writes or closes itself."""
+    transport = getattr(cycle, "transport", None)
+    if type(transport) is _HeldStart:
+        transport.flush()
 
 
 class TollwayHttpProtocol(HttpToolsProtocol):
@@ -191,6 +248,7 @@ class TollwayHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None:  # (None after an upgrade request, which makes none)
             setattr(cycle, DISCONNECT_HOOK, None)  # no watch yet, but one may come
+            cycle.transport = _HeldStart(self.transport, cycle)  # type: ignore[assignment]
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, f"{msg} The request is not valid HTTP/1.1.", "invalid_http")
@@ -235,6 +293,7 @@ class TollwayHttpProtocol(HttpToolsProtocol):
             cycle.message_event.set()
             _hang_up(cycle)
         if answered:
+            _flush_held(cycle)
             self.transport.close()
         else:
             self._refuse(408, f"The request body did not arrive within "
@@ -255,6 +314,7 @@ class TollwayHttpProtocol(HttpToolsProtocol):
         transport = self.transport
         if transport.is_closing():
             return
+        _flush_held(self.cycle)  # a response's headers still waiting go first
         transport.write(error_response(status, message, code))
         try:
             transport.write_eof()
