@@ -210,7 +210,7 @@ def test_closing_sends_held_headers_first() -> None:
 
 async def _closing_sends_held_headers_first() -> None:
     raw, cycle = _Transport(), _Cycle()
-    cycle.transport = held = _HeldStart(raw, cycle)  # type: ignore[arg-type]
+    cycle.transport = held = _HeldStart(raw, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
     held.write(b"HTTP/1.1 200 OK\r\n\r\n")
     held.close()
     assert raw.calls == [("write", b"HTTP/1.1 200 OK\r\n\r\n"), ("close", b"")]
@@ -225,7 +225,7 @@ def test_an_empty_body_write_sends_the_headers_alone() -> None:
 
 async def _an_empty_body_write_sends_the_headers_alone() -> None:
     raw, cycle = _Transport(), _Cycle()
-    cycle.transport = held = _HeldStart(raw, cycle)  # type: ignore[arg-type]
+    cycle.transport = held = _HeldStart(raw, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
     held.write(b"HTTP/1.1 204 No Content\r\n\r\n")
     held.write(b"")
     assert raw.calls == [("write", b"HTTP/1.1 204 No Content\r\n\r\n")]
@@ -238,7 +238,7 @@ def test_nothing_is_written_to_a_closing_transport() -> None:
 
 async def _nothing_is_written_to_a_closing_transport() -> None:
     raw, cycle = _Transport(), _Cycle()
-    cycle.transport = held = _HeldStart(raw, cycle)  # type: ignore[arg-type]
+    cycle.transport = held = _HeldStart(raw, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
     held.write(b"HTTP/1.1 200 OK\r\n\r\n")
     raw.closing = True  # the client went away before the end of the step
     await asyncio.sleep(0)

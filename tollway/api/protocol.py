@@ -108,18 +108,21 @@ class _HeldStart:
     alone. Then the cycle writes to the connection's transport again directly.
     """
 
-    __slots__ = ("_cycle", "_held", "_transport")
+    __slots__ = ("_cycle", "_held", "_loop", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, cycle: Any, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._transport = transport
         self._cycle = cycle
+        self._loop = loop  # (not get_running_loop(): on Python 3.11 that is a getpid call)
         self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
         held = self._held
         if held is None:  # the first write (the headers; or a 100 Continue): wait a step
             self._held = data
-            asyncio.get_running_loop().call_soon(self.flush)
+            self._loop.call_soon(self.flush)
             return
         self._held = None
         self._cycle.transport = self._transport
@@ -248,7 +251,8 @@ class TollwayHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None:  # (None after an upgrade request, which makes none)
             setattr(cycle, DISCONNECT_HOOK, None)  # no watch yet, but one may come
-            cycle.transport = _HeldStart(self.transport, cycle)  # type: ignore[assignment]
+            cycle.transport = _HeldStart(  # type: ignore[assignment]
+                self.transport, cycle, self.loop)
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, f"{msg} The request is not valid HTTP/1.1.", "invalid_http")
