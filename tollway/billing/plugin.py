@@ -18,7 +18,6 @@ from tollway.auth import AuthResult, KeyAuthenticator
 from tollway.billing.account_api import AccountAPI
 from tollway.billing.admin_api import ADMIN_ROUTES, AdminAPI
 from tollway.billing.admission import Billing, Hold, effective_output_cap
-from tollway.billing.balance_lease import BalanceLeases
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import ensure_demo_account
 from tollway.billing.recovery import InstanceLease
@@ -30,6 +29,7 @@ from tollway.storage.base import ReservationStore
 from tollway.storage.sql import SqlStorage
 
 if TYPE_CHECKING:
+    from tollway.billing.balance_lease import BalanceLeases
     from tollway.config import Settings
 
 __all__ = ["BillingFeature", "BillingPlugin", "billing_config", "prepare_demo"]
@@ -66,7 +66,9 @@ class BillingFeature:
         self.lease = InstanceLease(self.store, self.config)
         await self.lease.start()
         reservations: ReservationStore = self.store
-        if self.config.balance_lease:
+        if self.config.balance_lease:  # (its module loaded only then)
+            from tollway.billing.balance_lease import BalanceLeases
+
             self.leases = BalanceLeases(
                 self.store, self.lease.id,
                 lease_requests=self.config.lease_requests,

@@ -20,6 +20,7 @@ async def connect_database(dsn: str) -> Database:
         from tollway.storage.sqlite import SqliteDatabase
 
         return await SqliteDatabase.shared(dsn)
+    from tollway.storage import pg_money  # noqa: F401 (its batches, loaded before requests)
     from tollway.storage.postgres import PostgresDatabase
 
     return await PostgresDatabase.connect(dsn)

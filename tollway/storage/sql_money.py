@@ -16,11 +16,10 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tollway.bounds import MAX_MONEY_MICROS
 from tollway.ids import ordered_hex
-from tollway.storage import pg_money
 from tollway.storage.base import (
     BalanceOutOfRange,
     LedgerEntry,
@@ -36,6 +35,9 @@ from tollway.storage.ledger_columns import (
     entry_values,
 )
 from tollway.storage.sql_audit import read_micros
+
+if TYPE_CHECKING:  # PostgreSQL's batches (``pg_money``) are loaded only on PostgreSQL
+    from tollway.storage import pg_money
 
 __all__ = ["ENTRY_COLUMNS", "MoneyQueries", "new_id"]
 
@@ -220,6 +222,8 @@ class MoneyQueries:
                      for amount, available_at_least in tries]  # fmt: skip
             batches = getattr(self, "_holds", None)
             if batches is None:
+                from tollway.storage import pg_money
+
                 batches = self._holds = pg_money.Holds(self.db, self._reserve_alone)
             return await batches.reserve(holds)
 
@@ -274,6 +278,8 @@ class MoneyQueries:
 
     async def _reserve_alone(self, holds: list[pg_money.Hold]) -> ReserveOutcome:
         """A reservation without spend caps on PostgreSQL, alone: one statement a try."""
+        from tollway.storage import pg_money
+
         for reservation, available_at_least in holds:
             held = await pg_money.reserve(self.db, reservation, available_at_least)
             if held is not None:
@@ -360,6 +366,8 @@ class MoneyQueries:
                 and self.db.dialect == "postgres"):
             batches = getattr(self, "_open_settlements", None)
             if batches is None:
+                from tollway.storage import pg_money
+
                 batches = self._open_settlements = pg_money.Settlements(
                     self.db, self._settle_open_alone, leased=False
                 )
@@ -440,6 +448,8 @@ class MoneyQueries:
         if not extra and self.db.dialect == "postgres":  # many a statement: a group commit
             batches = getattr(self, "_lease_settlements", None)
             if batches is None:
+                from tollway.storage import pg_money
+
                 batches = self._lease_settlements = pg_money.Settlements(
                     self.db, self._settle_leased_alone, leased=True
                 )
