@@ -1,4 +1,5 @@
-"""``tollway serve`` and ``check-config`` load none of the features' commands."""
+"""What a serving process does not load: the features' commands (``serve``, ``check-config``),
+the admin API before its first request, PostgreSQL's batches on SQLite, leases when off."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def test_help_lists_every_command() -> None:
     for command in ("serve", "check-config", "accounts", "keys", "credit", "ledger", "audit",
                     "traces", "models"):
         assert command in done.stdout
+
+
+def test_billing_plugin_loads_the_admin_api_only_when_asked() -> None:
+    code = ("import sys\nimport tollway.billing.plugin, tollway.storage.sql\n"
+            "print([m for m in ('tollway.billing.admin_api', 'tollway.billing.audit',"
+            " 'tollway.billing.balance_lease', 'tollway.storage.pg_money') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from tollway.auth import KeyAuthenticator, key_json, parse_expiry
 from tollway.billing.account_api import ledger_page
 from tollway.billing.admin_bodies import CreateAccountBody, CreateKeyBody, CreditBody, parse_body
+from tollway.billing.admin_routes import ADMIN_ROUTES
 from tollway.billing.audit import audit
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import account_json, create_account, credit, entry_json, require_account
@@ -23,18 +24,6 @@ __all__ = ["ADMIN_ROUTES", "AdminAPI"]
 
 Reply = tuple[int, dict[str, Any]]
 
-# (method, path pattern, AdminAPI method name); mount each with the app's "admin" access.
-ADMIN_ROUTES: list[tuple[str, str, str]] = [
-    ("GET", "/admin/accounts", "list_accounts"),
-    ("POST", "/admin/accounts", "create_account"),
-    ("GET", "/admin/accounts/{account}", "get_account"),
-    ("GET", "/admin/accounts/{account}/keys", "list_keys"),
-    ("POST", "/admin/accounts/{account}/keys", "create_key"),
-    ("POST", "/admin/keys/{key}/revoke", "revoke_key"),
-    ("POST", "/admin/accounts/{account}/credit", "credit"),
-    ("GET", "/admin/accounts/{account}/ledger", "ledger"),
-    ("GET", "/admin/audit", "audit"),
-]
 
 
 def _admin(request: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.auth import AuthResult, KeyAuthenticator
 from tollway.billing.account_api import AccountAPI
-from tollway.billing.admin_api import ADMIN_ROUTES, AdminAPI
+from tollway.billing.admin_routes import ADMIN_ROUTES
 from tollway.billing.admission import Billing, Hold, effective_output_cap
 from tollway.billing.config import BillingConfig
 from tollway.billing.ledger import ensure_demo_account
@@ -29,6 +29,7 @@ from tollway.storage.base import ReservationStore
 from tollway.storage.sql import SqlStorage
 
 if TYPE_CHECKING:
+    from tollway.billing.admin_api import AdminAPI
     from tollway.billing.balance_lease import BalanceLeases
     from tollway.config import Settings
 
@@ -53,7 +54,7 @@ class BillingFeature:
         self.leases: BalanceLeases | None = None
         self.billing: Billing | None = None
         self.account_api: AccountAPI | None = None
-        self.admin_api: AdminAPI | None = None
+        self._admin_api: AdminAPI | None = None  # made by the first admin request
         # GET /v1/account's extra fields: the host's AccountFields hooks (e.g. spend caps)
         self.extra_account_fields: Any = None
 
@@ -81,7 +82,17 @@ class BillingFeature:
         self.billing = Billing(reservations, self.config, self.lease.id)
         self.keys.start()
         self.account_api = AccountAPI(self.store, self.extra_account_fields)
-        self.admin_api = AdminAPI(self.store, self.keys, self.config)
+
+    @property
+    def admin_api(self) -> AdminAPI:
+        """The admin API, made (and its module loaded) by the first admin request."""
+        api = self._admin_api
+        if api is None:
+            from tollway.billing.admin_api import AdminAPI
+
+            assert self.store is not None and self.keys is not None, "billing not started"
+            api = self._admin_api = AdminAPI(self.store, self.keys, self.config)
+        return api
 
     async def stop(self) -> None:
         """Stop refreshers, deregister, close storage (after settlements drained)."""
