@@ -243,3 +243,22 @@ async def _nothing_is_written_to_a_closing_transport() -> None:
     raw.closing = True  # the client went away before the end of the step
     await asyncio.sleep(0)
     assert raw.calls == [] and cycle.transport is raw
+
+
+def test_pipelined_head_and_get_answers_come_in_order(address: tuple[str, int]) -> None:
+    """A HEAD answer has no body write: its headers go out at the end of the step, before
+    the next pipelined request's answer (whose task runs after that)."""
+    WRITES.clear()
+    sock = _request(address, "HEAD /whole HTTP/1.1\r\nHost: x\r\n\r\n"
+                    "GET /whole HTTP/1.1\r\nHost: x\r\n\r\n"
+                    "HEAD /late HTTP/1.1\r\nHost: x\r\n\r\n"
+                    "GET /late HTTP/1.1\r\nHost: x\r\n\r\n")  # fmt: skip
+    data = b""
+    while data.count(b"hello") < 2:
+        data += _read_until(sock, b"hello")
+    sock.close()
+    answers = data.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(answers) == 4
+    assert [a.endswith(b"\r\n\r\nhello") for a in answers] == [False, True, False, True]
+    assert all(a.endswith(b"\r\n\r\n") for a in answers[::2])
+    assert b"".join(body for _, body in WRITES) == data
