@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -71,10 +71,15 @@ def usd_str(micros: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FeePolicy:
-    """The platform fee that applies to one account."""
+    """The platform fee that applies to one account (``fixed_micros``: the fixed fee in
+    micro-USD, rounded once here instead of at every use)."""
 
     fraction: Decimal = Decimal(0)
     fixed_usd: Decimal = Decimal(0)
+    fixed_micros: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fixed_micros", to_micros(self.fixed_usd))
 
 
 def fee_policy(config: BillingConfig, account: Account | None = None) -> FeePolicy:
@@ -129,7 +134,7 @@ def fee_micros(base_micros: int, policy: FeePolicy) -> int:
     """Rule 3: the fee on a rounded base (base_micros × fraction is base × fraction in µ$)."""
     fraction = policy.fraction
     fee = int((fraction * base_micros).quantize(_ONE, rounding=ROUND_HALF_UP)) if fraction else 0
-    return fee + to_micros(policy.fixed_usd) if policy.fixed_usd else fee
+    return fee + policy.fixed_micros
 
 
 def priced(base_usd: Decimal, policy: FeePolicy) -> Cost:
@@ -147,7 +152,7 @@ def compute_cost(
 
 def largest_within(limit_micros: int, policy: FeePolicy) -> Cost:
     """Rule 5: the dearest cost (base and fee by rules 3–4) whose total is ≤ ``limit_micros``."""
-    fixed = to_micros(policy.fixed_usd)
+    fixed = policy.fixed_micros
     if limit_micros <= fixed:
         return Cost(0, min(fee_micros(0, policy), max(limit_micros, 0)))
     base = int((limit_micros - fixed) / (1 + policy.fraction))  # an estimate; fix it up

@@ -24,7 +24,6 @@ from tollway.billing.pricing import (
     base_cost_usd,
     capped,
     largest_within,
-    micros_to_usd,
     priced,
     usd_str,
 )
@@ -198,7 +197,8 @@ class Tab:
         if dep is None or dep.prices.output_per_mtok == 0:
             return _UNLIMITED
         # any exact base below B + ½ µ$ rounds to at most B, whose total fits
-        room = micros_to_usd(largest_within(self.reserved_micros, self.policy).base_micros)
+        # (``scaleb``: the micro-USD as USD, exactly, without ``micros_to_usd``'s division)
+        room = Decimal(largest_within(self.reserved_micros, self.policy).base_micros).scaleb(-6)
         room += _HALF_MICRO - self.spent_base_usd(excluding=call)
         prompt = math.ceil(call.prompt_counted * (1 + self._margin))
         room -= prompt * dep.prices.highest_input / _MILLION

@@ -59,6 +59,8 @@ class FirewallBlocked(ContentBlocked):
 def verdicts_for(scanner: Scanner, counts: dict[str, int], where: str) -> list[Verdict]:
     """Verdict dicts ``{detector, action, where, count}`` in rule order."""
     out: list[Verdict] = []
+    if not counts:  # the common case: nothing found
+        return out
     for rule in scanner.rules:
         n = counts.get(rule.detector.name, 0)
         if n:
