@@ -1,10 +1,13 @@
-"""The first body of a SQLite group runs without a savepoint (the transaction is its savepoint).
+"""Savepoints on SQLite only where a body's failure needs one.
 
-A savepoint copies every page its body changes into the statement journal; a group's first
-body has nothing before it to protect, so it runs bare, and when it fails the transaction
-itself is rolled back (``run``: and begun again for the bodies after it; ``run_early``: the
-group ends and the bodies queued meanwhile get another). These tests hold both paths to
-what the savepoints promised: each body all or nothing, the others unaffected.
+A savepoint copies every page its bodies change into the statement journal. The bodies
+queued for a group run under one savepoint for them all, or none when nothing came before
+them in the transaction (it is then theirs); an early body (``run_early``) first in its
+group runs without one. When such a body fails, the transaction (or the batch's savepoint)
+is rolled back: queued bodies then run again with a savepoint each, so that only the failed
+one's changes go; a failed early body ends its group and the bodies queued meanwhile get
+another. These tests hold every path to what a savepoint a body promised: each body all or
+nothing, in order, the others unaffected.
 """
 
 from __future__ import annotations
@@ -67,12 +70,22 @@ async def test_a_lone_body_runs_without_a_savepoint(tmp_path: Path) -> None:
         assert await _balance(store, account_id) == 5
 
 
-async def test_bodies_after_the_first_keep_their_savepoints(tmp_path: Path) -> None:
+async def test_queued_bodies_run_together_without_savepoints(tmp_path: Path) -> None:
     async with _account(tmp_path / "b.db") as (store, db, account_id, statements):
         results = await asyncio.gather(*(db.run(_credit(account_id, 10**i)) for i in range(3)))
         assert results == [1, 11, 111]
-        assert _savepoints(statements) == ["SAVEPOINT queued", "RELEASE queued"] * 2
+        assert _savepoints(statements) == []
         assert await _balance(store, account_id) == 111
+
+
+async def test_queued_bodies_after_an_early_one_share_one_savepoint(tmp_path: Path) -> None:
+    async with _account(tmp_path / "s.db") as (store, db, account_id, statements):
+        early = db.run_early(_credit(account_id, 1))
+        assert early is not None
+        results = await asyncio.gather(*(db.run(_credit(account_id, 10**i)) for i in (1, 2, 3)))
+        assert results == [11, 111, 1111] and await early[1] == 1
+        assert _savepoints(statements) == ["SAVEPOINT batch", "RELEASE batch"]
+        assert await _balance(store, account_id) == 1111
 
 
 async def test_a_failing_first_body_leaves_nothing_and_the_others_commit(tmp_path: Path) -> None:
@@ -85,10 +98,32 @@ async def test_a_failing_first_body_leaves_nothing_and_the_others_commit(tmp_pat
         )
         assert isinstance(results[0], ValueError)
         assert results[1:] == [3, 43]  # the failed body's update is gone before they run
-        # rolled back and begun again; the next body is then first again (no savepoint)
-        assert statements.count("ROLLBACK") == 1
-        assert _savepoints(statements) == ["ROLLBACK", "SAVEPOINT queued", "RELEASE queued"]
+        # the transaction rolled back and begun again, then a savepoint a body
+        assert _savepoints(statements) == [
+            "ROLLBACK", "SAVEPOINT queued", "ROLLBACK TO queued", "RELEASE queued",
+            *["SAVEPOINT queued", "RELEASE queued"] * 2,
+        ]  # fmt: skip
         assert await _balance(store, account_id) == 43
+
+
+async def test_a_failing_body_after_an_early_one_leaves_the_early_ones_changes(
+    tmp_path: Path,
+) -> None:
+    async with _account(tmp_path / "g.db") as (store, db, account_id, statements):
+        early = db.run_early(_credit(account_id, 1))
+        assert early is not None
+        results = await asyncio.gather(
+            db.run(_credit(account_id, 20)),
+            db.run(_credit(account_id, 1000, fail=True)),
+            db.run(_credit(account_id, 300)),
+            return_exceptions=True,
+        )
+        assert results[0] == 21 and isinstance(results[1], ValueError) and results[2] == 321
+        assert await early[1] == 1
+        assert _savepoints(statements)[:3] == [
+            "SAVEPOINT batch", "ROLLBACK TO batch", "RELEASE batch",
+        ]  # fmt: skip
+        assert await _balance(store, account_id) == 321
 
 
 async def test_an_early_body_that_fails_first_ends_its_group(tmp_path: Path) -> None:
