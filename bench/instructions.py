@@ -2,8 +2,9 @@
 
 Times on a shared 2-vCPU machine move by a fifth between identical runs, more than most
 single changes to the request path save. Counting instructions does not: callgrind counts
-every instruction the process runs, whatever else the machine is doing (two identical runs
-differ by well under 0.1 %).
+every instruction the process runs, whatever else the machine is doing (features off, two
+identical runs differ by well under 0.1 %; what waits on the clock, a group commit's window
+or traces' batches, moves a run by up to 2–3 %: compare runs made alike).
 
 ``python -m bench.instructions [--features off,on,billing,traces,firewall] [--kinds
 whole,stream] [--requests 50 150] [--concurrency 1] [--jobs 2]`` starts the bench's upstream;
