@@ -209,7 +209,7 @@ class SqliteDatabase:
         self._early: list[tuple[asyncio.Future[Any], Any, bool]] = []
         self._opening: asyncio.Task[None] | None = None  # opens a group for queued bodies
         # the open transaction has written nothing yet: its next body runs without a
-        # savepoint (if it fails, the transaction itself is rolled back; see _run_together, run_early)
+        # savepoint (if it fails, the transaction is rolled back: _run_together, run_early)
         self._clean = False
         self._holders = 1  # callers of connect/shared that have not closed it yet
         self._closed = False
