@@ -164,6 +164,8 @@ def _feature_sets(names: list[str]) -> dict[str, tuple[dict[str, Any], dict[str,
         if name == PASSTHROUGH:
             sets[name] = ({}, {})
             continue
+        if name not in ("on", "off") and name not in {f.name for f in FEATURES}:
+            raise SystemExit(f"unknown feature set {name!r}")
         config: dict[str, Any] = {}
         request: dict[str, Any] = {}
         for feat in FEATURES:
@@ -172,8 +174,6 @@ def _feature_sets(names: list[str]) -> dict[str, tuple[dict[str, Any], dict[str,
                 request.update(feat.request)
             else:
                 config.update(feat.off)
-        if name not in ("on", "off") and name not in {f.name for f in FEATURES}:
-            raise SystemExit(f"unknown feature set {name!r}")
         sets[name] = (config, request)
     return sets
 

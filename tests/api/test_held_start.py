@@ -204,13 +204,19 @@ class _Cycle:
     transport: Any = None
 
 
+def _held() -> tuple[_Transport, _Cycle, _HeldStart]:
+    """A recording transport, a cycle, and the cycle's ``_HeldStart`` over the transport."""
+    raw, cycle = _Transport(), _Cycle()
+    cycle.transport = held = _HeldStart(raw, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
+    return raw, cycle, held
+
+
 def test_closing_sends_held_headers_first() -> None:
     asyncio.run(_closing_sends_held_headers_first())
 
 
 async def _closing_sends_held_headers_first() -> None:
-    raw, cycle = _Transport(), _Cycle()
-    cycle.transport = held = _HeldStart(raw, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
+    raw, cycle, held = _held()
     held.write(b"HTTP/1.1 200 OK\r\n\r\n")
     held.close()
     assert raw.calls == [("write", b"HTTP/1.1 200 OK\r\n\r\n"), ("close", b"")]
@@ -224,8 +230,7 @@ def test_an_empty_body_write_sends_the_headers_alone() -> None:
 
 
 async def _an_empty_body_write_sends_the_headers_alone() -> None:
-    raw, cycle = _Transport(), _Cycle()
-    cycle.transport = held = _HeldStart(raw, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
+    raw, cycle, held = _held()
     held.write(b"HTTP/1.1 204 No Content\r\n\r\n")
     held.write(b"")
     assert raw.calls == [("write", b"HTTP/1.1 204 No Content\r\n\r\n")]
@@ -237,8 +242,7 @@ def test_nothing_is_written_to_a_closing_transport() -> None:
 
 
 async def _nothing_is_written_to_a_closing_transport() -> None:
-    raw, cycle = _Transport(), _Cycle()
-    cycle.transport = held = _HeldStart(raw, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
+    raw, cycle, held = _held()
     held.write(b"HTTP/1.1 200 OK\r\n\r\n")
     raw.closing = True  # the client went away before the end of the step
     await asyncio.sleep(0)

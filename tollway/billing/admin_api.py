@@ -25,7 +25,6 @@ __all__ = ["ADMIN_ROUTES", "AdminAPI"]
 Reply = tuple[int, dict[str, Any]]
 
 
-
 def _admin(request: dict[str, Any]) -> None:
     if not request.get("is_admin"):
         raise PermissionDenied("A valid admin key is required.")

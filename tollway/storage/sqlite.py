@@ -206,7 +206,7 @@ class SqliteDatabase:
         self.busy_waits = 0  # times BEGIN met another process's write lock and slept
         self._queued: list[tuple[_Body, asyncio.Future[Any]]] = []
         # bodies run at once in the open group (``run_early``): told at its commit
-        self._early: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        self._early: list[_Ran] = []
         self._opening: asyncio.Task[None] | None = None  # opens a group for queued bodies
         # the open transaction has written nothing yet: its next body runs without a
         # savepoint (if it fails, the transaction is rolled back: _run_together, run_early)
