@@ -241,6 +241,10 @@ def test_split_finds_the_unsplit_findings_plus_new_edge_readings(
 
 @SETTINGS
 @given(case=cases())
+# found by a full local run of this property (2026-11-29): "+" read in a tool's description, the
+# rest of the phone number in a message; the tag went to whichever field came first in
+# the body instead of in reading order, and so to neither
+@example(case=("Hi", "", "+1 415 555 2671", "", "ok", [1], ["message", "tool_description"]))
 def test_split_redacts_what_the_unsplit_redacts(
     case: tuple[str, str, str, str, str, list[int], list[str]],
 ) -> None:

@@ -202,8 +202,9 @@ def _scan(
 
 def _redacted(scanner: Scanner, segs: list[Segment], found: _Findings) -> dict[int, str]:
     """New texts of the segments a redaction touches. Overlapping redact findings form one
-    region; it reads as one tag where it starts (named by its finding with the fewest
-    cuts, then the first, then by rule priority) and the rest of it is removed."""
+    region; it reads as one tag where it starts in reading order (named by its finding with
+    the fewest cuts, then the first read, then by rule priority) and the rest of it is
+    removed."""
     redact = [r.action == "redact" for r in scanner.rules]
     items = [f for f in found.found if redact[f[0]]]
     if not items:
@@ -228,15 +229,19 @@ def _redacted(scanner: Scanner, segs: list[Segment], found: _Findings) -> dict[i
                 parent[root(n)] = root(owner)
             if hi > end:
                 end, owner = hi, n
+    # where a piece starts, in reading order (a finding's pieces are listed so; segment
+    # indices are body order, and the tools and the system prompt are read first)
+    rank = {seg: n for n, seg in enumerate(reading_order(segs))}
     label: dict[int, tuple[int, int, int, int]] = {}
-    start: dict[int, tuple[int, int]] = {}
+    start: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
     for n, (rule, cuts, pieces) in enumerate(items):
         r, first = root(n), pieces[0][:2]
-        key = (cuts, *first, rule)
+        read_at = (rank.get(first[0], len(segs) + first[0]), first[1])
+        key = (cuts, *read_at, rule)
         if r not in label or key < label[r]:
             label[r] = key
-        if r not in start or first < start[r]:
-            start[r] = first
+        if r not in start or read_at < start[r][0]:
+            start[r] = (read_at, first)
     tags = [f"[REDACTED:{rule.detector.name}]" for rule in scanner.rules]
     new: dict[int, str] = {}
     for seg, spans in by_seg.items():
@@ -250,7 +255,8 @@ def _redacted(scanner: Scanner, segs: list[Segment], found: _Findings) -> dict[i
                 k += 1
             out.append(text[at:lo])
             r = root(n)
-            if start[r] == (seg, lo):
+            first_seg, first_lo = start[r][1]
+            if first_seg == seg and lo <= first_lo < hi:  # the region's first text read
                 out.append(tags[label[r][3]])
             at = hi
         out.append(text[at:])
