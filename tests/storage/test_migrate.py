@@ -129,3 +129,88 @@ async def test_money_migration_keeps_a_live_ledger(dsn: str) -> None:
             await store.append(overage)  # one overage line per request
     finally:
         await store.close()
+
+
+async def test_checks_without_lists_keep_a_live_database(tmp_path: Path) -> None:
+    """0500 on a SQLite database with reservations and entries: every row, id, state and the
+    ledger's sequence kept; the constraints still refuse what they refused; and a billed
+    request's writes no longer build an ephemeral index of a CHECK's list."""
+    from tollway.storage.migrate import _CREATE_TABLE, _run_script
+
+    dsn = f"sqlite:///{tmp_path / 'c.db'}"
+    earlier = [m for m in migrations("sqlite") if m.version < 500]
+    db = await connect_database(dsn)
+    try:
+        async with db.transaction() as tx:  # a database as 0400 left it
+            await tx.execute(_CREATE_TABLE)
+            for m in earlier:
+                await _run_script(tx, "sqlite", m.sql)
+                await tx.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)",
+                                 m.version, m.name)  # fmt: skip
+    finally:
+        await db.close()
+    db = await connect_database(dsn)
+    try:
+        async with db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO accounts (id, name, created_at, updated_at, balance_micros,"
+                " reserved_micros) VALUES ('a', 'a', 0, 0, 10, 4)"
+            )
+            for i, state in enumerate(("open", "settled", "released")):
+                await tx.execute(
+                    "INSERT INTO reservations (id, request_id, account_id, instance_id,"
+                    " amount_micros, state, created_at) VALUES (?, ?, 'a', 'i', 4, ?, ?)",
+                    f"res_{i}", f"r{i}", state, float(i),
+                )  # fmt: skip
+            for amount in (12, -2):
+                await tx.insert(
+                    "INSERT INTO ledger_entries (account_id, kind, amount_micros, request_id,"
+                    " partial, created_at) VALUES ('a', ?, ?, ?, 0, 0)",
+                    "credit" if amount > 0 else "debit", amount, f"r{amount}",
+                )  # fmt: skip
+            # a sequence ahead of the largest id (an id handed out, its row rolled back
+            # by an older SQLite, or a restored backup): ids must go on past it
+            await tx.execute("UPDATE sqlite_sequence SET seq = 40 WHERE name = 'ledger_entries'")
+        reservations = await db.fetch("SELECT * FROM reservations ORDER BY id")
+        entries = await db.fetch("SELECT * FROM ledger_entries ORDER BY id")
+    finally:
+        await db.close()
+    assert await upgrade(dsn) == ["0500_checks_without_lists"]
+    store = await open_storage(dsn)
+    try:
+        db = store.db
+        assert await db.fetch("SELECT * FROM reservations ORDER BY id") == reservations
+        assert await db.fetch("SELECT * FROM ledger_entries ORDER BY id") == entries
+        opened = await store.open_reservations()
+        assert [r.id for r in opened] == ["res_0"]
+        with pytest.raises(Exception, match="CHECK"):
+            await db.execute("UPDATE reservations SET state = 'gone' WHERE id = 'res_0'")
+        with pytest.raises(Exception, match="CHECK"):
+            await db.execute("INSERT INTO ledger_entries (account_id, kind, amount_micros,"
+                             " partial, created_at) VALUES ('a', 'gift', 1, 0, 0)")  # fmt: skip
+        with pytest.raises(Exception, match="append-only"):
+            await db.execute("DELETE FROM ledger_entries")
+        with pytest.raises(Exception, match="(?i)unique"):
+            await db.execute("INSERT INTO ledger_entries (account_id, kind, amount_micros,"
+                             " request_id, partial, created_at)"
+                             " VALUES ('a', 'debit', -1, 'r-2', 0, 0)")  # fmt: skip
+        entry = await store.append(NewEntry("a", "credit", 5))
+        assert entry.id == 41
+        indexes = {r["name"] for r in await db.fetch(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}  # fmt: skip
+        assert {"reservations_open", "ledger_account", "ledger_one_debit",
+                "ledger_one_overage", "ledger_time", "ledger_account_time",
+                "ledger_account_kind"} <= indexes  # fmt: skip
+        from tollway.storage.ledger_columns import ENTRY_COLUMNS, ENTRY_PLACEHOLDERS
+
+        writes = [
+            f"INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ({ENTRY_PLACEHOLDERS})",
+            "INSERT INTO reservations (id, request_id, account_id, instance_id,"
+            " amount_micros, state, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
+            "UPDATE reservations SET state = ?, closed_at = ? WHERE id = ? AND state = 'open'",
+        ]
+        for sql in writes:
+            program = await db.fetch(f"EXPLAIN {sql}", *[None] * sql.count("?"))
+            assert not [op for op in program if op["opcode"] == "OpenEphemeral"], sql
+    finally:
+        await store.close()

@@ -30,6 +30,14 @@ class Tx(Protocol):
         """``INSERT`` one row into a table whose key is an integer ``id``; that id."""
         ...
 
+    async def update_returning(
+        self, sql: str, *args: Any, returning: str, table: str, row_id: Any
+    ) -> dict[str, Any] | None:
+        """``sql``, an ``UPDATE`` of at most the row of ``table`` whose ``id`` is ``row_id``
+        (its ``WHERE`` says ``id = ?``), then that row's ``returning`` columns as the update
+        left them, as ``UPDATE … RETURNING`` gives them; None if it changed no row."""
+        ...
+
 
 class Database(Tx, Protocol):
     """A connection pool (or one serialized connection) with write transactions.

@@ -56,6 +56,12 @@ class _PgTx:
     async def insert(self, sql: str, *args: Any) -> int:
         return int(await self._conn.fetchval(dollar_params(sql + " RETURNING id"), *args))
 
+    async def update_returning(
+        self, sql: str, *args: Any, returning: str, table: str, row_id: Any
+    ) -> dict[str, Any] | None:
+        row = await self._conn.fetchrow(dollar_params(f"{sql} RETURNING {returning}"), *args)
+        return dict(row) if row is not None else None
+
 
 class PostgresDatabase:
     """An asyncpg pool."""
@@ -84,6 +90,12 @@ class PostgresDatabase:
 
     async def insert(self, sql: str, *args: Any) -> int:
         return int(await self._pool.fetchval(dollar_params(sql + " RETURNING id"), *args))
+
+    async def update_returning(
+        self, sql: str, *args: Any, returning: str, table: str, row_id: Any
+    ) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(dollar_params(f"{sql} RETURNING {returning}"), *args)
+        return dict(row) if row is not None else None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:

@@ -45,8 +45,17 @@ __all__ = ["ENTRY_COLUMNS", "MoneyQueries", "new_id"]
 _HOLD = (
     "UPDATE accounts SET reserved_micros = reserved_micros + ?"
     " WHERE id = ? AND NOT disabled AND balance_micros - reserved_micros >= ?"
-    " RETURNING balance_micros, reserved_micros"
 )
+
+
+async def _hold(
+    tx: Tx, amount: int, account_id: str, available_at_least: int
+) -> dict[str, Any] | None:
+    """``_HOLD``: the account's balance and reserved amount after it, or None if refused."""
+    return await tx.update_returning(
+        _HOLD, amount, account_id, available_at_least,
+        returning="balance_micros, reserved_micros", table="accounts", row_id=account_id,
+    )  # fmt: skip
 
 
 def new_id(prefix: str) -> str:
@@ -98,13 +107,12 @@ async def _close_reservation(
 ) -> dict[str, Any] | None:
     """Mark an open reservation closed and (unless the caller does it in its own update of
     the account) give its amount back; None if not open."""
-    row = await tx.fetchrow(
-        "UPDATE reservations SET state = ?, closed_at = ? WHERE id = ? AND state = 'open'"
-        " RETURNING account_id, request_id, amount_micros",
-        state,
-        time.time(),
-        reservation_id,
-    )
+    row = await tx.update_returning(
+        "UPDATE reservations SET state = ?, closed_at = ? WHERE id = ? AND state = 'open'",
+        state, time.time(), reservation_id,
+        returning="account_id, request_id, amount_micros", table="reservations",
+        row_id=reservation_id,
+    )  # fmt: skip
     if row is not None and give_back:
         await _give_back(tx, row)
     return row
@@ -230,11 +238,11 @@ class MoneyQueries:
         async def body(tx: Tx) -> ReserveOutcome:
             amount, row = amount_micros, None
             if roomy is not None:
-                row = await tx.fetchrow(_HOLD, roomy[0], account_id, max(roomy))
+                row = await _hold(tx, roomy[0], account_id, max(roomy))
                 if row is not None:
                     amount = roomy[0]
             if row is None:
-                row = await tx.fetchrow(_HOLD, amount, account_id, amount)
+                row = await _hold(tx, amount, account_id, amount)
             if row is None:
                 return ReserveOutcome(None, *await _balance(tx, account_id))
             reservation = Reservation(
@@ -310,7 +318,7 @@ class MoneyQueries:
                 raise _Refused(None)
             account_id = res["account_id"]
             amount = first
-            row = await tx.fetchrow(_HOLD, first, account_id, max(roomy or (first,)))
+            row = await _hold(tx, first, account_id, max(roomy or (first,)))
             if row is None and roomy is not None:
                 amount = amount_micros  # not ample for the roomy growth: the plain one
                 res = await tx.fetchrow(
@@ -320,7 +328,7 @@ class MoneyQueries:
                     reservation_id,
                 )
                 assert res is not None
-                row = await tx.fetchrow(_HOLD, amount, account_id, amount)
+                row = await _hold(tx, amount, account_id, amount)
             if row is None:
                 raise _Refused(account_id)
             if caps:
@@ -465,10 +473,11 @@ class MoneyQueries:
         """``settle_leased`` in one transaction of its own."""
 
         async def body(tx: Tx) -> tuple[LedgerEntry | None, bool]:
-            row = await tx.fetchrow(
+            row = await tx.update_returning(
                 "UPDATE reservations SET amount_micros = amount_micros - ?"
-                " WHERE id = ? AND state = 'open' AND amount_micros >= ? RETURNING account_id",
+                " WHERE id = ? AND state = 'open' AND amount_micros >= ?",
                 shrink, lease_id, shrink,
+                returning="account_id", table="reservations", row_id=lease_id,
             )  # fmt: skip
             if row is not None and row["account_id"] == debit.account_id:
                 entry = await _append(tx, debit, move_balance=False)

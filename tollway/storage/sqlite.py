@@ -188,6 +188,23 @@ class _SqliteTx:
             raise sqlite3.InterfaceError(f"no row inserted by {sql!r}")
         return rowid
 
+    async def update_returning(
+        self, sql: str, *args: Any, returning: str, table: str, row_id: Any
+    ) -> dict[str, Any] | None:
+        """The ``UPDATE``, then a ``SELECT`` of the row by its key: not ``RETURNING``, which
+        SQLite runs into an ephemeral table of its own (opened, written, read and closed
+        for each statement: ≈ 14,000 instructions more than the two statements)."""
+        cur = self._conn.execute(sql, args)
+        try:
+            changed = cur.rowcount
+        finally:
+            cur.close()
+        if changed == 0:
+            return None
+        if changed != 1:  # pragma: no cover - the WHERE names the row's key
+            raise sqlite3.IntegrityError(f"{sql!r} changed {changed} rows of {table}")
+        return await self.fetchrow(f"SELECT {returning} FROM {table} WHERE id = ?", row_id)
+
 
 class SqliteDatabase:
     """One sqlite3 connection in WAL mode, used from the event loop."""
@@ -293,6 +310,14 @@ class SqliteDatabase:
     async def insert(self, sql: str, *args: Any) -> int:
         async with self.transaction() as tx:
             return await tx.insert(sql, *args)
+
+    async def update_returning(
+        self, sql: str, *args: Any, returning: str, table: str, row_id: Any
+    ) -> dict[str, Any] | None:
+        async with self.transaction() as tx:
+            return await tx.update_returning(
+                sql, *args, returning=returning, table=table, row_id=row_id
+            )
 
     def transaction(self) -> _Transaction:
         """A write transaction (``BEGIN IMMEDIATE``), possibly shared with concurrent callers.
