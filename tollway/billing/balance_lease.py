@@ -47,7 +47,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from tollway.ids import ordered_hex
 from tollway.storage.base import (
@@ -119,6 +119,7 @@ class BalanceLeases:
         self._retired: set[_Lease] = set()  # leases waiting for their last hold
         self._holds: dict[str, _Hold] = {}  # hold (reservation) id → its hold
         self._task: asyncio.Task[None] | None = None
+        self._round: asyncio.Future[None] | None = None  # the background tidying's round
 
     # -- ReservationStore --------------------------------------------------------------
 
@@ -343,17 +344,36 @@ class BalanceLeases:
             free = lease.free
             if lease.holds and free <= 0:
                 continue  # all of it held: given back as its holds settle
-            try:  # everything once no hold is left: that closes it
-                done = await self._store.shrink_lease(lease.id, free)
-            except Exception:  # a database hiccup: the next round tries again
-                log.exception("could not give back balance lease %s", lease.id)
+            # shielded: a tidying cancelled while the give-back is written (the background
+            # round, stopped by close()) must not leave the lease in memory apart from its row
+            given = await asyncio.shield(self._give_back(lease, free))
+            if given == "failed":  # a database hiccup: the next round tries again
                 continue
-            if done:
-                lease.amount -= free
-            # closed: by us (nothing left; holds that settled while this was written gave
-            # theirs back and leave what remains for the next round), or by crash recovery
-            if not done or (lease.holds == 0 and lease.amount == 0):
+            # closed: by us, or (refused) by crash recovery. Still open: holds are left, or
+            # what they gave back as they settled meanwhile, or what a growth written
+            # meanwhile added; the next rounds give it back and close it (a row left
+            # holding 0 is open until a give-back of 0 closes it)
+            if given != "open":
                 self._retired.discard(lease)
+
+    async def _give_back(
+        self, lease: _Lease, free: int
+    ) -> Literal["open", "closed", "refused", "failed"]:
+        """Give ``free`` of ``lease`` back: the lease's state after it in the database
+        ("refused": it was closed or short there; "failed": an error, nothing changed)."""
+        # gone from the lease before it is written: a hold growing meanwhile (a retired
+        # lease's holds may) must grow the lease, not take the part being given back
+        lease.amount -= free
+        try:
+            state = await self._store.shrink_lease(lease.id, free)
+        except Exception:
+            lease.amount += free
+            log.exception("could not give back balance lease %s", lease.id)
+            return "failed"
+        if state is None:
+            lease.amount += free
+            return "refused"
+        return state
 
     def start(self) -> None:
         """Tidy in the background (every half idle period, at most once a second)."""
@@ -364,8 +384,10 @@ class BalanceLeases:
         period = min(self._idle / 2, 1.0)
         while True:
             await asyncio.sleep(period)
+            # a round of its own: stopping this task (close) lets a round under way finish
+            self._round = asyncio.ensure_future(self.tidy())
             try:
-                await self.tidy()
+                await asyncio.shield(self._round)
             except Exception:  # never let the leases stop going back
                 log.exception("balance lease tidying failed")
 
@@ -376,6 +398,10 @@ class BalanceLeases:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._round is not None:  # the background round under way, if one is
+            with contextlib.suppress(Exception):  # (logged there)
+                await self._round
+            self._round = None
         for lease in list(self._leases.values()):
             self._retire(lease)
         await self.tidy()

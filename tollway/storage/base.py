@@ -233,7 +233,9 @@ class LeaseStore(ReservationStore, Protocol):
         give_back: int = 0,
     ) -> tuple[LedgerEntry | None, bool]: ...
 
-    async def shrink_lease(self, lease_id: str, amount_micros: int) -> bool: ...
+    async def shrink_lease(
+        self, lease_id: str, amount_micros: int
+    ) -> Literal["open", "closed"] | None: ...
 
 
 class InstanceStore(Protocol):

@@ -505,25 +505,28 @@ class MoneyQueries:
 
         return await self.db.run(body)
 
-    async def shrink_lease(self, lease_id: str, amount_micros: int) -> bool:
-        """Give ``amount_micros`` of an open lease back to its account (False: not open, or
-        it holds less). ``amount_micros`` of everything it holds returns it: the lease is
-        then closed (released, with no ledger entry: it was never a request's)."""
+    async def shrink_lease(
+        self, lease_id: str, amount_micros: int
+    ) -> Literal["open", "closed"] | None:
+        """Give ``amount_micros`` of an open lease back to its account: whether the lease is
+        still open after it, or None when it was not open or holds less. ``amount_micros``
+        of everything it holds (0 of nothing) returns it: the lease is then closed
+        (released, with no ledger entry: it was never a request's)."""
 
-        async def body(tx: Tx) -> bool:
+        async def body(tx: Tx) -> Literal["open", "closed"] | None:
             row = await tx.fetchrow(
                 "UPDATE reservations SET amount_micros = amount_micros - ?,"
                 " state = CASE WHEN amount_micros = ? THEN 'released' ELSE state END,"
                 " closed_at = CASE WHEN amount_micros = ? THEN ? ELSE closed_at END"
                 " WHERE id = ? AND state = 'open' AND amount_micros >= ?"
-                " RETURNING account_id",
+                " RETURNING account_id, state",
                 amount_micros, amount_micros, amount_micros, time.time(), lease_id,
                 amount_micros,
             )  # fmt: skip
             if row is None:
-                return False
+                return None
             await _give_back(tx, {"amount_micros": amount_micros, "account_id": row["account_id"]})
-            return True
+            return "open" if row["state"] == "open" else "closed"
 
         return await self.db.run(body)
 
