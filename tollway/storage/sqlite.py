@@ -194,11 +194,7 @@ class _SqliteTx:
         """The ``UPDATE``, then a ``SELECT`` of the row by its key: not ``RETURNING``, which
         SQLite runs into an ephemeral table of its own (opened, written, read and closed
         for each statement: ≈ 14,000 instructions more than the two statements)."""
-        cur = self._conn.execute(sql, args)
-        try:
-            changed = cur.rowcount
-        finally:
-            cur.close()
+        changed = await self.execute(sql, *args)
         if changed == 0:
             return None
         if changed != 1:  # pragma: no cover - the WHERE names the row's key
