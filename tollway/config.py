@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from decimal import Decimal
@@ -84,25 +85,29 @@ class Prices(_Strict):
         "(default: the 5-minute price)",
     )
 
-    @property
+    # The prices in effect are worked out once per Prices (a billed request asks for them
+    # a dozen times; as plain properties ≈ 1.6 µs for highest_input alone, 0.1 µs kept).
+    # A frozen model never changes, and model_copy drops what was kept (below).
+
+    @functools.cached_property
     def cached_input(self) -> Decimal:
         """The cache-read price in effect."""
         c = self.cached_input_per_mtok
         return self.input_per_mtok if c is None else c
 
-    @property
+    @functools.cached_property
     def cache_write(self) -> Decimal:
         """The 5-minute cache-write price in effect."""
         c = self.cache_write_per_mtok
         return self.input_per_mtok if c is None else c
 
-    @property
+    @functools.cached_property
     def cache_write_1h(self) -> Decimal:
         """The 1-hour cache-write price in effect."""
         c = self.cache_write_1h_per_mtok
         return self.cache_write if c is None else c
 
-    @property
+    @functools.cached_property
     def highest_input(self) -> Decimal:
         """The dearest price any prompt token may cost (a prompt token may be a cache write)."""
         return max(self.input_per_mtok, self.cached_input, self.cache_write, self.cache_write_1h)
@@ -110,6 +115,16 @@ class Prices(_Strict):
     @property
     def is_free(self) -> bool:
         return self.highest_input == 0 and self.output_per_mtok == 0
+
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> Prices:
+        """A copy without the prices in effect this one kept (an update may change them)."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in _PRICES_IN_EFFECT:
+            copied.__dict__.pop(name, None)
+        return copied
+
+
+_PRICES_IN_EFFECT = ("cached_input", "cache_write", "cache_write_1h", "highest_input")
 
 
 FREE = Prices(input_per_mtok=Decimal(0), output_per_mtok=Decimal(0))

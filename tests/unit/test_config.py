@@ -116,3 +116,27 @@ def test_usage_convention_and_price_bounds() -> None:
     for bad in ("NaN", "-1", "1e400"):
         with pytest.raises(ConfigError, match="input_per_mtok"):
             parse_settings(_one({"prices": {"input_per_mtok": bad, "output_per_mtok": 1}}))
+
+
+def test_prices_in_effect_are_kept_per_prices_and_follow_a_copy() -> None:
+    """The prices in effect are worked out once per Prices; asking for them changes
+    neither equality, hashing nor what is dumped, and a copy with an update works them
+    out again from its own fields."""
+    from decimal import Decimal
+
+    from tollway.config import Prices
+
+    def make() -> Prices:
+        return Prices(input_per_mtok=Decimal(1), output_per_mtok=Decimal(2),
+                      cache_write_per_mtok=Decimal(3))
+
+    asked, fresh = make(), make()
+    assert (asked.cached_input, asked.cache_write, asked.cache_write_1h,
+            asked.highest_input) == (1, 3, 3, 3)
+    assert asked == fresh and hash(asked) == hash(fresh)
+    assert asked.model_dump() == fresh.model_dump()
+    copied = asked.model_copy(update={"cache_write_per_mtok": Decimal(7),
+                                      "cached_input_per_mtok": Decimal("0.5")})
+    assert (copied.cached_input, copied.cache_write, copied.cache_write_1h,
+            copied.highest_input) == (Decimal("0.5"), 7, 7, 7)
+    assert asked.highest_input == 3

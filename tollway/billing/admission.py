@@ -112,16 +112,26 @@ class Billing:
     ) -> None:
         self._store = store
         self.config = config
+        self._default_policy = (config, fee_policy(config))
         self.instance_id = instance_id
         self._count = count_prompt_tokens or _default_counter()
         # an injected counter (tests) is used as is: one try, no tokenizer
         self._bound = count_prompt_tokens or _default_bound()
 
     def policy_for(self, ctx: RequestContext) -> FeePolicy:
-        """The fee policy of the request: frozen at admission, else the account's."""
+        """The fee policy of the request: frozen at admission, else the account's (the
+        configured one, built once per config, for an account without overrides)."""
         if isinstance(ctx.reservation, Hold):
             return ctx.reservation.policy
         account = ctx.account.account if isinstance(ctx.account, AuthResult) else None
+        if account is None or (
+            account.platform_fee_fraction is None and account.fixed_fee_micros is None
+        ):
+            config, policy = self._default_policy
+            if config is not self.config:
+                policy = fee_policy(self.config)
+                self._default_policy = (self.config, policy)
+            return policy
         return fee_policy(self.config, account)
 
     def worst_case(
