@@ -85,8 +85,9 @@ def merge_verdicts(into: list[Verdict], new: list[Verdict]) -> None:
 class _Findings:
     """Findings of several readings, as pieces of segments, with per-rule counts."""
 
-    def __init__(self, scanner: Scanner) -> None:
+    def __init__(self, scanner: Scanner, order: list[int] | None = None) -> None:
         self.scanner = scanner
+        self.order = order  # the segments' reading order, when the readings followed it
         self.found: list[tuple[int, int, tuple[_Piece, ...]]] = []  # rule, cuts, pieces
         self.counts: dict[str, int] = {}
 
@@ -180,8 +181,8 @@ def _scan(
     scanner: Scanner, body: dict[str, Any], segs: list[Segment], policy: CompiledPolicy,
     scope: str | None,
 ) -> _Findings:
-    found = _Findings(scanner)
     text = reading_order(segs)
+    found = _Findings(scanner, text)
     found.read(text, segs, resume=None if scope is None or len(text) < 2 else Resume(
         policy.checkpoints, scope, _marks(segs, text)))
     system = _system_order(segs, body, text)
@@ -231,7 +232,8 @@ def _redacted(scanner: Scanner, segs: list[Segment], found: _Findings) -> dict[i
                 end, owner = hi, n
     # where a piece starts, in reading order (a finding's pieces are listed so; segment
     # indices are body order, and the tools and the system prompt are read first)
-    rank = {seg: n for n, seg in enumerate(reading_order(segs))}
+    order = found.order if found.order is not None else reading_order(segs)
+    rank = {seg: n for n, seg in enumerate(order)}
     label: dict[int, tuple[int, int, int, int]] = {}
     start: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
     for n, (rule, cuts, pieces) in enumerate(items):

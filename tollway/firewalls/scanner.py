@@ -297,9 +297,10 @@ class Scanner:
                 if not eof and p > settled:
                     if ascii and n - p <= memo_tail and p >= reach:
                         # the answer depends on buf[p - reach:] alone: asked before?
-                        is_open = b.memo.get(buf[p - reach:])
+                        key = buf[p - reach:]
+                        is_open = b.memo.get(key)
                         if is_open is None:
-                            is_open = b.remember(buf, p, reach)
+                            is_open = b.remember(key, buf, p)
                     else:
                         is_open = b.open(buf, p, ascii)
                     if is_open:
@@ -487,16 +488,16 @@ class _Bucket:
                     return True
         return False
 
-    def remember(self, buf: str, p: int, reach: int) -> bool:
-        """``open(buf, p, True)``, kept in ``memo`` under ``buf[p - reach:]``: on ASCII text
-        the answer depends on nothing else (no rule looks further back than ``reach``, and
-        a partial match reads on to the end of the text). ``memo`` holds at most
-        ``_MEMO_SIZE`` answers; when full it starts again."""
+    def remember(self, key: str, buf: str, p: int) -> bool:
+        """``open(buf, p, True)``, kept in ``memo`` under ``key``, ``buf[p - reach:]``: on
+        ASCII text the answer depends on nothing else (no rule looks further back than the
+        scanner's ``reach``, and a partial match reads on to the end of the text). ``memo``
+        holds at most ``_MEMO_SIZE`` answers; when full it starts again."""
         is_open = self.open(buf, p, True)
         memo = self.memo
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
-        memo[buf[p - reach:]] = is_open
+        memo[key] = is_open
         return is_open
 
     def _arm(self) -> tuple[tuple[Any, ...], Any, tuple[tuple[Any, Any], ...]]:
