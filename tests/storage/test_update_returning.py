@@ -83,3 +83,38 @@ async def test_a_request_s_money_statements_on_sqlite_use_no_returning(tmp_path:
         assert await store.reserved_mismatches() == []
     finally:
         await store.close()
+
+
+async def test_a_request_s_hold_and_settlement_read_nothing_back_on_sqlite(tmp_path: Path) -> None:
+    """Admission asks for no figures after a successful hold and settlement says what the
+    reservation holds: then neither reads a row back (no ``SELECT`` at all), a refusal
+    still reports the account's real figures, and the books are the same."""
+    store = await open_storage(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        db = store.db
+        assert isinstance(db, SqliteDatabase)
+        account = await store.create_account("m")
+        await store.append(NewEntry(account.id, "credit", 1000))
+        statements: list[str] = []
+        db._conn.set_trace_callback(statements.append)
+        held = await store.reserve(account.id, "req-m", "inst", 300, roomy=(600, 900),
+                                   figures=False)  # fmt: skip
+        assert held.reservation is not None and held.granted_micros == 600  # the roomy hold
+        assert (held.balance_micros, held.reserved_micros) == (0, 0)  # not read
+        refused = await store.reserve(account.id, "req-n", "inst", 500, figures=False)
+        assert refused.reservation is None
+        assert (refused.balance_micros, refused.reserved_micros) == (1000, 600)
+        debit = NewEntry(account.id, "debit", -250, request_id="req-m", base_cost_micros=250,
+                         platform_fee_micros=0, total_cost_micros=250)  # fmt: skip
+        assert await store.settle(held.reservation.id, debit, held_micros=600) is not None
+        assert await store.settle(held.reservation.id, debit, held_micros=600) is None
+        db._conn.set_trace_callback(None)
+        reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        # the refusal reads the account once; the second settlement looks for the debit
+        assert len(reads) == 2, reads
+        final = await store.get_account(account.id)
+        assert final is not None and (final.balance_micros, final.reserved_micros) == (750, 0)
+        assert await store.balance_mismatches() == []
+        assert await store.reserved_mismatches() == []
+    finally:
+        await store.close()

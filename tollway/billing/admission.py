@@ -186,7 +186,7 @@ class Billing:
         # tollway.limits: the same reservation holds each spend cap (never a roomy one)
         return await self._store.reserve(
             ctx.account_id, ctx.request_id, self.instance_id, amount,
-            caps=ctx.spend_caps, roomy=roomy, early=ctx.early_admission,
+            caps=ctx.spend_caps, roomy=roomy, early=ctx.early_admission, figures=False,
         )  # fmt: skip
 
     async def admit(
@@ -324,9 +324,11 @@ class Billing:
                     f"${usd_str(_hold_amount(tab, hold))} reserved; not charged to the account"
                 ),
             ))  # fmt: skip
+        held = _hold_amount(tab, hold)
         if ctx.spend_caps:
-            return await self._store.settle(hold.reservation.id, debit, extra, capped=True)
-        return await self._store.settle(hold.reservation.id, debit, extra)
+            return await self._store.settle(hold.reservation.id, debit, extra, capped=True,
+                                            held_micros=held)
+        return await self._store.settle(hold.reservation.id, debit, extra, held_micros=held)
 
 
 def _hold_amount(tab: Tab | None, hold: Hold) -> int:

@@ -126,7 +126,7 @@ class BalanceLeases:
     async def reserve(
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
         *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
-        early: bool = False,
+        early: bool = False, figures: bool = True,
     ) -> ReserveOutcome:
         """A hold of ``amount_micros`` from the account's lease, growing the lease first if
         it must; of ``roomy[0]`` when the lease has it free or can grow for it while the
@@ -138,7 +138,7 @@ class BalanceLeases:
             # anything needs no money held, only its reservation (as without leases)
             return await self._store.reserve(
                 account_id, request_id, instance_id, amount_micros, caps=caps, roomy=roomy,
-                early=early,
+                early=early, figures=figures,
             )
         lease = self._leases.get(account_id)
         if roomy is not None and (lease is None or (not lease.narrow and lease.free < roomy[0])):
@@ -189,13 +189,14 @@ class BalanceLeases:
 
     async def settle(
         self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = (),
-        *, capped: bool = False,
+        *, capped: bool = False, held_micros: int | None = None,
     ) -> LedgerEntry | None:
         """The debit, against the hold's lease (its own reservation for a request that has
         one); the hold is given back to the lease whatever happens."""
         hold = self._holds.pop(reservation_id, None) if reservation_id is not None else None
         if hold is None:
-            return await self._store.settle(reservation_id, debit, extra, capped=capped)
+            return await self._store.settle(reservation_id, debit, extra, capped=capped,
+                                            held_micros=held_micros)
         lease = hold.lease
         spent = -debit.amount_micros
         if not 0 <= spent <= hold.amount:  # Tab never bills above the hold

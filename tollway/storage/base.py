@@ -132,7 +132,11 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class ReserveOutcome:
-    """The result of a reservation attempt; on refusal ``reservation`` is None."""
+    """The result of a reservation attempt; on refusal ``reservation`` is None.
+
+    ``balance_micros`` and ``reserved_micros``: the account's figures after the attempt;
+    0 after a success when the caller said it needs none (``reserve(figures=False)``, on
+    SQLite) and after a hold from a balance lease."""
 
     reservation: Reservation | None
     balance_micros: int
@@ -207,7 +211,7 @@ class ReservationStore(Protocol):
     async def reserve(
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
         *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
-        early: bool = False,
+        early: bool = False, figures: bool = True,
     ) -> ReserveOutcome: ...
 
     async def extend(
@@ -217,7 +221,7 @@ class ReservationStore(Protocol):
 
     async def settle(
         self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = (),
-        *, capped: bool = False,
+        *, capped: bool = False, held_micros: int | None = None,
     ) -> LedgerEntry | None: ...
 
     async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None: ...

@@ -58,6 +58,18 @@ async def _hold(
     )  # fmt: skip
 
 
+async def _held(
+    tx: Tx, amount: int, account_id: str, available_at_least: int, figures: bool
+) -> tuple[int, int] | None:
+    """``_HOLD``: (balance, reserved) after it — (0, 0) unless ``figures`` asks for them
+    — or None if refused."""
+    if figures:
+        row = await _hold(tx, amount, account_id, available_at_least)
+        return None if row is None else (int(row["balance_micros"]), int(row["reserved_micros"]))
+    changed = await tx.execute(_HOLD, amount, account_id, available_at_least)
+    return (0, 0) if changed else None
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
@@ -116,6 +128,24 @@ async def _close_reservation(
     if row is not None and give_back:
         await _give_back(tx, row)
     return row
+
+
+async def _close_held(
+    tx: Tx, reservation_id: str, account_id: str, amount_micros: int
+) -> dict[str, Any] | None:
+    """Settle an open reservation that is the caller's account's and holds
+    ``amount_micros``, as the caller expects: the row it closes is then known, so on SQLite
+    it is not read back (``update_returning`` there is the update and a ``SELECT``: one
+    statement of a settlement's four). None when no row matched (not open, or other
+    figures): ``_close_reservation`` then closes and reads it as before."""
+    changed = await tx.execute(
+        "UPDATE reservations SET state = 'settled', closed_at = ?"
+        " WHERE id = ? AND state = 'open' AND account_id = ? AND amount_micros = ?",
+        time.time(), reservation_id, account_id, amount_micros,
+    )  # fmt: skip
+    if changed != 1:
+        return None
+    return {"account_id": account_id, "amount_micros": amount_micros}
 
 
 async def _give_back(tx: Tx, reservation: dict[str, Any]) -> None:
@@ -205,7 +235,7 @@ class MoneyQueries:
     async def reserve(
         self, account_id: str, request_id: str, instance_id: str, amount_micros: int,
         *, caps: Sequence[Any] = (), roomy: tuple[int, int] | None = None,
-        early: bool = False,
+        early: bool = False, figures: bool = True,
     ) -> ReserveOutcome:
         """Hold ``amount_micros`` against the balance and, in the same transaction, against
         every spend cap in ``caps`` (``tollway.storage.sql_caps.Cap``); all or nothing.
@@ -219,6 +249,10 @@ class MoneyQueries:
         the upstream meanwhile and delivers nothing before). A refusal is asked again in
         its turn, after the transactions queued before it (one of them may free the
         balance), so it is never told early.
+
+        ``figures=False``: the caller needs the account's balance and reserved amount only
+        if the hold is refused; after a success they are then 0 on SQLite, where they would
+        be one ``SELECT`` more (PostgreSQL's ``RETURNING`` has them at no cost).
         """
         now = time.time()
         if not caps and self.db.dialect == "postgres":  # one round trip a try, or a batch
@@ -235,14 +269,16 @@ class MoneyQueries:
                 batches = self._holds = pg_money.Holds(self.db, self._reserve_alone)
             return await batches.reserve(holds)
 
+        figures = figures or self.db.dialect != "sqlite"
+
         async def body(tx: Tx) -> ReserveOutcome:
             amount, row = amount_micros, None
             if roomy is not None:
-                row = await _hold(tx, roomy[0], account_id, max(roomy))
+                row = await _held(tx, roomy[0], account_id, max(roomy), figures)
                 if row is not None:
                     amount = roomy[0]
             if row is None:
-                row = await _hold(tx, amount, account_id, amount)
+                row = await _held(tx, amount, account_id, amount, figures)
             if row is None:
                 return ReserveOutcome(None, *await _balance(tx, account_id))
             reservation = Reservation(
@@ -260,10 +296,7 @@ class MoneyQueries:
                 refused = await hold_caps(tx, reservation.id, caps, amount)
                 if refused is not None:
                     raise _Refused(account_id, refused)  # rolls every hold back
-            return ReserveOutcome(
-                reservation, int(row["balance_micros"]), int(row["reserved_micros"]),
-                granted_micros=amount,
-            )
+            return ReserveOutcome(reservation, *row, granted_micros=amount)
 
         run_early = getattr(self.db, "run_early", None) if early else None
         if run_early is not None:
@@ -355,11 +388,13 @@ class MoneyQueries:
 
     async def settle(
         self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry] = (),
-        *, capped: bool = False,
+        *, capped: bool = False, held_micros: int | None = None,
     ) -> LedgerEntry | None:
         """Close the reservation and append the debit (and ``extra`` entries, e.g. a
         ``provider_overage`` line) atomically; None if the request is already debited.
         ``capped``: the reservation holds spend caps, which the debit moves to spent.
+        ``held_micros``: what the caller knows the reservation holds (its amount after
+        any extensions), if it does: see ``_close_held``.
 
         Three statements when the reservation was open: close it, insert the debit,
         and one update of the account that gives the reservation back and moves the
@@ -382,7 +417,7 @@ class MoneyQueries:
             entry: LedgerEntry | None
             entry, _ = await batches.settle(reservation_id, debit)
             return entry
-        return await self._settle_alone(reservation_id, debit, extra, capped)
+        return await self._settle_alone(reservation_id, debit, extra, capped, held_micros)
 
     async def _settle_open_alone(
         self, reservation_id: str, debit: NewEntry, _shrink: int
@@ -391,14 +426,20 @@ class MoneyQueries:
 
     async def _settle_alone(
         self, reservation_id: str | None, debit: NewEntry, extra: Sequence[NewEntry],
-        capped: bool,
+        capped: bool, held_micros: int | None = None,
     ) -> LedgerEntry | None:
         """``settle`` in one transaction of its own."""
+        sqlite = self.db.dialect == "sqlite"
 
         async def body(tx: Tx) -> LedgerEntry | None:
             closed = None
             if reservation_id is not None:
-                closed = await _close_reservation(tx, reservation_id, "settled", give_back=False)
+                if held_micros is not None and sqlite:
+                    closed = await _close_held(tx, reservation_id, debit.account_id, held_micros)
+                if closed is None:
+                    closed = await _close_reservation(
+                        tx, reservation_id, "settled", give_back=False
+                    )
             if closed is None and await tx.fetchrow(
                 "SELECT id FROM ledger_entries WHERE request_id = ? AND kind = 'debit'",
                 debit.request_id,
