@@ -318,3 +318,65 @@ def test_client_closing_early_releases_everything() -> None:
     router = asyncio.run(asyncio.wait_for(main(), 5))
     assert router.health.get("d0").in_flight == 0
     assert router.health.get("d0").failures == type(router.health.get("d0").failures)()
+
+
+# -- one timer a request (``_Watchdog``): the first-token deadline, then idle and total --
+
+HANGS = events_then(cut_after(b"event: content_block_start"), hang)
+
+
+def test_first_token_deadlines_in_a_row_each_fire() -> None:
+    """Two deployments that never answer, then one that does: the timer that fired for
+    the first is armed again for the second (and once more for the third)."""
+
+    async def main() -> tuple[list[Event], RequestContext, float]:
+        async with gateway([HANGS, HANGS, basic]) as (router, _):
+            ctx = RequestContext(request_id="r")
+            started = time.perf_counter()
+            events = await asyncio.wait_for(consume(router, ctx), 5)
+            return events, ctx, time.perf_counter() - started
+
+    events, ctx, elapsed = asyncio.run(main())
+    assert_clean_basic(events)
+    assert [(a.deployment, a.outcome, a.status) for a in ctx.attempts] == [
+        ("d0", "error", 504), ("d1", "error", 504), ("d2", "ok", 200)]
+    assert 0.55 <= elapsed < 2.5
+
+
+def test_idle_deadline_shorter_than_the_first_token_s_fires_on_time() -> None:
+    """After the commit the idle deadline (0.3 s) comes before the first-token one the
+    timer was armed for (5 s): it is moved sooner, not left to fire late."""
+
+    async def main() -> tuple[list[Event], float]:
+        timeouts = Timeouts(connect=1.0, first_token=5.0, idle=0.3, total=20.0)
+        head = cut_after(b"event: content_block_stop")
+        async with gateway([events_then(head, hang)], timeouts=timeouts) as (router, _):
+            started = time.perf_counter()
+            events = await asyncio.wait_for(consume(router, RequestContext(request_id="r")), 4)
+            return events, time.perf_counter() - started
+
+    events, elapsed = asyncio.run(main())
+    assert isinstance(events[-1], StreamError) and events[-1].status == 504
+    assert "idle timeout" in events[-1].message and 0.25 <= elapsed < 1.5
+
+
+def test_a_retry_wait_longer_than_the_first_token_deadline_is_not_cut() -> None:
+    """Between attempts nothing is timed: a Retry-After wait (0.5 s) past the first
+    attempt's first-token deadline (0.3 s) is waited out, then the deployment serves."""
+    calls = {"n": 0}
+
+    async def flaky(req: web.Request) -> web.StreamResponse:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return await status(429, {"Retry-After": "0.5"})(req)
+        return await write_sse(req, BASIC)
+
+    async def main() -> tuple[list[Event], RequestContext]:
+        async with gateway([flaky]) as (router, _):
+            ctx = RequestContext(request_id="r")
+            return await asyncio.wait_for(consume(router, ctx), 5), ctx
+
+    events, ctx = asyncio.run(main())
+    assert_clean_basic(events)
+    assert [(a.deployment, a.outcome, a.status) for a in ctx.attempts] == [
+        ("d0", "error", 429), ("d0", "ok", 200)]
