@@ -186,6 +186,9 @@ class TollwayApp:
             connector=connector,
             json_serialize=lambda o: orjson.dumps(o).decode(),
             auto_decompress=True,
+            # one pool for every tenant's requests: a cookie an upstream sets must not
+            # ride on the next tenant's (and no jar is searched on every request)
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         for name, config in self.settings.providers.items():
             self.providers[name] = create_provider(name, config, self._session)

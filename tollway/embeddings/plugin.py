@@ -83,7 +83,9 @@ class EmbeddingsPlugin:
         host.on_stop(self._stop)
 
     async def _start(self) -> None:
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._session = aiohttp.ClientSession(  # no cookie of one tenant's call on another's
+            connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar()
+        )
 
     async def _stop(self) -> None:
         if self._session is not None:

@@ -7,6 +7,7 @@ dropped rather than returned to the pool, so the upstream stops generating.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -37,6 +38,12 @@ def json_body(obj: Any) -> bytes:
     return exact_bytes(orjson.dumps(obj))
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout(connect: float) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts of an upstream call (immutable: one per connect timeout)."""
+    return aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
+
+
 async def upstream_events(
     session: aiohttp.ClientSession,
     url: str | URL,
@@ -51,11 +58,9 @@ async def upstream_events(
     read_whole: Callable[[Any], list[Event]],
 ) -> AsyncIterator[Event]:
     """POST ``make_body()`` to ``url`` and yield the events of the answer."""
-    connect = deployment.timeouts.connect
-    timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
     try:
         resp = await session.post(url, data=exact_bytes(make_body()), headers=headers,
-                                  timeout=timeout)
+                                  timeout=_timeout(deployment.timeouts.connect))
     except TimeoutError:
         raise UpstreamTimeout(f"connecting to provider {provider!r} timed out") from None
     except (aiohttp.ClientError, OSError) as exc:
