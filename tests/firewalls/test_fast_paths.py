@@ -44,10 +44,12 @@ NAMES = [*PRESET_NAMES, "terms", "free", "classes"]
 
 class Reference(Scanner):
     """The scanner with the shortcuts off: every rule asked whether it is open wherever
-    the widest could be, and asked again every time (no answer remembered)."""
+    the widest could be, and asked again every time (no answer remembered, no short
+    text's findings remembered)."""
 
     __slots__ = ()
     _memo_tail = -1
+    known_len = -1
 
     def _reach(self, ch: str) -> Any:
         return [self.window], [self._bucket(ch), None]
@@ -188,3 +190,39 @@ def test_open_answers_are_remembered_and_bounded(monkeypatch: Any) -> None:
     for i in range(3 * scanner_module._MEMO_SIZE):
         f.feed(f" w{i:x}q")  # a word no other piece repeats
     assert max(len(b.memo) for b in sc._by_set.values()) <= scanner_module._MEMO_SIZE
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=texts, name=st.sampled_from(NAMES))
+def test_a_short_text_s_remembered_findings_are_its_findings(text: str, name: str) -> None:
+    """A text read alone, again (its findings then remembered, by the scanner every
+    example shares): exactly what the reference finds, both times."""
+    sc = POLICIES.get(name).scanner
+    expected = find(REFERENCES[name], [text])
+    assert find(sc, [text]) == expected
+    assert find(sc, [text]) == expected
+
+
+def test_short_texts_findings_are_remembered_and_bounded(monkeypatch: Any) -> None:
+    """Not vacuous: a short text read alone a second time is not read again (a long one
+    is); the scanner keeps at most ``_KNOWN_SIZE`` texts however many it meets."""
+    from tollway.firewalls import joined
+    from tollway.firewalls import scanner as scanner_module
+
+    reads: list[str] = []
+    real_decide = joined._decide
+
+    def counted(sc: Any, r: Any, eof: bool, end: int, out: list[Any]) -> bool:
+        reads.append(r.buf)
+        return real_decide(sc, r, eof, end, out)
+
+    monkeypatch.setattr(joined, "_decide", counted)
+    sc = FirewallSet.from_config({}).get("redact-pii").scanner  # a fresh one
+    short, long = "mail ann@example.org", "mail ann@example.org " + "x" * 60
+    first = find(sc, [short])
+    assert [f[2] for f in first] and find(sc, [short]) == first
+    assert reads == [short]
+    assert find(sc, [long]) == find(sc, [long]) and reads == [short, long, long]
+    for i in range(3 * scanner_module._KNOWN_SIZE):
+        find(sc, [f"word {i}"])
+    assert 0 < len(sc._known) <= scanner_module._KNOWN_SIZE

@@ -239,8 +239,16 @@ def find(
     out: list[Finding] = []
     joined = _Reading(0, None, -1)
     if len(texts) == 1:  # one field: one reading (non-overlapping, in order)
-        joined.buf = texts[0]
+        text = texts[0]
+        short = len(text) <= scanner.known_len  # read again and again: remembered
+        if short:
+            known = scanner.known(text)
+            if known is not None:
+                return list(known)
+        joined.buf = text
         _decide(scanner, joined, True, -1, out)
+        if short:
+            scanner.remember(text, out)
         return out
     decisions, again = total = work_budget(texts) if budget is None else budget
     edges: list[_Reading] = []

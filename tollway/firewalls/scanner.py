@@ -90,6 +90,11 @@ _MISSING = object()
 # on is this short (a word or two), up to _MEMO_SIZE answers a bucket
 _MEMO_TAIL = 24
 _MEMO_SIZE = 1024
+# a request's short text fields (a model's or tool's name, a short message, an id) come
+# back request after request: the findings of such a text read alone are remembered, for
+# texts up to _KNOWN_LEN characters, up to _KNOWN_SIZE texts a scanner
+_KNOWN_LEN = 64
+_KNOWN_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,17 +119,20 @@ class Scanner:
 
     __slots__ = ("rules", "window", "blind", "reach", "_full", "_probe", "_tags", "_block",
                  "_redact", "_gate", "_firsts", "_tails", "_probes", "_buckets", "_by_set",
-                 "_literals", "_completes", "_seen", "_reaches")
+                 "_literals", "_completes", "_seen", "_reaches", "_known")
 
     _memo_tail = _MEMO_TAIL
     """``open``'s answers are remembered (``_Bucket.remember``) where the text from the
     position to its end is at most this long."""
+    known_len = _KNOWN_LEN
+    """The findings of a text read alone are remembered (``known``) up to this length."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         if not rules:
             raise ValueError("a scanner needs at least one rule")
         self.rules = tuple(rules)
         self.window = max(r.detector.width for r in self.rules)
+        self._known: dict[str, tuple[Any, ...]] = {}
         self._tags = tuple(f"[REDACTED:{r.detector.name}]" for r in self.rules)
         self._block = tuple(r.action == "block" for r in self.rules)
         self._redact = tuple(r.action == "redact" for r in self.rules)
@@ -253,6 +261,19 @@ class Scanner:
         if len(table) < 4096:
             table[ch] = got
         return got
+
+    def known(self, text: str) -> tuple[Any, ...] | None:
+        """The findings remembered for ``text`` read alone (``remember``), or None."""
+        return self._known.get(text)
+
+    def remember(self, text: str, findings: Sequence[Any]) -> None:
+        """Keep the findings of a short ``text`` read alone (``joined.find``: what its
+        reading decides depends on the text and the rules alone). At most ``_KNOWN_SIZE``
+        texts; when full it starts again. Kept in this process's memory only."""
+        known = self._known
+        if len(known) >= _KNOWN_SIZE:
+            known.clear()
+        known[text] = tuple(findings)
 
     def can_start(self, ch: str) -> bool:
         """Might a rule match starting with the character ``ch``?"""
