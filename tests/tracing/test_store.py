@@ -270,3 +270,37 @@ def test_sqlite_reader_opens_on_first_read_and_once(tmp_path: Path) -> None:
         assert store._r is None
 
     asyncio.run(main())
+
+
+def test_a_lookup_binds_its_named_placeholders_from_a_mapping(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """sqlite3 takes ``?1`` and ``:p1`` for named parameters; binding one from a sequence
+    warns since Python 3.12 and raises from 3.14: every statement the trace store reads
+    with that names its parameters must bind them from a mapping."""
+    import re
+
+    import aiosqlite
+
+    bound: list[tuple[str, Any]] = []
+    real_execute = aiosqlite.Connection.execute
+
+    def spy(self: Any, sql: str, parameters: Any = None) -> Any:
+        bound.append((sql, parameters))
+        return real_execute(self, sql, parameters)
+
+    monkeypatch.setattr(aiosqlite.Connection, "execute", spy)
+
+    async def main() -> None:
+        store = await open_trace_store(f"sqlite:///{tmp_path / 't.db'}")
+        writer = TraceWriter(store)
+        writer.submit(build_record(make_ctx("req-named", account_id="acct_1")))
+        await writer.flush()
+        assert (await store.get("req-named", "acct_1")) is not None
+        assert (await store.get("req-named", None)) is not None
+        await store.close()
+
+    asyncio.run(main())
+    named = [(sql, p) for sql, p in bound if re.search(r"[?:][A-Za-z0-9_]", sql)]
+    assert named, "no lookup with named parameters was seen"
+    assert all(isinstance(p, dict) for _, p in named), named

@@ -406,8 +406,11 @@ class SqliteTraceStore:
     async def get(self, request_id: str, account_id: str | None) -> dict[str, Any] | None:
         """The newest trace with this id (tollway's or the client's), scoped to an
         account unless ``account_id`` is None."""
-        sql, args = _get_sql(request_id, account_id, lambda n: f"?{n}")
-        async with (await self._reader()).execute(sql, args) as cur:
+        sql, args = _get_sql(request_id, account_id, lambda n: f":p{n}")
+        # named, with a mapping: sqlite3 takes ``?1`` for a named parameter, and binding
+        # one from a sequence is deprecated since Python 3.12 and an error from 3.14
+        named = {f"p{n}": value for n, value in enumerate(args, 1)}
+        async with (await self._reader()).execute(sql, named) as cur:
             row = await cur.fetchone()
         return None if row is None else _merge(row[0], row[1])
 
