@@ -9,6 +9,8 @@ the close of its reservation) must not use ``RETURNING`` on SQLite.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,10 @@ async def test_the_row_after_the_update_or_none(dsn: str) -> None:
         await store.close()
 
 
-async def test_a_request_s_money_statements_on_sqlite_use_no_returning(tmp_path: Path) -> None:
+@asynccontextmanager
+async def _traced_account(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, list[str]]]:
+    """A SQLite store, an account with 1,000 µ$ of credit, and the statements run from here
+    on (recorded until ``stop_tracing``); the store is closed after."""
     store = await open_storage(f"sqlite:///{tmp_path / 'm.db'}")
     try:
         db = store.db
@@ -69,6 +74,17 @@ async def test_a_request_s_money_statements_on_sqlite_use_no_returning(tmp_path:
         await store.append(NewEntry(account.id, "credit", 1000))
         statements: list[str] = []
         db._conn.set_trace_callback(statements.append)
+        yield store, account, statements
+    finally:
+        await store.close()
+
+
+def _stop_tracing(store: Any) -> None:
+    store.db._conn.set_trace_callback(None)
+
+
+async def test_a_request_s_money_statements_on_sqlite_use_no_returning(tmp_path: Path) -> None:
+    async with _traced_account(tmp_path) as (store, account, statements):
         held = await store.reserve(account.id, "req-m", "inst", 400, roomy=(800, 5000))
         assert held.reservation is not None and held.granted_micros == 400  # the roomy refused
         assert (held.balance_micros, held.reserved_micros) == (1000, 400)
@@ -76,27 +92,18 @@ async def test_a_request_s_money_statements_on_sqlite_use_no_returning(tmp_path:
                          platform_fee_micros=0, total_cost_micros=250)  # fmt: skip
         assert await store.settle(held.reservation.id, debit) is not None
         assert await store.settle(held.reservation.id, debit) is None  # not open: no debit
-        db._conn.set_trace_callback(None)
+        _stop_tracing(store)
         assert statements and not [s for s in statements if "RETURNING" in s.upper()]
         final = await store.get_account(account.id)
         assert final is not None and (final.balance_micros, final.reserved_micros) == (750, 0)
         assert await store.reserved_mismatches() == []
-    finally:
-        await store.close()
 
 
 async def test_a_request_s_hold_and_settlement_read_nothing_back_on_sqlite(tmp_path: Path) -> None:
     """Admission asks for no figures after a successful hold and settlement says what the
     reservation holds: then neither reads a row back (no ``SELECT`` at all), a refusal
     still reports the account's real figures, and the books are the same."""
-    store = await open_storage(f"sqlite:///{tmp_path / 'm.db'}")
-    try:
-        db = store.db
-        assert isinstance(db, SqliteDatabase)
-        account = await store.create_account("m")
-        await store.append(NewEntry(account.id, "credit", 1000))
-        statements: list[str] = []
-        db._conn.set_trace_callback(statements.append)
+    async with _traced_account(tmp_path) as (store, account, statements):
         held = await store.reserve(account.id, "req-m", "inst", 300, roomy=(600, 900),
                                    figures=False)  # fmt: skip
         assert held.reservation is not None and held.granted_micros == 600  # the roomy hold
@@ -108,7 +115,7 @@ async def test_a_request_s_hold_and_settlement_read_nothing_back_on_sqlite(tmp_p
                          platform_fee_micros=0, total_cost_micros=250)  # fmt: skip
         assert await store.settle(held.reservation.id, debit, held_micros=600) is not None
         assert await store.settle(held.reservation.id, debit, held_micros=600) is None
-        db._conn.set_trace_callback(None)
+        _stop_tracing(store)
         reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
         # the refusal reads the account once; the second settlement looks for the debit
         assert len(reads) == 2, reads
@@ -116,5 +123,3 @@ async def test_a_request_s_hold_and_settlement_read_nothing_back_on_sqlite(tmp_p
         assert final is not None and (final.balance_micros, final.reserved_micros) == (750, 0)
         assert await store.balance_mismatches() == []
         assert await store.reserved_mismatches() == []
-    finally:
-        await store.close()

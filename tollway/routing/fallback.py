@@ -245,8 +245,8 @@ class _Watchdog:
         self.loop = loop
         self._consumer()
         self.first_at: float | None = first_at
-        self.idle = 0.0
-        self.total_at = first_at
+        self.idle = 0.0  # 0 until the commit (``stream``): between attempts nothing is due
+        self.total_at = math.inf
         self.since: float | None = None
         self.fired: str | None = None
         self.due = first_at
