@@ -93,6 +93,18 @@ def test_conversions() -> None:
     assert usd_str(-5) == "-0.000005"
 
 
+@settings(max_examples=500, deadline=None)
+@given(micros=st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-10**7, 10**7)))
+def test_micros_to_usd_is_the_quantized_division_digit_for_digit(micros: int) -> None:
+    """``scaleb`` instead of a division and ``quantize``: the same value, the same six
+    places, the same text (what the ledger, the API and the dashboard show)."""
+    reference = (Decimal(micros) / 1_000_000).quantize(Decimal("0.000001"))
+    got = micros_to_usd(micros)
+    assert got == reference
+    assert got.as_tuple() == reference.as_tuple()
+    assert str(got) == str(reference) == usd_str(micros)
+
+
 def test_account_overrides_the_configured_fee() -> None:
     config = BillingConfig(platform_fee_fraction=Decimal("0.05"), fixed_fee_usd=Decimal("0.001"))
     assert fee_policy(config) == FeePolicy(Decimal("0.05"), Decimal("0.001"))
@@ -169,6 +181,8 @@ def test_capped_is_the_dearest_cost_within_the_reservation(
     policy = FeePolicy(fraction, Decimal(fixed) / 1_000_000)
     limit = fee_micros(0, policy) + room  # a reservation always covers the fixed fee
     within = largest_within(limit, policy)
+    assert largest_within(limit, policy) == within  # a kept answer is the same answer
+    assert largest_within(limit, FeePolicy(fraction, Decimal(fixed) / 1_000_000)) == within
     assert within.total_micros <= limit
     assert within.fee_micros == fee_micros(within.base_micros, policy)  # the rule holds
     bigger = within.base_micros + 1

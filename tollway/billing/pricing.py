@@ -52,6 +52,7 @@ __all__ = [
 _MILLION = Decimal(1_000_000)
 _MICRO = Decimal("0.000001")
 _ONE = Decimal(1)
+_ZERO_USD = Decimal("0.000000")
 
 
 def to_micros(usd: Decimal) -> int:
@@ -60,8 +61,13 @@ def to_micros(usd: Decimal) -> int:
 
 
 def micros_to_usd(micros: int) -> Decimal:
-    """Integer micro-USD → Decimal USD with exactly six places."""
-    return (Decimal(micros) / _MILLION).quantize(_MICRO)
+    """Integer micro-USD → Decimal USD with exactly six places.
+
+    ``scaleb`` moves the decimal point without dividing or rounding: the same digits and
+    exponent as ``(Decimal(micros) / 10**6).quantize(Decimal("0.000001"))`` at a third of
+    the cost (a request's cost is shown this way six times); zero alone needs its six
+    places written out (``Decimal(0).scaleb(-6)`` prints as ``0E-6``)."""
+    return Decimal(micros).scaleb(-6) if micros else _ZERO_USD
 
 
 def usd_str(micros: int) -> str:
@@ -151,7 +157,15 @@ def compute_cost(
 
 
 def largest_within(limit_micros: int, policy: FeePolicy) -> Cost:
-    """Rule 5: the dearest cost (base and fee by rules 3–4) whose total is ≤ ``limit_micros``."""
+    """Rule 5: the dearest cost (base and fee by rules 3–4) whose total is ≤ ``limit_micros``.
+
+    A request's output limit asks this of its reservation (≈ 2 µs of Decimal work, a few
+    fee roundings): the answers are kept, as they depend on these two values alone."""
+    return _largest_within(limit_micros, policy)
+
+
+@functools.lru_cache(maxsize=4096)
+def _largest_within(limit_micros: int, policy: FeePolicy) -> Cost:
     fixed = policy.fixed_micros
     if limit_micros <= fixed:
         return Cost(0, min(fee_micros(0, policy), max(limit_micros, 0)))

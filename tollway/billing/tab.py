@@ -160,6 +160,7 @@ class Tab:
         self._count = count
         self._admitted_count = admitted_count
         self._margin = prompt_margin
+        self._margin_factor = 1 + prompt_margin
         self._default_cap = default_cap
         self.calls: list[CallRecord] = []
         self.extensions = 0
@@ -178,7 +179,7 @@ class Tab:
         """Cover the spent cost plus this call's worst case, or raise PaymentRequired."""
         counted = self._count(request.messages, request.tools)
         if self.calls or counted != self._admitted_count or self._ctx.extra_usage_cost:
-            prompt = math.ceil(counted * (1 + self._margin))
+            prompt = math.ceil(counted * self._margin_factor)
             worst = worst_base_usd(request, prompt, self._deployments, self._default_cap)
             need = priced(self.spent_base_usd() + worst, self.policy).total_micros
             refusal = await self._cover(need)
@@ -200,7 +201,7 @@ class Tab:
         # (``scaleb``: the micro-USD as USD, exactly, without ``micros_to_usd``'s division)
         room = Decimal(largest_within(self.reserved_micros, self.policy).base_micros).scaleb(-6)
         room += _HALF_MICRO - self.spent_base_usd(excluding=call)
-        prompt = math.ceil(call.prompt_counted * (1 + self._margin))
+        prompt = math.ceil(call.prompt_counted * self._margin_factor)
         room -= prompt * dep.prices.highest_input / _MILLION
         if room <= 0:
             return 0
@@ -208,7 +209,7 @@ class Tab:
         paid = max(math.ceil(room / per_token) - 1, 0)  # the most whose cost is below room
         # an upstream that honours its cap may count a few more tokens than tollway
         # does: it is only cut once past the margin tollway allows for that
-        return math.ceil(paid * (1 + self._margin)) + CUT_SLACK_TOKENS
+        return math.ceil(paid * self._margin_factor) + CUT_SLACK_TOKENS
 
     async def reserve_extra(self, usd: Decimal) -> bool:
         """Cover ``usd`` of platform-tool prices on top of the cost so far."""
