@@ -13,7 +13,6 @@ tollway's cost figures (those of the ledger entry).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -27,12 +26,13 @@ from tollway.chunks import (
     ToolCallDelta,
     Usage,
 )
+from tollway.ids import random_hex
 
 __all__ = ["ResponseBuilder", "usage_of"]
 
 
 def _id(prefix: str) -> str:
-    return prefix + os.urandom(12).hex()
+    return prefix + random_hex(12)
 
 
 def usage_of(usage: Usage) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from tollway.api.lifecycle import run_request
 from tollway.api.watch import ClientWatch
 from tollway.context import RequestContext
 from tollway.errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
+from tollway.ids import random_hex
 from tollway.pipeline.compose import compose
 from tollway.plugins.contract import Host, RawRoute, Route
 from tollway.plugins.docs import STR, Operation, obj
@@ -420,11 +421,9 @@ def _json_body(raw: bytes) -> Any:
 
 
 def _item_id(item: dict[str, Any]) -> str:
-    import os
-
     prefix = {"function_call": "fc_", "function_call_output": "fco_"}.get(
         str(item.get("type")), "msg_")
-    return prefix + os.urandom(12).hex()
+    return prefix + random_hex(12)
 
 
 async def _write(send: Any, events: list[dict[str, Any]]) -> None:

@@ -13,13 +13,12 @@ the last of a balance.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from tollway.bounds import MAX_MONEY_MICROS
-from tollway.ids import ordered_hex
+from tollway.ids import ordered_hex, random_hex
 from tollway.storage.base import (
     BalanceOutOfRange,
     LedgerEntry,
@@ -71,7 +70,7 @@ async def _held(
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
+    return f"{prefix}_{random_hex(10)}"
 
 
 def new_reservation_id() -> str:
