@@ -330,3 +330,42 @@ def test_a_stream_whose_end_is_in_is_not_paused() -> None:
         data, took = _run(lambda: body(url))
     assert data == b"".join(_chunk(i) for i in range(3))
     assert took < pacing.window() / 2, took
+
+
+def test_a_paused_read_waits_on_the_stream_and_a_timer_resumes_its_socket() -> None:
+    """While its socket is paused, the next read already waits for the stream's data (not
+    for a sleep of its own, whose end would wake the request's task once more a read); the
+    window's timer makes the socket read again, and the read returns the next chunk."""
+
+    async def body(url: str) -> tuple[bool, bool, bool, bytes]:
+        stop = asyncio.Event()
+        hog = asyncio.create_task(_hog(stop))
+        try:
+            async with aiohttp.ClientSession() as session, \
+                    session.get(url + "/stream") as resp:
+                chunks = pacing.read_chunks(resp)
+                load = pacing.gauge()
+                first = await chunks.__anext__()  # relayed as it comes
+                assert first == _chunk(0)
+                while not load.busy:
+                    load.seen = True
+                    await asyncio.sleep(0)
+                step = asyncio.ensure_future(chunks.__anext__())
+                await asyncio.sleep(0)  # the step runs up to its wait
+                assert resp.connection is not None and resp.connection.transport is not None
+                transport = resp.connection.transport
+                paused = not transport.is_reading()
+                waits_on_stream = resp.content._waiter is not None  # aiohttp's StreamReader
+                await asyncio.sleep(pacing.window() * 2)  # the window is over
+                resumed = transport.is_reading() or step.done()
+                return paused, waits_on_stream, resumed, await step
+        finally:
+            stop.set()
+            await hog
+
+    with Upstream(chunks=2, gap=0.3) as url:
+        paused, waits_on_stream, resumed, second = _run(lambda: body(url))
+    assert paused
+    assert waits_on_stream
+    assert resumed
+    assert second == _chunk(1)

@@ -156,28 +156,41 @@ class _Paced:
 
     async def __anext__(self) -> bytes:
         load = self._load
-        if self._read and load.busy:
-            await _pause(self._resp, self._span)
+        paused = _pause(self._resp) if self._read and load.busy else None
         load.seen = True
         if load._handle is None:  # the gauge stopped while this stream waited
             load.start()
-        data: bytes = await self._content.readany()
+        if paused is None:
+            data: bytes = await self._content.readany()
+        else:
+            # a timer resumes the socket; the read waits meanwhile (one wake-up of the
+            # request's task a read, not two: a sleep's end, then the data)
+            timer = load._loop.call_later(self._span, _resume, paused)
+            try:
+                data = await self._content.readany()
+            except BaseException:  # cancelled (the client left): the socket resumes now
+                timer.cancel()
+                _resume(paused)
+                raise
         if not data:
             raise StopAsyncIteration
         self._read = True
         return data
 
 
-async def _pause(resp: Any, span: float) -> None:
-    """Stop reading ``resp``'s socket for ``span`` seconds (unless aiohttp's own flow
-    control has paused it: then it is left as it is)."""
+def _pause(resp: Any) -> Any:
+    """Stop reading ``resp``'s socket; its transport, or None when it is left as it is
+    (closed, released, or paused already: by aiohttp's own flow control, or by a pause
+    still running whose timer resumes it)."""
     connection = resp.connection
     transport = connection.transport if connection is not None else None
     if transport is None or transport.is_closing() or not transport.is_reading():
-        return
+        return None
     transport.pause_reading()
-    try:
-        await asyncio.sleep(span)
-    finally:
-        if not transport.is_closing():
-            transport.resume_reading()
+    return transport
+
+
+def _resume(transport: Any) -> None:
+    """Read the socket again (a closed one is left alone)."""
+    if not transport.is_closing():
+        transport.resume_reading()
