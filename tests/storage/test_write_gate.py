@@ -174,3 +174,35 @@ def test_the_trace_writer_keeps_no_connection_beside_the_shared_one(tmp_path: Pa
             assert await traces.get("req_l000", None) is None
 
     asyncio.run(main())
+
+
+def test_a_prune_goes_through_the_shared_connection_in_small_transactions(
+    tmp_path: Path,
+) -> None:
+    """With billing's connection open, the trace store prunes through it as it inserts: in
+    transactions of at most ``_SHARED_DELETE_BATCH`` rows that join its group commits, and
+    never from the writer's thread (which held the file's write gate while every one of
+    its steps waited for the GIL: the money transactions behind the gate waited too)."""
+
+    async def main() -> None:
+        async with _money_and_traces(tmp_path / "prune.db") as (store, db, traces):
+            assert open_database(str(tmp_path / "prune.db")) is db
+            now = time.time()
+            old = [record_to_row(build_record(make_ctx(f"req_o{i:05d}", received_at=now - 9e5)))
+                   for i in range(1234)]  # fmt: skip
+            new = [record_to_row(build_record(make_ctx(f"req_n{i:05d}"))) for i in range(10)]
+            await traces.insert_many(old + new)
+            statements: list[str] = []
+            db._conn.set_trace_callback(statements.append)
+            try:
+                assert await traces.prune(now - 8e5) == 1234
+            finally:
+                db._conn.set_trace_callback(None)
+            deletes = [s for s in statements if s.startswith("DELETE FROM traces")]
+            assert len(deletes) == 3  # 500 + 500 + 234: each its own transaction
+            assert traces._w._pool._threads == set()  # the writer's thread never started
+            assert await traces.get("req_o00000", None) is None
+            assert await traces.get("req_n00009", None) is not None
+            assert await traces.prune(now - 8e5) == 0
+
+    asyncio.run(main())

@@ -324,12 +324,26 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
+_DELETE_BEFORE = (
+    "DELETE FROM traces WHERE seq IN (SELECT seq FROM traces WHERE received_at < ? LIMIT ?)"
+)
+# Rows a prune deletes in one transaction on the process's shared connection, which is the
+# event loop's: a few milliseconds of the loop at a time (four indexes a row)
+_SHARED_DELETE_BATCH = 500
+
+
 def _delete_before(conn: sqlite3.Connection, before: float, batch: int) -> int:
-    cur = conn.execute(
-        "DELETE FROM traces WHERE seq IN (SELECT seq FROM traces WHERE received_at < ? LIMIT ?)",
-        (before, batch),
-    )
+    cur = conn.execute(_DELETE_BEFORE, (before, batch))
     return int(cur.rowcount)
+
+
+def _delete_body(before: float, batch: int) -> Any:
+    """``_delete_before`` as a transaction body for ``SqliteDatabase.run``."""
+
+    async def body(tx: Any) -> int:
+        return int(await tx.execute(_DELETE_BEFORE, before, batch))
+
+    return body
 
 
 class SqliteTraceStore:
@@ -428,17 +442,29 @@ class SqliteTraceStore:
             return [tuple(r) for r in await cur.fetchall()]
 
     async def prune(self, before: float, batch: int = 5000) -> int:
-        """Delete traces received before ``before``, in batches; return how many."""
-        total = 0
-        try:
+        """Delete traces received before ``before``, in batches; return how many.
+
+        When the process has the file open already (``open_database``), the deletes go
+        through that connection, as the rows do, in transactions of at most
+        ``_SHARED_DELETE_BATCH`` rows that join its group commits. (They went through the
+        writer's thread, which opened a connection of its own for each prune and held the
+        file's write gate meanwhile: under load every step of that thread waited for the
+        event loop to let go of the GIL, and the reservations and settlements queued behind
+        the gate waited with it, 60–220 ms at the first prune of a paced benchmark.)"""
+        shared = open_database(self._path)
+        if shared is not None:
+            total, step = 0, min(batch, _SHARED_DELETE_BATCH)
             while True:
-                count = int(await self._w.run_holding(self._lock, _delete_before, before, batch))
+                count = int(await shared.run(_delete_body(before, step)))
                 total += count
-                if count < batch:
+                if count < step:
                     return total
-        finally:
-            if open_database(self._path) is not None:  # rows go through that one: the
-                await self._w.close_connection()  # writer's is not kept open between prunes
+        total = 0
+        while True:
+            count = int(await self._w.run_holding(self._lock, _delete_before, before, batch))
+            total += count
+            if count < batch:
+                return total
 
     def transient(self, exc: BaseException) -> bool:
         """Locked or unavailable database (retry) versus a bad row (do not)."""
