@@ -158,3 +158,34 @@ async def test_kill_minus_nine_then_restart(dsn: str) -> None:
         assert await audit(store, CONFIG) == []
     finally:
         await store.close()
+
+
+async def test_recovery_reads_only_the_candidates(dsn: str) -> None:
+    """Each heartbeat's recovery asks the database only for the reservations it may have to
+    release (of no live instance, or older than any request may last), not for every live
+    stream's: with thousands open, those were as many objects every 5 s on the event loop."""
+    store = await open_storage(dsn)
+    try:
+        account = await create_account(store, "a", credit_usd="5")
+        config = BillingConfig(reservation_max_age_seconds=60, prompt_margin_fraction=Decimal(0))
+        lease = InstanceLease(store, config)
+        await lease.start(background=False)
+        now = time.time()
+        await store.register_instance(InstanceRecord("inst_far", "elsewhere", 1, now, now))
+        for owner, request_id in ((lease.id, "req-here"), ("inst_far", "req-far")):
+            ctx = make_ctx(account, request_id)
+            await Billing(store, config, owner, count_prompt_tokens=count_words).admit(ctx, [DEP])
+
+        async def listed(not_of: set[str], opened_before: float) -> list[str]:
+            found = await store.open_reservations(not_of=not_of, opened_before=opened_before)
+            return sorted(r.request_id for r in found)
+
+        assert await listed({lease.id, "inst_far"}, now - 60) == []  # alive and young
+        assert await listed({lease.id}, now - 60) == ["req-far"]  # its owner is not alive
+        assert await listed({lease.id, "inst_far"}, time.time() + 1) == ["req-far", "req-here"]
+        assert await listed(set(), now - 60) == ["req-far", "req-here"]  # nobody alive
+        assert len(await store.open_reservations()) == 2
+        assert await lease.recover() == []
+        assert len(await store.open_reservations()) == 2
+    finally:
+        await store.close()

@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -216,8 +216,10 @@ class BalanceLeases:
     async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None:
         return await self._store.release_orphan(reservation_id, note)
 
-    async def open_reservations(self) -> list[Reservation]:
-        return await self._store.open_reservations()
+    async def open_reservations(
+        self, *, not_of: Collection[str] | None = None, opened_before: float | None = None
+    ) -> list[Reservation]:
+        return await self._store.open_reservations(not_of=not_of, opened_before=opened_before)
 
     # -- leases ------------------------------------------------------------------------
 

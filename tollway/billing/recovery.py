@@ -104,7 +104,10 @@ class InstanceLease:
         dead = {r.id for r in instances if self._dead(r, now)}
         alive = {r.id for r in instances} - dead
         released: list[LedgerEntry] = []
-        for res in await self._store.open_reservations():
+        # the candidates: of no live instance, or older than any request may last (a
+        # lease may last longer: checked below); not every live stream's reservation
+        cutoff = now - self._config.reservation_max_age_seconds
+        for res in await self._store.open_reservations(not_of=alive, opened_before=cutoff):
             if res.instance_id not in alive:
                 reason = f"owner instance {res.instance_id} died before settling"
             elif now - res.created_at > self._config.longest_open_seconds(res.request_id):

@@ -7,7 +7,7 @@ Unix epoch seconds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -226,7 +226,13 @@ class ReservationStore(Protocol):
 
     async def release_orphan(self, reservation_id: str, note: str) -> LedgerEntry | None: ...
 
-    async def open_reservations(self) -> list[Reservation]: ...
+    async def open_reservations(
+        self, *, not_of: Collection[str] | None = None, opened_before: float | None = None
+    ) -> list[Reservation]:
+        """Every open reservation, oldest first; given ``not_of`` (instance ids) and
+        ``opened_before`` (Unix seconds), only those that no instance of ``not_of`` holds or
+        that were opened before then."""
+        ...
 
 
 class LeaseStore(ReservationStore, Protocol):

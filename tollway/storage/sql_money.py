@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from tollway.bounds import MAX_MONEY_MICROS
@@ -591,8 +591,23 @@ class MoneyQueries:
                 ),
             )
 
-    async def open_reservations(self) -> list[Reservation]:
-        rows = await self.db.fetch(
-            "SELECT * FROM reservations WHERE state = 'open' ORDER BY created_at"
-        )
+    async def open_reservations(
+        self, *, not_of: Collection[str] | None = None, opened_before: float | None = None
+    ) -> list[Reservation]:
+        """Every open reservation, oldest first; with ``not_of`` and ``opened_before``, only
+        those no instance of ``not_of`` holds or opened before then (recovery's candidates:
+        the database skips the live instances' young reservations, which a process with
+        thousands of streams open would otherwise turn into as many objects every
+        heartbeat, on the event loop)."""
+        if not_of is None or opened_before is None or not not_of:
+            rows = await self.db.fetch(
+                "SELECT * FROM reservations WHERE state = 'open' ORDER BY created_at"
+            )
+        else:
+            owners = sorted(not_of)
+            rows = await self.db.fetch(
+                "SELECT * FROM reservations WHERE state = 'open' AND (created_at < ?"
+                f" OR instance_id NOT IN ({', '.join('?' * len(owners))})) ORDER BY created_at",
+                opened_before, *owners,
+            )  # fmt: skip
         return [_reservation(r) for r in rows]
