@@ -12,6 +12,7 @@ import textwrap
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from tests.billing.test_admission import CONFIG, DEP, count_words, finish, make_ctx
 from tollway.billing.admission import Billing
@@ -92,13 +93,19 @@ async def test_live_instances_keep_their_reservations(dsn: str) -> None:
         await store.close()
 
 
+async def _lease_of_a_minute(store: Any) -> tuple[BillingConfig, InstanceLease]:
+    """A config whose requests may last 60 s, and this process's started instance lease."""
+    config = BillingConfig(reservation_max_age_seconds=60, prompt_margin_fraction=Decimal(0))
+    lease = InstanceLease(store, config)
+    await lease.start(background=False)
+    return config, lease
+
+
 async def test_too_old_reservations_are_released(dsn: str) -> None:
     store = await open_storage(dsn)
     try:
         account = await create_account(store, "a", credit_usd="5")
-        config = BillingConfig(reservation_max_age_seconds=60, prompt_margin_fraction=Decimal(0))
-        lease = InstanceLease(store, config)
-        await lease.start(background=False)
+        config, lease = await _lease_of_a_minute(store)
         ctx = make_ctx(account, "req-old")
         await Billing(store, config, lease.id, count_prompt_tokens=count_words).admit(ctx, [DEP])
         assert await lease.recover() == []
@@ -167,9 +174,7 @@ async def test_recovery_reads_only_the_candidates(dsn: str) -> None:
     store = await open_storage(dsn)
     try:
         account = await create_account(store, "a", credit_usd="5")
-        config = BillingConfig(reservation_max_age_seconds=60, prompt_margin_fraction=Decimal(0))
-        lease = InstanceLease(store, config)
-        await lease.start(background=False)
+        config, lease = await _lease_of_a_minute(store)
         now = time.time()
         await store.register_instance(InstanceRecord("inst_far", "elsewhere", 1, now, now))
         for owner, request_id in ((lease.id, "req-here"), ("inst_far", "req-far")):

@@ -159,8 +159,7 @@ class Tab:
         self._deployments = deployments
         self._count = count
         self._admitted_count = admitted_count
-        self._margin = prompt_margin
-        self._margin_factor = 1 + prompt_margin
+        self._margin_factor = 1 + prompt_margin  # prompt tokens × this: the margin added
         self._default_cap = default_cap
         self.calls: list[CallRecord] = []
         self.extensions = 0

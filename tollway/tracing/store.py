@@ -452,18 +452,18 @@ class SqliteTraceStore:
         event loop to let go of the GIL, and the reservations and settlements queued behind
         the gate waited with it, 60–220 ms at the first prune of a paced benchmark.)"""
         shared = open_database(self._path)
-        if shared is not None:
-            total, step = 0, min(batch, _SHARED_DELETE_BATCH)
-            while True:
-                count = int(await shared.run(_delete_body(before, step)))
-                total += count
-                if count < step:
-                    return total
+        step = batch if shared is None else min(batch, _SHARED_DELETE_BATCH)
+
+        async def delete() -> int:
+            if shared is not None:
+                return int(await shared.run(_delete_body(before, step)))
+            return int(await self._w.run_holding(self._lock, _delete_before, before, step))
+
         total = 0
         while True:
-            count = int(await self._w.run_holding(self._lock, _delete_before, before, batch))
+            count = await delete()
             total += count
-            if count < batch:
+            if count < step:
                 return total
 
     def transient(self, exc: BaseException) -> bool:
